@@ -1,0 +1,69 @@
+"""sluice-run: answer one prompt dataset as cheaply as its answers allow, and land every row in DuckDB.
+
+    ingest  -> read the Parquet file; bad rows are quarantined with a reason, the rest go on
+    dedup   -> exact duplicates are answered from their first occurrence, free
+    route   -> the gatekeeper scores each row and writes one Parquet partition per tier
+    infer   -> each tier answers its partition (self-hosted vLLM, or an OpenAI-compatible API), cheapest first
+    land    -> one `results` row per input row, with tokens, latency, cost and the all-premium baseline
+
+Run it with no Prefect server (a temporary local one starts by itself):
+
+    sluice run data/samples/prompts.parquet --warehouse data/warehouse.duckdb
+    python -m flows.batch_run data/samples/prompts.parquet
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from datetime import datetime, timezone
+
+from prefect import flow, get_run_logger
+
+from sluice.config import load_settings
+from sluice.ingest import dataset_name_for, validate_dataset_name
+from tasks.stages import dedup, infer_tier, ingest, land, route
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+@flow(name="sluice-run")
+def sluice_run(
+    dataset_path: str,
+    warehouse: str | None = None,
+    catalogue: str | None = None,
+    data_dir: str | None = None,
+    run_id: str | None = None,
+    dataset: str | None = None,
+) -> dict:
+    settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
+    tiers = settings.catalogue()
+    run = {
+        "run_id": validate_dataset_name(run_id) if run_id else new_run_id(),
+        "dataset": validate_dataset_name(dataset) if dataset else dataset_name_for(dataset_path),
+        "source": str(dataset_path),
+        "started_at": datetime.now(timezone.utc),
+    }
+    run_dir = settings.runs_dir / run["run_id"]
+    get_run_logger().info("run %s: dataset %s from %s", run["run_id"], run["dataset"], dataset_path)
+
+    ingested = ingest(dataset_path, run_dir)
+    deduped = dedup(ingested, run_dir, settings.default_max_tokens)
+    partitions = route(deduped, run_dir, tiers.names, settings.router)
+    # Cheapest tier first, one at a time: a worker holds one engine, and the premium API goes last.
+    run["billing"] = {
+        name: infer_tier(
+            name, partitions[name], run_dir, tiers, str(settings.data_dir), settings.default_max_tokens
+        )
+        for name in tiers.names
+        if name in partitions
+    }
+    summary = land(run_dir, str(settings.warehouse), run)
+    return {**summary, "run_id": run["run_id"], "dataset": run["dataset"], "warehouse": str(settings.warehouse)}
+
+
+if __name__ == "__main__":
+    print(sluice_run(sys.argv[1]))

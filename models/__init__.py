@@ -1,0 +1,1 @@
+"""Tier catalogue, packaged models, and one backend per kind of model service."""

@@ -1,0 +1,73 @@
+"""Backends: one small interface per kind of model service.
+
+A backend answers a batch of requests for one tier and reports what it was billed for:
+    - self-hosted backends (vLLM) report `billed_seconds` (engine start + generation), which the infer stage
+      turns into a per-row cost by apportioning the worker's $/hour over the rows' tokens;
+    - API backends report each row's token usage, priced per token from the catalogue.
+Adding a provider is one class implementing `Backend` plus catalogue entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from models.catalogue import Tier
+
+
+@dataclass(frozen=True)
+class Request:
+    row_id: str
+    prompt: str
+    system: str | None
+    max_tokens: int
+
+    def messages(self) -> list[dict[str, str]]:
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        msgs.append({"role": "user", "content": self.prompt})
+        return msgs
+
+
+@dataclass
+class Completion:
+    row_id: str
+    text: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    finish_reason: str | None = None
+    error: str | None = None  # set when the row failed; the batch goes on
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class BatchResult:
+    completions: list[Completion]
+    # self-hosted only: seconds the worker was held for this batch, engine start included
+    billed_seconds: float | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    tier: Tier
+
+    def complete(self, requests: Sequence[Request]) -> BatchResult:
+        """Answer every request; a failed row is a Completion with `error` set, never an exception."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def make_backend(tier: Tier, data_dir: str = "data") -> Backend:
+    if tier.backend == "vllm":
+        from models.backends.vllm_offline import VLLMBackend
+
+        return VLLMBackend(tier, data_dir=data_dir)
+    if tier.backend == "openai":
+        from models.backends.openai_http import OpenAIBackend
+
+        return OpenAIBackend(tier)
+    raise ValueError(f"tier {tier.name!r}: unknown backend {tier.backend!r}")

@@ -1,0 +1,95 @@
+"""Self-hosted tier: vLLM's offline engine, every row of a shard in one `LLM.chat` call.
+
+vLLM already does continuous batching inside one call; Sluice's job is to hand it the whole shard at once, keep
+one engine per worker process, and account for the time the worker was held (engine start included), which
+the infer stage apportions to rows by tokens.
+
+Decoding is greedy (temperature 0) with a fixed engine seed: a nightly batch must give the same answer to the same
+request, which is also what makes answers safe to reuse from the cache.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from typing import Sequence
+
+from models.backends import BatchResult, Completion, Request
+from models.catalogue import Tier
+from models.packaged import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+class VLLMBackend:
+    def __init__(self, tier: Tier, data_dir: str = "data") -> None:
+        self.tier = tier
+        self.data_dir = data_dir
+        self._llm = None
+        self._start_seconds = 0.0
+
+    def _engine(self):
+        if self._llm is None:
+            # On CPU vLLM sizes its KV cache from this (GiB); without it it assumes the whole NUMA node.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            from vllm import LLM
+
+            model = resolve_model(self.tier.model, self.data_dir)
+            t0 = time.perf_counter()
+            self._llm = LLM(
+                model=model,
+                dtype=self.tier.dtype,
+                quantization=self.tier.quantization,
+                max_model_len=self.tier.max_model_len,
+                enforce_eager=self.tier.enforce_eager,
+                seed=self.tier.seed,
+                disable_log_stats=False,  # keeps per-request timestamps (queued -> last token) on outputs
+            )
+            self._start_seconds = time.perf_counter() - t0
+            log.info("tier %s: vLLM engine for %s ready in %.1f s", self.tier.name, model, self._start_seconds)
+        return self._llm
+
+    def complete(self, requests: Sequence[Request]) -> BatchResult:
+        if not requests:
+            return BatchResult([], billed_seconds=0.0)
+        from vllm import SamplingParams
+
+        started_engine = self._llm is None
+        llm = self._engine()
+        start_cost = self._start_seconds if started_engine else 0.0
+        params = [SamplingParams(max_tokens=r.max_tokens, temperature=0.0) for r in requests]
+        t0 = time.perf_counter()
+        outputs = llm.chat([r.messages() for r in requests], sampling_params=params, use_tqdm=True)
+        wall = time.perf_counter() - t0
+        completions = []
+        for req, out in zip(requests, outputs, strict=True):
+            gen = out.outputs[0]
+            m = out.metrics
+            # engine-side time from queueing to the last token: what this row waited inside the batch
+            latency = (m.last_token_ts - m.queued_ts) * 1000 if m is not None and m.last_token_ts else wall * 1000
+            completions.append(
+                Completion(
+                    row_id=req.row_id,
+                    text=gen.text,
+                    input_tokens=len(out.prompt_token_ids or []),
+                    output_tokens=len(gen.token_ids),
+                    latency_ms=latency,
+                    finish_reason=gen.finish_reason,
+                )
+            )
+        return BatchResult(
+            completions,
+            billed_seconds=start_cost + wall,
+            details={"engine_start_s": start_cost, "generate_s": wall},
+        )
+
+    def close(self) -> None:
+        if self._llm is not None:
+            try:
+                self._llm.llm_engine.engine_core.shutdown()
+            except Exception:  # already down: nothing left to release
+                log.debug("engine shutdown raised", exc_info=True)
+            self._llm = None
+            gc.collect()

@@ -1,0 +1,114 @@
+"""The `sluice` command.
+
+    sluice run DATASET.parquet [--warehouse PATH] [--catalogue PATH]   answer a dataset, land it in DuckDB
+    sluice demo                                                        the same on the sample, premium stand-in included
+    sluice prepare                                                     convert the packaged demo model (first use)
+"""
+
+from __future__ import annotations
+
+import os
+
+# Prefect reads these when it is imported: no telemetry host to reach, and a patient temporary server.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Optional  # noqa: E402
+from urllib.parse import urlparse  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sluice: make the inference bill small.")
+console = Console()
+
+WarehouseOpt = Annotated[Optional[Path], typer.Option(help="DuckDB file to land results in [data/warehouse.duckdb]")]
+CatalogueOpt = Annotated[Optional[Path], typer.Option(help="tier catalogue TOML [models/catalogue.toml]")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(help="data folder: models cache, run folders [data]")]
+
+
+def _print_summary(summary: dict, seconds: float) -> None:
+    from sluice.summary import summary_lines
+
+    table = Table(title=f"Sluice run {summary['run_id']} ({summary['dataset']})", show_header=False)
+    for k, v in summary_lines(summary):
+        table.add_row(k, v)
+    table.add_row("wall time", f"{seconds:.1f} s")
+    table.add_row("warehouse", f"{summary['warehouse']} (table `results`)")
+    console.print(table)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    dataset: Annotated[Path, typer.Argument(help="Parquet file with a `prompt` column")],
+    warehouse: WarehouseOpt = None,
+    catalogue: CatalogueOpt = None,
+    data_dir: DataDirOpt = None,
+    run_id: Annotated[Optional[str], typer.Option(help="run id (default: time + random suffix)")] = None,
+) -> None:
+    """Answer every row of DATASET on the cheapest tier that will do, and land the results in DuckDB."""
+    from models.catalogue import CatalogueError
+    from sluice.ingest import IngestError
+
+    t0 = time.perf_counter()
+    try:
+        from flows.batch_run import sluice_run
+
+        summary = sluice_run(
+            str(dataset),
+            warehouse=str(warehouse) if warehouse else None,
+            catalogue=str(catalogue) if catalogue else None,
+            data_dir=str(data_dir) if data_dir else None,
+            run_id=run_id,
+        )
+    except (IngestError, CatalogueError, ValueError) as exc:
+        _fail(str(exc))
+    _print_summary(summary, time.perf_counter() - t0)
+
+
+@app.command()
+def prepare(data_dir: DataDirOpt = None) -> None:
+    """Convert the packaged SmolLM2 model into data/models/ (done on first use anyway)."""
+    from models.packaged import PACKAGED_PREFIX, resolve_model
+    from sluice.config import load_settings
+
+    settings = load_settings(data_dir=data_dir)
+    console.print(resolve_model(PACKAGED_PREFIX + "smollm2-135m-instruct", settings.data_dir))
+
+
+@app.command()
+def demo(
+    dataset: Annotated[Path, typer.Argument(help="sample dataset")] = Path("data/samples/prompts.parquet"),
+    warehouse: WarehouseOpt = None,
+    catalogue: CatalogueOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run the sample batch with the premium tier served by a local stand-in (vLLM's OpenAI server)."""
+    from models.packaged import PACKAGED_PREFIX, resolve_model
+    from sluice.config import load_settings
+    from sluice.stand_in import openai_stand_in
+
+    settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
+    premium = settings.catalogue().baseline_tier
+    url = urlparse(premium.base_url or "")
+    if premium.backend != "openai" or url.hostname not in ("127.0.0.1", "localhost") or not url.port:
+        _fail(f"the demo serves tier {premium.name!r} locally, but its base_url is {premium.base_url!r}")
+    model_dir = resolve_model(PACKAGED_PREFIX + "smollm2-135m-instruct", settings.data_dir)
+    console.print(f"starting the premium stand-in (vLLM OpenAI server, {premium.model}) on {premium.base_url}")
+    with openai_stand_in(model_dir, premium.model, url.port, settings.data_dir / "logs" / "premium-stand-in.log"):
+        run(dataset, warehouse=warehouse, catalogue=catalogue, data_dir=data_dir, run_id=None)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,123 @@
+"""Infer: answer one tier's partition on its backend and price every row.
+
+Cost per row:
+    - API tiers: the row's returned token usage x the tier's list prices.
+    - self-hosted tiers: the worker's billed time (engine start + generation) x its $/hour, apportioned to rows
+      in proportion to their tokens (input + output). The rows of a batch therefore add up exactly to the bill.
+Baseline per row: what the same tokens would have cost on the catalogue's baseline (premium) tier. Output tokens
+of rows answered elsewhere stand in for the premium answer's length (an estimate; the shadow sample measures it).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.backends import Backend, BatchResult, Request
+from models.catalogue import Catalogue, Tier
+
+log = logging.getLogger(__name__)
+
+ANSWER_SCHEMA = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("tier", pa.string()),
+        ("model", pa.string()),
+        ("response", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("latency_ms", pa.float64()),
+        ("finish_reason", pa.string()),
+        ("cost_usd", pa.float64()),
+        ("baseline_cost_usd", pa.float64()),
+    ]
+)
+
+
+def requests_from(partition: pa.Table, default_max_tokens: int) -> list[Request]:
+    return [
+        Request(
+            row_id=r["row_id"],
+            prompt=r["prompt"],
+            system=r["system"],
+            max_tokens=r["max_tokens"] or default_max_tokens,
+        )
+        for r in partition.select(["row_id", "prompt", "system", "max_tokens"]).to_pylist()
+    ]
+
+
+def row_costs(result: BatchResult, tier: Tier, catalogue: Catalogue) -> list[float]:
+    comps = result.completions
+    if not tier.self_hosted:
+        return [tier.token_cost_usd(c.input_tokens, c.output_tokens) if c.ok else 0.0 for c in comps]
+    bill = (result.billed_seconds or 0.0) * catalogue.worker_usd_per_hour(tier) / 3600.0
+    weights = [c.input_tokens + c.output_tokens for c in comps]
+    total = sum(weights)
+    if total == 0:
+        return [bill / len(comps)] * len(comps) if comps else []
+    return [bill * w / total for w in weights]
+
+
+def answer_partition(
+    partition: pa.Table, tier: Tier, catalogue: Catalogue, backend: Backend, default_max_tokens: int = 256
+) -> tuple[pa.Table, dict[str, float]]:
+    """Run one tier's rows through its backend; returns the answers table and the batch's billing facts."""
+    requests = requests_from(partition, default_max_tokens)
+    result = backend.complete(requests)
+    costs = row_costs(result, tier, catalogue)
+    base = catalogue.baseline_tier
+    rows = []
+    for c, cost in zip(result.completions, costs, strict=True):
+        rows.append(
+            {
+                "row_id": c.row_id,
+                "tier": tier.name,
+                "model": tier.model,
+                "response": c.text,
+                "status": "ok" if c.ok else "failed",
+                "error": c.error,
+                "input_tokens": c.input_tokens,
+                "output_tokens": c.output_tokens,
+                "latency_ms": c.latency_ms,
+                "finish_reason": c.finish_reason,
+                "cost_usd": cost,
+                "baseline_cost_usd": base.token_cost_usd(c.input_tokens, c.output_tokens) if c.ok else 0.0,
+            }
+        )
+    billing = {
+        "rows": float(len(rows)),
+        "billed_seconds": float(result.billed_seconds or 0.0),
+        "cost_usd": float(sum(costs)),
+        **{k: float(v) for k, v in result.details.items() if isinstance(v, (int, float))},
+    }
+    return pa.Table.from_pylist(rows, schema=ANSWER_SCHEMA), billing
+
+
+def infer_partition_file(
+    partition_path: Path,
+    out_path: Path,
+    tier: Tier,
+    catalogue: Catalogue,
+    backend: Backend,
+    default_max_tokens: int = 256,
+) -> dict[str, float]:
+    """File-to-file form used by the flow: read a tier partition, write its answers atomically."""
+    partition = pq.read_table(partition_path)
+    answers, billing = answer_partition(partition, tier, catalogue, backend, default_max_tokens)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".parquet.tmp")
+    pq.write_table(answers, tmp)
+    tmp.replace(out_path)
+    log.info(
+        "tier %s: %d rows answered, %d failed, $%.6f",
+        tier.name,
+        answers.num_rows,
+        sum(1 for s in answers["status"].to_pylist() if s != "ok"),
+        billing["cost_usd"],
+    )
+    return billing

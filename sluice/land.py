@@ -1,0 +1,148 @@
+"""Land: one `results` row per input row, every row accounted for, in one short DuckDB transaction.
+
+    answered rows   status "ok" or "failed" (with the backend's reason), their tier, tokens, latency, cost
+    duplicates      status "duplicate": the canonical row's answer, cost 0, no tokens sent; baseline is what the
+                    premium tier would have charged to answer it again (the canonical row's baseline)
+    quarantined     status "quarantined" with the ingest reason; nothing sent, nothing charged
+
+Re-landing a run replaces its rows (delete + insert in one transaction): never duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from sluice.infer import ANSWER_SCHEMA
+from sluice.warehouse import RESULT_COLUMNS, connect
+
+ANSWER_FIELDS = ["response", "model", "input_tokens", "output_tokens", "latency_ms", "cost_usd",
+                 "baseline_cost_usd", "finish_reason"]
+
+
+def assemble_results(routed: pa.Table, answers: list[pa.Table], run_id: str, dataset: str) -> pl.DataFrame:
+    rows = pl.from_arrow(routed)
+    assert isinstance(rows, pl.DataFrame)
+    ans = pl.from_arrow(pa.concat_tables(answers) if answers else ANSWER_SCHEMA.empty_table())
+    assert isinstance(ans, pl.DataFrame)
+    if ans["row_id"].is_duplicated().any():
+        raise ValueError("a row was answered twice; refusing to land (it would be charged twice)")
+
+    own = ans.select(["row_id", "status", "error", "tier", *ANSWER_FIELDS]).rename(
+        {"status": "a_status", "error": "a_error", "tier": "a_tier"}
+    )
+    canon = ans.select(
+        pl.col("row_id").alias("dup_of"),
+        pl.col("status").alias("c_status"),
+        pl.col("error").alias("c_error"),
+        pl.col("response").alias("c_response"),
+        pl.col("model").alias("c_model"),
+        pl.col("baseline_cost_usd").alias("c_baseline"),
+    )
+    df = rows.join(own, on="row_id", how="left").join(canon, on="dup_of", how="left")
+
+    pending = pl.col("status") == "pending"
+    dup = pl.col("status") == "duplicate"
+    unanswered = pending & pl.col("a_status").is_null()
+    status = (
+        pl.when(unanswered).then(pl.lit("failed"))
+        .when(pending).then(pl.col("a_status"))
+        .when(dup & (pl.col("c_status") != "ok")).then(pl.lit("failed"))
+        .otherwise(pl.col("status"))
+    )
+    error = (
+        pl.when(unanswered).then(pl.lit("no answer was produced for this row"))
+        .when(pending).then(pl.col("a_error"))
+        .when(dup & (pl.col("c_status") != "ok"))
+        .then(pl.format("canonical row {} failed: {}", pl.col("dup_of"), pl.col("c_error")))
+        .otherwise(pl.col("error"))
+    )
+    zero = pl.lit(0, dtype=pl.Int64)
+    out = df.with_columns(
+        pl.lit(run_id).alias("run_id"),
+        pl.lit(dataset).alias("dataset"),
+        pl.when(pending).then(pl.col("response")).when(dup).then(pl.col("c_response")).alias("response"),
+        pl.when(pending).then(pl.col("a_tier")).alias("tier"),
+        pl.when(pending).then(pl.col("model")).when(dup).then(pl.col("c_model")).alias("model"),
+        pl.when(pending).then(pl.col("input_tokens")).otherwise(zero).fill_null(0).alias("input_tokens"),
+        pl.when(pending).then(pl.col("output_tokens")).otherwise(zero).fill_null(0).alias("output_tokens"),
+        pl.when(pending).then(pl.col("latency_ms")).alias("latency_ms"),
+        pl.when(pending).then(pl.col("cost_usd")).otherwise(0.0).fill_null(0.0).alias("cost_usd"),
+        pl.when(pending).then(pl.col("baseline_cost_usd")).when(dup).then(pl.col("c_baseline"))
+        .otherwise(0.0).fill_null(0.0).alias("baseline_cost_usd"),
+        pl.when(pending).then(pl.col("finish_reason")).alias("finish_reason"),
+        status.alias("status"),
+        error.alias("error"),
+    )
+    return out.select(RESULT_COLUMNS).sort("row_index")
+
+
+def summarise(results: pl.DataFrame) -> dict:
+    by_tier = (
+        results.filter(pl.col("tier").is_not_null())
+        .group_by("tier")
+        .agg(pl.len().alias("rows"), pl.col("cost_usd").sum().alias("cost_usd"))
+        .sort("tier")
+    )
+    cost = float(results["cost_usd"].sum())
+    baseline = float(results["baseline_cost_usd"].sum())
+    return {
+        "rows": results.height,
+        "duplicates": int((results["status"] == "duplicate").sum()),
+        "quarantined": int((results["status"] == "quarantined").sum()),
+        "failed": int((results["status"] == "failed").sum()),
+        "rows_per_tier": {r["tier"]: r["rows"] for r in by_tier.to_dicts()},
+        "cost_per_tier_usd": {r["tier"]: r["cost_usd"] for r in by_tier.to_dicts()},
+        "cost_usd": cost,
+        "baseline_cost_usd": baseline,
+        "saving_usd": baseline - cost,
+        "saving_pct": (100.0 * (baseline - cost) / baseline) if baseline > 0 else 0.0,
+    }
+
+
+def land_results(
+    warehouse: str | Path,
+    results: pl.DataFrame,
+    run: dict,
+) -> None:
+    """Replace this run's rows in the warehouse and record the run, in one transaction."""
+    run_id = run["run_id"]
+    if results["row_id"].is_duplicated().any():
+        raise ValueError(f"run {run_id}: duplicate row_id in results; refusing to land")
+    summary = summarise(results)
+    arrow = results.to_arrow()
+    with connect(warehouse) as con:
+        con.register("incoming_results", arrow)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM results WHERE run_id = ?", [run_id])
+            con.execute(f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) "
+                        f"SELECT {', '.join(RESULT_COLUMNS)} FROM incoming_results")
+            con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+            con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    run["dataset"],
+                    run.get("source"),
+                    run.get("started_at"),
+                    run.get("finished_at") or datetime.now().astimezone(),
+                    summary["rows"],
+                    summary["duplicates"],
+                    summary["quarantined"],
+                    summary["failed"],
+                    summary["cost_usd"],
+                    summary["baseline_cost_usd"],
+                    json.dumps(run.get("billing", {})),
+                ],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.unregister("incoming_results")

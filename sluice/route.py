@@ -1,0 +1,129 @@
+"""Route: a fast gatekeeper scores each prompt's complexity and intent and assigns it a tier.
+
+The heuristic gatekeeper reads cheap signals from the text (vectorised regexes in polars, microseconds a row):
+    - intent: code, math, reasoning, analysis, writing, extraction, classification, chit-chat, qa
+    - length in words
+    - explicit demands for rigour ("step by step", "prove", "show the working", "trade-offs")
+and combines them into a score in [0, 1], an estimate of how likely the cheap tiers are to fall short.
+The score picks the tier by the thresholds in `RouterSettings`: the cheapest tier below `small_below`, the
+premium (last) tier from `premium_from`, the middle tier(s) in between.
+
+Only rows still pending after dedup are routed; the routed rows are written as one Parquet partition per tier
+(`<run_dir>/routed/tier=<name>/part-0.parquet`): the hand-off the infer stage and remote workers read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sluice.config import RouterSettings
+
+# intent -> (pattern, base complexity). First match in this order wins.
+INTENTS: list[tuple[str, str, float]] = [
+    ("code", r"\b(python|javascript|typescript|rust|golang|java|c\+\+|sql|bash|regex|function|script|code|"
+             r"implement|refactor|algorithm|debounce|api endpoint|class )\b", 0.70),
+    ("math", r"\b(prove|proof|derive|equation|solve for|probability|compound annual|integral|"
+             r"how long does it take|percentage change)\b", 0.70),
+    ("reasoning", r"\b(step by step|explain the logic|can we conclude|show (your|the) (reasoning|working|"
+                  r"calculation)|riddle|puzzle)\b", 0.60),
+    ("analysis", r"\b(design|trade-?offs?|compare|critically|evaluate|analy[sz]e|ethical|architecture|"
+                 r"migrat\w*|failure modes)\b", 0.55),
+    ("extraction", r"^\s*(extract|list all|find all|pull out)\b", 0.05),
+    ("classification", r"^\s*(classify|label|categori[sz]e|is the following|respond with yes or no|"
+                       r"is \d+ a prime)\b", 0.05),
+    ("chit-chat", r"^\s*(hi|hello|hey|thanks|thank you|say hello|tell me a (short )?joke)\b", 0.0),
+    ("writing", r"\b(write|draft|rewrite|summari[sz]e|describe|suggest|give me|poem|haiku|tweet|bio|"
+                r"itinerary|recipe|reply)\b", 0.30),
+    ("qa", r"", 0.20),
+]
+RIGOUR = r"\b(step by step|show (your|the|each)|explain (your|each)|with examples|in detail|detailed|carefully|" \
+         r"prove|correctness|edge cases)\b"
+
+
+def gatekeeper_features(prompts: pl.Series) -> pl.DataFrame:
+    """Intent, length and rigour signals for each prompt, and the complexity score they add up to."""
+    text = prompts.fill_null("").str.to_lowercase()
+    df = pl.DataFrame({"_t": text})
+    intent = pl.lit("qa")
+    base = pl.lit(0.20)
+    for name, pattern, weight in reversed(INTENTS[:-1]):
+        hit = pl.col("_t").str.contains(pattern)
+        intent = pl.when(hit).then(pl.lit(name)).otherwise(intent)
+        base = pl.when(hit).then(pl.lit(weight)).otherwise(base)
+    words = pl.col("_t").str.count_matches(r"\S+")
+    numbers = pl.col("_t").str.count_matches(r"\d+(?:[.,]\d+)?")
+    rigour = pl.col("_t").str.contains(RIGOUR)
+    score = (
+        base
+        + pl.min_horizontal(words / 400.0, pl.lit(0.20))  # long prompts carry more context to get right
+        + pl.when(numbers >= 3).then(0.10).otherwise(0.0)  # several quantities usually means arithmetic
+        + pl.when(rigour).then(0.15).otherwise(0.0)
+    ).clip(0.0, 1.0)
+    return df.select(
+        intent.alias("intent"),
+        words.alias("words"),
+        numbers.alias("numbers"),
+        rigour.alias("rigour"),
+        score.alias("route_score"),
+    )
+
+
+def heuristic_route(rows: pa.Table, tiers: list[str], settings: RouterSettings) -> pa.Table:
+    """Add `tier`, `route_score`, `route_reason` to pending rows (other rows keep nulls)."""
+    if len(tiers) < 2:
+        raise ValueError("routing needs at least two tiers")
+    df = pl.from_arrow(rows)
+    assert isinstance(df, pl.DataFrame)
+    feats = gatekeeper_features(df["prompt"])
+    middle = tiers[1:-1] or [tiers[0]]
+    span = max(settings.premium_from - settings.small_below, 1e-9)
+    # the middle band is split evenly between the middle tiers
+    mid_index = ((pl.col("route_score") - settings.small_below) / span * len(middle)).floor().cast(pl.Int64)
+    mid_index = mid_index.clip(0, len(middle) - 1)
+    tier = (
+        pl.when(pl.col("route_score") < settings.small_below)
+        .then(pl.lit(tiers[0]))
+        .when(pl.col("route_score") >= settings.premium_from)
+        .then(pl.lit(tiers[-1]))
+        .otherwise(pl.lit(pl.Series(middle)).get(mid_index))
+    )
+    routed = pl.concat([df, feats], how="horizontal").with_columns(tier.alias("_tier"))
+    reason = pl.format(
+        "heuristic: intent={} words={} numbers={}{} score={} -> {}",
+        pl.col("intent"),
+        pl.col("words"),
+        pl.col("numbers"),
+        pl.when(pl.col("rigour")).then(pl.lit(" rigour")).otherwise(pl.lit("")),
+        pl.col("route_score").round(2),
+        pl.col("_tier"),
+    )
+    pending = pl.col("status") == "pending"
+    out = routed.with_columns(
+        pl.when(pending).then(pl.col("_tier")).alias("tier"),
+        pl.when(pending).then(pl.col("route_score")).alias("route_score"),
+        pl.when(pending).then(reason).alias("route_reason"),
+    ).drop("_tier", "words", "numbers", "rigour", "intent")
+    return out.to_arrow()
+
+
+def write_tier_partitions(routed: pa.Table, out_dir: Path, tiers: list[str]) -> dict[str, Path]:
+    """Write each tier's pending rows to `<out_dir>/tier=<name>/part-0.parquet`; returns tier -> file."""
+    df = pl.from_arrow(routed)
+    assert isinstance(df, pl.DataFrame)
+    files: dict[str, Path] = {}
+    for name in tiers:
+        part = df.filter((pl.col("status") == "pending") & (pl.col("tier") == name))
+        if part.height == 0:
+            continue
+        folder = out_dir / f"tier={name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "part-0.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        pq.write_table(part.to_arrow(), tmp)
+        tmp.replace(path)  # readers never see a half-written partition
+        files[name] = path
+    return files

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers that move files between the plain stage functions in `sluice/`."""

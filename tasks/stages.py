@@ -1,0 +1,100 @@
+"""The pipeline's stages as Prefect tasks.
+
+Each task reads its input from a Parquet file in the run folder and writes its output beside it, so that a stage
+can run on another machine (remote workers read the same hand-off) and a later stage never depends on memory held
+by an earlier one. The logic lives in plain functions in `sluice/`; these wrappers add logging and retries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from models.backends import make_backend
+from models.catalogue import Catalogue
+from sluice.config import RouterSettings
+from sluice.dedup import exact_duplicates
+from sluice.infer import infer_partition_file
+from sluice.ingest import read_prompts
+from sluice.land import assemble_results, land_results, summarise
+from sluice.route import heuristic_route, write_tier_partitions
+from sluice.summary import summary_markdown
+
+
+def _write(table, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
+
+
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest(dataset_path: str, run_dir: Path) -> Path:
+    rows = read_prompts(dataset_path)
+    bad = rows.num_rows - sum(1 for s in rows["status"].to_pylist() if s == "pending")
+    get_run_logger().info("ingested %d rows from %s (%d quarantined)", rows.num_rows, dataset_path, bad)
+    for err in [e for e in rows["error"].to_pylist() if e][:20]:
+        get_run_logger().warning("quarantined: %s", err)
+    return _write(rows, run_dir / "ingested.parquet")
+
+
+@task(name="dedup", cache_policy=NO_CACHE)
+def dedup(in_path: Path, run_dir: Path, default_max_tokens: int) -> Path:
+    rows = exact_duplicates(pq.read_table(in_path), default_max_tokens)
+    dups = sum(1 for s in rows["status"].to_pylist() if s == "duplicate")
+    get_run_logger().info("dedup: %d exact duplicates answered from their canonical rows", dups)
+    return _write(rows, run_dir / "deduped.parquet")
+
+
+@task(name="route", cache_policy=NO_CACHE)
+def route(in_path: Path, run_dir: Path, tiers: list[str], router: RouterSettings) -> dict[str, Path]:
+    routed = heuristic_route(pq.read_table(in_path), tiers, router)
+    _write(routed, run_dir / "routed.parquet")
+    parts = write_tier_partitions(routed, run_dir / "routed", tiers)
+    counts = {t: pq.read_metadata(p).num_rows for t, p in parts.items()}
+    get_run_logger().info("route: %s", ", ".join(f"{t}={n}" for t, n in counts.items()) or "nothing to send")
+    return parts
+
+
+# Retried once: a dead engine or a broken connection fails the whole shard before its answers are written, so a
+# retry re-runs the shard without double-charging (answers are only written, and costs only counted, on success).
+@task(name="infer-tier", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def infer_tier(
+    tier_name: str, partition: Path, run_dir: Path, catalogue: Catalogue, data_dir: str, default_max_tokens: int
+) -> dict[str, float]:
+    logger = get_run_logger()
+    tier = catalogue.tier(tier_name)
+    rows = pq.read_metadata(partition).num_rows
+    logger.info("tier %s: %d rows -> %s backend, model %s", tier.name, rows, tier.backend, tier.model)
+    backend = make_backend(tier, data_dir=data_dir)
+    try:
+        billing = infer_partition_file(
+            partition, run_dir / "answers" / f"tier={tier.name}.parquet", tier, catalogue, backend,
+            default_max_tokens,
+        )
+    finally:
+        backend.close()
+    logger.info(
+        "tier %s: done, billed %.1f s, $%.6f", tier.name, billing.get("billed_seconds", 0.0), billing["cost_usd"]
+    )
+    return billing
+
+
+@task(name="land", cache_policy=NO_CACHE)
+def land(run_dir: Path, warehouse: str, run: dict) -> dict:
+    routed = pq.read_table(run_dir / "routed.parquet")
+    answers = [pq.read_table(p) for p in sorted((run_dir / "answers").glob("tier=*.parquet"))]
+    results = assemble_results(routed, answers, run["run_id"], run["dataset"])
+    _write(results.to_arrow(), run_dir / "results.parquet")
+    land_results(warehouse, results, run)
+    summary = summarise(results)
+    get_run_logger().info("landed %d rows into %s (results)", results.height, warehouse)
+    create_markdown_artifact(
+        key="sluice-run-summary", markdown=summary_markdown(summary, run), description="Sluice run summary"
+    )
+    return summary
