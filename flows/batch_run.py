@@ -53,13 +53,16 @@ def sluice_run(
     ingested = ingest(dataset_path, run_dir)
     deduped = dedup(ingested, run_dir, settings.default_max_tokens)
     partitions = route(deduped, run_dir, tiers.names, settings.router)
-    # Cheapest tier first, one at a time: a worker holds one engine, and the premium API goes last.
+    # Cheapest tier first, one at a time: a worker holds one engine, and the premium API goes last. The engine is
+    # released after the last self-hosted tier: the run is billed for the worker only while it needs it.
+    todo = [t for t in tiers.tiers if t.name in partitions]
+    last_self_hosted = max((i for i, t in enumerate(todo) if t.self_hosted), default=-1)
     run["billing"] = {
-        name: infer_tier(
-            name, partitions[name], run_dir, tiers, str(settings.data_dir), settings.default_max_tokens
+        t.name: infer_tier(
+            t.name, partitions[t.name], run_dir, tiers, str(settings.data_dir), settings.default_max_tokens,
+            release_engine=i == last_self_hosted,
         )
-        for name in tiers.names
-        if name in partitions
+        for i, t in enumerate(todo)
     }
     summary = land(run_dir, str(settings.warehouse), run)
     return {**summary, "run_id": run["run_id"], "dataset": run["dataset"], "warehouse": str(settings.warehouse)}

@@ -47,6 +47,9 @@ class Tier(BaseModel):
     max_concurrency: int = Field(default=8, gt=0)
     request_timeout_s: float = Field(default=120, gt=0)
     max_retries: int = Field(default=2, ge=0)
+    # demo and tests only: serve this model (a `packaged:` name or a local folder) on `base_url` with vLLM's
+    # OpenAI-compatible server while the tier runs, standing in for a paid API that cannot be reached
+    local_server: str | None = None
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "Tier":
@@ -56,6 +59,8 @@ class Tier(BaseModel):
             missing = [f for f in ("base_url", "input_usd_per_1m", "output_usd_per_1m") if getattr(self, f) is None]
             if missing:
                 raise ValueError(f"tier {self.name!r}: an openai tier needs {', '.join(missing)}")
+        if self.local_server and self.backend != "openai":
+            raise ValueError(f"tier {self.name!r}: `local_server` is for openai tiers")
         return self
 
     @property

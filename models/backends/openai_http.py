@@ -28,8 +28,9 @@ def _error_text(exc: BaseException) -> str:
 
 
 class OpenAIBackend:
-    def __init__(self, tier: Tier) -> None:
+    def __init__(self, tier: Tier, data_dir: str = "data") -> None:
         self.tier = tier
+        self.data_dir = data_dir
 
     def _client(self):
         from openai import AsyncOpenAI
@@ -78,7 +79,27 @@ class OpenAIBackend:
     def complete(self, requests: Sequence[Request]) -> BatchResult:
         if not requests:
             return BatchResult([])
+        if self.tier.local_server:
+            with self._stand_in():
+                return BatchResult(asyncio.run(self._run(requests)))
         return BatchResult(asyncio.run(self._run(requests)))
+
+    def _stand_in(self):
+        from pathlib import Path
+        from urllib.parse import urlparse
+
+        from models.packaged import resolve_model
+        from sluice.stand_in import openai_stand_in
+
+        url = urlparse(self.tier.base_url or "")
+        if url.hostname not in ("127.0.0.1", "localhost") or not url.port:
+            raise ValueError(f"tier {self.tier.name!r}: local_server needs a loopback base_url with a port")
+        return openai_stand_in(
+            resolve_model(self.tier.local_server or "", self.data_dir),
+            served_name=self.tier.model,
+            port=url.port,
+            log_path=Path(self.data_dir) / "logs" / f"{self.tier.name}-stand-in.log",
+        )
 
     def close(self) -> None:
         pass

