@@ -66,7 +66,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # the weights are now plain fp32 tensors; drop the GGUF quantisation markers so vLLM loads them as such
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
