@@ -11,6 +11,8 @@ Re-landing a run replaces its rows (delete + insert in one transaction): never d
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from datetime import datetime
 from pathlib import Path
 
@@ -109,40 +111,48 @@ def land_results(
     results: pl.DataFrame,
     run: dict,
 ) -> None:
-    """Replace this run's rows in the warehouse and record the run, in one transaction."""
+    """Replace this run's rows in the warehouse and record the run, in one short transaction.
+
+    The rows are first staged as a Parquet part beside the warehouse (`<warehouse>.staging/`), before the file
+    is opened: the lock is then held only for the delete + insert, and a writer that finds the file locked by
+    another process waits and retries (`sluice.warehouse.connect`). Re-landing a run replaces its rows.
+    """
     run_id = run["run_id"]
     if results["row_id"].is_duplicated().any():
         raise ValueError(f"run {run_id}: duplicate row_id in results; refusing to land")
     summary = summarise(results)
-    arrow = results.to_arrow()
-    with connect(warehouse) as con:
-        con.register("incoming_results", arrow)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute("DELETE FROM results WHERE run_id = ?", [run_id])
-            con.execute(f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) "
-                        f"SELECT {', '.join(RESULT_COLUMNS)} FROM incoming_results")
-            con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
-            con.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    run_id,
-                    run["dataset"],
-                    run.get("source"),
-                    run.get("started_at"),
-                    run.get("finished_at") or datetime.now().astimezone(),
-                    summary["rows"],
-                    summary["duplicates"],
-                    summary["quarantined"],
-                    summary["failed"],
-                    summary["cost_usd"],
-                    summary["baseline_cost_usd"],
-                    json.dumps(run.get("billing", {})),
-                ],
-            )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.unregister("incoming_results")
+    staging = Path(f"{warehouse}.staging")
+    staging.mkdir(parents=True, exist_ok=True)
+    staged = staging / f"{run_id}-{os.getpid()}-{secrets.token_hex(3)}.parquet"
+    results.write_parquet(staged)
+    try:
+        with connect(warehouse) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("DELETE FROM results WHERE run_id = ?", [run_id])
+                # by name: every column of `results` (RESULT_COLUMNS and any added by a later migration)
+                con.execute("INSERT INTO results BY NAME SELECT * FROM read_parquet(?)", [str(staged)])
+                con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+                con.execute(
+                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        run_id,
+                        run["dataset"],
+                        run.get("source"),
+                        run.get("started_at"),
+                        run.get("finished_at") or datetime.now().astimezone(),
+                        summary["rows"],
+                        summary["duplicates"],
+                        summary["quarantined"],
+                        summary["failed"],
+                        summary["cost_usd"],
+                        summary["baseline_cost_usd"],
+                        json.dumps(run.get("billing", {})),
+                    ],
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+    finally:
+        staged.unlink(missing_ok=True)

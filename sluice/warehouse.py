@@ -2,7 +2,16 @@
 
 DuckDB locks a database file for a single writing process (a second process fails at once with "Could not set
 lock on file", even read-only). Sluice therefore writes in short transactions and retries on the lock with
-backoff, and everything slow (inference) happens before the connection is opened.
+backoff, and everything slow (inference, assembling and staging the rows) happens before the connection is
+opened. Analysts read with `connect(path, read_only=True)` (or `duckdb -readonly`) while nothing writes, and
+close the connection when done: an open reader holds the lock too, and a landing waits for it (up to
+`LOCK_TIMEOUT_S`). For long sessions, copy the file first (`cp` is safe while nothing writes). docs/analysts.md
+has the schema, the views and example queries.
+
+Schema changes are ordered migrations (`MIGRATIONS`), each applied once in its own transaction and recorded in
+`schema_version`, so an existing file upgrades in place the next time a writer opens it. The analyst views
+(`sluice/views.py`) are derived, not data: every writer recreates them after migrating, so they always match the
+columns `results` has.
 """
 
 from __future__ import annotations
@@ -17,57 +26,156 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_ex
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# How long a writer waits for another process's lock on the file before giving up.
+LOCK_TIMEOUT_S = 300
 
-DDL = [
-    """
-    CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP DEFAULT now())
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS runs (
-        run_id VARCHAR PRIMARY KEY,
-        dataset VARCHAR NOT NULL,
-        source VARCHAR,
-        started_at TIMESTAMPTZ,
-        finished_at TIMESTAMPTZ,
-        rows BIGINT,
-        duplicates BIGINT,
-        quarantined BIGINT,
-        failed BIGINT,
-        cost_usd DOUBLE,
-        baseline_cost_usd DOUBLE,
-        billing JSON
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS results (
-        run_id VARCHAR NOT NULL,
-        dataset VARCHAR NOT NULL,
-        row_id VARCHAR NOT NULL,
-        prompt VARCHAR,
-        response VARCHAR,
-        tier VARCHAR,
-        model VARCHAR,
-        status VARCHAR NOT NULL,
-        dup_of VARCHAR,
-        input_tokens BIGINT,
-        output_tokens BIGINT,
-        latency_ms DOUBLE,
-        cost_usd DOUBLE,
-        baseline_cost_usd DOUBLE,
-        system VARCHAR,
-        max_tokens INTEGER,
-        dup_kind VARCHAR,
-        dup_score DOUBLE,
-        route_score DOUBLE,
-        route_reason VARCHAR,
-        error VARCHAR,
-        finish_reason VARCHAR,
-        row_index BIGINT,
-        PRIMARY KEY (run_id, row_id)
-    )
-    """,
+# (version, what it does, statements). Append new migrations at the end with the next version; never edit one
+# that has shipped (files in the field have recorded it as applied). Adding a column to `results` is a migration
+# (`ALTER TABLE results ADD COLUMN IF NOT EXISTS ...`) plus its name in RESULT_COLUMNS.
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "runs and results",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS runs (
+                run_id VARCHAR PRIMARY KEY,
+                dataset VARCHAR NOT NULL,
+                source VARCHAR,
+                started_at TIMESTAMPTZ,
+                finished_at TIMESTAMPTZ,
+                rows BIGINT,
+                duplicates BIGINT,
+                quarantined BIGINT,
+                failed BIGINT,
+                cost_usd DOUBLE,
+                baseline_cost_usd DOUBLE,
+                billing JSON
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS results (
+                run_id VARCHAR NOT NULL,
+                dataset VARCHAR NOT NULL,
+                row_id VARCHAR NOT NULL,
+                prompt VARCHAR,
+                response VARCHAR,
+                tier VARCHAR,
+                model VARCHAR,
+                status VARCHAR NOT NULL,
+                dup_of VARCHAR,
+                input_tokens BIGINT,
+                output_tokens BIGINT,
+                latency_ms DOUBLE,
+                cost_usd DOUBLE,
+                baseline_cost_usd DOUBLE,
+                system VARCHAR,
+                max_tokens INTEGER,
+                dup_kind VARCHAR,
+                dup_score DOUBLE,
+                route_score DOUBLE,
+                route_reason VARCHAR,
+                error VARCHAR,
+                finish_reason VARCHAR,
+                row_index BIGINT,
+                PRIMARY KEY (run_id, row_id)
+            )
+            """,
+        ],
+    ),
+    (
+        2,
+        "errors, cache, router_training, validations, forecasts",
+        [
+            # one row per problem met by any stage (a row's failure, a retried shard, a stage that gave up)
+            """
+            CREATE TABLE IF NOT EXISTS errors (
+                run_id VARCHAR NOT NULL,
+                stage VARCHAR NOT NULL,          -- ingest, dedup, route, infer, land, ...
+                tier VARCHAR,
+                row_id VARCHAR,                  -- NULL when the error is not about one row
+                error VARCHAR NOT NULL,
+                attempt INTEGER DEFAULT 1,
+                created_at TIMESTAMPTZ DEFAULT now()
+            )
+            """,
+            # answers kept for reuse across runs; a later row with the same request_key is answered from here
+            """
+            CREATE TABLE IF NOT EXISTS cache (
+                request_key VARCHAR PRIMARY KEY, -- fingerprint of system prompt, prompt, max_tokens (and model)
+                prompt VARCHAR,
+                system VARCHAR,
+                max_tokens INTEGER,
+                response VARCHAR NOT NULL,
+                tier VARCHAR,
+                model VARCHAR,
+                input_tokens BIGINT,
+                output_tokens BIGINT,
+                baseline_cost_usd DOUBLE,        -- what answering it on the baseline tier costs: the saving per hit
+                source_run_id VARCHAR,
+                source_row_id VARCHAR,
+                created_at TIMESTAMPTZ DEFAULT now(),
+                hits BIGINT DEFAULT 0,
+                last_hit_at TIMESTAMPTZ
+            )
+            """,
+            # what the router learns from: a prompt, its features, the tier it went to and how good the answer was
+            """
+            CREATE TABLE IF NOT EXISTS router_training (
+                run_id VARCHAR NOT NULL,
+                row_id VARCHAR NOT NULL,
+                prompt VARCHAR,
+                features JSON,
+                route_score DOUBLE,
+                tier VARCHAR,                    -- tier the row was answered on
+                label VARCHAR,                   -- e.g. 'cheap_ok' / 'needs_premium'
+                quality DOUBLE,                  -- e.g. judge score of the cheap answer against the premium one
+                source VARCHAR,                  -- shadow sample, human, judge model, ...
+                created_at TIMESTAMPTZ DEFAULT now(),
+                PRIMARY KEY (run_id, row_id)
+            )
+            """,
+            # checks run on answers (format, schema, judge): one row per row per validator
+            """
+            CREATE TABLE IF NOT EXISTS validations (
+                run_id VARCHAR NOT NULL,
+                row_id VARCHAR NOT NULL,
+                validator VARCHAR NOT NULL,
+                passed BOOLEAN,
+                score DOUBLE,
+                detail VARCHAR,
+                created_at TIMESTAMPTZ DEFAULT now(),
+                PRIMARY KEY (run_id, row_id, validator)
+            )
+            """,
+            # `sluice plan`: what a run was expected to cost before it ran (sluice/plan.py)
+            """
+            CREATE TABLE IF NOT EXISTS forecasts (
+                forecast_id VARCHAR PRIMARY KEY,
+                run_id VARCHAR,                  -- set when planned for a given run id; else matched by dataset
+                dataset VARCHAR NOT NULL,
+                source VARCHAR,
+                created_at TIMESTAMPTZ DEFAULT now(),
+                rows BIGINT,
+                duplicates BIGINT,
+                quarantined BIGINT,
+                cache_hits BIGINT,
+                input_tokens BIGINT,
+                output_tokens BIGINT,
+                cost_usd DOUBLE,
+                baseline_cost_usd DOUBLE,
+                dedup_saving_usd DOUBLE,
+                cache_saving_usd DOUBLE,
+                routing_saving_usd DOUBLE,
+                tiers JSON,                      -- per tier: rows, input_tokens, output_tokens, cost_usd, seconds
+                assumptions JSON                 -- fill ratios, throughputs, engine start: learned or default
+            )
+            """,
+        ],
+    ),
 ]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 RESULT_COLUMNS = [
     "run_id", "dataset", "row_id", "prompt", "response", "tier", "model", "status", "dup_of", "input_tokens",
@@ -76,14 +184,18 @@ RESULT_COLUMNS = [
 ]
 
 
-def _is_lock_error(exc: BaseException) -> bool:
+def is_lock_error(exc: BaseException) -> bool:
+    """DuckDB's answer when another process holds the file: 'Could not set lock on file ...'."""
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
 
 
+_is_lock_error = is_lock_error  # the old private name
+
+
 @retry(
-    retry=retry_if_exception(_is_lock_error),
+    retry=retry_if_exception(is_lock_error),
     wait=wait_random_exponential(multiplier=0.2, max=5),
-    stop=stop_after_delay(300),
+    stop=stop_after_delay(LOCK_TIMEOUT_S),
     reraise=True,
 )
 def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -92,7 +204,7 @@ def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 @contextmanager
 def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse (creating its schema when writing), waiting politely for another writer's lock."""
+    """Open the warehouse (migrating it when writing), waiting politely for another process's lock."""
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,8 +217,52 @@ def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDB
         con.close()
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> None:
-    for stmt in DDL:
-        con.execute(stmt)
-    if con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
-        con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The highest migration applied to this file (0 for an empty file)."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply every migration newer than the file's version, each in one transaction; refresh the views.
+
+    A v1 file (written before migrations existed) has `schema_version` = 1 and its tables, so it gets 2 and
+    later. Returns the version the file is at afterwards.
+    """
+    from sluice.views import create_views
+
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP DEFAULT now())"
+    )
+    current = schema_version(con)
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"warehouse schema is at version {current}, newer than this Sluice ({SCHEMA_VERSION}): upgrade Sluice"
+        )
+    for version, what, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for stmt in statements:
+                con.execute(stmt)
+            con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        log.info("warehouse migrated to version %d (%s)", version, what)
+        current = version
+    create_views(con)
+    return current
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+        [table],
+    ).fetchall()]
