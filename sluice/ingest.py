@@ -13,7 +13,9 @@ Row schema produced here and carried through every stage:
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,6 +35,12 @@ ROW_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
     ]
+)
+
+# Further row checks a caller sets for the duration of a run (the drop box's context-window check): each gets
+# (prompt, system, max_tokens) of a row that passed the built-in checks and returns a quarantine reason or None.
+EXTRA_ROW_CHECKS: ContextVar[tuple[Callable[[str, str | None, int | None], str | None], ...]] = ContextVar(
+    "sluice_extra_row_checks", default=()
 )
 
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -112,6 +120,8 @@ def validate_prompts(raw: pa.Table, source: str = "<table>") -> pa.Table:
         ids = [str(i) for i in range(n)]
 
     prompts = prompt.to_pylist()
+    extra_checks = EXTRA_ROW_CHECKS.get()
+    systems = system.to_pylist() if extra_checks else [None] * n
     status: list[str] = []
     errors: list[str | None] = []
     clean_max: list[int | None] = []
@@ -130,6 +140,8 @@ def validate_prompts(raw: pa.Table, source: str = "<table>") -> pa.Table:
             reason = "prompt is empty"
         elif mt is not None and not (0 < mt <= MAX_TOKENS_LIMIT):
             reason = f"max_tokens={mt} is outside 1..{MAX_TOKENS_LIMIT}"
+        else:
+            reason = next((r for check in extra_checks if (r := check(prompts[i], systems[i], mt))), None)
         if rid is not None and rid not in first_seen:
             first_seen[rid] = i
         status.append("quarantined" if reason else "pending")

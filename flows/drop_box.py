@@ -1,0 +1,187 @@
+"""process-drop-box: answer every Parquet file waiting in the drop box, each exactly once.
+
+    recover   -> claims whose run died (no heartbeat for `stale_after_s`) are taken over, same run id
+    claim     -> each file in incoming/ is claimed (one winner however many runs race) and moved to processing/
+    check     -> a file that cannot be read (empty, not Parquet, no `prompt`, wrong types, zero rows) goes to
+                 failed/ with a JSON reason beside it; the other files go on
+    run       -> `sluice-run` answers the file (a subflow): row problems are quarantined there, and rows whose
+                 prompt cannot fit any tier's context window are quarantined too
+    file      -> results Parquet to results/<dataset>/<run_id>/, the file to done/<run_id>/
+
+Deployed as `nightly` (everything at 02:00) and `drop-watch` (every 5 minutes) in prefect.yaml. Submit files
+with `sluice submit FILE.parquet`. Run it once by hand, with no Prefect server:
+
+    python -m flows.drop_box                      # the local drop box, data/drop/ (or SLUICE_DROP_URL)
+    python -m flows.drop_box s3://bucket/prefix   # AWS_ENDPOINT_URL for MinIO or moto
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.batch_run import new_run_id, sluice_run
+from models.catalogue import Catalogue
+from sluice.config import Settings, load_settings
+from sluice.dropbox import DEFAULT_STALE_AFTER_S, Claim, ClaimLost, DropBox, Heartbeat, Skipped, open_drop_box
+from sluice.ingest import EXTRA_ROW_CHECKS, IngestError, dataset_name_for, read_prompts
+
+
+class BadFile(ValueError):
+    """The whole file cannot be processed; the message is the reason filed beside it in failed/."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free upper-ish estimate: ~4 bytes per token for English, at least one token per word."""
+    return max(len(text.split()), math.ceil(len(text.encode()) / 4))
+
+
+def context_check(catalogue: Catalogue, default_max_tokens: int):
+    """A row check quarantining prompts that fit no tier's context window (prompt + answer budget).
+
+    Only windows the catalogue states are used: self-hosted tiers always have one (`max_model_len`); an API tier
+    without an explicit `max_model_len` is taken as unbounded, so then nothing is quarantined here. The estimate
+    is not the model's tokenizer: a row it lets through that still does not fit fails at inference, with the
+    backend's error, and is landed as failed.
+    """
+    windows = [
+        (t.max_model_len, t.name) for t in catalogue.tiers
+        if t.self_hosted or "max_model_len" in t.model_fields_set
+    ]
+    if len(windows) < len(catalogue.tiers):
+        return None
+    widest, tier = max(windows)
+
+    def check(prompt: str, system: str | None, max_tokens: int | None) -> str | None:
+        need = estimate_tokens(prompt) + estimate_tokens(system or "") + (max_tokens or default_max_tokens)
+        if need > widest:
+            return (f"prompt too long: ~{need} tokens with the answer budget, over the largest context window "
+                    f"in the catalogue ({widest}, tier {tier})")
+        return None
+
+    return check
+
+
+def check_file(path: Path) -> int:
+    """File-level checks before anything is spent; returns the row count or raises BadFile."""
+    if path.stat().st_size == 0:
+        raise BadFile(f"{path.name}: empty file (0 bytes)")
+    try:
+        rows = read_prompts(path)
+    except IngestError as exc:
+        raise BadFile(str(exc).replace(str(path), path.name)) from exc
+    if rows.num_rows == 0:
+        raise BadFile(f"{path.name}: no rows")
+    return rows.num_rows
+
+
+def process_claim(
+    box: DropBox, claim: Claim, settings: Settings, catalogue_path: str | None, stale_after_s: float
+) -> dict:
+    """Run one claimed file through the pipeline and file it under done/ or failed/. Raises only on a pipeline
+    error that is not the file's fault (the file still goes to failed/, with that error)."""
+    logger = get_run_logger()
+    name = claim.obj.name
+    work = settings.data_dir / "drop-work" / claim.run_id
+    local = work / name
+    outcome = {"key": claim.obj.key, "run_id": claim.run_id, "recovered": claim.recovered}
+    try:
+        box.download(claim.working_key, local)
+        dataset = dataset_name_for(name)
+        tiers = settings.catalogue()
+        # heartbeat well inside the stale timeout, so a slow run is never taken over as a dead one
+        with Heartbeat(box, claim, every_s=max(1.0, stale_after_s / 4)) as beat:
+            rows = check_file(local)
+            check = context_check(tiers, settings.default_max_tokens)
+            token = EXTRA_ROW_CHECKS.set((check,) if check else ())
+            try:
+                summary = sluice_run(
+                    str(local), warehouse=str(settings.warehouse), catalogue=catalogue_path,
+                    data_dir=str(settings.data_dir), run_id=claim.run_id, dataset=dataset,
+                )
+            finally:
+                EXTRA_ROW_CHECKS.reset(token)
+        if beat.lost:  # another run took over while this one was stalled: it files the object, not us
+            raise beat.lost
+        results_key = box.put_results(claim, dataset, settings.runs_dir / claim.run_id / "results.parquet")
+        dest = box.finish(claim, ok=True, report={
+            "dataset": dataset, "results_key": results_key, "rows": rows,
+            "summary": {k: summary.get(k) for k in ("rows", "duplicates", "quarantined", "failed", "cost_usd")},
+        })
+        logger.info("%s: %d rows landed (run %s); results at %s", name, rows, claim.run_id,
+                    box.locate(results_key))
+        return {**outcome, "state": "done", "dest": dest, "results": box.locate(results_key), "rows": rows}
+    except BadFile as exc:
+        dest = box.finish(claim, ok=False, report={"reason": str(exc), "kind": "bad_file"})
+        logger.warning("%s: failed: %s (see %s.error.json)", name, exc, box.locate(dest))
+        return {**outcome, "state": "failed", "dest": dest, "reason": str(exc)}
+    except ClaimLost:
+        raise
+    except Exception as exc:
+        reason = f"pipeline error ({type(exc).__name__}): {exc}; resubmit the file to try again"
+        dest = box.finish(claim, ok=False, report={"reason": reason, "kind": "pipeline_error"})
+        logger.error("%s: %s", name, reason)
+        return {**outcome, "state": "error", "dest": dest, "reason": reason}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@flow(name="process-drop-box")
+def process_drop_box(
+    drop: str | None = None,
+    warehouse: str | None = None,
+    catalogue: str | None = None,
+    data_dir: str | None = None,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    max_files: int | None = None,
+) -> dict:
+    """Claim and answer every file in the drop box's incoming/ (at most `max_files`), each exactly once."""
+    logger = get_run_logger()
+    settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
+    settings.catalogue()  # a broken catalogue fails the run before any file is claimed
+    box = open_drop_box(drop, default_root=settings.data_dir / "drop")
+    logger.info("drop box %s", box.url)
+
+    outcomes: list[dict] = []
+    skipped: list[dict] = []
+
+    def room() -> bool:
+        return max_files is None or len(outcomes) < max_files
+
+    for claim in box.recover_stale(stale_after_s):
+        if not room():
+            break
+        logger.warning("%s: run %s stopped heartbeating; taking it over", claim.obj.key, claim.run_id)
+        outcomes.append(process_claim(box, claim, settings, catalogue, stale_after_s))
+    for obj in box.incoming():
+        if not room():
+            break
+        got = box.claim(obj, new_run_id(), stale_after_s)
+        if isinstance(got, Skipped):
+            if got.entry.get("state") == "done":  # the same bytes again: filed away with the reason, not rerun
+                dest = box.reject(obj, new_run_id(), got.reason)
+                logger.warning("%s: %s; moved to %s", obj.key, got.reason, dest or "(already gone)")
+            skipped.append({"key": obj.key, "reason": got.reason})
+            continue
+        outcomes.append(process_claim(box, got, settings, catalogue, stale_after_s))
+
+    summary = {
+        "drop": box.url,
+        "done": [o for o in outcomes if o["state"] == "done"],
+        "failed": [o for o in outcomes if o["state"] != "done"],
+        "skipped": skipped,
+    }
+    logger.info("drop box: %d done, %d failed, %d skipped", len(summary["done"]), len(summary["failed"]),
+                len(skipped))
+    errors = [o for o in outcomes if o["state"] == "error"]
+    if errors:  # bad files are expected; a pipeline error is not: fail the flow run so someone looks
+        raise RuntimeError("; ".join(f"{o['key']}: {o['reason']}" for o in errors))
+    return summary
+
+
+if __name__ == "__main__":
+    print(process_drop_box(sys.argv[1] if len(sys.argv) > 1 else None))
