@@ -1,0 +1,148 @@
+"""`sluice plan`: learned assumptions, the forecast's arithmetic, and forecast against actual."""
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from models.catalogue import Catalogue
+from sluice.config import RouterSettings
+from sluice.plan import (
+    DEFAULT_ENGINE_START_S,
+    DEFAULT_FILL_RATIO,
+    DEFAULT_OUTPUT_TOKENS_PER_S,
+    TierAssumptions,
+    _approx_counter,
+    compare_forecast,
+    forecast_dataset,
+    forecast_routed,
+    learn_assumptions,
+    store_forecast,
+)
+from sluice.testing.sample_warehouse import build_sample_warehouse
+from sluice.warehouse import connect
+
+CATALOGUE = Catalogue.model_validate({
+    "baseline": "premium",
+    "workers": {"w": {"usd_per_hour": 3.6}},  # $0.001 per second
+    "tiers": [
+        {"name": "small", "backend": "vllm", "model": "m", "worker": "w"},
+        {"name": "mid", "backend": "vllm", "model": "m", "worker": "w"},
+        {"name": "premium", "backend": "openai", "model": "p", "base_url": "http://x/v1",
+         "input_usd_per_1m": 2.5, "output_usd_per_1m": 10.0},
+    ],
+})
+
+
+@pytest.fixture()
+def warehouse(tmp_path):
+    return build_sample_warehouse(tmp_path / "wh.duckdb")
+
+
+def test_assumptions_are_learned_from_earlier_runs(warehouse):
+    with connect(warehouse, read_only=True) as con:
+        a = learn_assumptions(con, CATALOGUE, default_max_tokens=256)
+    # small ok rows: output 40+60+80+20 over max_tokens 256 (default) + 100 + 256 + 256
+    assert a["small"].fill_ratio == pytest.approx(200 / 868) and a["small"].fill_ratio_source == "learned"
+    assert a["premium"].fill_ratio == pytest.approx(150 / 512)
+    # 200 output tokens over 110 s of generation; engine start: the mean of the starts that happened (40 s)
+    assert a["small"].output_tokens_per_s == pytest.approx(200 / 110)
+    assert a["small"].engine_start_s == 40.0 and a["small"].throughput_source == "learned"
+    # no history for mid: defaults, with the engine start pooled from the other self-hosted tiers
+    assert (a["mid"].fill_ratio, a["mid"].output_tokens_per_s, a["mid"].engine_start_s) == (
+        DEFAULT_FILL_RATIO, DEFAULT_OUTPUT_TOKENS_PER_S, 40.0)
+
+
+def test_without_a_warehouse_the_defaults_apply():
+    a = learn_assumptions(None, CATALOGUE, 256)
+    assert a["small"].engine_start_s == DEFAULT_ENGINE_START_S
+    assert a["premium"].output_tokens_per_s is None and a["premium"].fill_ratio == DEFAULT_FILL_RATIO
+
+
+def routed_frame():
+    # prompts of 40 and 80 characters: 10 and 20 tokens by chars/4, +4 per message
+    return pl.DataFrame({
+        "row_id": ["a", "b", "c", "d", "e", "f"],
+        "prompt": ["x" * 40, "y" * 80, "x" * 40, "z" * 40, None, "w" * 80],
+        "system": [None] * 6,
+        "max_tokens": [100, None, 100, 100, None, 50],
+        "status": ["pending", "pending", "duplicate", "pending", "quarantined", "pending"],
+        "dup_of": [None, None, "a", None, None, None],
+        "tier": ["small", "small", None, "mid", None, "premium"],
+    }, schema_overrides={"max_tokens": pl.Int32})
+
+
+def test_forecast_arithmetic():
+    a = {t: TierAssumptions(fill_ratio=0.5, fill_ratio_source="t", output_tokens_per_s=10.0, engine_start_s=30.0)
+         for t in ("small", "mid")}
+    a["premium"] = TierAssumptions(fill_ratio=0.4, fill_ratio_source="t")
+    counters = {t: _approx_counter for t in CATALOGUE.names}
+    f = forecast_routed(routed_frame(), CATALOGUE, a, counters, default_max_tokens=200)
+    small, mid, prem = f["tiers"]["small"], f["tiers"]["mid"], f["tiers"]["premium"]
+    # small: a (14 in, 50 out) + b (24 in, 100 out): 150 tokens at 10/s + a 30 s start = 45 s at $0.001/s
+    assert (small["rows"], small["input_tokens"], small["output_tokens"]) == (2, 38, 150)
+    assert small["cost_usd"] == pytest.approx(0.045)
+    # mid runs the same engine settings right after small: no second start; 50 tokens = 5 s
+    assert (mid["engine_start_s"], mid["cost_usd"]) == (0.0, pytest.approx(0.005))
+    # premium: 24 in, 20 out at list price
+    assert prem["cost_usd"] == pytest.approx((24 * 2.5 + 20 * 10.0) / 1e6)
+    base = {"a": 14 * 2.5 + 50 * 10, "b": 24 * 2.5 + 100 * 10, "d": 14 * 2.5 + 50 * 10, "f": 24 * 2.5 + 20 * 10}
+    assert f["dedup_saving_usd"] == pytest.approx(base["a"] / 1e6)  # c duplicates a
+    assert f["baseline_cost_usd"] == pytest.approx((sum(base.values()) + base["a"]) / 1e6)
+    assert f["cost_usd"] == pytest.approx(0.045 + 0.005 + prem["cost_usd"])
+    assert f["routing_saving_usd"] == pytest.approx(sum(base.values()) / 1e6 - f["cost_usd"])
+    assert (f["rows"], f["duplicates"], f["quarantined"], f["cache_hits"]) == (6, 1, 1, 0)
+
+
+def test_rows_in_the_cache_are_forecast_as_free(tmp_path):
+    from sluice.dedup import request_key
+
+    df = routed_frame()
+    key = df.select(request_key(200).cast(pl.String)).to_series()[3]  # row d
+    a = {t: TierAssumptions(fill_ratio=0.5, fill_ratio_source="t", output_tokens_per_s=10.0, engine_start_s=30.0)
+         for t in CATALOGUE.names}
+    f = forecast_routed(df, CATALOGUE, a, {t: _approx_counter for t in CATALOGUE.names}, 200, {key})
+    assert f["cache_hits"] == 1 and "mid" not in f["tiers"]
+    assert f["cache_saving_usd"] == pytest.approx((14 * 2.5 + 50 * 10) / 1e6)
+
+
+def test_forecast_dataset_end_to_end_and_stored(tmp_path, warehouse):
+    path = tmp_path / "batch.parquet"
+    pq.write_table(pa.table({"prompt": ["What is 2+2?", "what is 2+2?", "Prove that the square root of 2 is "
+                                        "irrational, step by step, in detail.", ""]}), path)
+    with connect(warehouse) as con:
+        f = forecast_dataset(path, CATALOGUE, tmp_path, 256, RouterSettings(), con)
+        fid = store_forecast(con, f, "batch", str(path), run_id="planned-1")
+        stored = con.execute("SELECT forecast_id, run_id, rows, duplicates, quarantined, cost_usd FROM forecasts "
+                             "WHERE run_id = 'planned-1'").fetchone()
+    assert (f["rows"], f["duplicates"], f["quarantined"]) == (4, 1, 1)
+    assert f["assumptions"]["small"]["tokenizer"] == "chars/4"
+    assert stored == (fid, "planned-1", 4, 1, 1, pytest.approx(f["cost_usd"]))
+    assert f["cost_usd"] > 0 and f["baseline_cost_usd"] > 0
+
+
+def test_forecast_against_actual(warehouse):
+    # r1 actually cost 0.0115 (small 0.0025, premium 0.009); the forecast said 0.0125 -> +8.7 %
+    forecast = {"rows": 8, "duplicates": 1, "quarantined": 1, "cache_hits": 1, "input_tokens": 700,
+                "output_tokens": 300, "cost_usd": 0.0125, "baseline_cost_usd": 0.024, "dedup_saving_usd": 0.004,
+                "cache_saving_usd": 0.003, "routing_saving_usd": 0.0045,
+                "tiers": {"small": {"rows": 3, "cost_usd": 0.003}, "premium": {"rows": 2, "cost_usd": 0.0095}},
+                "assumptions": {}}
+    with connect(warehouse) as con:
+        con.execute("UPDATE runs SET started_at = now() + INTERVAL 1 HOUR WHERE run_id = 'r1'")
+        store_forecast(con, forecast, "ds", "ds.parquet")  # no run id: matched by dataset, made before the run
+        cmp = compare_forecast(con, "r1")
+        by = {r["metric"]: r for r in cmp["rows"]}
+        assert cmp["cost_error_pct"] == pytest.approx(100 * (0.0125 - 0.0115) / 0.0115)
+        assert cmp["cost_within_15pct"] is True
+        assert by["rows on small"]["forecast"] == 3 and by["rows on small"]["actual"] == 3
+        assert by["cost on premium (USD)"]["error_pct"] == pytest.approx(100 * (0.0095 - 0.009) / 0.009)
+        assert by["input tokens"]["actual"] == 750 and by["duplicates"]["actual"] == 1
+        assert by["routing saving (USD)"]["actual"] == pytest.approx(0.008)
+        # a forecast made for the run id wins over one matched by dataset
+        store_forecast(con, {**forecast, "cost_usd": 0.02}, "ds", "ds.parquet", run_id="r1")
+        cmp = compare_forecast(con, "r1")
+        assert cmp["cost_error_pct"] == pytest.approx(100 * (0.02 - 0.0115) / 0.0115)
+        assert cmp["cost_within_15pct"] is False
+        assert compare_forecast(con, "r2") is None  # r2 started before any forecast of its dataset was made
