@@ -2,6 +2,7 @@
 
     sluice run DATASET.parquet [--warehouse PATH] [--catalogue PATH]   answer a dataset, land it in DuckDB
     sluice prepare                                                     convert the packaged demo model (first use)
+    sluice submit DATASET.parquet [--drop s3://bucket/prefix | PATH]   put a dataset into the drop box
 """
 
 from __future__ import annotations
@@ -84,6 +85,34 @@ def prepare(data_dir: DataDirOpt = None) -> None:
     settings = load_settings(data_dir=data_dir)
     console.print(resolve_model(PACKAGED_PREFIX + "smollm2-135m-instruct", settings.data_dir))
 
+
+@app.command()
+def submit(
+    dataset: Annotated[Path, typer.Argument(help="Parquet file with a `prompt` column")],
+    drop: Annotated[Optional[str], typer.Option(
+        help="drop box: s3://bucket/prefix or a folder [SLUICE_DROP_URL, else data/drop]")] = None,
+    name: Annotated[Optional[str], typer.Option(help="name in the drop box [the file's name]")] = None,
+) -> None:
+    """Put DATASET into the drop box's incoming/; the `process-drop-box` flow answers it on its next pass."""
+    from sluice.config import load_settings
+    from sluice.dropbox import open_drop_box, results_location
+    from sluice.ingest import dataset_name_for
+
+    if not dataset.is_file():
+        _fail(f"{dataset}: no such file")
+    box = open_drop_box(drop, default_root=load_settings().data_dir / "drop")
+    key = box.submit(dataset, name)
+    console.print(f"submitted {box.locate(key)}", highlight=False, soft_wrap=True)
+    console.print(f"results will appear at {results_location(box, dataset_name_for(name or dataset.name))}"
+                  f" (bad files: {box.locate('failed/')}<run_id>/, with a .error.json reason)",
+                  highlight=False, soft_wrap=True)
+
+
+# the learned router: `sluice router train`, `sluice route` (sluice/router/cli.py)
+from sluice.router.cli import route_command, router_app  # noqa: E402
+
+app.add_typer(router_app, name="router")
+app.command("route")(route_command)
 
 if __name__ == "__main__":
     app()

@@ -129,4 +129,4 @@ class LocalDropBox(DropBox):
         return json.loads(data), hashlib.md5(data).hexdigest()
 
     def locate(self, key: str) -> str:
-        return str(self.root / key)
+        return str(self.root / key) + ("/" if key.endswith("/") else "")

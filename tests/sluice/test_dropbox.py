@@ -154,3 +154,30 @@ def test_open_drop_box_reads_the_url(tmp_path, monkeypatch):
 
     s3 = open_drop_box("s3://bucket/some/prefix/")
     assert isinstance(s3, S3DropBox) and (s3.bucket, s3.prefix) == ("bucket", "some/prefix")
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_sluice_submit_uploads_and_says_where_results_appear(where, tmp_path, monkeypatch, request):
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+
+    src = tmp_path / "my batch.parquet"
+    src.write_bytes(b"PAR1")
+    if where == "local":
+        drop = str(tmp_path / "drop")
+        monkeypatch.setenv("SLUICE_DROP_URL", drop)
+        args = ["submit", str(src)]
+    else:
+        url, _ = request.getfixturevalue("moto_endpoint")
+        for k, v in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        drop = "s3://sluice-drop/cli"
+        args = ["submit", str(src), "--drop", drop]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    box = open_drop_box(drop)
+    assert [o.key for o in box.incoming()] == ["incoming/my batch.parquet"]
+    assert f"results will appear at {box.locate('results/my_batch/')}<run_id>/results.parquet" in out
