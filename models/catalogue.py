@@ -36,6 +36,9 @@ class Tier(BaseModel):
     dtype: str = "auto"
     quantization: str | None = None
     worker: str | None = None
+    # tokens (in + out) per second the worker sustains on this model: prices the tier per token when routing
+    # under a dollar budget (unset: RouterSettings.self_hosted_tokens_per_s)
+    tokens_per_s: float | None = Field(default=None, gt=0)
     max_model_len: int = Field(default=4096, gt=0)
     enforce_eager: bool = True
     seed: int = 0

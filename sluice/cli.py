@@ -108,5 +108,11 @@ def submit(
                   highlight=False, soft_wrap=True)
 
 
+# the learned router: `sluice router train`, `sluice route` (sluice/router/cli.py)
+from sluice.router.cli import route_command, router_app  # noqa: E402
+
+app.add_typer(router_app, name="router")
+app.command("route")(route_command)
+
 if __name__ == "__main__":
     app()

@@ -14,20 +14,37 @@ from models.catalogue import Catalogue, load_catalogue
 
 
 class RouterSettings(BaseModel):
-    """Thresholds of the heuristic gatekeeper: a row's complexity score in [0, 1] picks its tier.
+    """How rows are assigned to tiers (`sluice.route.route_batch`).
 
-    score < small_below -> the cheapest tier; score >= premium_from -> the last (premium) tier; anything between
-    goes to the middle tier(s), split evenly by score when the catalogue has more than three tiers.
+    The score is the heuristic gatekeeper's complexity in [0, 1], or, with `model` (a folder saved by
+    `sluice router train`), the learned router's probability that the premium tier is needed. It picks the tier:
+        default           score < small_below -> the cheapest tier; score >= premium_from -> the last (premium)
+                          tier; between -> the middle tier(s), split evenly by score
+        premium_share     the top `premium_share` of this batch's scores -> premium (RouteLLM's calibration: the
+                          threshold is a quantile of the batch itself), the next `mid_share` -> the middle tier(s)
+        budget_usd        fill a dollar budget for the whole batch with the upgrades that buy the most expected
+                          quality per dollar (`sluice.budget`); rows it cannot afford land as `over_budget`
     """
 
     model_config = ConfigDict(extra="forbid")
     small_below: float = Field(default=0.30, ge=0, le=1)
     premium_from: float = Field(default=0.60, ge=0, le=1)
+    model: Path | None = None
+    premium_share: float | None = Field(default=None, ge=0, le=1)
+    mid_share: float = Field(default=0.20, ge=0, le=1)
+    budget_usd: float | None = Field(default=None, ge=0)
+    # share of a cheap tier's failures a middle tier is assumed to recover (budget mode; see sluice/budget.py)
+    mid_recovery: float = Field(default=0.5, ge=0, le=1)
+    # tokens (in + out) per second a self-hosted worker sustains, for tiers whose catalogue entry gives none:
+    # prices self-hosted rows per token in budget mode (worker $/hour / 3600 / this)
+    self_hosted_tokens_per_s: float = Field(default=500.0, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> "RouterSettings":
         if self.small_below > self.premium_from:
             raise ValueError("router.small_below must not exceed router.premium_from")
+        if self.premium_share is not None and self.budget_usd is not None:
+            raise ValueError("router: give premium_share or budget_usd, not both")
         return self
 
 

@@ -8,6 +8,11 @@ and combines them into a score in [0, 1], an estimate of how likely the cheap ti
 The score picks the tier by the thresholds in `RouterSettings`: the cheapest tier below `small_below`, the
 premium (last) tier from `premium_from`, the middle tier(s) in between.
 
+With a learned router, a premium share or a dollar budget (`RouterSettings`), `route_batch` scores the rows with
+the router (`sluice.router`; the heuristic score when none is given) and assigns tiers for the whole batch at once
+(`sluice.budget`): the share calibrated on the batch's own scores, or the budget spent where expected quality per
+dollar is highest. Rows the budget cannot cover keep a reason and land as `over_budget`; none is dropped.
+
 Only rows still pending after dedup are routed; the routed rows are written as one Parquet partition per tier
 (`<run_dir>/routed/tier=<name>/part-0.parquet`): the hand-off the infer stage and remote workers read.
 """
@@ -15,12 +20,18 @@ Only rows still pending after dedup are routed; the routed rows are written as o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sluice.config import RouterSettings
+
+if TYPE_CHECKING:
+    from models.catalogue import Catalogue
+    from sluice.router.model import LearnedRouter
 
 # intent -> (pattern, base complexity). First match in this order wins.
 INTENTS: list[tuple[str, str, float]] = [
@@ -110,6 +121,118 @@ def heuristic_route(rows: pa.Table, tiers: list[str], settings: RouterSettings) 
         pl.when(pending).then(reason).alias("route_reason"),
     ).drop("_tier", "words", "numbers", "rigour", "intent")
     return out.to_arrow()
+
+
+OVER_BUDGET = "over_budget"
+
+
+def route_batch(
+    rows: pa.Table,
+    tiers: list[str],
+    settings: RouterSettings,
+    catalogue: "Catalogue | None" = None,
+    default_max_tokens: int = 256,
+    router: "LearnedRouter | None" = None,
+) -> pa.Table:
+    """Route a batch as `settings` asks: today's heuristic thresholds unless a router model, a premium share or a
+    budget is given (then `learned_route`)."""
+    if router is None and settings.model is None and settings.premium_share is None and settings.budget_usd is None:
+        return heuristic_route(rows, tiers, settings)
+    if router is None and settings.model is not None:
+        from sluice.router.model import load_router
+
+        router = load_router(settings.model)
+    return learned_route(rows, tiers, settings, router, catalogue, default_max_tokens)
+
+
+def learned_route(
+    rows: pa.Table,
+    tiers: list[str],
+    settings: RouterSettings,
+    router: "LearnedRouter | None" = None,
+    catalogue: "Catalogue | None" = None,
+    default_max_tokens: int = 256,
+) -> pa.Table:
+    """Add `tier`, `route_score`, `route_reason` for the whole batch (pending rows when there is a `status`).
+
+    `route_score` is the router's probability that the premium tier is needed (the heuristic complexity score
+    when `router` is None). Tiers come from `settings`: budget, share, or the score thresholds. In budget mode the
+    rows the budget cannot cover get no tier, and (when the table has `status`) status `over_budget` + `error`."""
+    from sluice import budget as bud
+    from sluice.router.features import router_features
+
+    if len(tiers) < 2:
+        raise ValueError("routing needs at least two tiers")
+    df = pl.from_arrow(rows)
+    assert isinstance(df, pl.DataFrame)
+    has_status = "status" in df.columns
+    pending = (df["status"] == "pending").fill_null(False).to_numpy() if has_status else np.ones(df.height, bool)
+    idx = np.nonzero(pending)[0]
+    sub = df[idx.tolist()] if len(idx) < df.height else df
+    prompts = sub["prompt"].cast(pl.String)
+    if router is not None:
+        x = router_features(prompts, router.use_embeddings)
+        scores = router.score_features(x)
+        why = router.explain(x)
+        source = "router"
+    else:
+        feats = gatekeeper_features(prompts)
+        scores = feats["route_score"].to_numpy().astype(np.float64)
+        why = [f"intent={i}" for i in feats["intent"].to_list()]
+        source = "heuristic"
+    n_tiers = len(tiers)
+    n = len(scores)
+    note = ["" for _ in range(n)]
+    if settings.budget_usd is not None:
+        if catalogue is None:
+            raise ValueError("routing to a budget needs the catalogue (tier prices)")
+        prices = bud.tier_prices(_ordered_catalogue(catalogue, tiers), settings.self_hosted_tokens_per_s)
+        systems = sub["system"].to_list() if "system" in sub.columns else None
+        in_tok = bud.estimate_input_tokens(prompts.to_list(), systems)
+        out_tok = (sub["max_tokens"].cast(pl.Float64).fill_null(default_max_tokens).to_numpy()
+                   if "max_tokens" in sub.columns else np.full(n, float(default_max_tokens)))
+        costs = bud.row_tier_costs(in_tok, out_tok, prices)
+        plan = bud.route_by_budget(costs, bud.expected_quality(scores, n_tiers, settings.mid_recovery),
+                                   settings.budget_usd)
+        tier_idx = plan.tier
+        mode = f"budget ${settings.budget_usd:g}"
+        note = [f"planned ${c:.6f}" if t >= 0 else f"{OVER_BUDGET}: {plan.message}" for t, c in
+                zip(tier_idx, plan.cost)]
+    elif settings.premium_share is not None:
+        tier_idx = bud.route_by_share(scores, settings.premium_share, settings.mid_share, n_tiers)
+        mode = (f"share {settings.premium_share:g} (threshold {bud.premium_threshold(scores, settings.premium_share):.3f})")
+    else:
+        span = max(settings.premium_from - settings.small_below, 1e-9)
+        mid = np.clip(np.floor((scores - settings.small_below) / span * max(n_tiers - 2, 1)), 0, max(n_tiers - 3, 0))
+        tier_idx = np.where(scores < settings.small_below, 0,
+                            np.where(scores >= settings.premium_from, n_tiers - 1, 1 + mid)).astype(np.int64)
+        mode = f"thresholds {settings.small_below:g}/{settings.premium_from:g}"
+    names = [tiers[t] if t >= 0 else None for t in tier_idx]
+    reasons = [
+        f"{source}: p_premium={s:.2f} [{w}] {mode}{'; ' + k if k else ''} -> {t or 'none'}"
+        for s, w, k, t in zip(scores, why, note, names)
+    ]
+    full = lambda values, dtype: pl.Series(  # noqa: E731  (scatter the routed rows back into the batch)
+        [None] * df.height, dtype=dtype).scatter(idx, pl.Series(values, dtype=dtype)) if n else pl.Series(
+        [None] * df.height, dtype=dtype)
+    out = df.with_columns(
+        full(names, pl.String).alias("tier"),
+        full(scores.tolist(), pl.Float64).alias("route_score"),
+        full(reasons, pl.String).alias("route_reason"),
+    )
+    if has_status and settings.budget_usd is not None:
+        unaffordable = full([t is None for t in names], pl.Boolean).fill_null(False)
+        out = out.with_columns(
+            pl.when(unaffordable).then(pl.lit(OVER_BUDGET)).otherwise(pl.col("status")).alias("status"),
+            pl.when(unaffordable).then(pl.col("route_reason")).otherwise(
+                pl.col("error") if "error" in df.columns else pl.lit(None, pl.String)).alias("error"),
+        )
+    return out.to_arrow()
+
+
+def _ordered_catalogue(catalogue: "Catalogue", tiers: list[str]) -> "Catalogue":
+    """The catalogue restricted to `tiers`, in that order (the order routing assigns tier indices in)."""
+    return catalogue.model_copy(update={"tiers": [catalogue.tier(t) for t in tiers]})
 
 
 def write_tier_partitions(routed: pa.Table, out_dir: Path, tiers: list[str]) -> dict[str, Path]:

@@ -1,0 +1,40 @@
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from sluice.cascade import confidence_from_logprobs, escalate_within_budget
+
+
+def test_escalates_least_confident_first_within_the_remaining_budget():
+    answers = pl.DataFrame({"row_id": list("abcde"), "confidence": [0.9, 0.2, None, 0.6, 0.99],
+                            "next_cost_usd": [1.0] * 5})
+    out = escalate_within_budget(answers, 2.5)
+    assert out.filter("escalate")["row_id"].to_list() == ["b", "c"]  # null confidence counts as 0
+    assert out["cascade_reason"][3].startswith("kept: escalation")
+    assert escalate_within_budget(answers, 10.0, min_confidence=0.7)["escalate"].to_list() == [
+        False, True, True, True, False]
+
+
+def test_cheap_escalations_are_preferred_per_dollar_and_budget_holds_on_random_batches():
+    answers = pl.DataFrame({"confidence": [0.5, 0.5], "next_cost_usd": [4.0, 1.0]})
+    assert escalate_within_budget(answers, 4.0)["escalate"].to_list() == [False, True]
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        n = int(rng.integers(1, 50))
+        df = pl.DataFrame({"confidence": rng.random(n), "next_cost_usd": rng.lognormal(-7, 1, n)})
+        budget = float(rng.uniform(0, 1) * df["next_cost_usd"].sum())
+        out = escalate_within_budget(df, budget)
+        assert out.filter("escalate")["next_cost_usd"].sum() <= budget + 1e-12
+        left = budget - out.filter("escalate")["next_cost_usd"].sum()
+        assert (out.filter(~pl.col("escalate"))["next_cost_usd"] > left).all()  # nothing affordable left behind
+
+
+def test_confidence_from_mean_token_logprob():
+    assert confidence_from_logprobs(0.0) == 1.0
+    assert confidence_from_logprobs(math.log(0.5)) == pytest.approx(0.5)
+    df = pl.DataFrame({"lp": [-0.1, -2.0, 0.3]}).select(confidence_from_logprobs(pl.col("lp")))
+    assert df["lp"].to_list() == pytest.approx([math.exp(-0.1), math.exp(-2.0), 1.0])
+    with pytest.raises(ValueError):
+        escalate_within_budget(pl.DataFrame({"confidence": [0.1], "next_cost_usd": [None]}), 1.0)

@@ -1,0 +1,131 @@
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from models.catalogue import load_catalogue
+from sluice.budget import premium_threshold, route_by_share
+from sluice.config import RouterSettings
+from sluice.ingest import validate_prompts
+from sluice.route import heuristic_route, route_batch
+from sluice.router import load_router, shadow_sample, train_router
+from sluice.router.model import RouterError
+from sluice.router.warehouse import ROUTER_TRAINING_DDL, add_labels, read_labels
+
+TIERS = ["small", "mid", "premium"]
+EASY = ["hi there", "thanks a lot", "what is the capital of France?", "say hello to my friend",
+        "translate 'cat' into German", "what colour is the sky?", "tell me a short joke", "hello!",
+        "name a fruit", "who wrote Hamlet?", "what day comes after Monday?", "thank you, bye"]
+HARD = ["Prove that there are infinitely many primes, step by step, with every lemma justified in detail.",
+        "Write a Python function implementing a lock-free queue and prove its correctness under 3 threads.",
+        "A train leaves at 3:15 going 72 km/h, another at 4:05 going 95 km/h over 410 km; solve for when they meet.",
+        "Design the architecture of a distributed rate limiter for 10000 servers and analyse the trade-offs.",
+        "Derive the equation of motion for a double pendulum and solve for small angles step by step.",
+        "Implement a SQL query computing the 7-day rolling median of 4 columns and explain edge cases carefully.",
+        "Compute the probability that 5 dice sum to 17, showing the working for each of the 3 cases.",
+        "Refactor this 300-line Java class into 4 services; evaluate the migration risk and failure modes.",
+        "Prove the integral of x^2 e^-x from 0 to infinity equals 2, showing each step of integration by parts.",
+        "Write a Rust algorithm for 2-SAT in linear time and explain the proof of correctness in detail.",
+        "Solve for x: 3x^2 - 17x + 4 = 0 and prove both roots are positive, step by step.",
+        "Compare 3 consensus algorithms; evaluate their trade-offs under 5 failure modes with examples."]
+
+
+def labels(n_train: int = 10) -> pl.DataFrame:
+    prompts = EASY[:n_train] + HARD[:n_train]
+    return pl.DataFrame({"prompt": prompts, "cheap_ok": [True] * n_train + [False] * n_train})
+
+
+def test_trained_router_ranks_held_out_easy_below_hard(tmp_path):
+    router = train_router(labels(), use_embeddings=False, l2=1.0)
+    held_out = EASY[10:] + HARD[10:]
+    scores = router.score(held_out)
+    assert scores[:2].max() < scores[2:].min()
+    assert router.target == "not cheap_ok"
+    again = load_router(router.save(tmp_path / "r"))
+    np.testing.assert_allclose(again.score(held_out), scores)
+
+
+def test_premium_ok_refines_the_target_and_bad_labels_are_refused():
+    df = labels().with_columns(pl.lit(True).alias("premium_ok"))
+    assert train_router(df, use_embeddings=False).target == "not cheap_ok and premium_ok"
+    with pytest.raises(RouterError, match="cheap_ok"):
+        train_router(pl.DataFrame({"prompt": ["a"]}), use_embeddings=False)
+    with pytest.raises(RouterError, match="both outcomes"):
+        train_router(labels().with_columns(pl.lit(True).alias("cheap_ok")), use_embeddings=False)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.33, 0.5, 1.0])
+def test_share_calibration_hits_the_share(share):
+    rng = np.random.default_rng(7)
+    scores = np.round(rng.random(997), 2)  # many ties
+    tier = route_by_share(scores, share, mid_share=0.2)
+    assert (tier == 2).sum() == round(share * 997)
+    assert (tier == 1).sum() == min(round(0.2 * 997), 997 - round(share * 997))
+    if 0 < share < 1:  # the premium rows are the highest scores: above RouteLLM's quantile threshold
+        assert scores[tier == 2].min() >= scores[tier != 2].max()
+        assert scores[tier == 2].min() >= premium_threshold(scores, share) - 0.01
+
+
+def test_learned_route_with_share_routes_only_pending_rows_and_explains():
+    router = train_router(labels(), use_embeddings=False, l2=1.0)
+    table = validate_prompts(pa.table({"prompt": EASY + HARD + [None]}))
+    out = pl.from_arrow(route_batch(table, TIERS, RouterSettings(premium_share=0.25, mid_share=0.25), router=router))
+    routed = out.filter(pl.col("status") == "pending")
+    assert routed["tier"].value_counts().sort("tier").rows() == [("mid", 6), ("premium", 6), ("small", 12)]
+    assert set(routed.filter(pl.col("tier") == "premium")["prompt"]) <= set(HARD)
+    assert out["tier"][-1] is None and out["route_reason"][-1] is None  # the quarantined row is not routed
+    assert routed["route_reason"][0].startswith("router: p_premium=") and "share 0.25" in routed["route_reason"][0]
+
+
+def test_default_settings_keep_the_heuristic():
+    table = validate_prompts(pa.table({"prompt": EASY[:3] + HARD[:3]}))
+    assert route_batch(table, TIERS, RouterSettings()).equals(heuristic_route(table, TIERS, RouterSettings()))
+
+
+def test_shadow_sample_is_deterministic_and_the_right_size():
+    ids = [f"row-{i}" for i in range(1000)]
+    mask = shadow_sample(ids, 0.05)
+    assert mask.sum() == 50
+    assert np.array_equal(mask, shadow_sample(list(ids), 0.05))
+    assert np.array_equal(mask[::-1], shadow_sample(ids[::-1], 0.05))  # by row hash, not position
+    assert not np.array_equal(mask, shadow_sample(ids, 0.05, salt="other-night"))
+    assert shadow_sample(ids, 0.0).sum() == 0 and shadow_sample(ids[:3], 1.0).all()
+
+
+def test_train_from_warehouse_and_the_cli(tmp_path):
+    wh = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(wh))
+    con.execute(ROUTER_TRAINING_DDL)
+    con.execute(ROUTER_TRAINING_DDL)  # idempotent
+    lab = labels().with_columns(pl.lit("run-1").alias("run_id"), pl.Series("row_id", [str(i) for i in range(20)]),
+                                pl.lit(None, pl.Boolean).alias("premium_ok"), pl.lit("shadow").alias("source"))
+    assert add_labels(con, lab) == 20
+    assert add_labels(con, lab) == 20  # re-adding the same run's labels replaces them
+    con.close()
+    assert read_labels(wh).height == 20
+
+    from sluice.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["router", "train", "--from-warehouse", str(wh), "-o", str(tmp_path / "r"),
+                              "--no-embeddings", "--l2", "1"])
+    assert res.exit_code == 0, res.output
+    assert load_router(tmp_path / "r").trained_on["rows"] == 20
+
+    batch = tmp_path / "in.parquet"
+    pl.DataFrame({"id": list(range(24)), "prompt": EASY + HARD}).write_parquet(batch)
+    out = tmp_path / "out.parquet"
+    res = runner.invoke(app, ["route", str(batch), "-o", str(out), "--router", str(tmp_path / "r"),
+                              "--premium-share", "0.25"])
+    assert res.exit_code == 0, res.output
+    routed = pl.read_parquet(out)
+    assert routed.columns == ["id", "prompt", "tier", "route_score", "route_reason"]
+    assert (routed["tier"] == "premium").sum() == 6
+    assert set(routed["tier"]) <= set(load_catalogue().names)
+
+    res = runner.invoke(app, ["route", str(batch), "-o", str(out), "--premium-share", "0.2", "--budget-usd", "1"])
+    assert res.exit_code == 2 and "not both" in res.output
+    res = runner.invoke(app, ["router", "train", str(batch), "-o", str(tmp_path / "r2"), "--no-embeddings"])
+    assert res.exit_code == 2 and "cheap_ok" in res.output
