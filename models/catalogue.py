@@ -30,7 +30,7 @@ class Tier(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
-    backend: Literal["vllm", "openai"]
+    backend: Literal["vllm", "openai", "anthropic"]
     model: str = Field(min_length=1)
     # self-hosted (vllm)
     dtype: str = "auto"
@@ -42,14 +42,41 @@ class Tier(BaseModel):
     max_model_len: int = Field(default=4096, gt=0)
     enforce_eager: bool = True
     seed: int = 0
-    # API (openai-compatible)
+    # API (openai-compatible or anthropic)
     base_url: str | None = None
     api_key_env: str | None = None
+    # name of a Prefect Secret block holding the key, used when `api_key_env` is unset or empty
+    api_key_secret: str | None = None
     input_usd_per_1m: float | None = Field(default=None, ge=0)
     output_usd_per_1m: float | None = Field(default=None, ge=0)
+    # input tokens served from the provider's prompt cache (OpenAI `cached_tokens`, Anthropic cache reads);
+    # unset: billed as plain input
+    cached_input_usd_per_1m: float | None = Field(default=None, ge=0)
+    # provider batch API prices (OpenAI Batch, Anthropic Message Batches: list price -50%)
+    batch_input_usd_per_1m: float | None = Field(default=None, ge=0)
+    batch_output_usd_per_1m: float | None = Field(default=None, ge=0)
+    batch_cached_input_usd_per_1m: float | None = Field(default=None, ge=0)
     max_concurrency: int = Field(default=8, gt=0)
     request_timeout_s: float = Field(default=120, gt=0)
     max_retries: int = Field(default=2, ge=0)
+    # client-side limits per tier (one provider + model): requests and tokens per `rate_limit_period_s`
+    # (a minute at providers; tests shrink the period to stay fast). Unset: no limit of that kind.
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    rate_limit_period_s: float = Field(default=60.0, gt=0)
+    # retry backoff: exponential with jitter from `backoff_initial_s` up to `backoff_max_s`; a `Retry-After`
+    # header, when sent, is honoured instead
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    # provider batch API: "off", "always", or "auto" (used when the tier's deadline leaves the provider's whole
+    # completion window, `batch_window_h`, to answer)
+    batch_api: Literal["off", "auto", "always"] = "off"
+    deadline_h: float | None = Field(default=None, gt=0)
+    batch_window_h: float = Field(default=24.0, gt=0)
+    batch_poll_interval_s: float = Field(default=30.0, gt=0)
+    # per-file (OpenAI) or per-batch (Anthropic) limits; unset: the provider's documented limit
+    batch_max_requests: int | None = Field(default=None, gt=0)
+    batch_max_bytes: int | None = Field(default=None, gt=0)
     # demo and tests only: serve this model (a `packaged:` name or a local folder) on `base_url` with vLLM's
     # OpenAI-compatible server while the tier runs, standing in for a paid API that cannot be reached
     local_server: str | None = None
@@ -58,23 +85,50 @@ class Tier(BaseModel):
     def _backend_fields(self) -> "Tier":
         if self.backend == "vllm" and not self.worker:
             raise ValueError(f"tier {self.name!r}: a vllm tier needs `worker` (the worker class it is billed as)")
-        if self.backend == "openai":
-            missing = [f for f in ("base_url", "input_usd_per_1m", "output_usd_per_1m") if getattr(self, f) is None]
+        if self.backend in ("openai", "anthropic"):
+            needed = ("base_url", "input_usd_per_1m", "output_usd_per_1m") if self.backend == "openai" else (
+                "input_usd_per_1m", "output_usd_per_1m")
+            missing = [f for f in needed if getattr(self, f) is None]
             if missing:
-                raise ValueError(f"tier {self.name!r}: an openai tier needs {', '.join(missing)}")
+                raise ValueError(f"tier {self.name!r}: an {self.backend} tier needs {', '.join(missing)}")
         if self.local_server and self.backend != "openai":
             raise ValueError(f"tier {self.name!r}: `local_server` is for openai tiers")
+        if self.batch_api != "off":
+            if self.self_hosted:
+                raise ValueError(f"tier {self.name!r}: `batch_api` is for API tiers")
+            missing = [f for f in ("batch_input_usd_per_1m", "batch_output_usd_per_1m") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"tier {self.name!r}: batch_api = {self.batch_api!r} needs {', '.join(missing)}")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(f"tier {self.name!r}: backoff_max_s must be >= backoff_initial_s")
         return self
 
     @property
     def self_hosted(self) -> bool:
         return self.backend == "vllm"
 
-    def token_cost_usd(self, input_tokens: int, output_tokens: int) -> float:
-        """List-price cost of one request on an API tier."""
+    def token_cost_usd(
+        self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, batch: bool = False
+    ) -> float:
+        """Cost of one request on an API tier: list prices, or batch prices for a provider batch API answer.
+
+        `input_tokens` counts every input token; `cached_input_tokens` of them (prompt-cache reads) are billed at
+        the cached price when the catalogue has one. In a batch without its own cached price they are billed as
+        batch input (no further discount assumed: never under-bill).
+        """
         if self.input_usd_per_1m is None or self.output_usd_per_1m is None:
             raise CatalogueError(f"tier {self.name!r} has no per-token prices")
-        return (input_tokens * self.input_usd_per_1m + output_tokens * self.output_usd_per_1m) / 1e6
+        if batch:
+            if self.batch_input_usd_per_1m is None or self.batch_output_usd_per_1m is None:
+                raise CatalogueError(f"tier {self.name!r} has no batch prices")
+            in_price, out_price = self.batch_input_usd_per_1m, self.batch_output_usd_per_1m
+            cached_price = self.batch_cached_input_usd_per_1m
+        else:
+            in_price, out_price = self.input_usd_per_1m, self.output_usd_per_1m
+            cached_price = self.cached_input_usd_per_1m
+        cached = min(max(cached_input_tokens, 0), input_tokens)
+        cached_price = in_price if cached_price is None else cached_price
+        return ((input_tokens - cached) * in_price + cached * cached_price + output_tokens * out_price) / 1e6
 
 
 class Catalogue(BaseModel):

@@ -1,7 +1,9 @@
 """Infer: answer one tier's partition on its backend and price every row.
 
 Cost per row:
-    - API tiers: the row's returned token usage x the tier's list prices.
+    - API tiers: the row's returned token usage x the tier's prices: list prices, the cached-input price for
+      prompt-cache reads, batch prices for rows answered through a provider batch API. A row whose response
+      carried no usage is priced from the backend's token estimate and flagged `usage_estimated`.
     - self-hosted tiers: the worker's billed time (engine start + generation) x its $/hour, apportioned to rows
       in proportion to their tokens (input + output). The rows of a batch therefore add up exactly to the bill.
 Baseline per row: what the same tokens would have cost on the catalogue's baseline (premium) tier. Output tokens
@@ -35,6 +37,10 @@ ANSWER_SCHEMA = pa.schema(
         ("finish_reason", pa.string()),
         ("cost_usd", pa.float64()),
         ("baseline_cost_usd", pa.float64()),
+        # how cost_usd was priced: "list", "batch" (provider batch API) or "worker" (self-hosted time)
+        ("price_basis", pa.string()),
+        ("cached_input_tokens", pa.int64()),
+        ("usage_estimated", pa.bool_()),
     ]
 )
 
@@ -54,7 +60,11 @@ def requests_from(partition: pa.Table, default_max_tokens: int) -> list[Request]
 def row_costs(result: BatchResult, tier: Tier, catalogue: Catalogue) -> list[float]:
     comps = result.completions
     if not tier.self_hosted:
-        return [tier.token_cost_usd(c.input_tokens, c.output_tokens) if c.ok else 0.0 for c in comps]
+        return [
+            tier.token_cost_usd(c.input_tokens, c.output_tokens, c.cached_input_tokens, batch=c.via_batch_api)
+            if c.ok else 0.0
+            for c in comps
+        ]
     bill = (result.billed_seconds or 0.0) * catalogue.worker_usd_per_hour(tier) / 3600.0
     weights = [c.input_tokens + c.output_tokens for c in comps]
     total = sum(weights)
@@ -87,12 +97,16 @@ def answer_partition(
                 "finish_reason": c.finish_reason,
                 "cost_usd": cost,
                 "baseline_cost_usd": base.token_cost_usd(c.input_tokens, c.output_tokens) if c.ok else 0.0,
+                "price_basis": "worker" if tier.self_hosted else "batch" if c.via_batch_api else "list",
+                "cached_input_tokens": c.cached_input_tokens,
+                "usage_estimated": c.usage_estimated,
             }
         )
     billing = {
         "rows": float(len(rows)),
         "billed_seconds": float(result.billed_seconds or 0.0),
         "cost_usd": float(sum(costs)),
+        "rows_usage_estimated": float(sum(1 for c in result.completions if c.usage_estimated)),
         **{k: float(v) for k, v in result.details.items() if isinstance(v, (int, float))},
     }
     return pa.Table.from_pylist(rows, schema=ANSWER_SCHEMA), billing

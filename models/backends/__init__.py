@@ -37,6 +37,12 @@ class Completion:
     latency_ms: float = 0.0
     finish_reason: str | None = None
     error: str | None = None  # set when the row failed; the batch goes on
+    # API tiers: input tokens read from the provider's prompt cache (a subset of input_tokens, billed cheaper)
+    cached_input_tokens: int = 0
+    # the provider returned no usage: the token counts are the client's estimate, and so is the cost
+    usage_estimated: bool = False
+    # answered through a provider batch API, billed at batch prices
+    via_batch_api: bool = False
 
     @property
     def ok(self) -> bool:
@@ -61,7 +67,9 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def make_backend(tier: Tier, data_dir: str = "data") -> Backend:
+def make_backend(tier: Tier, data_dir: str = "data", deadline_s: float | None = None) -> Backend:
+    """`deadline_s`: seconds from now by which the run needs this tier's answers (API tiers with
+    `batch_api = "auto"` use the provider batch API when it fits); None: the tier's own `deadline_h`."""
     if tier.backend == "vllm":
         from models.backends.vllm_offline import VLLMBackend
 
@@ -69,5 +77,9 @@ def make_backend(tier: Tier, data_dir: str = "data") -> Backend:
     if tier.backend == "openai":
         from models.backends.openai_http import OpenAIBackend
 
-        return OpenAIBackend(tier, data_dir=data_dir)
+        return OpenAIBackend(tier, data_dir=data_dir, deadline_s=deadline_s)
+    if tier.backend == "anthropic":
+        from models.backends.anthropic_http import AnthropicBackend
+
+        return AnthropicBackend(tier, deadline_s=deadline_s)
     raise ValueError(f"tier {tier.name!r}: unknown backend {tier.backend!r}")

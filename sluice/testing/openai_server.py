@@ -1,9 +1,19 @@
 """A small OpenAI-compatible HTTP server for tests and benchmarks, on loopback only.
 
-It speaks `POST /v1/chat/completions` (and `GET /v1/models`, `GET /health`) like a provider: answers carry
-`usage` token counts and `x-ratelimit-*` headers. Faults can be injected per request: 429 with `Retry-After`,
-500/503, slow answers, and answers that never come (client timeouts). It records every request it receives
-(time, model, tokens, status) so tests can check what a provider would have seen and billed.
+It speaks, like a provider:
+    - `POST /v1/chat/completions` (and `GET /v1/models`, `GET /health`): answers carry `usage` token counts and
+      `x-ratelimit-*` headers;
+    - the Batch API: `POST /v1/files` (multipart upload, purpose "batch"), `GET /v1/files/{id}` and
+      `/v1/files/{id}/content`, `POST /v1/batches`, `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`. A
+      batch is answered in a background thread after `Faults.batch_delay_s`; per-row failures, expiry and
+      cancellation write an error file the way OpenAI does.
+Faults can be injected per chat request: 429 with `Retry-After`, 500, slow answers, and answers that come only
+after `timeout_hold_s` (client timeouts). With `limits`, the server also enforces RPM/TPM like a provider (429 on
+the excess) and advertises them in its headers.
+
+It records every request it receives, at its arrival (time, endpoint, model, tokens, status), so tests can check
+what a provider would have seen and billed: `max_in_window(60)` gives the most requests and tokens it received in
+any 60 s window, `per_minute()` the counts per clock minute.
 
 The answer is deterministic: "answer to: <first words of the last user message>", so tests can check that each
 row got its own answer.
@@ -14,7 +24,9 @@ row got its own answer.
 
 from __future__ import annotations
 
+import email.parser
 import json
+import math
 import random
 import threading
 import time
@@ -36,114 +48,375 @@ class Faults:
     timeout_hold_s: float = 30.0
     delay_s: float = 0.0  # every successful answer waits this long
     seed: int = 0
+    # batch APIs
+    batch_delay_s: float = 0.0  # a batch starts answering this long after it is created
+    batch_row_fail_rate: float = 0.0  # rows answered with a 500 in the error file (transient)
+    batch_row_invalid_rate: float = 0.0  # rows answered with a 400 in the error file (permanent)
+    batch_expire_fraction: float = 0.0  # the last fraction of each batch's rows expire unanswered
+    omit_usage: bool = False  # answers carry no `usage` (the client must estimate)
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    """Limits the server enforces (429 on the excess) and advertises in its rate-limit headers."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    window_s: float = 60.0
 
 
 @dataclass
 class Received:
-    at: float
+    at: float  # arrival time (time.time())
     model: str
     status: int
     prompt_tokens: int
     completion_tokens: int
     body: dict = field(repr=False)
+    endpoint: str = "chat"  # "chat" for a real-time request, "batch" for a row answered inside a batch
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+@dataclass(frozen=True)
+class WindowPeak:
+    requests: int
+    tokens: int
+
+
+def answer_text(messages: list[dict], max_tokens: int) -> str:
+    user = [m for m in messages if m.get("role") == "user"]
+    content = user[-1].get("content", "") if user else ""
+    if isinstance(content, list):  # content blocks
+        content = " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    words = str(content).split()[:8]
+    return " ".join(" ".join(["answer", "to:", *words]).split()[:max_tokens])
+
+
+def prompt_of(messages: list[dict], system: object = None) -> str:
+    parts = [str(system)] if system else []
+    for m in messages:
+        c = m.get("content", "")
+        parts.append(" ".join(str(b.get("text", "")) for b in c if isinstance(b, dict)) if isinstance(c, list)
+                     else str(c))
+    return " ".join(parts)
+
+
+class ServerState(ThreadingHTTPServer):
+    """The listening socket plus what the handler threads share: faults, records, limits, files, batches."""
+
+    daemon_threads = True
+
+    def __init__(self, addr, handler, faults: Faults, model: str, limits: ProviderLimits | None) -> None:
+        super().__init__(addr, handler)
+        self.faults = faults
+        self.model = model
+        self.limits = limits
+        self.rng = random.Random(faults.seed)
+        self.lock = threading.Lock()
+        self.received: list[Received] = []
+        self.files: dict[str, dict] = {}
+        self.batches: dict[str, dict] = {}
+        self.ids = 0
+
+    def handle_error(self, request, client_address) -> None:  # a client that hung up (timeouts): not news
+        pass
+
+    def new_id(self, prefix: str) -> str:
+        with self.lock:
+            self.ids += 1
+            return f"{prefix}{self.ids:06d}"
+
+    def window_usage(self, now: float) -> tuple[int, int]:
+        """Requests and tokens received in the enforced window ending now (caller holds the lock)."""
+        assert self.limits
+        start = now - self.limits.window_s
+        recent = [r for r in self.received if r.at > start and r.endpoint == "chat"]
+        return len(recent), sum(r.tokens for r in recent)
+
+    def admit(self, prompt_tokens: int, completion_tokens: int, model: str, body: dict) -> tuple[int, dict]:
+        """Decide a real-time request's fate at its arrival and record it. Returns the status (200, 429, 500,
+        or 0 for "hold it, then answer") and the rate-limit headers to send."""
+        with self.lock:
+            now = time.time()
+            f = self.faults
+            roll = self.rng.random()
+            headers: dict[str, str] = {}
+            status = 200
+            if self.limits:
+                used_r, used_t = self.window_usage(now)
+                lim = self.limits
+                over = (lim.rpm is not None and used_r + 1 > lim.rpm) or (
+                    lim.tpm is not None and used_t + prompt_tokens + completion_tokens > lim.tpm)
+                if over:
+                    status = 429
+                headers = self.limit_headers(used_r + (status == 200), used_t + (
+                    prompt_tokens + completion_tokens if status == 200 else 0))
+            if status == 200:
+                if roll < f.rate_429:
+                    status = 429
+                elif roll < f.rate_429 + f.rate_500:
+                    status = 500
+                elif roll < f.rate_429 + f.rate_500 + f.rate_timeout:
+                    status = 0
+            billed = completion_tokens if status in (200, 0) else 0
+            self.received.append(Received(now, model, status or 200, prompt_tokens, billed, body))
+            return status, headers
+
+    def limit_headers(self, used_requests: int, used_tokens: int) -> dict[str, str]:
+        assert self.limits
+        lim, h = self.limits, {}
+        reset = f"{lim.window_s:g}s"
+        if lim.rpm:
+            h |= {"x-ratelimit-limit-requests": str(lim.rpm),
+                  "x-ratelimit-remaining-requests": str(max(lim.rpm - used_requests, 0)),
+                  "x-ratelimit-reset-requests": reset}
+        if lim.tpm:
+            h |= {"x-ratelimit-limit-tokens": str(lim.tpm),
+                  "x-ratelimit-remaining-tokens": str(max(lim.tpm - used_tokens, 0)),
+                  "x-ratelimit-reset-tokens": reset}
+        return h
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    server: ServerState
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args) -> None:  # quiet: tests read `received`, not stderr
         pass
 
-    def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
+    def _send(self, status: int, payload: dict | bytes, headers: dict[str, str] | None = None,
+              content_type: str = "application/json") -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
 
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def _not_found(self) -> None:
+        self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+
+class _OpenAIHandler(JSONHandler):
     def do_GET(self) -> None:
-        if self.path.rstrip("/") in ("/health", ""):
+        path = self.path.split("?")[0].rstrip("/")
+        srv = self.server
+        if path in ("/health", ""):
             self._send(200, {"status": "ok"})
-        elif self.path.startswith("/v1/models"):
-            self._send(200, {"object": "list", "data": [{"id": self.server.model, "object": "model"}]})
+        elif path.startswith("/v1/models"):
+            self._send(200, {"object": "list", "data": [{"id": srv.model, "object": "model"}]})
+        elif path.startswith("/v1/files/") and path.endswith("/content"):
+            f = srv.files.get(path.split("/")[3])
+            if f is None:
+                return self._not_found()
+            self._send(200, f["data"], content_type="application/octet-stream")
+        elif path.startswith("/v1/files/"):
+            f = srv.files.get(path.split("/")[3])
+            self._send(200, _file_object(f)) if f else self._not_found()
+        elif path.startswith("/v1/batches/"):
+            with srv.lock:
+                b = srv.batches.get(path.split("/")[3])
+                snapshot = dict(b) if b else None
+            self._send(200, _batch_object(snapshot)) if snapshot else self._not_found()
         else:
-            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            self._not_found()
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", 0))
-        body = json.loads(self.rfile.read(length) or b"{}")
-        if not self.path.startswith("/v1/chat/completions"):
-            self._send(404, {"error": {"message": f"no route {self.path}"}})
-            return
+        path = self.path.split("?")[0].rstrip("/")
+        if path == "/v1/chat/completions":
+            return self._chat(json.loads(self._body() or b"{}"))
+        if path == "/v1/files":
+            return self._upload()
+        if path == "/v1/batches":
+            return self._create_batch(json.loads(self._body() or b"{}"))
+        if path.startswith("/v1/batches/") and path.endswith("/cancel"):
+            self._body()
+            return self._cancel_batch(path.split("/")[3])
+        self._body()
+        self._not_found()
+
+    def _chat(self, body: dict) -> None:
         srv = self.server
-        prompt_text = " ".join(str(m.get("content", "")) for m in body.get("messages", []))
-        prompt_tokens = count_tokens(prompt_text)
-        with srv.lock:
-            roll = srv.rng.random()
-            f = srv.faults
-        status = 200
-        if roll < f.rate_429:
-            status = 429
-        elif roll < f.rate_429 + f.rate_500:
-            status = 500
-        elif roll < f.rate_429 + f.rate_500 + f.rate_timeout:
-            time.sleep(f.timeout_hold_s)
-        user = [m for m in body.get("messages", []) if m.get("role") == "user"]
-        words = str(user[-1]["content"]).split()[:8] if user else []
+        messages = body.get("messages", [])
+        prompt_tokens = count_tokens(prompt_of(messages))
         max_tokens = int(body.get("max_tokens") or 64)
-        text = " ".join(["answer", "to:", *words])
-        text = " ".join(text.split()[:max_tokens])
-        completion_tokens = count_tokens(text) if status == 200 else 0
-        with srv.lock:
-            srv.received.append(Received(time.time(), body.get("model", ""), status, prompt_tokens,
-                                         completion_tokens, body))
+        text = answer_text(messages, max_tokens)
+        status, headers = srv.admit(prompt_tokens, count_tokens(text), body.get("model", ""), body)
+        f = srv.faults
         if status == 429:
-            self._send(429, {"error": {"message": "rate limited", "type": "rate_limit_error"}},
-                       {"Retry-After": f"{f.retry_after_s:g}"})
-            return
+            return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit_error"}},
+                              {"Retry-After": f"{f.retry_after_s:g}", **headers})
         if status == 500:
-            self._send(500, {"error": {"message": "injected server error", "type": "server_error"}})
-            return
+            return self._send(500, {"error": {"message": "injected server error", "type": "server_error"}})
+        if status == 0:
+            time.sleep(f.timeout_hold_s)
         if f.delay_s:
             time.sleep(f.delay_s)
-        self._send(
-            200,
-            {
-                "id": f"chatcmpl-{len(srv.received)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", srv.model),
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": "length" if len(text.split()) >= max_tokens else "stop"}
-                ],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens},
-            },
-        )
+        self._send(200, chat_completion(body.get("model", srv.model), text, prompt_tokens, max_tokens,
+                                        srv.new_id("chatcmpl-"), f.omit_usage), headers)
+
+    def _upload(self) -> None:
+        ctype = self.headers.get("Content-Type", "")
+        raw = self._body()
+        msg = email.parser.BytesParser().parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + raw)
+        fields: dict[str, tuple[str | None, bytes]] = {}
+        for part in msg.get_payload() if msg.is_multipart() else []:
+            name = part.get_param("name", header="content-disposition")
+            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+        if "file" not in fields:
+            return self._send(400, {"error": {"message": "no file part", "type": "invalid_request_error"}})
+        filename, data = fields["file"]
+        purpose = fields.get("purpose", (None, b"batch"))[1].decode()
+        fid = self.server.new_id("file-")
+        self.server.files[fid] = {"id": fid, "filename": filename or "upload.jsonl", "purpose": purpose,
+                                  "data": data, "created_at": int(time.time())}
+        self._send(200, _file_object(self.server.files[fid]))
+
+    def _create_batch(self, body: dict) -> None:
+        srv = self.server
+        f = srv.files.get(body.get("input_file_id", ""))
+        if f is None:
+            return self._send(400, {"error": {"message": "unknown input_file_id", "type": "invalid_request_error"}})
+        lines = [json.loads(x) for x in f["data"].decode().splitlines() if x.strip()]
+        bid = srv.new_id("batch_")
+        batch = {"id": bid, "endpoint": body.get("endpoint"), "input_file_id": f["id"],
+                 "completion_window": body.get("completion_window", "24h"), "status": "validating",
+                 "created_at": int(time.time()), "metadata": body.get("metadata"), "output_file_id": None,
+                 "error_file_id": None, "total": len(lines), "completed": 0, "failed": 0, "cancel": False}
+        with srv.lock:
+            srv.batches[bid] = batch
+        threading.Thread(target=_run_openai_batch, args=(srv, bid, lines), daemon=True).start()
+        self._send(200, _batch_object(dict(batch)))
+
+    def _cancel_batch(self, bid: str) -> None:
+        srv = self.server
+        with srv.lock:
+            b = srv.batches.get(bid)
+            if b is None:
+                return self._not_found()
+            if b["status"] not in ("completed", "failed", "expired", "cancelled"):
+                b["cancel"] = True
+                b["status"] = "cancelling"
+            snapshot = dict(b)
+        self._send(200, _batch_object(snapshot))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+def chat_completion(model: str, text: str, prompt_tokens: int, max_tokens: int, cid: str,
+                    omit_usage: bool = False) -> dict:
+    completion_tokens = count_tokens(text)
+    out = {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": "length" if completion_tokens >= max_tokens else "stop"}],
+    }
+    if not omit_usage:
+        out["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens}
+    return out
 
-    def __init__(self, addr, faults: Faults, model: str) -> None:
-        super().__init__(addr, _Handler)
-        self.faults = faults
-        self.model = model
-        self.rng = random.Random(faults.seed)
-        self.lock = threading.Lock()
-        self.received: list[Received] = []
+
+def _file_object(f: dict) -> dict:
+    return {"id": f["id"], "object": "file", "bytes": len(f["data"]), "created_at": f["created_at"],
+            "filename": f["filename"], "purpose": f["purpose"], "status": "processed"}
 
 
-class OpenAICompatServer:
-    """Run the server on 127.0.0.1 in a background thread (a real socket, a real HTTP exchange)."""
+def _batch_object(b: dict) -> dict:
+    return {
+        "id": b["id"], "object": "batch", "endpoint": b["endpoint"], "errors": None,
+        "input_file_id": b["input_file_id"], "completion_window": b["completion_window"], "status": b["status"],
+        "output_file_id": b["output_file_id"], "error_file_id": b["error_file_id"], "created_at": b["created_at"],
+        "metadata": b["metadata"],
+        "request_counts": {"total": b["total"], "completed": b["completed"], "failed": b["failed"]},
+    }
 
-    def __init__(self, faults: Faults | None = None, model: str = "test-model", port: int = 0) -> None:
-        self._srv = _Server(("127.0.0.1", port), faults or Faults(), model)
+
+def batch_row_outcomes(srv: ServerState, n: int) -> list[str]:
+    """What happens to each of a batch's n rows: "ok", "fail" (500), "invalid" (400) or "expire"."""
+    f = srv.faults
+    answered = n - math.floor(n * f.batch_expire_fraction)
+    out = []
+    with srv.lock:
+        for i in range(n):
+            roll = srv.rng.random()
+            out.append("expire" if i >= answered else "fail" if roll < f.batch_row_fail_rate
+                       else "invalid" if roll < f.batch_row_fail_rate + f.batch_row_invalid_rate else "ok")
+    return out
+
+
+def wait_or_cancelled(srv: ServerState, batch: dict, seconds: float) -> bool:
+    end = time.time() + seconds
+    while time.time() < end:
+        if batch["cancel"]:
+            return True
+        time.sleep(min(0.01, max(end - time.time(), 0)))
+    return bool(batch["cancel"])
+
+
+def _run_openai_batch(srv: ServerState, bid: str, lines: list[dict]) -> None:
+    batch = srv.batches[bid]
+    with srv.lock:
+        batch["status"] = "in_progress"
+    cancelled = wait_or_cancelled(srv, batch, srv.faults.batch_delay_s)
+    outcomes = batch_row_outcomes(srv, len(lines))
+    output, errors = [], []
+    for line, outcome in zip(lines, outcomes):
+        cid, body = line.get("custom_id"), line.get("body", {})
+        cancelled = cancelled or batch["cancel"]
+        if cancelled or outcome == "expire":
+            code = "batch_cancelled" if cancelled else "batch_expired"
+            errors.append({"id": srv.new_id("batch_req_"), "custom_id": cid, "response": None,
+                           "error": {"code": code, "message": "This request was not executed."}})
+            continue
+        messages = body.get("messages", [])
+        prompt_tokens = count_tokens(prompt_of(messages))
+        max_tokens = int(body.get("max_tokens") or 64)
+        text = answer_text(messages, max_tokens)
+        status = {"ok": 200, "fail": 500, "invalid": 400}[outcome]
+        with srv.lock:
+            srv.received.append(Received(time.time(), body.get("model", ""), status, prompt_tokens,
+                                         count_tokens(text) if status == 200 else 0, body, endpoint="batch"))
+        if status == 200:
+            rbody = chat_completion(body.get("model", srv.model), text, prompt_tokens, max_tokens,
+                                    srv.new_id("chatcmpl-"), srv.faults.omit_usage)
+            output.append({"id": srv.new_id("batch_req_"), "custom_id": cid,
+                           "response": {"status_code": 200, "request_id": cid, "body": rbody}, "error": None})
+        else:
+            kind = "server_error" if status == 500 else "invalid_request_error"
+            errors.append({"id": srv.new_id("batch_req_"), "custom_id": cid, "error": None,
+                           "response": {"status_code": status, "request_id": cid,
+                                        "body": {"error": {"message": f"injected {status}", "type": kind}}}})
+    with srv.lock:
+        for name, rows in (("output_file_id", output), ("error_file_id", errors)):
+            if rows:
+                fid = f"file-{bid}-{name.split('_')[0]}"
+                data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                srv.files[fid] = {"id": fid, "filename": f"{bid}_{name}.jsonl", "purpose": "batch_output",
+                                  "data": data, "created_at": int(time.time())}
+                batch[name] = fid
+        batch["completed"] = len(output)
+        batch["failed"] = len(errors)
+        batch["status"] = ("cancelled" if cancelled else "expired" if "expire" in outcomes else "completed")
+
+
+class LoopbackServer:
+    """Run a server on 127.0.0.1 in a background thread (a real socket, a real HTTP exchange)."""
+
+    handler: type[JSONHandler] = _OpenAIHandler
+
+    def __init__(self, faults: Faults | None = None, model: str = "test-model", port: int = 0,
+                 limits: ProviderLimits | None = None) -> None:
+        self._srv = ServerState(("127.0.0.1", port), self.handler, faults or Faults(), model, limits)
         self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
 
     @property
@@ -159,15 +432,53 @@ class OpenAICompatServer:
         with self._srv.lock:
             return list(self._srv.received)
 
+    @property
+    def batches(self) -> dict[str, dict]:
+        with self._srv.lock:
+            return {k: dict(v) for k, v in self._srv.batches.items()}
+
+    @property
+    def files(self) -> dict[str, dict]:
+        with self._srv.lock:
+            return dict(self._srv.files)
+
     def set_faults(self, faults: Faults) -> None:
         with self._srv.lock:
             self._srv.faults = faults
             self._srv.rng = random.Random(faults.seed)
 
-    def __enter__(self) -> "OpenAICompatServer":
+    def max_in_window(self, window_s: float, endpoint: str = "chat") -> WindowPeak:
+        """The most requests, and the most tokens (prompt + completion), received in any `window_s`-long window
+        [t, t + window_s). The maximum is reached by a window starting at some arrival, so those are all tried."""
+        got = sorted((r for r in self.received if r.endpoint == endpoint), key=lambda r: r.at)
+        best_r = best_t = 0
+        j = tokens = 0
+        for i, first in enumerate(got):
+            while j < len(got) and got[j].at < first.at + window_s:
+                tokens += got[j].tokens
+                j += 1
+            best_r, best_t = max(best_r, j - i), max(best_t, tokens)
+            tokens -= first.tokens
+        return WindowPeak(best_r, best_t)
+
+    def per_minute(self, endpoint: str = "chat") -> dict[int, WindowPeak]:
+        """Requests and tokens received per clock minute (key: the minute's start, epoch seconds)."""
+        out: dict[int, list[int]] = {}
+        for r in self.received:
+            if r.endpoint == endpoint:
+                acc = out.setdefault(int(r.at // 60) * 60, [0, 0])
+                acc[0] += 1
+                acc[1] += r.tokens
+        return {k: WindowPeak(*v) for k, v in sorted(out.items())}
+
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._srv.shutdown()
         self._srv.server_close()
+
+
+class OpenAICompatServer(LoopbackServer):
+    handler = _OpenAIHandler

@@ -1,0 +1,199 @@
+"""What the API backends share: answering rows one request each, concurrently, within limits, with retries.
+
+A provider adapter supplies one coroutine, `send(request) -> Answer`, that makes one HTTP call and parses it.
+Around it, for every row:
+    - at most `max_concurrency` calls are in flight;
+    - each attempt reserves a request and its estimated tokens from the tier's `RateLimiter` before it is sent and
+      reconciles the reservation with the returned usage after (see ratelimit.py);
+    - transient failures (429, 408, 409, 5xx, timeouts, connection errors) are retried up to `max_retries` times
+      (tenacity), waiting what the server's `Retry-After` asks, else exponential backoff with full jitter;
+    - a row that still fails, or fails permanently (400, 401, ...), becomes a Completion with `error` set to a
+      reason: the exception class, HTTP status, message and attempt count, with the API key scrubbed. The batch
+      goes on.
+The SDKs' own retries are off (max_retries=0) so that every attempt passes through the limiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Sequence
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tqdm.asyncio import tqdm_asyncio
+
+from models.backends import Completion, Request
+from models.backends.ratelimit import RateLimiter, ServerLimits, estimate_message_tokens, estimate_tokens
+from models.catalogue import Tier
+
+RETRYABLE_STATUS = {408, 409, 429}
+
+
+class ApiKeyError(RuntimeError):
+    """The tier's API key could not be found (the message names where it was looked for, never a value)."""
+
+
+def api_key(tier: Tier) -> str:
+    """The tier's key: from the environment variable it names, else from the Prefect Secret block it names."""
+    if tier.api_key_env and os.environ.get(tier.api_key_env):
+        return os.environ[tier.api_key_env]
+    if tier.api_key_secret:
+        try:
+            from prefect.blocks.system import Secret
+
+            return str(Secret.load(tier.api_key_secret).get())
+        except Exception as exc:  # the block's absence or an unreachable server: say where, not what
+            raise ApiKeyError(
+                f"tier {tier.name!r}: cannot load Prefect Secret block {tier.api_key_secret!r} "
+                f"({type(exc).__name__})"
+            ) from None
+    # unset: a local server that takes any key; a real provider answers 401, landed per row with its reason
+    return "EMPTY"
+
+
+def status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def retry_after_s(exc: BaseException | None) -> float | None:
+    """The wait a failed response asked for: `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if not headers:
+        return None
+    if ms := headers.get("retry-after-ms"):
+        try:
+            return max(float(ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        return max(email.utils.mktime_tz(parsed) - time.time(), 0.0) if parsed else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    status = status_of(exc)
+    if status is not None:
+        return status in RETRYABLE_STATUS or status >= 500
+    # both SDKs name these alike: APITimeoutError, APIConnectionError (timeouts subclass connection errors)
+    return any(c.__name__ in ("APIConnectionError", "APITimeoutError") for c in type(exc).__mro__)
+
+
+def error_text(exc: BaseException, attempts: int, secret: str = "") -> str:
+    """A landable reason: class, HTTP status, message, attempts; never headers, and never the key."""
+    status = status_of(exc)
+    msg = str(getattr(exc, "message", "") or exc)[:300]
+    text = f"{type(exc).__name__}{f' (HTTP {status})' if status else ''}: {msg} [{attempts} attempt(s)]"
+    return text.replace(secret, "***") if secret and secret != "EMPTY" else text
+
+
+class _RetryAfterOrBackoff:
+    """Tenacity wait: the server's Retry-After (plus up to 10% jitter so that rows do not return in step) when
+    sent, else exponential backoff with jitter."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self.backoff = wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=initial_s)
+
+    def __call__(self, state: RetryCallState) -> float:
+        ra = retry_after_s(state.outcome.exception() if state.outcome else None)
+        if ra is not None:
+            return ra + random.uniform(0, 0.1 * ra)
+        return self.backoff(state)
+
+
+@dataclass
+class Answer:
+    """One successful call, parsed by the provider adapter."""
+
+    text: str | None
+    input_tokens: int | None  # None: the provider returned no usage
+    output_tokens: int | None
+    finish_reason: str | None
+    cached_input_tokens: int = 0
+    limits: ServerLimits | None = None
+
+
+Send = Callable[[Request], Awaitable[Answer]]
+
+
+def estimated_tokens(req: Request) -> int:
+    """What one attempt may bill at most, by our estimate: the prompt plus the whole `max_tokens`."""
+    return estimate_message_tokens(req.messages()) + req.max_tokens
+
+
+async def answer_row(req: Request, send: Send, tier: Tier, limiter: RateLimiter, sem: asyncio.Semaphore,
+                     secret: str = "") -> Completion:
+    attempts = 0
+
+    async def attempt() -> tuple[Answer, float]:
+        nonlocal attempts
+        async with sem:
+            reservation = await limiter.acquire(estimated_tokens(req))
+            attempts += 1
+            t0 = time.perf_counter()
+            try:
+                ans = await send(req)
+            except Exception as exc:
+                status = status_of(exc)
+                # a refused or failed call bills no output; a timeout may still have been answered in full
+                limiter.release(reservation, None if status is None else estimate_message_tokens(req.messages()))
+                if status == 429 and (ra := retry_after_s(exc)):
+                    limiter.pause(ra)
+                raise
+            used = (ans.input_tokens or 0) + (ans.output_tokens or 0) if ans.input_tokens is not None else None
+            limiter.release(reservation, used)
+            if ans.limits:
+                limiter.adapt(ans.limits)
+            return ans, (time.perf_counter() - t0) * 1000
+
+    try:
+        async for trial in AsyncRetrying(
+            stop=stop_after_attempt(tier.max_retries + 1),
+            wait=_RetryAfterOrBackoff(tier.backoff_initial_s, tier.backoff_max_s),
+            retry=retry_if_exception(is_transient),
+            reraise=True,
+        ):
+            with trial:
+                ans, latency_ms = await attempt()
+    except Exception as exc:  # per-row failure: land it with its reason
+        return Completion(req.row_id, None, error=error_text(exc, attempts, secret))
+    return completion_from(req, ans, latency_ms)
+
+
+def completion_from(req: Request, ans: Answer, latency_ms: float = 0.0, via_batch_api: bool = False) -> Completion:
+    """A Completion from a parsed answer; missing usage is estimated and flagged."""
+    estimated = ans.input_tokens is None or ans.output_tokens is None
+    return Completion(
+        row_id=req.row_id,
+        text=ans.text,
+        input_tokens=ans.input_tokens if ans.input_tokens is not None else estimate_message_tokens(req.messages()),
+        output_tokens=ans.output_tokens if ans.output_tokens is not None else estimate_tokens(ans.text or ""),
+        latency_ms=latency_ms,
+        finish_reason=ans.finish_reason,
+        cached_input_tokens=ans.cached_input_tokens,
+        usage_estimated=estimated,
+        via_batch_api=via_batch_api,
+        error=None if ans.text is not None else "response had no text",
+    )
+
+
+async def answer_rows(requests: Sequence[Request], send: Send, tier: Tier, limiter: RateLimiter,
+                      secret: str = "") -> list[Completion]:
+    sem = asyncio.Semaphore(tier.max_concurrency)
+    return await tqdm_asyncio.gather(
+        *(answer_row(r, send, tier, limiter, sem, secret) for r in requests),
+        desc=f"tier {tier.name}", unit="row", disable=None,
+    )
+
+
+def make_limiter(tier: Tier) -> RateLimiter:
+    return RateLimiter(tier.rpm, tier.tpm, tier.rate_limit_period_s)
