@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 
-from sluice.config import load_settings
+from sluice.config import RouterSettings, load_settings
 from sluice.ingest import dataset_name_for, validate_dataset_name
 from tasks.stages import dedup, infer_tier, ingest, land, route
 
@@ -38,8 +38,15 @@ def sluice_run(
     data_dir: str | None = None,
     run_id: str | None = None,
     dataset: str | None = None,
+    router: str | None = None,
+    premium_share: float | None = None,
+    budget_usd: float | None = None,
 ) -> dict:
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
+    if router or premium_share is not None or budget_usd is not None:  # the learned router / batch calibration
+        settings.router = RouterSettings.model_validate(
+            {**settings.router.model_dump(), "model": router, "premium_share": premium_share, "budget_usd": budget_usd}
+        )
     tiers = settings.catalogue()
     run = {
         "run_id": validate_dataset_name(run_id) if run_id else new_run_id(),
@@ -52,7 +59,7 @@ def sluice_run(
 
     ingested = ingest(dataset_path, run_dir)
     deduped = dedup(ingested, run_dir, settings.default_max_tokens)
-    partitions = route(deduped, run_dir, tiers.names, settings.router)
+    partitions = route(deduped, run_dir, tiers.names, settings.router, tiers, settings.default_max_tokens)
     # Cheapest tier first, one at a time: a worker holds one engine, and the premium API goes last. The engine is
     # released after the last self-hosted tier: the run is billed for the worker only while it needs it.
     todo = [t for t in tiers.tiers if t.name in partitions]

@@ -22,7 +22,7 @@ from sluice.dedup import exact_duplicates
 from sluice.infer import infer_partition_file
 from sluice.ingest import read_prompts
 from sluice.land import assemble_results, land_results, summarise
-from sluice.route import heuristic_route, write_tier_partitions
+from sluice.route import OVER_BUDGET, route_batch, write_tier_partitions
 from sluice.summary import summary_markdown
 
 
@@ -53,12 +53,22 @@ def dedup(in_path: Path, run_dir: Path, default_max_tokens: int) -> Path:
 
 
 @task(name="route", cache_policy=NO_CACHE)
-def route(in_path: Path, run_dir: Path, tiers: list[str], router: RouterSettings) -> dict[str, Path]:
-    routed = heuristic_route(pq.read_table(in_path), tiers, router)
+def route(
+    in_path: Path,
+    run_dir: Path,
+    tiers: list[str],
+    router: RouterSettings,
+    catalogue: Catalogue | None = None,
+    default_max_tokens: int = 256,
+) -> dict[str, Path]:
+    routed = route_batch(pq.read_table(in_path), tiers, router, catalogue, default_max_tokens)
     _write(routed, run_dir / "routed.parquet")
     parts = write_tier_partitions(routed, run_dir / "routed", tiers)
     counts = {t: pq.read_metadata(p).num_rows for t, p in parts.items()}
     get_run_logger().info("route: %s", ", ".join(f"{t}={n}" for t, n in counts.items()) or "nothing to send")
+    over = [e for s, e in zip(routed["status"].to_pylist(), routed["error"].to_pylist()) if s == OVER_BUDGET]
+    if over:
+        get_run_logger().warning("route: %d rows over budget, landed unanswered: %s", len(over), over[0])
     return parts
 
 

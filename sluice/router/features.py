@@ -2,7 +2,8 @@
 
 Text signals (vectorised polars, a few microseconds a row):
     - length: log(1 + words), log(1 + characters), sentences, question marks
-    - quantities: how many numbers the prompt carries (arithmetic load), and the largest one (log10)
+    - quantities: how many numbers the prompt carries (arithmetic load), the largest one (log10), and cues of
+      multi-step arithmetic: percentages, fractions, rates and units of time, money, comparisons, remainders
     - intent: one-hot of the heuristic gatekeeper's intents (code, math, reasoning, analysis, extraction,
       classification, explanation, chit-chat, writing, qa), and its rigour flag and complexity score
 Embedding signals: the 384-d all-MiniLM-L6-v2 sentence embedding (`sluice.embed`, offline). It is what lets a
@@ -20,8 +21,19 @@ import polars as pl
 from sluice.route import INTENTS, gatekeeper_features
 
 INTENT_NAMES = [name for name, _, _ in INTENTS]
+# cue name -> regex counted in the lower-cased prompt
+QUANT_CUES = {
+    "percent": r"%|\bpercent",
+    "fraction": r"\b(half|halves|third|quarter|fraction)\b|\d/\d",
+    "rate": r"\b(twice|times|each|per|every|average|ratio|rate)\b",
+    "time_units": r"\b(seconds?|minutes?|hours?|days?|weeks?|months?|years?)\b",
+    "money": r"\$|\b(dollars?|cents?|price|cost)\b",
+    "comparison": r"\b(more|less|fewer|than)\b",
+    "remainder": r"\b(remaining|rest|left|remainder)\b",
+}
 TEXT_FEATURES = [
     "log_words", "log_chars", "sentences", "questions", "numbers", "log_max_number", "rigour", "heuristic_score",
+    *[f"cue_{c}" for c in QUANT_CUES],
     *[f"intent_{n}" for n in INTENT_NAMES],
 ]
 
@@ -37,6 +49,7 @@ def text_features(prompts: Sequence[str] | pl.Series) -> np.ndarray:
         pl.col("t").str.count_matches(r"\?").cast(pl.Float64).alias("questions"),
         pl.col("t").str.extract_all(r"\d+(?:\.\d+)?").list.eval(pl.element().cast(pl.Float64)).list.max()
         .fill_null(0.0).alias("max_number"),
+        *[pl.col("t").str.to_lowercase().str.count_matches(rx).cast(pl.Float64).alias(c) for c, rx in QUANT_CUES.items()],
     )
     cols = [
         np.log1p(g["words"].to_numpy().astype(np.float64)),
@@ -47,6 +60,7 @@ def text_features(prompts: Sequence[str] | pl.Series) -> np.ndarray:
         np.log10(1.0 + df["max_number"].to_numpy()),
         g["rigour"].to_numpy().astype(np.float64),
         g["route_score"].to_numpy().astype(np.float64),
+        *[df[c].to_numpy() for c in QUANT_CUES],
     ]
     intent = g["intent"].to_numpy()
     cols += [(intent == n).astype(np.float64) for n in INTENT_NAMES]

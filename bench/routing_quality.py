@@ -1,0 +1,218 @@
+"""Routing quality on GSM8K: accuracy against premium share for the learned router and its baselines.
+
+Data: ../shared/data/routing/gsm8k_responses.csv (RouteLLM's eval data; read by path, never copied): 1,319 GSM8K
+prompts, whether Mixtral-8x7B (the cheap tier) and GPT-4 (the premium tier) answered correctly, and both answers.
+Labels: cheap_ok = Mixtral correct, premium_ok = GPT-4 correct.
+
+Protocol: one split fixed by SEED (70% train / 30% test). The router's regularisation is chosen by 5-fold
+cross-validation on the training rows only (APGR), then it is refit on all training rows and scored on the test
+rows. For a premium share f, the top round(f x n) test rows by score go to premium; accuracy is premium_ok on
+those rows and cheap_ok on the others.
+    APGR         area under the performance-gap-recovered curve, (acc(f) - acc_cheap) / (acc_premium - acc_cheap),
+                 over f in [0, 1] (RouteLLM's metric; random routing = 0.5)
+    share@95     the smallest premium share whose accuracy reaches 95% of all-premium accuracy
+Baselines: random (mean of 200 random orders), length (longest prompts to premium), oracle (rows only premium
+gets right first). A second section measures the cascade variant: the cheap tier answers every row first and a
+scorer (the same logistic model over the prompt *and the cheap answer*) picks which answers to redo on premium;
+it costs one cheap call per row on top, which the table states.
+
+    .venv/bin/python bench/routing_quality.py    # writes bench/results/routing_quality.{json,md}
+Embeddings are cached in bench/.work/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from sluice.router.features import router_features, text_features
+from sluice.router.model import fit_logistic, train_router
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "routing" / "gsm8k_responses.csv"
+WORK = ROOT / "bench" / ".work"
+OUT = ROOT / "bench" / "results"
+SEED = 20260124
+CHEAP, PREMIUM = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+L2_GRID = [1.0, 10.0, 100.0, 1000.0, 3000.0, 10000.0, 30000.0]
+CURVE = [round(x, 2) for x in np.arange(0.0, 1.0001, 0.05)]
+
+
+def cached_embeddings(name: str, texts: list[str]) -> np.ndarray:
+    path = WORK / f"{name}.npy"
+    if path.exists():
+        e = np.load(path)
+        if len(e) == len(texts):
+            return e
+    from sluice.embed import embed
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    e = embed(texts, max_length=256)
+    np.save(path, e)
+    return e
+
+
+def accuracy_curve(order: np.ndarray, cheap_ok: np.ndarray, premium_ok: np.ndarray) -> np.ndarray:
+    """acc[k] = accuracy when the first k rows of `order` go to premium, k = 0..n."""
+    n = len(order)
+    gain = (premium_ok[order].astype(float) - cheap_ok[order].astype(float))
+    return (cheap_ok.sum() + np.concatenate([[0.0], np.cumsum(gain)])) / n
+
+
+def order_by(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    tiebreak = rng.random(len(scores))
+    return np.lexsort((tiebreak, -scores))
+
+
+def summarise(acc: np.ndarray, cheap_ok: np.ndarray, premium_ok: np.ndarray) -> dict:
+    n = len(acc) - 1
+    a_cheap, a_premium = cheap_ok.mean(), premium_ok.mean()
+    pgr = (acc - a_cheap) / (a_premium - a_cheap)
+    shares = np.arange(n + 1) / n
+    apgr = float(np.sum((pgr[1:] + pgr[:-1]) / 2) / n)  # trapezoid over [0, 1]
+    reach = np.nonzero(acc >= 0.95 * a_premium - 1e-12)[0]
+    reach_pgr = np.nonzero(pgr >= 0.95 - 1e-12)[0]
+    return {
+        "apgr": round(apgr, 4),
+        "share_for_95pct_of_premium_accuracy": round(float(shares[reach[0]]), 4) if len(reach) else None,
+        "share_for_95pct_gap_recovered": round(float(shares[reach_pgr[0]]), 4) if len(reach_pgr) else None,
+        "curve": {f"{f:.2f}": round(float(acc[int(round(f * n))]), 4) for f in CURVE},
+    }
+
+
+def cv_l2(x: np.ndarray, y: np.ndarray, cheap_ok: np.ndarray, premium_ok: np.ndarray, rng) -> tuple[float, dict]:
+    folds = rng.permutation(len(y)) % 5
+    results = {}
+    for l2 in L2_GRID:
+        oof = np.zeros(len(y))
+        for k in range(5):
+            tr, te = folds != k, folds == k
+            mean, scale = x[tr].mean(0), x[tr].std(0)
+            scale[scale < 1e-9] = 1
+            w, b = fit_logistic((x[tr] - mean) / scale, y[tr], l2=l2)
+            oof[te] = ((x[te] - mean) / scale) @ w + b
+        acc = accuracy_curve(order_by(oof, np.random.default_rng(0)), cheap_ok, premium_ok)
+        results[l2] = summarise(acc, cheap_ok, premium_ok)["apgr"]
+    best = max(results, key=results.get)
+    return best, results
+
+
+def main() -> dict:
+    df = pl.read_csv(DATA)
+    prompts = df["prompt"].to_list()
+    cheap_ok = df[CHEAP].to_numpy().astype(bool)
+    premium_ok = df[PREMIUM].to_numpy().astype(bool)
+    responses = df[f"{CHEAP}_response"].fill_null("").to_list()
+    rng = np.random.default_rng(SEED)
+    perm = rng.permutation(len(df))
+    n_train = int(0.7 * len(df))
+    train, test = np.sort(perm[:n_train]), np.sort(perm[n_train:])
+
+    t0 = time.perf_counter()
+    emb = cached_embeddings("gsm8k_prompt_emb", prompts)
+    emb_s = time.perf_counter() - t0
+    resp_emb = cached_embeddings("gsm8k_cheap_resp_emb", responses)
+
+    labels = pl.DataFrame({"prompt": prompts, "cheap_ok": cheap_ok, "premium_ok": premium_ok})
+    ct, pt = cheap_ok[test], premium_ok[test]
+    report: dict = {
+        "data": str(DATA.relative_to(ROOT.parent)), "rows": len(df), "train_rows": len(train), "test_rows": len(test),
+        "seed": SEED, "cheap_accuracy_test": round(float(ct.mean()), 4),
+        "premium_accuracy_test": round(float(pt.mean()), 4),
+        "target_accuracy_test": round(float(0.95 * pt.mean()), 4), "methods": {},
+    }
+    methods = report["methods"]
+
+    # baselines
+    rand = np.mean([accuracy_curve(np.random.default_rng(i).permutation(len(test)), ct, pt) for i in range(200)], 0)
+    methods["random"] = summarise(rand, ct, pt)
+    length = np.array([len(p) for p in prompts], dtype=float)
+    methods["length"] = summarise(accuracy_curve(order_by(length[test], rng), ct, pt), ct, pt)
+    oracle = (pt & ~ct).astype(float) - (ct & ~pt).astype(float)
+    methods["oracle"] = summarise(accuracy_curve(order_by(oracle, rng), ct, pt), ct, pt)
+
+    # learned routers (prompt only): text features, and text + embedding
+    for name, use_emb in (("router_text", False), ("router_text_embedding", True)):
+        for target in ("not cheap_ok", "not cheap_ok and premium_ok"):
+            lab = labels if "premium_ok" in target else labels.drop("premium_ok")
+            x = router_features(lab["prompt"], use_emb, emb if use_emb else None)
+            y = (~cheap_ok & premium_ok) if "premium_ok" in target else ~cheap_ok
+            l2, cv = cv_l2(x[train], y[train].astype(float), cheap_ok[train], premium_ok[train],
+                           np.random.default_rng(SEED))
+            router = train_router(lab[train.tolist()], use_embeddings=use_emb, l2=l2,
+                                  embeddings=emb[train] if use_emb else None)
+            scores = router.score(lab["prompt"][test.tolist()], emb[test] if use_emb else None)
+            key = name + ("" if "premium_ok" in target else "_cheap_label_only")
+            methods[key] = {"target": router.target, "l2": l2, "cv_apgr_by_l2": cv,
+                            **summarise(accuracy_curve(order_by(scores, rng), ct, pt), ct, pt)}
+
+    # cascade: cheap tier answers first; a scorer over prompt + cheap answer decides what to redo on premium
+    xa = np.hstack([text_features(prompts), text_features(responses), emb, resp_emb])
+    y = (~cheap_ok & premium_ok).astype(float)
+    l2, cv = cv_l2(xa[train], y[train], cheap_ok[train], premium_ok[train], np.random.default_rng(SEED))
+    mean, scale = xa[train].mean(0), xa[train].std(0)
+    scale[scale < 1e-9] = 1
+    w, b = fit_logistic((xa[train] - mean) / scale, y[train], l2=l2)
+    s = ((xa[test] - mean) / scale) @ w + b
+    methods["cascade_answer_scorer"] = {
+        "note": "every row is first answered by the cheap tier (one extra cheap call per row)", "l2": l2,
+        "cv_apgr_by_l2": cv, **summarise(accuracy_curve(order_by(s, rng), ct, pt), ct, pt)}
+
+    # speed of the gatekeeper (per row, this machine)
+    from sluice.router import load_router  # noqa: F401  (import cost not counted)
+    reps = 5
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        text_features(prompts)
+    text_us = (time.perf_counter() - t0) / reps / len(prompts) * 1e6
+    router = train_router(labels[train.tolist()], use_embeddings=True, l2=methods["router_text_embedding"]["l2"],
+                          embeddings=emb[train])
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        router.score(labels["prompt"], emb)
+    score_us = (time.perf_counter() - t0) / reps / len(prompts) * 1e6
+    report["speed"] = {
+        "text_features_us_per_row": round(text_us, 1),
+        "router_scoring_us_per_row_given_embeddings": round(score_us, 1),
+        "embedding_ms_per_row": round(emb_s / len(prompts) * 1e3, 2) if emb_s > 1 else "cached (see notes)",
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, shared",
+    }
+    return report
+
+
+def markdown(r: dict) -> str:
+    m = r["methods"]
+    lines = [
+        "# Routing quality on GSM8K (Mixtral-8x7B cheap, GPT-4 premium)", "",
+        f"`bench/routing_quality.py`, data `{r['data']}`, seed {r['seed']}: {r['train_rows']} train rows, "
+        f"{r['test_rows']} test rows. Test accuracy: cheap {r['cheap_accuracy_test']}, premium "
+        f"{r['premium_accuracy_test']}; 95% of all-premium = {r['target_accuracy_test']}.", "",
+        "| method | APGR | premium share for 95% of premium accuracy | share for 95% of the gap (RouteLLM CPT) |",
+        "|---|---|---|---|",
+    ]
+    for k, v in m.items():
+        lines.append(f"| {k} | {v['apgr']} | {v['share_for_95pct_of_premium_accuracy']} | "
+                     f"{v['share_for_95pct_gap_recovered']} |")
+    lines += ["", "## Accuracy against premium share (test rows)", "",
+              "| share | " + " | ".join(m) + " |", "|---" * (len(m) + 1) + "|"]
+    for f in CURVE:
+        lines.append(f"| {f:.2f} | " + " | ".join(str(v["curve"][f"{f:.2f}"]) for v in m.values()) + " |")
+    s = r["speed"]
+    lines += ["", "## Speed", "",
+              f"- text features (length, intent, numbers, rigour): {s['text_features_us_per_row']} µs/row",
+              f"- router scoring given embeddings: {s['router_scoring_us_per_row_given_embeddings']} µs/row",
+              f"- MiniLM embedding: {s['embedding_ms_per_row']} ms/row ({s['machine']})", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    result = main()
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "routing_quality.json").write_text(json.dumps(result, indent=2) + "\n")
+    (OUT / "routing_quality.md").write_text(markdown(result))
+    print(markdown(result))
