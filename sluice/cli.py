@@ -3,6 +3,8 @@
     sluice run DATASET.parquet [--warehouse PATH] [--catalogue PATH]   answer a dataset, land it in DuckDB
     sluice prepare                                                     convert the packaged demo model (first use)
     sluice submit DATASET.parquet [--drop s3://bucket/prefix | PATH]   put a dataset into the drop box
+    sluice plan DATASET.parquet [--run-id ID]                          forecast cost and savings before a run
+    sluice report RUN_ID [-o report.html]                              one run as a self-contained HTML report
 """
 
 from __future__ import annotations
@@ -113,6 +115,77 @@ from sluice.router.cli import route_command, router_app  # noqa: E402
 
 app.add_typer(router_app, name="router")
 app.command("route")(route_command)
+
+@app.command()
+def plan(
+    dataset: Annotated[Path, typer.Argument(help="Parquet file with a `prompt` column")],
+    warehouse: WarehouseOpt = None,
+    catalogue: CatalogueOpt = None,
+    data_dir: DataDirOpt = None,
+    run_id: Annotated[Optional[str], typer.Option(
+        help="the run id you will give `sluice run` [none: matched to the next run of this dataset]")] = None,
+) -> None:
+    """Forecast rows per tier, tokens, cost and savings of DATASET before spending (sluice/plan.py)."""
+    from models.catalogue import CatalogueError
+    from sluice.config import load_settings
+    from sluice.ingest import IngestError, dataset_name_for
+    from sluice.plan import forecast_dataset, load_history, store_forecast
+    from sluice.warehouse import connect
+
+    try:
+        settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
+        tiers = settings.catalogue()
+        history = None
+        if settings.warehouse.is_file():  # learn from earlier runs; closed again before the slow part
+            with connect(settings.warehouse, read_only=True) as con:
+                history = load_history(con, tiers, settings.default_max_tokens)
+        f = forecast_dataset(dataset, tiers, settings.data_dir, settings.default_max_tokens, settings.router,
+                             history=history)
+    except (IngestError, CatalogueError, ValueError) as exc:
+        _fail(str(exc))
+    with connect(settings.warehouse) as con:
+        fid = store_forecast(con, f, dataset_name_for(dataset), str(dataset), run_id)
+    table = Table(title=f"Sluice plan for {dataset} (forecast {fid})")
+    for col in ("tier", "rows", "input tokens", "output tokens", "cost (USD)", "all-premium (USD)", "assumptions"):
+        table.add_column(col, justify="left" if col in ("tier", "assumptions") else "right")
+    for name, t in f["tiers"].items():
+        a = f["assumptions"][name]
+        how = f"{t['output_tokens'] / max(t['rows'], 1):.0f} output tok/row ({a['fill_ratio_source']} fill)"
+        if a.get("output_tokens_per_s"):
+            how += (f"; {a['output_tokens_per_s']:.0f} tok/s, {t.get('engine_start_s', 0):.0f} s start "
+                    f"({a['throughput_source']})")
+        table.add_row(name, f"{t['rows']}", f"{t['input_tokens']:,}", f"{t['output_tokens']:,}",
+                      f"{t['cost_usd']:.6f}", f"{t['baseline_cost_usd']:.6f}", how)
+    table.add_row("total", f"{f['rows']}", f"{f['input_tokens']:,}", f"{f['output_tokens']:,}",
+                  f"{f['cost_usd']:.6f}", f"{f['baseline_cost_usd']:.6f}",
+                  f"{f['duplicates']} duplicates, {f['cache_hits']} cache hits, {f['quarantined']} quarantined")
+    console.print(table)
+    console.print(f"expected saving ${f['baseline_cost_usd'] - f['cost_usd']:.6f}: dedup ${f['dedup_saving_usd']:.6f},"
+                  f" cache ${f['cache_saving_usd']:.6f}, routing ${f['routing_saving_usd']:.6f}", highlight=False)
+    counted = sorted({a["tokenizer"] for a in f["assumptions"].values()})
+    console.print(f"input tokens counted with: {', '.join(counted)}; compare after the run: sluice report RUN_ID",
+                  highlight=False)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="the run to report on")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path("report.html"),
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Write RUN_ID's report (plots, key table, forecast against actual) as one self-contained HTML file."""
+    from sluice.config import load_settings
+    from sluice.report import ReportError, write_report
+
+    settings = load_settings(warehouse=warehouse)
+    if not settings.warehouse.is_file():
+        _fail(f"{settings.warehouse}: no warehouse (run `sluice run` first)")
+    try:
+        out = write_report(settings.warehouse, run_id, output)
+    except ReportError as exc:
+        _fail(str(exc))
+    console.print(f"wrote {out}", highlight=False)
+
 
 if __name__ == "__main__":
     app()

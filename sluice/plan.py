@@ -7,8 +7,9 @@ expensive one (inference) per tier:
                    `packaged:` model once `sluice prepare` has converted it); otherwise ~ characters / 4 + a small
                    per-message overhead
     output tokens  max_tokens (the row's, else the default) x the tier's fill ratio, learned from answered rows of
-                   earlier runs in the warehouse (sum output_tokens / sum max_tokens); DEFAULT_FILL_RATIO without
-                   history
+                   earlier runs in the warehouse (sum output_tokens / sum max_tokens): for that max_tokens value
+                   when the tier has MIN_BUCKET_ROWS such rows, else over all the tier's rows, else over every
+                   tier's rows (that max_tokens value first), else DEFAULT_FILL_RATIO
     API cost       tokens x the tier's list prices
     self-hosted    (engine start + output tokens / throughput) x the worker's $/hour; throughput (output tokens per
                    second of generation) and engine start are learned from `runs.billing` of earlier runs (view
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -36,8 +37,12 @@ import polars as pl
 
 from models.catalogue import Catalogue, Tier
 
-# Without history: a small instruct model stops well before max_tokens on most prompts about half the time.
-DEFAULT_FILL_RATIO = 0.5
+# Without history. Chat models write until max_tokens more often than not at the small limits batch jobs set:
+# SmolLM2-135M on the sample dataset filled 0.67 of 48, 0.84 of 96 and 1.0 of 160 max tokens (0.74 overall on
+# the self-hosted tiers). One landed run replaces this with measured ratios.
+DEFAULT_FILL_RATIO = 0.85
+# rows with one max_tokens value needed before its own fill ratio is trusted
+MIN_BUCKET_ROWS = 5
 # Without history: SmolLM2-135M fp32 on a 2-vCPU CPU worker measured ~73 output tokens/s in one large batch
 # (../shared/GUIDE.md); rounded down for smaller batches.
 DEFAULT_OUTPUT_TOKENS_PER_S = 60.0
@@ -56,10 +61,14 @@ Counter = Callable[[list[str | None], list[str]], list[int]]
 class TierAssumptions:
     fill_ratio: float
     fill_ratio_source: str
+    fill_by_max_tokens: dict[int, float] = field(default_factory=dict)
     output_tokens_per_s: float | None = None
     engine_start_s: float | None = None
     throughput_source: str | None = None
     tokenizer: str = "chars/4"
+
+    def fill_for(self, max_tokens: int) -> float:
+        return self.fill_by_max_tokens.get(max_tokens, self.fill_ratio)
 
 
 # --- tokens -------------------------------------------------------------------------------------------------
@@ -129,17 +138,34 @@ def learn_assumptions(
 ) -> dict[str, TierAssumptions]:
     """Fill ratio per tier, and for self-hosted tiers throughput and engine start, from recent runs."""
     fill: dict[str, float] = {}
+    buckets: dict[str, dict[int, float]] = {}  # tier ("" for every tier) -> max_tokens -> fill ratio
+    pooled_fill: float | None = None
     speed: dict[str, tuple[float, float | None]] = {}
     pooled_start: float | None = None
     if con is not None and _has_table(con, "results") and _has_table(con, "utilisation"):
         recent = f"(SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST LIMIT {HISTORY_RUNS})"
-        for tier, out, mx in con.execute(
-            f"""SELECT tier, sum(output_tokens), sum(coalesce(max_tokens, ?)) FROM results
-                WHERE status = 'ok' AND tier IS NOT NULL AND run_id IN {recent} GROUP BY tier""",
+        per_bucket = con.execute(
+            f"""SELECT tier, coalesce(max_tokens, ?) AS m, count(*), sum(output_tokens) FROM results
+                WHERE status = 'ok' AND tier IS NOT NULL AND run_id IN {recent} GROUP BY ALL""",
             [default_max_tokens],
-        ).fetchall():
-            if mx and out is not None:
-                fill[tier] = min(1.0, out / mx)
+        ).fetchall()
+        totals: dict[str, list[float]] = {}
+        pooled_buckets: dict[int, list[float]] = {}
+        for tier, m, n, out in per_bucket:
+            out = out or 0
+            if n >= MIN_BUCKET_ROWS and m:
+                buckets.setdefault(tier, {})[m] = min(1.0, out / (n * m))
+            for acc in (totals.setdefault(tier, [0.0, 0.0]), totals.setdefault("", [0.0, 0.0])):
+                acc[0] += out
+                acc[1] += n * m
+            pb = pooled_buckets.setdefault(m, [0.0, 0.0])
+            pb[0] += out
+            pb[1] += n
+        fill = {t: min(1.0, o / mx) for t, (o, mx) in totals.items() if mx and t}
+        if totals.get("", [0, 0])[1]:
+            pooled_fill = min(1.0, totals[""][0] / totals[""][1])
+        buckets[""] = {m: min(1.0, o / (n * m)) for m, (o, n) in pooled_buckets.items()
+                       if n >= MIN_BUCKET_ROWS and m}
         for tier, out, gen, start in con.execute(
             f"""SELECT tier, sum(output_tokens), sum(generate_s), avg(engine_start_s) FILTER (engine_start_s > 0)
                 FROM utilisation WHERE run_id IN {recent} GROUP BY tier"""
@@ -151,10 +177,14 @@ def learn_assumptions(
         ).fetchone()[0]
     out: dict[str, TierAssumptions] = {}
     for t in catalogue.tiers:
-        a = TierAssumptions(
-            fill_ratio=fill.get(t.name, DEFAULT_FILL_RATIO),
-            fill_ratio_source="learned" if t.name in fill else "default",
-        )
+        if t.name in fill:
+            a = TierAssumptions(fill_ratio=fill[t.name], fill_ratio_source="learned",
+                                fill_by_max_tokens=buckets.get(t.name, {}))
+        elif pooled_fill is not None:
+            a = TierAssumptions(fill_ratio=pooled_fill, fill_ratio_source="learned (all tiers)",
+                                fill_by_max_tokens=buckets.get("", {}))
+        else:
+            a = TierAssumptions(fill_ratio=DEFAULT_FILL_RATIO, fill_ratio_source="default")
         if t.self_hosted:
             if t.name in speed:
                 a.output_tokens_per_s, start = speed[t.name]
@@ -220,7 +250,7 @@ def forecast_routed(
         if part.height == 0:
             continue
         ins = counters[t.name](part["system"].to_list(), part["prompt"].to_list())
-        outs = [round(m * a.fill_ratio) for m in part["_max"].to_list()]
+        outs = [round(m * a.fill_for(m)) for m in part["_max"].to_list()]
         in_tok, out_tok = sum(ins), sum(outs)
         base_rows = [base.token_cost_usd(i, o) for i, o in zip(ins, outs, strict=True)]
         row_baseline.update(zip(part["row_id"].to_list(), base_rows, strict=True))
@@ -251,8 +281,8 @@ def forecast_routed(
     if cache_hits.height:
         # a cache hit is priced as if answered on the baseline tier, with that tier's estimates
         bc = counters[base.name](cache_hits["system"].to_list(), cache_hits["prompt"].to_list())
-        fill = assumptions[base.name].fill_ratio
-        cache_saving = sum(base.token_cost_usd(i, round(m * fill))
+        ba = assumptions[base.name]
+        cache_saving = sum(base.token_cost_usd(i, round(m * ba.fill_for(m)))
                            for i, m in zip(bc, cache_hits["_max"].to_list(), strict=True))
     baseline = routed_baseline + dedup_saving + cache_saving
     return {
@@ -279,8 +309,13 @@ def forecast_dataset(
     default_max_tokens: int,
     router,
     con: duckdb.DuckDBPyConnection | None = None,
+    history: tuple[dict[str, TierAssumptions], set[str] | None] | None = None,
 ) -> dict:
-    """Ingest, dedup and route DATASET for real (cheap), then forecast inference per tier (see module doc)."""
+    """Ingest, dedup and route DATASET for real (cheap), then forecast inference per tier (see module doc).
+
+    What is learned from the warehouse comes from `con`, or from `history` (`load_history`, read earlier) so
+    that no connection stays open while tokenizing.
+    """
     from sluice.dedup import exact_duplicates
     from sluice.ingest import read_prompts
     from sluice.route import heuristic_route
@@ -289,7 +324,7 @@ def forecast_dataset(
                              router)
     df = pl.from_arrow(routed)
     assert isinstance(df, pl.DataFrame)
-    assumptions = learn_assumptions(con, catalogue, default_max_tokens)
+    assumptions, cache_keys = history or load_history(con, catalogue, default_max_tokens)
     counters: dict[str, Counter] = {}
     by_folder: dict[str, tuple[Counter, str]] = {}
     for t in catalogue.tiers:
@@ -297,10 +332,17 @@ def forecast_dataset(
         if folder not in by_folder:  # tiers on the same model share one tokenizer
             by_folder[folder] = token_counter(t, Path(data_dir))
         counters[t.name], assumptions[t.name].tokenizer = by_folder[folder]
+    return forecast_routed(df, catalogue, assumptions, counters, default_max_tokens, cache_keys)
+
+
+def load_history(
+    con: duckdb.DuckDBPyConnection | None, catalogue: Catalogue, default_max_tokens: int
+) -> tuple[dict[str, TierAssumptions], set[str] | None]:
+    """What the forecast learns from the warehouse: per-tier assumptions and the cache's request keys."""
     cache_keys = None
     if con is not None and _has_table(con, "cache"):
         cache_keys = {r[0] for r in con.execute("SELECT request_key FROM cache").fetchall()}
-    return forecast_routed(df, catalogue, assumptions, counters, default_max_tokens, cache_keys)
+    return learn_assumptions(con, catalogue, default_max_tokens), cache_keys
 
 
 def store_forecast(

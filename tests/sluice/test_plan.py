@@ -49,13 +49,26 @@ def test_assumptions_are_learned_from_earlier_runs(warehouse):
     # 200 output tokens over 110 s of generation; engine start: the mean of the starts that happened (40 s)
     assert a["small"].output_tokens_per_s == pytest.approx(200 / 110)
     assert a["small"].engine_start_s == 40.0 and a["small"].throughput_source == "learned"
-    # no history for mid: defaults, with the engine start pooled from the other self-hosted tiers
-    assert (a["mid"].fill_ratio, a["mid"].output_tokens_per_s, a["mid"].engine_start_s) == (
-        DEFAULT_FILL_RATIO, DEFAULT_OUTPUT_TOKENS_PER_S, 40.0)
+    # no history for mid: the fill ratio of every tier, default throughput, the engine start of the other tiers
+    assert (a["mid"].fill_ratio, a["mid"].fill_ratio_source) == (pytest.approx(350 / 1380), "learned (all tiers)")
+    assert (a["mid"].output_tokens_per_s, a["mid"].engine_start_s) == (DEFAULT_OUTPUT_TOKENS_PER_S, 40.0)
+
+
+def test_fill_ratio_per_max_tokens_value_when_there_are_enough_rows(warehouse, monkeypatch):
+    monkeypatch.setattr("sluice.plan.MIN_BUCKET_ROWS", 2)
+    with connect(warehouse, read_only=True) as con:
+        a = learn_assumptions(con, CATALOGUE, default_max_tokens=256)
+    # small at 256 (default): r1, s1, s2 wrote 40 + 80 + 20 of 3 x 256; at 100 only one row: the tier's ratio
+    assert a["small"].fill_for(256) == pytest.approx(140 / 768)
+    assert a["small"].fill_for(100) == pytest.approx(200 / 868)
+    # mid has no rows: every tier's rows at 256 (small's three and premium's two)
+    assert a["mid"].fill_for(256) == pytest.approx(290 / 1280)
+    assert a["mid"].fill_for(100) == pytest.approx(350 / 1380)
 
 
 def test_without_a_warehouse_the_defaults_apply():
     a = learn_assumptions(None, CATALOGUE, 256)
+    assert a["small"].fill_for(48) == DEFAULT_FILL_RATIO and a["small"].fill_ratio_source == "default"
     assert a["small"].engine_start_s == DEFAULT_ENGINE_START_S
     assert a["premium"].output_tokens_per_s is None and a["premium"].fill_ratio == DEFAULT_FILL_RATIO
 
@@ -146,3 +159,22 @@ def test_forecast_against_actual(warehouse):
         assert cmp["cost_error_pct"] == pytest.approx(100 * (0.02 - 0.0115) / 0.0115)
         assert cmp["cost_within_15pct"] is False
         assert compare_forecast(con, "r2") is None  # r2 started before any forecast of its dataset was made
+
+
+def test_sluice_plan_command_stores_the_forecast(tmp_path, warehouse):
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+
+    path = tmp_path / "batch.parquet"
+    pq.write_table(pa.table({"prompt": ["What is 2+2?", "what is 2+2?", "Summarise the plot of Hamlet."]}), path)
+    res = CliRunner().invoke(app, ["plan", str(path), "--warehouse", str(warehouse), "--data-dir", str(tmp_path),
+                                   "--run-id", "next-run"])
+    assert res.exit_code == 0, res.output
+    assert "expected saving" in res.output
+    con = duckdb.connect(str(warehouse), read_only=True)
+    assert con.execute("SELECT dataset, rows, duplicates FROM forecasts WHERE run_id = 'next-run'").fetchall() == [
+        ("batch", 3, 1)]
+    con.close()
+    bad = CliRunner().invoke(app, ["plan", str(tmp_path / "missing.parquet"), "--warehouse", str(warehouse)])
+    assert bad.exit_code == 2

@@ -110,3 +110,16 @@ def test_the_report_renders_in_headless_chromium(report, tmp_path):
     assert content_bottom < img.height - 1, "the page is taller than the screenshot"
     if os.environ.get("SLUICE_REPORT_SCREENSHOT"):  # keep it to look at
         shutil.copy(png, os.environ["SLUICE_REPORT_SCREENSHOT"])
+
+
+def test_sluice_report_command(report, tmp_path):
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+
+    out = tmp_path / "r.html"
+    res = CliRunner().invoke(app, ["report", "r2", "-o", str(out), "--warehouse", str(report.parent / "wh.duckdb")])
+    assert res.exit_code == 0, res.output
+    assert out.read_text().count("<svg") == len(PLOTS)
+    res = CliRunner().invoke(app, ["report", "nope", "--warehouse", str(report.parent / "wh.duckdb")])
+    assert res.exit_code == 2 and "no run 'nope'" in res.output
