@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from models.backends import make_backend
@@ -23,6 +23,7 @@ from sluice.infer import infer_partition_file
 from sluice.ingest import read_prompts
 from sluice.land import assemble_results, land_results, summarise
 from sluice.route import OVER_BUDGET, route_batch, write_tier_partitions
+from sluice.report import summary_table
 from sluice.summary import summary_markdown
 
 
@@ -115,5 +116,8 @@ def land(run_dir: Path, warehouse: str, run: dict) -> dict:
     get_run_logger().info("landed %d rows into %s (results)", results.height, warehouse)
     create_markdown_artifact(
         key="sluice-run-summary", markdown=summary_markdown(summary, run), description="Sluice run summary"
+    )
+    create_table_artifact(
+        key="sluice-run-tiers", table=summary_table(summary), description="Sluice run: rows and cost per tier"
     )
     return summary
