@@ -31,7 +31,7 @@ def summary_table(summary: dict) -> list[dict]:
         for tier, n in summary["rows_per_tier"].items()
     ]
     rows += [
-        {"tier": "exact duplicates (free)", "rows": summary["duplicates"], "cost_usd": 0.0},
+        {"tier": "duplicates (answered free)", "rows": summary["duplicates"], "cost_usd": 0.0},
         {"tier": "quarantined", "rows": summary["quarantined"], "cost_usd": 0.0},
         {"tier": "failed", "rows": summary["failed"], "cost_usd": None},
         {"tier": "total", "rows": summary["rows"], "cost_usd": round(summary["cost_usd"], 6)},
