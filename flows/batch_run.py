@@ -41,13 +41,15 @@ def sluice_run(
     router: str | None = None,
     premium_share: float | None = None,
     budget_usd: float | None = None,
+    deadline_h: float | None = None,
 ) -> dict:
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
     if router or premium_share is not None or budget_usd is not None:  # the learned router / batch calibration
         settings.router = RouterSettings.model_validate(
             {**settings.router.model_dump(), "model": router, "premium_share": premium_share, "budget_usd": budget_usd}
         )
-    tiers = settings.catalogue()
+    # hours the run may take: API tiers with batch_api = "auto" use their provider's batch API (-50%) if it fits
+    tiers = settings.catalogue().with_run_deadline(deadline_h)
     run = {
         "run_id": validate_dataset_name(run_id) if run_id else new_run_id(),
         "dataset": validate_dataset_name(dataset) if dataset else dataset_name_for(dataset_path),

@@ -166,6 +166,16 @@ class Catalogue(BaseModel):
     def baseline_tier(self) -> Tier:
         return self.tier(self.baseline)
 
+    def with_run_deadline(self, hours: float | None) -> "Catalogue":
+        """This catalogue with a run's deadline (hours from now) on every API tier: a tier with
+        `batch_api = "auto"` uses its provider's batch API when the deadline leaves the whole batch window."""
+        if hours is None:
+            return self
+        if hours <= 0:
+            raise CatalogueError(f"a run deadline must be positive hours, got {hours}")
+        tiers = [t if t.self_hosted else t.model_copy(update={"deadline_h": hours}) for t in self.tiers]
+        return self.model_copy(update={"tiers": tiers})
+
     def worker_usd_per_hour(self, tier: Tier) -> float:
         if tier.worker is None:
             raise CatalogueError(f"tier {tier.name!r} is not self-hosted")

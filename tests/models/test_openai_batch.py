@@ -104,3 +104,10 @@ def test_auto_uses_the_batch_api_only_when_the_deadline_leaves_the_whole_window(
     with pytest.raises(ValueError, match="needs batch_input_usd_per_1m"):
         Tier(name="p", backend="openai", model="m", base_url="u", input_usd_per_1m=1, output_usd_per_1m=1,
              batch_api="auto")
+
+
+def test_a_run_deadline_reaches_every_api_tier_of_the_catalogue():
+    t = tier("http://x")
+    cat = Catalogue(baseline="premium", tiers=[t]).with_run_deadline(30)
+    assert cat.tier("premium").deadline_h == 30 and use_batch_api(cat.tier("premium"), None)
+    assert not use_batch_api(Catalogue(baseline="premium", tiers=[t]).with_run_deadline(3).tier("premium"), None)
