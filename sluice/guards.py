@@ -1,0 +1,152 @@
+"""Content guards: cheap checks that veto a near or semantic match whose answer would differ.
+
+Similarity scores (MinHash Jaccard, embedding cosine) are blind to the few tokens that change an answer. Measured
+with all-MiniLM-L6-v2 (../shared/GUIDE.md): a question and its negation score 0.83-0.99 cosine, PAWS word-swap
+pairs score above 0.92, and most QQP pairs with >= 80% word overlap labelled "not duplicate" differ by one swapped
+entity, number or polarity word. So a candidate pair is only accepted when all of these agree:
+
+    numbers     the multiset of numbers (digits and number words) is equal ("2+2" vs "2+3", "in 2019" vs "2020")
+    polarity    the same negation words, and no word faces its opposite ("can" vs "can't", "enable" vs "disable")
+    entities    no capitalised word, acronym or number-bearing token appears on one side only ("in Texas" vs
+                "in Ohio"): a swapped name is a different question
+    order       the content words both sides share appear in the same order ("flights from Paris to Rome" vs
+                "flights from Rome to Paris"; PAWS-style swaps keep every word and change the meaning)
+
+All checks work on word tokens of the original text; they are deliberately strict (a paraphrase that reorders its
+words is lost), because a false hit returns a wrong answer while a miss only costs one inference.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+
+
+NUMBER_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
+    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14",
+    "fifteen": "15", "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19", "twenty": "20",
+    "thirty": "30", "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1e6",
+    "billion": "1e9", "first": "1st", "second": "2nd", "third": "3rd", "half": "0.5", "double": "x2", "twice": "x2",
+}
+
+# Negation, and words whose opposite (the other member of its pair) is a different question.
+NEGATIONS = {"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "cannot", "cant",
+             "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont", "wouldnt", "shouldnt",
+             "couldnt", "hasnt", "havent", "hadnt", "aint", "nowhere", "against", "un", "non", "anti"}
+POLARITY_PAIRS = [
+    ("enable", "disable"), ("enabled", "disabled"), ("on", "off"), ("positive", "negative"), ("pros", "cons"),
+    ("advantages", "disadvantages"), ("advantage", "disadvantage"), ("increase", "decrease"), ("up", "down"),
+    ("more", "less"), ("most", "least"), ("best", "worst"), ("good", "bad"), ("better", "worse"),
+    ("before", "after"), ("buy", "sell"), ("buying", "selling"), ("win", "lose"), ("gain", "lose"),
+    ("legal", "illegal"), ("true", "false"), ("right", "wrong"), ("start", "stop"), ("open", "close"),
+    ("add", "remove"), ("import", "export"), ("min", "max"), ("minimum", "maximum"), ("high", "low"),
+    ("higher", "lower"), ("above", "below"), ("rich", "poor"), ("love", "hate"), ("like", "dislike"),
+    ("always", "never"), ("all", "none"), ("male", "female"), ("men", "women"), ("man", "woman"),
+    ("boy", "girl"), ("cheap", "expensive"), ("fast", "slow"), ("easy", "hard"), ("safe", "unsafe"),
+    ("possible", "impossible"), ("same", "different"), ("from", "to"), ("encrypt", "decrypt"),
+    ("upload", "download"), ("ascending", "descending"), ("inside", "outside"), ("agree", "disagree"),
+]
+OPPOSITE = {a: b for a, b in POLARITY_PAIRS if (a, b) != ("from", "to")}
+OPPOSITE.update({b: a for a, b in OPPOSITE.items()})
+POLARITY = NEGATIONS | set(OPPOSITE)
+
+STOPWORDS = {
+    "a", "an", "the", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "doing", "i",
+    "me", "my", "you", "your", "we", "our", "he", "she", "it", "its", "they", "them", "their", "his", "her",
+    "this", "that", "these", "those", "what", "which", "who", "whom", "whose", "how", "why", "when", "where",
+    "of", "in", "on", "at", "by", "for", "with", "about", "as", "into", "to", "from", "and", "or", "but", "if",
+    "so", "than", "then", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "have",
+    "has", "had", "there", "here", "some", "any", "much", "many", "very", "just", "also", "get", "one", "s",
+    "please", "tell", "give", "explain", "way", "ways", "best", "good", "really", "thing", "things",
+}
+
+
+ORDER_CHECK_MAX_WORDS = 64  # the word-order check is for short prompts; long near duplicates keep order by shingling
+_STRIP = "\"'`“”‘’()[]{}<>.,;:!?*_-–—/\\|#~^=+&%$@"
+_SENTENCE_START = re.compile(r"(\A\s*|[.?!:\n]\s*)([A-Z])")
+_NUMBER_TOKEN = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+@dataclass(frozen=True)
+class TextFacts:
+    """A text as the guards see it, prepared once per row: a multiset of its whitespace tokens (sentence-initial
+    capitals lowered, so only capitals inside a sentence mark names) and, for short texts, its content words."""
+
+    tokens: Counter
+    content: tuple[str, ...] | None  # non-stopword words in order; None for long texts
+
+
+def _word(token: str) -> str:
+    return token.strip(_STRIP).replace("’", "").replace("'", "")
+
+
+def text_facts(text: str) -> TextFacts:
+    text = unicodedata.normalize("NFKC", text or "").strip()
+    text = _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).lower(), text)
+    tokens = text.split()
+    content = None
+    if len(tokens) <= ORDER_CHECK_MAX_WORDS:
+        content = tuple(w for w in (_word(t).lower() for t in tokens) if w and w not in STOPWORDS)
+    return TextFacts(Counter(tokens), content)
+
+
+def _side(tokens: Counter) -> tuple[list[str], set[str], set[str], set[str]]:
+    """numbers, negations/polarity words, marked words (names, acronyms, codes), all words (lower) of a diff."""
+    numbers: list[str] = []
+    polarity: set[str] = set()
+    marked: set[str] = set()
+    lower: set[str] = set()
+    for token, count in tokens.items():
+        word = _word(token)
+        if not word:
+            continue
+        low = word.lower()
+        lower.add(low)
+        for n in _NUMBER_TOKEN.findall(word):
+            numbers += [n.replace(",", "")] * count
+        if low in NUMBER_WORDS:
+            numbers += [NUMBER_WORDS[low]] * count
+        if low in POLARITY:
+            polarity.add(low)
+        has_digit = any(c.isdigit() for c in word)
+        has_alpha = any(c.isalpha() for c in word)
+        if (has_digit and has_alpha) or (word[0].isupper() and low not in STOPWORDS):
+            marked.add(low)
+    return sorted(numbers), polarity, marked, lower
+
+
+def _shared_order_agrees(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    shared = set(a) & set(b)
+    seq_a = [w for w in dict.fromkeys(a) if w in shared]
+    seq_b = [w for w in dict.fromkeys(b) if w in shared]
+    return seq_a == seq_b
+
+
+def veto_reason(a: TextFacts, b: TextFacts) -> str | None:
+    """Why the two texts must not share an answer, or None when no guard objects.
+
+    Only the tokens on one side only are inspected (shared tokens cannot differ in numbers, polarity or names),
+    so the cost is that of the difference, not of the texts."""
+    num_a, pol_a, marked_a, low_a = _side(a.tokens - b.tokens)
+    num_b, pol_b, marked_b, low_b = _side(b.tokens - a.tokens)
+    if num_a != num_b:
+        return "numbers differ"
+    if (pol_a & NEGATIONS) != (pol_b & NEGATIONS):
+        return "negation differs"
+    # a polarity word on one side only is fine ("fast" vs "quickly"); its opposite on the other side is not
+    if any(OPPOSITE[w] in pol_b and w not in pol_b for w in pol_a - NEGATIONS) \
+            or any(OPPOSITE[w] in pol_a and w not in pol_a for w in pol_b - NEGATIONS):
+        return "polarity differs"
+    # a name on one side only ("Texas" vs "Ohio"); the same word in another case on the other side is not a name
+    if (marked_a - low_b) or (marked_b - low_a):
+        return "named entity differs"
+    if a.content is not None and b.content is not None and not _shared_order_agrees(a.content, b.content):
+        return "word order differs"
+    return None
+
+
+def same_answer_allowed(a: str, b: str) -> bool:
+    return veto_reason(text_facts(a), text_facts(b)) is None
