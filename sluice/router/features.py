@@ -20,6 +20,7 @@ import polars as pl
 
 from sluice.route import INTENTS, gatekeeper_features
 
+EMBED_MAX_TOKENS = 256  # prompts are embedded up to this many tokens (training and routing alike)
 INTENT_NAMES = [name for name, _, _ in INTENTS]
 # cue name -> regex counted in the lower-cased prompt
 QUANT_CUES = {
@@ -78,5 +79,5 @@ def router_features(
         from sluice.embed import embed
 
         texts = prompts.fill_null("").to_list() if isinstance(prompts, pl.Series) else [p or "" for p in prompts]
-        embeddings = embed(texts)
+        embeddings = embed(texts, max_length=EMBED_MAX_TOKENS)
     return np.hstack([x, embeddings.astype(np.float64)])

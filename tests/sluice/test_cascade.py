@@ -38,3 +38,16 @@ def test_confidence_from_mean_token_logprob():
     assert df["lp"].to_list() == pytest.approx([math.exp(-0.1), math.exp(-2.0), 1.0])
     with pytest.raises(ValueError):
         escalate_within_budget(pl.DataFrame({"confidence": [0.1], "next_cost_usd": [None]}), 1.0)
+
+
+def test_answer_signals_check_the_cheap_answers_arithmetic():
+    from sluice.cascade import ANSWER_SIGNALS, answer_signals
+
+    good = "She sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs for 9 * 2 = $<<9*2=18>>18.\n#### 18"
+    bad = "She has 16 - 7 = 8 eggs. However, rounding, about 8 * 2 = 16.5\n#### 16.5"
+    x = dict(zip(ANSWER_SIGNALS, answer_signals([good, bad, None]).T))
+    assert x["calculations"].tolist() == [2, 2, 0]
+    assert x["wrong_calculations"].tolist() == [0, 2, 0]
+    assert x["has_final_answer"].tolist() == [1, 1, 0] and x["fractional_final"].tolist() == [0, 1, 0]
+    assert x["hedges"][1] >= 2 and x["negative_or_missing_final"].tolist() == [0, 0, 1]
+    assert answer_signals(["__import__('os').system('x') = 3"])[0, 1] == 0  # never evaluated: not arithmetic

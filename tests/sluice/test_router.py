@@ -129,3 +129,17 @@ def test_train_from_warehouse_and_the_cli(tmp_path):
     assert res.exit_code == 2 and "not both" in res.output
     res = runner.invoke(app, ["router", "train", str(batch), "-o", str(tmp_path / "r2"), "--no-embeddings"])
     assert res.exit_code == 2 and "cheap_ok" in res.output
+
+
+def test_shadow_pairs_become_labels_by_agreement(tmp_path):
+    from sluice.router.shadow import answers_agree, labels_from_shadow
+
+    assert answers_agree("The answer is 1,200.", "So she pays $1200")
+    assert answers_agree("Paris", "paris ") and not answers_agree("Paris", "Lyon") and not answers_agree("", "")
+    pairs = pl.DataFrame({"run_id": ["r"] * 2, "row_id": ["1", "2"], "prompt": ["2+2?", "3*3?"],
+                          "cheap_response": ["4", "6"], "premium_response": ["#### 4", "9"]})
+    lab = labels_from_shadow(pairs)
+    assert lab["cheap_ok"].to_list() == [True, False] and lab["source"].to_list() == ["shadow"] * 2
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    assert add_labels(con, lab) == 2
+    con.close()
