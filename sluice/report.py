@@ -362,8 +362,15 @@ def render_html(data: dict) -> str:
 
 def write_report(warehouse: str | Path, run_id: str, out: str | Path) -> Path:
     """Render RUN_ID's report from the warehouse (read-only) into OUT."""
-    from sluice.warehouse import connect
+    from sluice.views import VIEW_NAMES
+    from sluice.warehouse import SCHEMA_VERSION, connect, schema_version
 
+    with connect(warehouse, read_only=True) as con:
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+        outdated = schema_version(con) < SCHEMA_VERSION or not set(VIEW_NAMES) <= views
+    if outdated:  # a file written by an older Sluice: upgrade it in place (a short write), then read
+        with connect(warehouse):
+            pass
     with connect(warehouse, read_only=True) as con:
         data = report_data(con, run_id)
     text = render_html(data)

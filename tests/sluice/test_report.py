@@ -123,3 +123,14 @@ def test_sluice_report_command(report, tmp_path):
     assert out.read_text().count("<svg") == len(PLOTS)
     res = CliRunner().invoke(app, ["report", "nope", "--warehouse", str(report.parent / "wh.duckdb")])
     assert res.exit_code == 2 and "no run 'nope'" in res.output
+
+
+def test_a_warehouse_from_an_older_sluice_is_upgraded_before_reporting(tmp_path):
+    wh = build_sample_warehouse(tmp_path / "wh.duckdb")
+    con = duckdb.connect(str(wh))
+    con.execute("DROP VIEW breakeven")
+    con.execute("DROP VIEW savings_per_run")
+    con.execute("DELETE FROM schema_version WHERE version > 1")
+    con.close()
+    out = write_report(wh, "r1", tmp_path / "r.html")
+    assert out.read_text().count("<svg") == len(PLOTS)

@@ -132,8 +132,9 @@ def test_the_docs_have_ten_example_queries():
     assert len(doc_queries()) >= 10
 
 
-@pytest.mark.parametrize("i", range(10))
-def test_each_docs_query_runs_and_returns_rows(con, i):
+@pytest.mark.parametrize("i", range(len(doc_queries())))
+def test_each_docs_query_runs(con, i):
     sql = doc_queries()[i]
     result = con.execute(sql).fetchall()
-    assert result, f"docs/analysts.md query {i + 1} returned no rows on the sample warehouse:\n{sql}"
+    if i < 10:  # the ten examples have something to show on the sample warehouse
+        assert result, f"docs/analysts.md query {i + 1} returned no rows on the sample warehouse:\n{sql}"
