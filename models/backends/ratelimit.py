@@ -170,7 +170,11 @@ class RateLimiter:
             r = Reservation(now, tokens)
             self._live.append(r)
             if self.rpm:
-                self._next_start = now + self.period_s / self.rpm
+                # paced on a schedule, not from when this request happened to start: a start that was late
+                # (a busy event loop) lets the next one follow sooner, by at most one interval, so lateness does
+                # not accumulate into lost throughput; the window count above still caps any catch-up
+                interval = self.period_s / self.rpm
+                self._next_start = max(self._next_start, now - interval) + interval
             return r
 
     def release(self, r: Reservation, tokens: int | None = None) -> None:
