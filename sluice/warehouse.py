@@ -17,6 +17,7 @@ columns `results` has.
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -202,19 +203,41 @@ def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(path, read_only=read_only)
 
 
+# Within one process DuckDB shares one database per file among connections, and two threads writing at once meet
+# in DuckDB's optimistic transactions ("write-write conflict"): writers of the same file take turns on this lock.
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.RLock:
+    key = str(path.resolve())
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.RLock())
+
+
 @contextmanager
 def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse (migrating it when writing), waiting politely for another process's lock."""
+    """Open the warehouse (migrating it when writing), waiting politely for another writer.
+
+    Writers in other processes: DuckDB's file lock, retried with backoff for up to LOCK_TIMEOUT_S. Writers in
+    other threads of this process: a lock per file.
+    """
     path = Path(path)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    con = _open(str(path), read_only)
-    try:
-        if not read_only:
+    if read_only:
+        con = _open(str(path), True)
+        try:
+            yield con
+        finally:
+            con.close()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(path):
+        con = _open(str(path), False)
+        try:
             migrate(con)
-        yield con
-    finally:
-        con.close()
+            yield con
+        finally:
+            con.close()
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:

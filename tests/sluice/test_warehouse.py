@@ -125,3 +125,20 @@ def test_two_processes_landing_at_once_both_complete(tmp_path):
         ("p1", 8), ("p2", 8)]
     assert con.execute("SELECT count(*) FROM runs").fetchone() == (2,)
     con.close()
+
+
+def test_threads_of_one_process_landing_at_once_take_turns(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "wh.duckdb"
+
+    def land(run_id):
+        for _ in range(3):
+            land_results(path, results_frame(run_id, R1), {**RUNS["r1"], "run_id": run_id})
+        return run_id
+
+    with ThreadPoolExecutor(4) as pool:
+        assert sorted(pool.map(land, ["t1", "t2", "t3", "t4"])) == ["t1", "t2", "t3", "t4"]
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute("SELECT count(*), count(DISTINCT run_id) FROM results").fetchone() == (32, 4)
+    con.close()
