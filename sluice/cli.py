@@ -5,6 +5,7 @@
     sluice submit DATASET.parquet [--drop s3://bucket/prefix | PATH]   put a dataset into the drop box
     sluice plan DATASET.parquet [--run-id ID]                          forecast cost and savings before a run
     sluice report RUN_ID [-o report.html]                              one run as a self-contained HTML report
+    sluice dedup IN.parquet -o OUT.parquet [--only exact,near,semantic,cache --warehouse PATH]   mark duplicates
 """
 
 from __future__ import annotations
@@ -185,6 +186,27 @@ def report(
     except ReportError as exc:
         _fail(str(exc))
     console.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def dedup(
+    dataset: Annotated[Path, typer.Argument(help="Parquet file with a `prompt` column")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write")],
+    only: Annotated[str, typer.Option(help="stages, comma-separated: exact,near,semantic,cache")] = "exact,near,semantic",
+    warehouse: Annotated[Optional[Path], typer.Option(help="DuckDB warehouse of earlier runs (cache stage)")] = None,
+    default_max_tokens: Annotated[int, typer.Option(help="max_tokens of rows that set none")] = 256,
+) -> None:
+    """Mark duplicates: every input row, its columns plus row_id, dup_of, dup_kind, dup_score."""
+    from sluice.dedup import DedupConfig, dedup_file
+    from sluice.ingest import IngestError
+
+    stages = tuple(s.strip() for s in only.split(",") if s.strip())
+    try:
+        counts = dedup_file(dataset, output, DedupConfig(stages=stages, default_max_tokens=default_max_tokens),
+                            warehouse=warehouse)
+    except (IngestError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"{output}: {counts['rows']} rows, " + ", ".join(f"{k} {v}" for k, v in counts.items() if k != "rows"))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
     duplicates      status "duplicate": the canonical row's answer, cost 0, no tokens sent; baseline is what the
                     premium tier would have charged to answer it again (the canonical row's baseline)
     quarantined     status "quarantined" with the ingest reason; nothing sent, nothing charged
+    cache hits      status "duplicate", dup_kind "cache", dup_of "<run_id>/<row_id>" of an earlier night's row: its
+                    response and model copied (carried by dedup in cache_response / cache_model), cost 0,
+                    baseline = the earlier row's baseline; in-batch duplicates of a cache hit get the same answer
 
 Re-landing a run replaces its rows (delete + insert in one transaction): never duplicates.
 """
@@ -45,7 +48,8 @@ def assemble_results(routed: pa.Table, answers: list[pa.Table], run_id: str, dat
         pl.col("model").alias("c_model"),
         pl.col("baseline_cost_usd").alias("c_baseline"),
     )
-    df = rows.join(own, on="row_id", how="left").join(canon, on="dup_of", how="left")
+    rows, canon = _with_cache_hits(rows, canon)
+    df = rows.join(own, on="row_id", how="left").join(canon, on="dup_of", how="left", maintain_order="left")
 
     pending = pl.col("status") == "pending"
     dup = pl.col("status") == "duplicate"
@@ -81,6 +85,33 @@ def assemble_results(routed: pa.Table, answers: list[pa.Table], run_id: str, dat
         error.alias("error"),
     )
     return out.select(RESULT_COLUMNS).sort("row_index")
+
+
+def _with_cache_hits(rows: pl.DataFrame, canon: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Cache hits answer like canonical rows: their answer (copied from the earlier night) joins the canonical
+    answers under their own row_id, so an in-batch duplicate of a cache hit gets it too; the hit itself takes it
+    from its own cache_* columns."""
+    if "cache_response" not in rows.columns:
+        return rows, canon
+    hit = (pl.col("status") == "duplicate") & (pl.col("dup_kind") == "cache")
+    from_cache = rows.filter(hit).select(
+        pl.col("row_id").alias("dup_of"),
+        pl.lit("ok").alias("c_status"),
+        pl.lit(None, pl.String).alias("c_error"),
+        pl.col("cache_response").alias("c_response"),
+        pl.col("cache_model").alias("c_model"),
+        pl.col("cache_baseline_cost_usd").alias("c_baseline"),
+    )
+    own_answer = rows.filter(hit).select(
+        pl.col("dup_of"),
+        pl.lit("ok").alias("c_status"),
+        pl.lit(None, pl.String).alias("c_error"),
+        pl.col("cache_response").alias("c_response"),
+        pl.col("cache_model").alias("c_model"),
+        pl.col("cache_baseline_cost_usd").alias("c_baseline"),
+    ).unique("dup_of", keep="first")
+    canon = pl.concat([canon, from_cache.cast(dict(canon.schema)), own_answer.cast(dict(canon.schema))])
+    return rows.drop("cache_response", "cache_model", "cache_baseline_cost_usd"), canon
 
 
 def summarise(results: pl.DataFrame) -> dict:

