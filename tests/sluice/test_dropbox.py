@@ -181,3 +181,52 @@ def test_sluice_submit_uploads_and_says_where_results_appear(where, tmp_path, mo
     box = open_drop_box(drop)
     assert [o.key for o in box.incoming()] == ["incoming/my batch.parquet"]
     assert f"results will appear at {box.locate('results/my_batch/')}<run_id>/results.parquet" in out
+
+
+
+# One claiming process: every file it sees, it races for; it prints what it won.
+_CLAIMER = """
+import json, sys, boto3
+from sluice.dropbox import Claim, open_drop_box
+from sluice.dropbox.s3 import S3DropBox
+url, endpoint, prefix, worker = sys.argv[1:]
+if endpoint:
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    box = S3DropBox("sluice-drop", prefix, client=client)
+else:
+    box = open_drop_box(url)
+sys.stdin.readline()  # start together
+won = []
+for obj in box.incoming():
+    got = box.claim(obj, f"run-p{worker}-{obj.name}")
+    if isinstance(got, Claim):
+        box.finish(got, ok=True, report={})
+        won.append(obj.name)
+print(json.dumps(won))
+"""
+
+
+def test_racing_processes_each_file_claimed_exactly_once(box, tmp_path):
+    import subprocess
+    import sys
+
+    names = [f"p{i}.parquet" for i in range(8)]
+    for n in names:
+        _submit(box, tmp_path, n, n.encode() * 10)
+    endpoint = box.s3.meta.endpoint_url if hasattr(box, "s3") else ""
+    procs = [subprocess.Popen([sys.executable, "-c", _CLAIMER, box.url, endpoint, getattr(box, "prefix", ""),
+                               str(w)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for w in range(2)]
+    try:
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        won = [name for p in procs for name in json.loads(p.communicate(timeout=60)[0])]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert Counter(won) == Counter(names)
+    assert box.incoming() == [] and len(_keys(box, "done/")) == len(names)
