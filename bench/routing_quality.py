@@ -137,19 +137,29 @@ def main() -> dict:
     methods["oracle"] = summarise(accuracy_curve(order_by(oracle, rng), ct, pt), ct, pt)
 
     # learned routers (prompt only): text features, and text + embedding
+    # single logistic heads (text features; text + embedding), each target, L2 chosen by 5-fold CV on train rows
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    head_scores = {}
     for name, use_emb in (("router_text", False), ("router_text_embedding", True)):
+        x = router_features(labels["prompt"], use_emb, emb if use_emb else None)
         for target in ("not cheap_ok", "not cheap_ok and premium_ok"):
-            lab = labels if "premium_ok" in target else labels.drop("premium_ok")
-            x = router_features(lab["prompt"], use_emb, emb if use_emb else None)
-            y = (~cheap_ok & premium_ok) if "premium_ok" in target else ~cheap_ok
-            l2, cv = cv_l2(x[train], y[train].astype(float), cheap_ok[train], premium_ok[train],
-                           np.random.default_rng(SEED))
-            router = train_router(lab[train.tolist()], use_embeddings=use_emb, l2=l2,
-                                  embeddings=emb[train] if use_emb else None)
-            scores = router.score(lab["prompt"][test.tolist()], emb[test] if use_emb else None)
+            y = ((~cheap_ok & premium_ok) if "premium_ok" in target else ~cheap_ok).astype(float)
+            l2, cv = cv_l2(x[train], y[train], cheap_ok[train], premium_ok[train], np.random.default_rng(SEED))
+            mean, scale = x[train].mean(0), x[train].std(0)
+            scale[scale < 1e-9] = 1
+            w, b = fit_logistic((x[train] - mean) / scale, y[train], l2=l2)
+            scores = sig(((x[test] - mean) / scale) @ w + b)
             key = name + ("" if "premium_ok" in target else "_cheap_label_only")
-            methods[key] = {"target": router.target, "l2": l2, "cv_apgr_by_l2": cv,
+            head_scores[key] = scores
+            methods[key] = {"target": target, "l2": l2, "cv_apgr_by_l2": cv,
                             **summarise(accuracy_curve(order_by(scores, rng), ct, pt), ct, pt)}
+    # the product's router (`sluice router train`): both heads averaged, with the L2s chosen above
+    router = train_router(labels[train.tolist()], use_embeddings=True, l2_text=methods["router_text"]["l2"],
+                          l2_embedding=methods["router_text_embedding"]["l2"], embeddings=emb[train])
+    scores = router.score(labels["prompt"][test.tolist()], emb[test])
+    assert np.allclose(scores, (head_scores["router_text"] + head_scores["router_text_embedding"]) / 2)
+    methods["router"] = {"target": router.target, "heads": "text + text_embedding, averaged",
+                         **summarise(accuracy_curve(order_by(scores, rng), ct, pt), ct, pt)}
 
     # cascade: cheap tier answers first; a scorer over prompt + checks of the cheap answer picks what to redo
     xa = np.hstack([text_features(prompts), answer_signals(responses)])
@@ -178,6 +188,7 @@ def main() -> dict:
         "oracle": accuracy_curve(order_by((premium_ok & ~cheap_ok).astype(float) - (cheap_ok & ~premium_ok), rng),
                                  cheap_ok, premium_ok),
     }
+    oofs = {}
     for name, (x, l2) in designs.items():
         oof = np.zeros(len(df))
         for k in range(5):
@@ -185,8 +196,11 @@ def main() -> dict:
             mean, scale = x[tr].mean(0), x[tr].std(0)
             scale[scale < 1e-9] = 1
             w, b = fit_logistic((x[tr] - mean) / scale, target[tr], l2=l2)
-            oof[te] = ((x[te] - mean) / scale) @ w + b
+            oof[te] = sig(((x[te] - mean) / scale) @ w + b)
+        oofs[name] = oof
         every[name] = accuracy_curve(order_by(oof, rng), cheap_ok, premium_ok)
+    every["router"] = accuracy_curve(order_by((oofs["router_text"] + oofs["router_text_embedding"]) / 2, rng),
+                                     cheap_ok, premium_ok)
     report["all_rows_5fold"] = {
         "cheap_accuracy": round(float(cheap_ok.mean()), 4), "premium_accuracy": round(float(premium_ok.mean()), 4),
         "methods": {k: {kk: vv for kk, vv in summarise(v, cheap_ok, premium_ok).items() if kk != "curve"}
@@ -200,8 +214,6 @@ def main() -> dict:
     for _ in range(reps):
         text_features(prompts)
     text_us = (time.perf_counter() - t0) / reps / len(prompts) * 1e6
-    router = train_router(labels[train.tolist()], use_embeddings=True, l2=methods["router_text_embedding"]["l2"],
-                          embeddings=emb[train])
     t0 = time.perf_counter()
     for _ in range(reps):
         router.score(labels["prompt"], emb)

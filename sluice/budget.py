@@ -158,7 +158,7 @@ def route_by_budget(costs: np.ndarray, quality: np.ndarray, budget_usd: float) -
         kept = order[fits]
         tier[kept] = base[kept]
         cost = np.where(tier >= 0, base_cost, 0.0)
-        msg = (f"budget ${budget_usd:.6f} cannot cover the cheapest tier for all {n} rows (needs ${floor:.6f}): "
+        msg = (f"budget ${budget_usd:.6g} cannot cover the cheapest tier for all {n} rows (needs ${floor:.6g}): "
                f"{len(kept)} rows routed, {n - len(kept)} marked over_budget")
         return BudgetPlan(tier, cost, budget_usd, msg)
     tier[:] = base
@@ -179,5 +179,5 @@ def route_by_budget(costs: np.ndarray, quality: np.ndarray, budget_usd: float) -
             spent += dc
     cost = costs[np.arange(n), tier]
     upgraded = int((tier != base).sum())
-    msg = f"budget ${budget_usd:.6f}: planned ${float(cost.sum()):.6f}, {upgraded} of {n} rows above the cheapest tier"
+    msg = f"budget ${budget_usd:.6g}: planned ${float(cost.sum()):.6g}, {upgraded} of {n} rows above the cheapest tier"
     return BudgetPlan(tier, cost, budget_usd, msg)

@@ -1,6 +1,6 @@
 """`sluice router train` and `sluice route`: train the learned router, and route a Parquet file with it.
 
-    sluice router train LABELS.parquet -o ROUTER [--no-embeddings] [--l2 30]
+    sluice router train LABELS.parquet -o ROUTER [--no-embeddings] [--l2-text 100] [--l2-embedding 1000]
     sluice router train --from-warehouse data/warehouse.duckdb -o ROUTER
     sluice route IN.parquet -o OUT.parquet [--router ROUTER] (--premium-share F | --budget-usd X)
 
@@ -40,7 +40,8 @@ def train(
     output: Annotated[Path, typer.Option("-o", "--output", help="folder to save the router in")] = Path("router"),
     from_warehouse: Annotated[Optional[Path], typer.Option(help="train on the warehouse's router_training table")] = None,
     embeddings: Annotated[bool, typer.Option("--embeddings/--no-embeddings", help="use MiniLM embeddings")] = True,
-    l2: Annotated[float, typer.Option(help="L2 regularisation strength")] = 30.0,
+    l2_text: Annotated[float, typer.Option(help="L2 strength of the text-feature head")] = 100.0,
+    l2_embedding: Annotated[float, typer.Option(help="L2 strength of the text + embedding head")] = 1000.0,
 ) -> None:
     """Fit the router on labelled prompts and save it to OUTPUT."""
     from sluice.router.model import RouterError, train_router
@@ -57,7 +58,7 @@ def train(
         df = _read_table(labels)
         source = str(labels)
     try:
-        router = train_router(df, use_embeddings=embeddings, l2=l2)
+        router = train_router(df, use_embeddings=embeddings, l2_text=l2_text, l2_embedding=l2_embedding)
     except RouterError as exc:
         _fail(f"{source}: {exc}")
     router.trained_on["source"] = source

