@@ -256,7 +256,7 @@ h2{font-size:16px;margin:0 0 12px}table{border-collapse:collapse;font-size:13px;
 th,td{padding:5px 10px;border-bottom:1px solid #e6e8ec;text-align:right}th{background:#fafbfc}
 td:first-child,th:first-child{text-align:left}.plots{display:grid;grid-template-columns:1fr 1fr;gap:16px}
 .plots figure{margin:0}.plots svg{width:100%;height:auto}.wide{grid-column:1 / -1}
-td.t{text-align:left}.note{color:#5b6475;font-size:12px}.bad{color:#b3261e}.ok{color:#2f7d32}
+td.t,th.t{text-align:left}.note{color:#5b6475;font-size:12px}.bad{color:#b3261e}.ok{color:#2f7d32}
 """
 
 
@@ -278,9 +278,10 @@ def _table(rows: list[dict], columns: list[tuple[str, str]] | None = None, digit
     if not rows:
         return '<p class="note">nothing to show</p>'
     columns = columns or [(c, c.replace("_", " ")) for c in rows[0]]
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in columns)
+    text = {c for c, _ in columns if any(isinstance(r.get(c), str) for r in rows)}  # left-aligned columns
+    head = "".join(f"<th{' class=t' if c in text else ''}>{html.escape(label)}</th>" for c, label in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td{' class=t' if isinstance(r.get(c), str) else ''}>{_fmt(r.get(c), digits)}</td>"
+        "<tr>" + "".join(f"<td{' class=t' if c in text else ''}>{_fmt(r.get(c), digits)}</td>"
                          for c, _ in columns) + "</tr>" for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
