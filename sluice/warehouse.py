@@ -120,19 +120,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 last_hit_at TIMESTAMPTZ
             )
             """,
-            # what the router learns from: a prompt, its features, the tier it went to and how good the answer was
+            # what the learned router trains on: a verdict on the cheap tier's answer per (run, row), from the
+            # shadow sample ('shadow'), a review ('review') or a labelled file ('import'); premium_ok NULL when only
+            # the cheap answer was judged. The schema of sluice/router/warehouse.py (ROUTER_TRAINING_DDL), adopted.
             """
             CREATE TABLE IF NOT EXISTS router_training (
                 run_id VARCHAR NOT NULL,
                 row_id VARCHAR NOT NULL,
-                prompt VARCHAR,
-                features JSON,
-                route_score DOUBLE,
-                tier VARCHAR,                    -- tier the row was answered on
-                label VARCHAR,                   -- e.g. 'cheap_ok' / 'needs_premium'
-                quality DOUBLE,                  -- e.g. judge score of the cheap answer against the premium one
-                source VARCHAR,                  -- shadow sample, human, judge model, ...
-                created_at TIMESTAMPTZ DEFAULT now(),
+                prompt VARCHAR NOT NULL,
+                cheap_ok BOOLEAN NOT NULL,
+                premium_ok BOOLEAN,
+                source VARCHAR NOT NULL,
+                labelled_at TIMESTAMPTZ DEFAULT now(),
                 PRIMARY KEY (run_id, row_id)
             )
             """,

@@ -142,3 +142,16 @@ def test_threads_of_one_process_landing_at_once_take_turns(tmp_path):
     con = duckdb.connect(str(path), read_only=True)
     assert con.execute("SELECT count(*), count(DISTINCT run_id) FROM results").fetchone() == (32, 4)
     con.close()
+
+
+def test_the_router_training_table_is_the_one_the_router_writes(tmp_path):
+    import polars as pl
+
+    from sluice.router.warehouse import add_labels, read_labels
+
+    path = tmp_path / "wh.duckdb"
+    with connect(path) as con:  # created by the migration, then filled by sluice.router
+        add_labels(con, pl.DataFrame({"run_id": ["r"], "row_id": ["1"], "prompt": ["p"], "cheap_ok": [True],
+                                      "premium_ok": [None], "source": ["shadow"]}))
+    assert read_labels(path).to_dicts() == [{"run_id": "r", "row_id": "1", "prompt": "p", "cheap_ok": True,
+                                             "premium_ok": None, "source": "shadow"}]
