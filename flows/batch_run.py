@@ -6,6 +6,9 @@
     infer   -> each tier answers its partition (self-hosted vLLM, or an OpenAI-compatible API), cheapest first
     land    -> one `results` row per input row, with tokens, latency, cost and the all-premium baseline
 
+Every stage checkpoints its output in `<runs_dir>/<run_id>/`; the infer stage checkpoints each shard. Killed
+anywhere, the same command resumes the unfinished run: nothing finished is recomputed or paid for again.
+
 Run it with no Prefect server (a temporary local one starts by itself):
 
     sluice run data/samples/prompts.parquet --warehouse data/warehouse.duckdb
@@ -17,11 +20,16 @@ from __future__ import annotations
 import secrets
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+import pyarrow.parquet as pq
+
 from sluice.config import RouterSettings, load_settings
 from sluice.ingest import dataset_name_for, validate_dataset_name
+from sluice.route import write_tier_partitions
+from sluice.runs import file_sha256, find_unfinished_run, fingerprint, mark_landed, read_manifest, write_manifest
 from tasks.stages import dedup, infer_tier, ingest, land, route
 
 
@@ -42,6 +50,7 @@ def sluice_run(
     premium_share: float | None = None,
     budget_usd: float | None = None,
     deadline_h: float | None = None,
+    resume: bool = True,
 ) -> dict:
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
     if router or premium_share is not None or budget_usd is not None:  # the learned router / batch calibration
@@ -50,18 +59,39 @@ def sluice_run(
         )
     # hours the run may take: API tiers with batch_api = "auto" use their provider's batch API (-50%) if it fits
     tiers = settings.catalogue().with_run_deadline(deadline_h)
-    run = {
-        "run_id": validate_dataset_name(run_id) if run_id else new_run_id(),
+    logger = get_run_logger()
+    assert settings.runs_dir is not None and settings.warehouse is not None
+
+    # Which run is this? An unfinished run of the same file and configuration is resumed, not paid for again.
+    input_sha = file_sha256(dataset_path) if Path(dataset_path).is_file() else ""
+    config = fingerprint(tiers.model_dump_json(), settings.model_dump_json(include={"default_max_tokens", "router"}))
+    if run_id is None and resume and input_sha:
+        run_id = find_unfinished_run(settings.runs_dir, input_sha, config)
+        if run_id:
+            logger.info("resuming unfinished run %s of %s", run_id, dataset_path)
+    run_id = validate_dataset_name(run_id) if run_id else new_run_id()
+    run_dir = settings.runs_dir / run_id
+    manifest = read_manifest(run_dir) or {
+        "run_id": run_id,
         "dataset": validate_dataset_name(dataset) if dataset else dataset_name_for(dataset_path),
         "source": str(dataset_path),
-        "started_at": datetime.now(timezone.utc),
+        "input_sha256": input_sha,
+        "config": config,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "status": "running",
     }
-    run_dir = settings.runs_dir / run["run_id"]
-    get_run_logger().info("run %s: dataset %s from %s", run["run_id"], run["dataset"], dataset_path)
+    write_manifest(run_dir, manifest)
+    run = {"run_id": run_id, "dataset": manifest["dataset"], "source": manifest["source"],
+           "started_at": manifest["created_at"]}
+    logger.info("run %s: dataset %s from %s", run_id, run["dataset"], dataset_path)
 
-    ingested = ingest(dataset_path, run_dir)
-    deduped = dedup(ingested, run_dir, settings.default_max_tokens)
-    partitions = route(deduped, run_dir, tiers.names, settings.router, tiers, settings.default_max_tokens)
+    # Each stage writes its output atomically in the run folder; a resumed run starts after the last one written.
+    ingested = _done(run_dir / "ingested.parquet") or ingest(dataset_path, run_dir)
+    deduped = _done(run_dir / "deduped.parquet") or dedup(ingested, run_dir, settings.default_max_tokens)
+    if _done(run_dir / "routed.parquet"):
+        partitions = write_tier_partitions(pq.read_table(run_dir / "routed.parquet"), run_dir / "routed", tiers.names)
+    else:
+        partitions = route(deduped, run_dir, tiers.names, settings.router, tiers, settings.default_max_tokens)
     # Cheapest tier first, one at a time: a worker holds one engine, and the premium API goes last. The engine is
     # released after the last self-hosted tier: the run is billed for the worker only while it needs it.
     todo = [t for t in tiers.tiers if t.name in partitions]
@@ -69,12 +99,18 @@ def sluice_run(
     run["billing"] = {
         t.name: infer_tier(
             t.name, partitions[t.name], run_dir, tiers, str(settings.data_dir), settings.default_max_tokens,
-            release_engine=i == last_self_hosted,
+            shard_rows=settings.shard_rows, release_engine=i == last_self_hosted,
         )
         for i, t in enumerate(todo)
     }
     summary = land(run_dir, str(settings.warehouse), run)
-    return {**summary, "run_id": run["run_id"], "dataset": run["dataset"], "warehouse": str(settings.warehouse)}
+    mark_landed(run_dir)
+    return {**summary, "run_id": run_id, "dataset": run["dataset"], "warehouse": str(settings.warehouse)}
+
+
+def _done(path: Path) -> Path | None:
+    """A stage's output, when an earlier attempt of this run already wrote it."""
+    return path if path.is_file() else None
 
 
 if __name__ == "__main__":

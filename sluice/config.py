@@ -56,6 +56,8 @@ class Settings(BaseModel):
     runs_dir: Path | None = None  # default: <data_dir>/runs (stage hand-off files, one folder per run)
     catalogue_path: Path | None = None  # default: the packaged models/catalogue.toml
     default_max_tokens: int = Field(default=256, gt=0)
+    # rows per infer shard: each shard's answers are checkpointed when it finishes (resume redoes at most one)
+    shard_rows: int = Field(default=256, gt=0)
     router: RouterSettings = Field(default_factory=RouterSettings)
 
     @model_validator(mode="after")
@@ -75,6 +77,7 @@ _ENV = {
     "warehouse": "SLUICE_WAREHOUSE",
     "runs_dir": "SLUICE_RUNS_DIR",
     "catalogue_path": "SLUICE_CATALOGUE",
+    "shard_rows": "SLUICE_SHARD_ROWS",
 }
 
 

@@ -12,6 +12,7 @@ of rows answered elsewhere stand in for the premium answer's length (an estimate
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -135,3 +136,53 @@ def infer_partition_file(
         billing["cost_usd"],
     )
     return billing
+
+
+def shard_files(answers_dir: Path, tier: str) -> list[Path]:
+    return sorted((answers_dir / f"tier={tier}").glob("shard-*.parquet"))
+
+
+def infer_tier_shards(
+    partition_path: Path,
+    answers_dir: Path,
+    tier: Tier,
+    catalogue: Catalogue,
+    backend: Backend,
+    default_max_tokens: int = 256,
+    shard_rows: int = 256,
+) -> dict[str, float]:
+    """Answer a tier's partition shard by shard; a shard whose answers are already on disk is not sent again.
+
+    Each shard's answers and billing are written atomically (`shard-NNNNN.parquet` + `.billing.json`) the moment
+    the shard finishes, so a run killed anywhere resumes with only the unfinished shard to redo, and every
+    landed row is charged once. The shard size bounds the work lost to a crash; large enough to keep vLLM's
+    continuous batching full (hundreds of rows), small enough to checkpoint often.
+    """
+    partition = pq.read_table(partition_path)
+    tier_dir = answers_dir / f"tier={tier.name}"
+    tier_dir.mkdir(parents=True, exist_ok=True)
+    totals: dict[str, float] = {}
+    for k, start in enumerate(range(0, partition.num_rows, shard_rows)):
+        shard = partition.slice(start, shard_rows)
+        out = tier_dir / f"shard-{k:05d}.parquet"
+        bill_path = out.with_suffix(".billing.json")
+        if out.exists() and bill_path.exists():
+            done = pq.read_table(out, columns=["row_id"])["row_id"].to_pylist()
+            if done != shard["row_id"].to_pylist():
+                raise RuntimeError(f"{out}: answers on disk do not match this shard's rows; the run folder was "
+                                   "changed underneath the run (start a new run id)")
+            billing = json.loads(bill_path.read_text())
+            log.info("tier %s shard %d: already answered, skipped (resume)", tier.name, k)
+        else:
+            answers, billing = answer_partition(shard, tier, catalogue, backend, default_max_tokens)
+            tmp = out.with_suffix(".parquet.tmp")
+            pq.write_table(answers, tmp)
+            tmp_bill = bill_path.with_suffix(".json.tmp")
+            tmp_bill.write_text(json.dumps(billing))
+            # billing first, answers last: the answers file is the commit marker of the shard
+            tmp_bill.replace(bill_path)
+            tmp.replace(out)
+        for key, value in billing.items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+    totals["shards"] = float(-(-partition.num_rows // shard_rows))
+    return totals

@@ -19,7 +19,7 @@ from models.backends.vllm_offline import shutdown_engine
 from models.catalogue import Catalogue
 from sluice.config import RouterSettings
 from sluice.dedup import exact_duplicates
-from sluice.infer import infer_partition_file
+from sluice.infer import infer_tier_shards
 from sluice.ingest import read_prompts
 from sluice.land import assemble_results, land_results, summarise
 from sluice.route import OVER_BUDGET, route_batch, write_tier_partitions
@@ -107,6 +107,7 @@ def infer_tier(
     catalogue: Catalogue,
     data_dir: str,
     default_max_tokens: int,
+    shard_rows: int = 256,
     release_engine: bool = False,
 ) -> dict[str, float]:
     logger = get_run_logger()
@@ -115,10 +116,12 @@ def infer_tier(
     logger.info("tier %s: %d rows -> %s backend, model %s", tier.name, rows, tier.backend, tier.model)
     backend = make_backend(tier, data_dir=data_dir)
     try:
-        billing = infer_partition_file(
-            partition, run_dir / "answers" / f"tier={tier.name}.parquet", tier, catalogue, backend,
-            default_max_tokens,
+        billing = infer_tier_shards(
+            partition, run_dir / "answers", tier, catalogue, backend, default_max_tokens, shard_rows
         )
+    except BaseException:
+        shutdown_engine()  # a failed shard may have left the engine dead: the retry starts a fresh one
+        raise
     finally:
         backend.close()
         if release_engine:
@@ -132,7 +135,7 @@ def infer_tier(
 @task(name="land", cache_policy=NO_CACHE)
 def land(run_dir: Path, warehouse: str, run: dict) -> dict:
     routed = pq.read_table(run_dir / "routed.parquet")
-    answers = [pq.read_table(p) for p in sorted((run_dir / "answers").glob("tier=*.parquet"))]
+    answers = [pq.read_table(p) for p in sorted((run_dir / "answers").glob("tier=*/shard-*.parquet"))]
     results = assemble_results(routed, answers, run["run_id"], run["dataset"])
     _write(results.to_arrow(), run_dir / "results.parquet")
     land_results(warehouse, results, run)

@@ -214,8 +214,10 @@ def build_rows(seed: int = 7) -> list[dict]:
         rows.append({"prompt": text, "system": None, "max_tokens": 96})
     for text in HARD:
         rows.append({"prompt": text, "system": None, "max_tokens": 160})
+    # a repeat asks for the same answer length as its original (a different max_tokens is a different request)
+    budget = {" ".join(r["prompt"].lower().split()): r["max_tokens"] for r in rows}
     for text in EXACT_REPEATS + CASE_SPACE_REPEATS + NEAR_REPEATS:
-        rows.append({"prompt": text, "system": None, "max_tokens": 48})
+        rows.append({"prompt": text, "system": None, "max_tokens": budget.get(" ".join(text.lower().split()), 48)})
     # Support tickets carry a system prompt: a ticket sent with and without it is not the same request.
     for row in rows:
         if row["prompt"].startswith("Label this support ticket"):

@@ -1,4 +1,4 @@
-"""Self-hosted tier: vLLM's offline engine, every row of a shard in one `LLM.chat` call.
+"""Self-hosted tier: vLLM's offline engine, every row of a shard in one `LLM.generate` call.
 
 vLLM already does continuous batching inside one call; Sluice's job is to hand it the whole shard at once, keep
 one engine per worker process, and account for the time the worker was held (engine start included), which
@@ -81,33 +81,57 @@ class VLLMBackend:
         if not requests:
             return BatchResult([], billed_seconds=0.0)
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
         llm, start_cost = acquire_engine(self.tier, self.data_dir)
-        params = [SamplingParams(max_tokens=r.max_tokens, temperature=0.0) for r in requests]
         t0 = time.perf_counter()
-        outputs = llm.chat([r.messages() for r in requests], sampling_params=params, use_tqdm=True)
+        # Template and tokenize here, once, so a prompt that cannot fit the context fails alone: handed to
+        # vLLM, one over-long prompt raises for the whole call and would sink the shard.
+        completions: list[Completion | None] = [None] * len(requests)
+        prompts, params, index = [], [], []
+        for i, req in enumerate(requests):
+            ids = self._prompt_ids(llm, req)
+            room = self.tier.max_model_len - len(ids)
+            if room < 1:
+                completions[i] = Completion(
+                    req.row_id, None, input_tokens=0,
+                    error=f"prompt is {len(ids)} tokens; tier {self.tier.name!r} holds {self.tier.max_model_len} "
+                          "tokens of prompt and answer",
+                )
+                continue
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            # an answer is cut at the context's end rather than refused (finish_reason "length" says so)
+            params.append(SamplingParams(max_tokens=min(req.max_tokens, room), temperature=0.0))
+            index.append(i)
+        outputs = llm.generate(prompts, sampling_params=params, use_tqdm=True) if prompts else []
         wall = time.perf_counter() - t0
-        completions = []
-        for req, out in zip(requests, outputs, strict=True):
+        for i, out in zip(index, outputs, strict=True):
             gen = out.outputs[0]
             m = out.metrics
             # engine-side time from queueing to the last token: what this row waited inside the batch
             latency = (m.last_token_ts - m.queued_ts) * 1000 if m is not None and m.last_token_ts else wall * 1000
-            completions.append(
-                Completion(
-                    row_id=req.row_id,
-                    text=gen.text,
-                    input_tokens=len(out.prompt_token_ids or []),
-                    output_tokens=len(gen.token_ids),
-                    latency_ms=latency,
-                    finish_reason=gen.finish_reason,
-                )
+            completions[i] = Completion(
+                row_id=requests[i].row_id,
+                text=gen.text,
+                input_tokens=len(out.prompt_token_ids or []),
+                output_tokens=len(gen.token_ids),
+                latency_ms=latency,
+                finish_reason=gen.finish_reason,
             )
         return BatchResult(
-            completions,
+            [c for c in completions if c is not None],
             billed_seconds=start_cost + wall,
             details={"engine_start_s": start_cost, "generate_s": wall},
         )
+
+    @staticmethod
+    def _prompt_ids(llm, req: Request) -> list[int]:
+        """The chat-templated prompt's token ids, as `LLM.chat` would build them."""
+        tok = llm.get_tokenizer()
+        ids = tok.apply_chat_template(req.messages(), add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
+            ids = ids["input_ids"]
+        return list(ids)
 
     def close(self) -> None:
         """The engine stays warm for the next shard; `shutdown_engine()` releases it."""

@@ -54,3 +54,14 @@ def test_self_hosted_cost_apportions_the_billed_time_by_tokens(tier):
     assert sum(costs) == pytest.approx(result.billed_seconds * 3.6 / 3600)
     tokens = [c.input_tokens + c.output_tokens for c in result.completions]
     assert costs[2] / costs[0] == pytest.approx(tokens[2] / tokens[0])
+
+
+def test_a_prompt_over_the_context_fails_alone_and_long_answers_are_cut_to_fit(tier):
+    reqs = [Request(row_id="ok", prompt="What is the capital of France?", system=None, max_tokens=6),
+            Request(row_id="huge", prompt="word " * 3000, system=None, max_tokens=6),
+            Request(row_id="tight", prompt="word " * 240, system=None, max_tokens=500)]
+    result = VLLMBackend(tier).complete(reqs)
+    by = {c.row_id: c for c in result.completions}
+    assert by["ok"].ok and by["ok"].output_tokens > 0
+    assert not by["huge"].ok and "tier 'small' holds 1024 tokens" in by["huge"].error
+    assert by["tight"].ok and by["tight"].input_tokens + by["tight"].output_tokens <= 1024

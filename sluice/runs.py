@@ -1,0 +1,62 @@
+"""Run folders: where a run's stage hand-offs live, and how an interrupted run is found and resumed.
+
+`<runs_dir>/<run_id>/manifest.json` records what the run answers (the dataset file's SHA-256, the catalogue's
+and settings' fingerprint) and whether it has landed. Starting the same dataset again with the same catalogue
+while an earlier run of it has not landed resumes that run: finished stages and shards are read back from disk,
+not recomputed and not re-sent, so nothing is paid twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def write_manifest(run_dir: Path, manifest: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, run_dir / MANIFEST)
+
+
+def read_manifest(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def find_unfinished_run(runs_dir: Path, input_sha256: str, config_fingerprint: str) -> str | None:
+    """The newest run of the same input and configuration that has not landed, if any."""
+    if not runs_dir.is_dir():
+        return None
+    candidates = []
+    for d in runs_dir.iterdir():
+        m = read_manifest(d) if d.is_dir() else None
+        if (m and m.get("input_sha256") == input_sha256 and m.get("config") == config_fingerprint
+                and m.get("status") != "landed"):
+            candidates.append((m.get("created_at", ""), d.name))
+    return max(candidates)[1] if candidates else None
+
+
+def mark_landed(run_dir: Path) -> None:
+    m = read_manifest(run_dir) or {}
+    m.update(status="landed", landed_at=datetime.now(timezone.utc).isoformat())
+    write_manifest(run_dir, m)

@@ -1,0 +1,69 @@
+"""Kill a run between stages, run the same command again: it resumes, sends nothing twice, lands once."""
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+import tasks.stages
+from flows.batch_run import sluice_run
+
+SAMPLE = "data/samples/prompts.parquet"
+
+
+def test_a_run_that_died_before_landing_resumes_without_resending(tmp_path, openai_server, api_catalogue,
+                                                                   monkeypatch):
+    cat = api_catalogue(openai_server.base_url)
+    kw = dict(warehouse=str(tmp_path / "wh.duckdb"), catalogue=str(cat), data_dir=str(tmp_path / "data"))
+
+    def crash(*a, **k):
+        raise RuntimeError("power cut while landing")
+
+    with monkeypatch.context() as m:
+        m.setattr(tasks.stages, "land_results", crash)
+        state = sluice_run(SAMPLE, return_state=True, **kw)
+    assert state.is_failed()
+    sent_first = len(openai_server.received)
+    pending = sum(pq.read_table(p).num_rows for p in (tmp_path / "data" / "runs").glob("*/routed/tier=*/*.parquet"))
+    assert sent_first == pending > 0  # every routed row was answered once before the crash
+
+    summary = sluice_run(SAMPLE, **kw)
+    assert len(openai_server.received) == sent_first  # the resumed run re-sent nothing
+    runs = list((tmp_path / "data" / "runs").iterdir())
+    assert [r.name for r in runs] == [summary["run_id"]]  # same run, resumed
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
+        n, cost = con.execute("select count(*), sum(cost_usd) from results").fetchone()
+    assert n == pq.read_metadata(SAMPLE).num_rows
+    assert cost == pytest.approx(summary["cost_usd"])
+
+    # landed: running the same file again is a new run, not a resume
+    again = sluice_run(SAMPLE, **kw)
+    assert again["run_id"] != summary["run_id"]
+
+
+def test_a_half_answered_tier_redoes_only_its_unfinished_shards(tmp_path, openai_server, api_catalogue,
+                                                                 monkeypatch):
+    cat = api_catalogue(openai_server.base_url)
+    kw = dict(warehouse=str(tmp_path / "wh.duckdb"), catalogue=str(cat), data_dir=str(tmp_path / "data"))
+    monkeypatch.setenv("SLUICE_SHARD_ROWS", "10")
+    import sluice.infer
+
+    real = sluice.infer.answer_partition
+    calls = {"n": 0}
+
+    def dies_on_third_shard(*a, **k):
+        calls["n"] += 1
+        if calls["n"] in (3, 4):  # the shard and the task's one retry
+            raise RuntimeError("engine died mid-shard")
+        return real(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(sluice.infer, "answer_partition", dies_on_third_shard)
+        state = sluice_run(SAMPLE, return_state=True, **kw)
+    assert state.is_failed()
+    sent_before = len(openai_server.received)
+    summary = sluice_run(SAMPLE, **kw)
+    sent_total = len(openai_server.received)
+    routed = sum(pq.read_table(p).num_rows for p in (tmp_path / "data" / "runs").glob("*/routed/tier=*/*.parquet"))
+    assert sent_total == routed  # each routed row sent exactly once across the crash and the resume
+    assert sent_before < routed
+    assert summary["failed"] == 0
