@@ -74,6 +74,7 @@ class Received:
     completion_tokens: int
     body: dict = field(repr=False)
     endpoint: str = "chat"  # "chat" for a real-time request, "batch" for a row answered inside a batch
+    held: bool = False  # an injected timeout: the answer came only after `timeout_hold_s`
 
     @property
     def tokens(self) -> int:
@@ -162,7 +163,7 @@ class ServerState(ThreadingHTTPServer):
                 elif roll < f.rate_429 + f.rate_500 + f.rate_timeout:
                     status = 0
             billed = completion_tokens if status in (200, 0) else 0
-            self.received.append(Received(now, model, status or 200, prompt_tokens, billed, body))
+            self.received.append(Received(now, model, status or 200, prompt_tokens, billed, body, held=status == 0))
             return status, headers
 
     def limit_headers(self, used_requests: int, used_tokens: int) -> dict[str, str]:

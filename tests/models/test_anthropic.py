@@ -39,7 +39,9 @@ def test_messages_answer_each_row_with_usage_under_faults_and_limits(monkeypatch
             assert c.text == f"answer to: question {i} about foxes" and c.output_tokens == 6
             assert c.input_tokens == len(f"{'Be brief. ' if i % 2 else ''}question {i} about foxes".split())
     assert {r.status for r in got} >= {200, 429, 500}
-    assert got[1].body.get("system") == "Be brief." and "system" not in got[0].body
+    by_prompt = {r.body["messages"][0]["content"]: r.body for r in got}
+    assert by_prompt["question 1 about foxes"].get("system") == "Be brief."
+    assert "system" not in by_prompt["question 0 about foxes"]
     assert peak.requests <= rpm and peak.tokens <= tpm
 
 

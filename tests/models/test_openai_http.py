@@ -5,6 +5,9 @@ window (`max_in_window`), with the limiter's period shrunk from 60 s to about a 
 Nothing here asserts a duration.
 """
 
+import sys
+import types
+
 import pyarrow as pa
 import pytest
 
@@ -144,16 +147,14 @@ def test_cost_uses_cached_and_batch_prices():
 
 
 def test_api_key_comes_from_env_or_a_prefect_secret_and_never_reaches_an_error(monkeypatch):
-    from prefect.blocks import system
-
-    class FakeSecret:
+    class FakeSecret:  # stands in for prefect.blocks.system.Secret (no Prefect server, no Prefect import)
         @staticmethod
         def load(name):
             assert name == "premium-key"
             return type("S", (), {"get": lambda self: "sk-from-secret-block"})()
 
     monkeypatch.delenv("SLUICE_TEST_PREMIUM_KEY", raising=False)
-    monkeypatch.setattr(system, "Secret", FakeSecret)
+    monkeypatch.setitem(sys.modules, "prefect.blocks.system", types.SimpleNamespace(Secret=FakeSecret))
     assert api_key(tier("http://x", api_key_secret="premium-key")) == "sk-from-secret-block"
     monkeypatch.setenv("SLUICE_TEST_PREMIUM_KEY", "sk-from-env")
     assert api_key(tier("http://x", api_key_secret="premium-key")) == "sk-from-env"
