@@ -22,12 +22,22 @@ from pathlib import Path
 from sluice.dropbox import CLAIMS, DropBox, DropObject, dumps
 
 
+_MD5_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
 def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The file's MD5 (an S3 single-part ETag), cached by inode, size and mtime: listings repeat every pass."""
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _MD5_CACHE:
+        h = hashlib.md5()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if len(_MD5_CACHE) > 10_000:
+            _MD5_CACHE.clear()
+        _MD5_CACHE[key] = h.hexdigest()
+    return _MD5_CACHE[key]
 
 
 class LocalDropBox(DropBox):

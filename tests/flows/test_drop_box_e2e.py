@@ -49,6 +49,7 @@ class Stack:
     def __init__(self, tmp: Path, env: dict[str, str]) -> None:
         self.tmp, self.env = tmp, env
         self.procs: list[subprocess.Popen] = []
+        self.timings: list[tuple[str, float]] = []  # printed on failure (and with -s): where the time went
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")
@@ -58,13 +59,16 @@ class Stack:
         return proc
 
     def cli(self, *args: str, timeout: float = 180) -> str:
+        t0 = time.monotonic()
         out = subprocess.run([str(BIN / "prefect"), *args], cwd=REPO, env=self.env, capture_output=True,
                              text=True, timeout=timeout)
+        self.timings.append((" ".join(args[:2]), time.monotonic() - t0))
         assert out.returncode == 0, f"prefect {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
         return out.stdout
 
-    def api(self, path: str, body: dict | None = None) -> dict:
-        req = urllib.request.Request(self.env["PREFECT_API_URL"] + path, method="POST" if body is not None else "GET",
+    def api(self, path: str, body: dict | None = None, method: str | None = None) -> dict:
+        method = method or ("POST" if body is not None else "GET")
+        req = urllib.request.Request(self.env["PREFECT_API_URL"] + path, method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -85,7 +89,7 @@ class Stack:
                 proc.wait(timeout=10)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.tmp.glob("*.log"))
+        return ", ".join(f"{k} {v:.1f}s" for k, v in self.timings) + "\n" + "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.tmp.glob("*.log"))
 
 
 @pytest.fixture
@@ -133,11 +137,12 @@ def stack(tmp_path, moto_s3, openai_server):
     s = Stack(tmp_path, env)
     try:
         server = s.start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port))
-        deadline = time.monotonic() + 120
+        t0 = deadline = time.monotonic() + 120
         while True:
             assert server.poll() is None, "prefect server exited:\n" + s.logs()
             try:
                 s.api("/health")
+                s.timings.append(("server start", time.monotonic() - t0 + 120))
                 break
             except OSError:
                 assert time.monotonic() < deadline, "prefect server not healthy in 120 s:\n" + s.logs()
@@ -154,9 +159,11 @@ def _trigger_and_work(stack: Stack, params: dict) -> dict:
     """`prefect deployment run`, then a worker that takes the run, runs it, and exits; the run's final state."""
     out = stack.cli("deployment", "run", "process-drop-box/drop-watch", "--params", json.dumps(params))
     run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
+    t0 = time.monotonic()
     worker = stack.start("worker", "worker", "start", "--pool", "gpu", "--run-once")
     try:
         worker.wait(timeout=300)
+        stack.timings.append(("worker --run-once", time.monotonic() - t0))
     except subprocess.TimeoutExpired:
         pytest.fail("worker did not finish the run in 300 s:\n" + stack.logs())
     run = stack.api(f"/flow_runs/{run_id}")
@@ -177,7 +184,10 @@ def test_nightly_drop_box_on_a_prefect_server_and_s3(tmp_path, stack, moto_s3, o
     assert deployments["drop-watch"]["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
     # the pull step is portable: no folder of this machine is baked in
     assert deployments["nightly"]["pull_steps"] == [{"sluice.dropbox.workspace.enter_checkout": {}}]
-    stack.cli("deployment", "schedule", "pause", "--all", "--no-prompt")  # only the runs this test starts
+    # only the runs this test starts (what `prefect deployment schedule pause --all` does, without a CLI start)
+    for d in deployments.values():
+        for sched in d["schedules"]:
+            stack.api(f"/deployments/{d['id']}/schedules/{sched['id']}", {"active": False}, method="PATCH")
 
     # two good files (one through `sluice submit`, as a user would) and a corrupt one
     src = tmp_path / "src"
@@ -231,3 +241,4 @@ def test_nightly_drop_box_on_a_prefect_server_and_s3(tmp_path, stack, moto_s3, o
     assert con.execute("select count(*), count(distinct run_id) from results").fetchone() == (5, 2)
     con.close()
     assert len(openai_server.received) == 3
+    print(stack.logs().split("\n")[0])
