@@ -188,6 +188,7 @@ class DropBox:
                 self.copy(obj.key, claim.working_key, etag=obj.etag)
         except FileNotFoundError:
             self._release(claim, "the object changed or vanished before it could be copied; it was not processed")
+            self.delete(f"{claim.working_key}.claim.json")
             return Skipped(obj, "changed or vanished while being claimed")
         self.delete(obj.key, etag=obj.etag)
         return claim

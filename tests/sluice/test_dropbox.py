@@ -230,3 +230,25 @@ def test_racing_processes_each_file_claimed_exactly_once(box, tmp_path):
                 p.wait()
     assert Counter(won) == Counter(names)
     assert box.incoming() == [] and len(_keys(box, "done/")) == len(names)
+
+
+def test_heartbeat_keeps_a_claim_alive_and_notices_a_takeover(box, tmp_path):
+    import time
+
+    from sluice.dropbox import Heartbeat
+
+    _submit(box, tmp_path, "h.parquet", b"hhh")
+    claim = box.claim(box.incoming()[0], "run-h")
+    first_beat = claim.entry["heartbeat_at"]
+    with Heartbeat(box, claim, every_s=0.05) as beat:
+        deadline = time.monotonic() + 10
+        while claim.entry["heartbeat_at"] == first_beat and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert claim.entry["heartbeat_at"] > first_beat  # the ledger entry is refreshed while the run lives
+        taken: list = []
+        while not taken and time.monotonic() < deadline:  # a pass that thinks the run is dead takes it over
+            taken = box.recover_stale(stale_after_s=0)
+        while beat.lost is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert taken and taken[0].run_id == "run-h"
+    assert beat.lost is not None  # ...and the first run learns it no longer owns the file
