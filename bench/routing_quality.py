@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "routing" / "gsm8k_responses.csv"
 WORK = ROOT / "bench" / ".work"
 OUT = ROOT / "bench" / "results"
+SHAREGPT = ROOT.parent / "shared" / "data" / "prompts" / "sharegpt_first_turns_dev.jsonl.gz"
 SEED = 20260124
 CHEAP, PREMIUM = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
 L2_GRID = [1.0, 10.0, 100.0, 1000.0, 3000.0, 10000.0, 30000.0]
@@ -161,6 +162,9 @@ def main() -> dict:
     methods["router"] = {"target": router.target, "heads": "text + text_embedding, averaged",
                          **summarise(accuracy_curve(order_by(scores, rng), ct, pt), ct, pt)}
 
+    # budget mode on the same test rows: two tiers at list prices, tokens estimated as the router plans them
+    report["budget"] = budget_sweep(labels["prompt"][test.tolist()].to_list(), scores, ct, pt)
+
     # cascade: cheap tier answers first; a scorer over prompt + checks of the cheap answer picks what to redo
     xa = np.hstack([text_features(prompts), answer_signals(responses)])
     y = (~cheap_ok & premium_ok).astype(float)
@@ -230,6 +234,7 @@ def main() -> dict:
     t0 = time.perf_counter()
     embed(sample, max_length=EMBED_MAX_TOKENS)
     emb_ms = (time.perf_counter() - t0) / len(sample) * 1e3
+    report["brevity"] = brevity_on_sharegpt()
     report["speed"] = {
         "answer_signals_us_per_row": round(answer_us, 1),
         "text_features_us_per_row": round(text_us, 1),
@@ -238,6 +243,61 @@ def main() -> dict:
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, shared",
     }
     return report
+
+
+# USD per 1M tokens (input, output): Mixtral-8x7B-Instruct at a typical hosted price; gpt-4-1106-preview list price
+PRICES = {"cheap": (0.60, 0.60), "premium": (10.0, 30.0)}
+
+
+def budget_sweep(prompts: list[str], scores: np.ndarray, cheap_ok: np.ndarray, premium_ok: np.ndarray) -> dict:
+    """`sluice.budget.route_by_budget` on the test rows: accuracy and spend for budgets between all-cheap and
+    all-premium (planned with the router's scores, 8 + chars/4 input tokens and 256 output tokens a row)."""
+    from sluice.budget import TierPrice, estimate_input_tokens, expected_quality, route_by_budget, row_tier_costs
+
+    prices = [TierPrice(k, i / 1e6, o / 1e6, "list") for k, (i, o) in PRICES.items()]
+    costs = row_tier_costs(estimate_input_tokens(prompts), np.full(len(prompts), 256.0), prices)
+    low, high = costs[:, 0].sum(), costs[:, 1].sum()
+    rows = []
+    for frac in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0):
+        budget = low + frac * (high - low)
+        plan = route_by_budget(costs, expected_quality(scores, 2), budget)
+        acc = float(np.where(plan.tier == 1, premium_ok, cheap_ok).mean())
+        rows.append({"budget_usd": round(budget, 4), "share_of_premium_cost": round(budget / high, 3),
+                     "planned_usd": round(plan.planned_usd, 4), "premium_share": round(float((plan.tier == 1).mean()), 3),
+                     "accuracy": round(acc, 4)})
+    return {"prices_usd_per_1m": PRICES, "all_cheap_usd": round(low, 4), "all_premium_usd": round(high, 4),
+            "sweep": rows}
+
+
+def brevity_on_sharegpt() -> dict:
+    """Tokens `sluice.brevity` trims from 8,700 real first user turns (ShareGPT), and the max_tokens caps it sets."""
+    from sluice.brevity import apply_brevity
+
+    from sluice.brevity import estimate_tokens
+
+    rows = pl.read_ndjson(SHAREGPT).select("prompt")
+    count, how = estimate_tokens, "word-piece estimate (sluice.brevity.estimate_tokens)"
+    tok_file = ROOT / "data" / "models" / "smollm2-135m-instruct" / "tokenizer.json"
+    if tok_file.exists():  # the demo model's BPE tokenizer (made by `sluice prepare`): exact counts
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tok_file))
+        count, how = (lambda t: len(tok.encode(t, add_special_tokens=False).ids)), "SmolLM2 BPE tokenizer"
+    t0 = time.perf_counter()
+    out, rep = apply_brevity(rows.with_columns(pl.lit(None, pl.Int32).alias("max_tokens")), count_tokens=count)
+    seconds = time.perf_counter() - t0
+    _, rep_opt = apply_brevity(rows, count_tokens=count, cap_max_tokens=False, drop_repeated_lines=True)
+    caps = out["max_tokens"].value_counts().sort("max_tokens")
+    return {
+        "data": str(SHAREGPT.relative_to(ROOT.parent)), "rows": rep.rows, "rows_trimmed": rep.rows_trimmed,
+        "tokens_before": rep.tokens_before, "tokens_after": rep.tokens_after, "tokens_saved": rep.tokens_saved,
+        "saved_pct": round(100 * rep.tokens_saved / max(rep.tokens_before, 1), 2),
+        "max_tokens_caps": {str(k): v for k, v in caps.iter_rows()},
+        "rows_capped_below_default_256": rep.rows_capped, "max_output_tokens_saved": rep.max_output_tokens_saved,
+        "us_per_row_including_token_counting": round(seconds / rep.rows * 1e6, 1),
+        "token_count": how,
+        "with_drop_repeated_lines": {"rows_trimmed": rep_opt.rows_trimmed, "tokens_saved": rep_opt.tokens_saved},
+    }
 
 
 def markdown(r: dict) -> str:
@@ -264,6 +324,28 @@ def markdown(r: dict) -> str:
               "| share | " + " | ".join(m) + " |", "|---" * (len(m) + 1) + "|"]
     for f in CURVE:
         lines.append(f"| {f:.2f} | " + " | ".join(str(v["curve"][f"{f:.2f}"]) for v in m.values()) + " |")
+    bu = r["budget"]
+    lines += ["", "## Budget mode (`route_by_budget`) on the test rows", "",
+              f"Prices (USD per 1M tokens in/out): cheap {bu['prices_usd_per_1m']['cheap']}, premium "
+              f"{bu['prices_usd_per_1m']['premium']}; planned all-cheap ${bu['all_cheap_usd']}, all-premium "
+              f"${bu['all_premium_usd']}. The budget is filled with the rows whose escalation buys the most expected "
+              "quality per dollar (router scores).", "",
+              "| budget (USD) | share of all-premium cost | planned (USD) | premium share | accuracy |", "|---|---|---|---|---|"]
+    for x in bu["sweep"]:
+        lines.append(f"| {x['budget_usd']} | {x['share_of_premium_cost']} | {x['planned_usd']} | {x['premium_share']} | "
+                     f"{x['accuracy']} |")
+    b = r["brevity"]
+    lines += ["", "## Prompt brevity (`sluice.brevity`) on real prompts", "",
+              f"{b['rows']} ShareGPT first user turns (`{b['data']}`): {b['rows_trimmed']} rows trimmed, "
+              f"{b['tokens_before']:,} -> {b['tokens_after']:,} tokens ({b['tokens_saved']:,} saved, "
+              f"{b['saved_pct']}%; counted with the {b['token_count']}), {b['us_per_row_including_token_counting']} "
+              f"µs/row including the counting. The opt-in `drop_repeated_lines` would trim "
+              f"{b['with_drop_repeated_lines']['rows_trimmed']} rows and save "
+              f"{b['with_drop_repeated_lines']['tokens_saved']:,} tokens, but repeated lines in real prompts are "
+              f"mostly content (code, lists, lyrics), so it is off by default. max_tokens caps set by intent for "
+              f"rows without one (cap: rows): {', '.join(f'{k}: {v}' for k, v in b['max_tokens_caps'].items())}; "
+              f"{b['rows_capped_below_default_256']} rows capped below the default 256, taking "
+              f"{b['max_output_tokens_saved']:,} output tokens off the batch's worst case."]
     s = r["speed"]
     lines += ["", "## Speed", "",
               f"- text features (length, intent, numbers, rigour): {s['text_features_us_per_row']} µs/row",
