@@ -107,3 +107,21 @@ def test_drop_box_flow_files_good_and_bad_files_once(tmp_path, openai_server, wr
                              data_dir=str(tmp_path / "data"))
     assert again["done"] == [] and "already processed by run " + run_id in again["skipped"][0]["reason"]
     assert box.incoming() == [] and len(openai_server.received) == 2
+
+
+def test_a_crashed_pass_is_recovered_under_its_run_id(tmp_path, openai_server, write_parquet):
+    catalogue = api_catalogue(tmp_path / "catalogue.toml", openai_server.base_url)
+    box = open_drop_box(tmp_path / "drop")
+    box.submit(write_parquet(tmp_path / "late.parquet", {"prompt": ["What is 2+2?", "Name a colour."]}))
+    dead = box.claim(box.incoming()[0], "20200101T000000Z-dead01")  # the pass that claimed it died here
+    warehouse = tmp_path / "wh.duckdb"
+    kwargs = dict(drop=str(box.url), warehouse=str(warehouse), catalogue=str(catalogue),
+                  data_dir=str(tmp_path / "data"))
+    assert process_drop_box(**kwargs)["done"] == []  # its heartbeat is fresh: left alone
+    out = process_drop_box(**kwargs, stale_after_s=0)
+    [done] = out["done"]
+    assert done["recovered"] and done["run_id"] == dead.run_id
+    con = duckdb.connect(str(warehouse), read_only=True)
+    assert con.execute("select run_id, count(*) from results group by 1").fetchall() == [(dead.run_id, 2)]
+    con.close()
+    assert box.list("processing/") == [] and (box.root / f"done/{dead.run_id}/late.parquet").is_file()
