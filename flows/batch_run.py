@@ -86,7 +86,8 @@ def sluice_run(
     logger.info("run %s: dataset %s from %s", run_id, run["dataset"], dataset_path)
 
     # Each stage writes its output atomically in the run folder; a resumed run starts after the last one written.
-    ingested = _done(run_dir / "ingested.parquet") or ingest(dataset_path, run_dir)
+    ingested = _done(run_dir / "ingested.parquet") or ingest(
+        dataset_path, run_dir, tiers, settings.default_max_tokens, settings.max_prompt_chars)
     deduped = _done(run_dir / "deduped.parquet") or dedup(ingested, run_dir, settings.default_max_tokens)
     if _done(run_dir / "routed.parquet"):
         partitions = write_tier_partitions(pq.read_table(run_dir / "routed.parquet"), run_dir / "routed", tiers.names)

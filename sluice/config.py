@@ -58,6 +58,8 @@ class Settings(BaseModel):
     default_max_tokens: int = Field(default=256, gt=0)
     # rows per infer shard: each shard's answers are checkpointed when it finishes (resume redoes at most one)
     shard_rows: int = Field(default=256, gt=0)
+    # characters of prompt + system per row; a longer row is quarantined at ingest (sluice.ingest.MAX_PROMPT_CHARS)
+    max_prompt_chars: int = Field(default=200_000, gt=0)
     router: RouterSettings = Field(default_factory=RouterSettings)
 
     @model_validator(mode="after")
@@ -78,6 +80,7 @@ _ENV = {
     "runs_dir": "SLUICE_RUNS_DIR",
     "catalogue_path": "SLUICE_CATALOGUE",
     "shard_rows": "SLUICE_SHARD_ROWS",
+    "max_prompt_chars": "SLUICE_MAX_PROMPT_CHARS",
 }
 
 

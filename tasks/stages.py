@@ -20,7 +20,7 @@ from models.catalogue import Catalogue
 from sluice.config import RouterSettings
 from sluice.dedup import exact_duplicates
 from sluice.infer import infer_tier_shards
-from sluice.ingest import read_prompts
+from sluice.ingest import MAX_PROMPT_CHARS, read_prompts, widest_context_window
 from sluice.land import assemble_results, land_results, summarise
 from sluice.route import OVER_BUDGET, route_batch, write_tier_partitions
 from sluice.report import summary_table
@@ -36,8 +36,18 @@ def _write(table, path: Path) -> Path:
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
-def ingest(dataset_path: str, run_dir: Path) -> Path:
-    rows = read_prompts(dataset_path)
+def ingest(
+    dataset_path: str,
+    run_dir: Path,
+    catalogue: Catalogue | None = None,
+    default_max_tokens: int = 256,
+    max_prompt_chars: int = MAX_PROMPT_CHARS,
+) -> Path:
+    """Rows too long for every tier's context window (when the catalogue states them all) are quarantined here,
+    before anything is spent on them."""
+    window = widest_context_window(catalogue) if catalogue is not None else None
+    rows = read_prompts(dataset_path, max_prompt_chars=max_prompt_chars, max_context_tokens=window,
+                        default_max_tokens=default_max_tokens)
     bad = rows.num_rows - sum(1 for s in rows["status"].to_pylist() if s == "pending")
     get_run_logger().info("ingested %d rows from %s (%d quarantined)", rows.num_rows, dataset_path, bad)
     for err in [e for e in rows["error"].to_pylist() if e][:20]:
