@@ -142,3 +142,17 @@ def answer_signals(responses: Sequence[str | None]) -> np.ndarray:
             len(_HEDGE.findall(text)), math.log1p(len(text)), text.count("\n"),
         ])
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(ANSWER_SIGNALS))
+
+
+def escalation_costs(answers: pl.DataFrame, input_usd_per_token: float, output_usd_per_token: float,
+                     max_tokens: str = "max_tokens") -> pl.Series:
+    """Planned USD cost of answering each row again on the next tier: its measured input tokens at that tier's
+    price, and its output cap (`max_tokens`, else the cheap answer's own length) at that tier's output price.
+    Tier prices come from `sluice.budget.tier_prices`."""
+    out_tokens = pl.col("output_tokens")
+    if max_tokens in answers.columns:
+        out_tokens = pl.col(max_tokens).fill_null(pl.col("output_tokens"))
+    return answers.select(
+        (pl.col("input_tokens") * input_usd_per_token + out_tokens * output_usd_per_token).cast(pl.Float64)
+        .alias("next_cost_usd")
+    ).to_series()

@@ -89,3 +89,19 @@ def test_route_batch_under_a_budget_lands_unaffordable_rows_with_a_reason():
     assert "budget $1" in rich["route_reason"][0] and "planned $" in rich["route_reason"][0]
     with pytest.raises(ValueError, match="catalogue"):
         route_batch(table, TIERS, RouterSettings(budget_usd=1.0))
+
+
+def test_cli_route_under_a_budget_too_small_marks_rows_and_says_why(tmp_path):
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+
+    batch = tmp_path / "in.parquet"
+    pl.DataFrame({"prompt": ["hi", "Prove that 7 is prime, step by step."] * 3}).write_parquet(batch)
+    out = tmp_path / "out.parquet"
+    res = CliRunner().invoke(app, ["route", str(batch), "-o", str(out), "--budget-usd", "0"])
+    assert res.exit_code == 0, res.output
+    assert "6 rows not routed" in res.output and "cannot cover the cheapest tier" in res.output
+    routed = pl.read_parquet(out)
+    assert routed.columns == ["prompt", "tier", "route_score", "route_reason"]
+    assert routed["tier"].null_count() == 6 and routed["route_reason"].str.contains("over_budget").all()

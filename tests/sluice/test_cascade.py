@@ -51,3 +51,13 @@ def test_answer_signals_check_the_cheap_answers_arithmetic():
     assert x["has_final_answer"].tolist() == [1, 1, 0] and x["fractional_final"].tolist() == [0, 1, 0]
     assert x["hedges"][1] >= 2 and x["negative_or_missing_final"].tolist() == [0, 0, 1]
     assert answer_signals(["__import__('os').system('x') = 3"])[0, 1] == 0  # never evaluated: not arithmetic
+
+
+def test_escalation_costs_price_the_next_tier_from_measured_tokens():
+    from sluice.cascade import escalation_costs
+
+    answers = pl.DataFrame({"input_tokens": [100, 10], "output_tokens": [50, 5], "max_tokens": [None, 64]})
+    costs = escalation_costs(answers, 2.5e-6, 10e-6)
+    assert costs.to_list() == pytest.approx([100 * 2.5e-6 + 50 * 10e-6, 10 * 2.5e-6 + 64 * 10e-6])
+    out = escalate_within_budget(answers.with_columns(costs, pl.Series("confidence", [0.2, 0.9])), costs[0])
+    assert out["escalate"].to_list() == [True, False]
