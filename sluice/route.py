@@ -174,12 +174,12 @@ def learned_route(
         x = router_features(prompts, router.use_embeddings)
         scores = router.score_features(x)
         why = router.explain(x)
-        source = "router"
+        source, label = "router", "p_premium"
     else:
         feats = gatekeeper_features(prompts)
         scores = feats["route_score"].to_numpy().astype(np.float64)
         why = [f"intent={i}" for i in feats["intent"].to_list()]
-        source = "heuristic"
+        source, label = "heuristic", "score"
     n_tiers = len(tiers)
     n = len(scores)
     note = ["" for _ in range(n)]
@@ -209,7 +209,7 @@ def learned_route(
         mode = f"thresholds {settings.small_below:g}/{settings.premium_from:g}"
     names = [tiers[t] if t >= 0 else None for t in tier_idx]
     reasons = [
-        f"{source}: p_premium={s:.2f} [{w}] {mode}{'; ' + k if k else ''} -> {t or 'none'}"
+        f"{source}: {label}={s:.2f} [{w}] {mode}{'; ' + k if k else ''} -> {t or 'none'}"
         for s, w, k, t in zip(scores, why, note, names)
     ]
     full = lambda values, dtype: pl.Series(  # noqa: E731  (scatter the routed rows back into the batch)

@@ -82,7 +82,7 @@ def test_route_batch_under_a_budget_lands_unaffordable_rows_with_a_reason():
     out = pl.from_arrow(route_batch(table, TIERS, RouterSettings(budget_usd=cheapest * 4.5), cat))
     assert out["tier"].null_count() == 6
     over = out.filter(pl.col("status") == "over_budget")
-    assert over.height == 6 and over["error"][0].startswith("heuristic: p_premium=")
+    assert over.height == 6 and over["error"][0].startswith("heuristic: score=")
     assert "cannot cover the cheapest tier for all 10 rows" in over["error"][0]
     rich = pl.from_arrow(route_batch(table, TIERS, RouterSettings(budget_usd=1.0), cat))
     assert (rich["status"] == "pending").all() and (rich["tier"] == "premium").all()
