@@ -12,6 +12,7 @@ Same shape as the OpenAI backend (openai_http.py): rows go one request each thro
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import time
 from typing import Sequence
@@ -23,6 +24,8 @@ from models.backends.provider_batch import is_transient_batch_failure, polling_d
     use_batch_api
 from models.backends.ratelimit import anthropic_limits
 from models.catalogue import Tier
+
+log = logging.getLogger(__name__)
 
 MAX_REQUESTS_PER_BATCH = 100_000
 MAX_BYTES_PER_BATCH = 256 * 1024 * 1024
@@ -192,7 +195,11 @@ class AnthropicBackend:
 
     async def _run(self, requests: Sequence[Request], key: str) -> BatchResult:
         if use_batch_api(self.tier, self.deadline_s):
-            return await answer_with_message_batches(self.tier, requests, key, self.deadline_s)
+            try:
+                return await answer_with_message_batches(self.tier, requests, key, self.deadline_s)
+            except Exception as exc:  # the batch path itself broke: answer every row in real time instead
+                log.warning("tier %s: batch API path failed (%s); answering in real time", self.tier.name,
+                            error_text(exc, 1, key))
         return BatchResult(await answer_in_real_time(self.tier, requests, key), details={"batch_api_rows": 0})
 
     def complete(self, requests: Sequence[Request]) -> BatchResult:
@@ -202,7 +209,16 @@ class AnthropicBackend:
             key = api_key(self.tier)
         except ApiKeyError as exc:
             return BatchResult([Completion(r.row_id, None, error=str(exc)) for r in requests])
-        return asyncio.run(self._run(requests, key))
+        return self._guarded(lambda: asyncio.run(self._run(requests, key)), requests, key)
+
+    def _guarded(self, run, requests: Sequence[Request], key: str) -> BatchResult:
+        """Per-row failures are Completions already; anything else fails every row with its reason, so that
+        the run lands the tier instead of aborting."""
+        try:
+            return run()
+        except Exception as exc:
+            why = f"tier {self.tier.name} failed: {error_text(exc, 1, key)}"
+            return BatchResult([Completion(r.row_id, None, error=why) for r in requests])
 
     def close(self) -> None:
         pass

@@ -17,13 +17,16 @@ and is never logged, landed or put in an error.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Sequence
 
 from models.backends import BatchResult, Completion, Request
-from models.backends.api_rows import Answer, ApiKeyError, answer_rows, api_key, make_limiter
+from models.backends.api_rows import Answer, ApiKeyError, answer_rows, api_key, error_text, make_limiter
 from models.backends.provider_batch import use_batch_api
 from models.backends.ratelimit import openai_limits
 from models.catalogue import Tier
+
+log = logging.getLogger(__name__)
 
 
 def chat_body(tier: Tier, req: Request) -> dict:
@@ -88,7 +91,11 @@ class OpenAIBackend:
         if use_batch_api(self.tier, self.deadline_s):
             from models.backends.openai_batch import answer_with_batch_api
 
-            return await answer_with_batch_api(self.tier, requests, key, self.deadline_s)
+            try:
+                return await answer_with_batch_api(self.tier, requests, key, self.deadline_s)
+            except Exception as exc:  # the batch path itself broke: answer every row in real time instead
+                log.warning("tier %s: batch API path failed (%s); answering in real time", self.tier.name,
+                            error_text(exc, 1, key))
         return BatchResult(await answer_in_real_time(self.tier, requests, key), details={"batch_api_rows": 0})
 
     def complete(self, requests: Sequence[Request]) -> BatchResult:
@@ -100,8 +107,17 @@ class OpenAIBackend:
             return BatchResult([Completion(r.row_id, None, error=str(exc)) for r in requests])
         if self.tier.local_server:
             with self._stand_in():
-                return asyncio.run(self._run(requests, key))
-        return asyncio.run(self._run(requests, key))
+                return self._guarded(lambda: asyncio.run(self._run(requests, key)), requests, key)
+        return self._guarded(lambda: asyncio.run(self._run(requests, key)), requests, key)
+
+    def _guarded(self, run, requests: Sequence[Request], key: str) -> BatchResult:
+        """Per-row failures are Completions already; anything else fails every row with its reason, so that
+        the run lands the tier instead of aborting."""
+        try:
+            return run()
+        except Exception as exc:
+            why = f"tier {self.tier.name} failed: {error_text(exc, 1, key)}"
+            return BatchResult([Completion(r.row_id, None, error=why) for r in requests])
 
     def _stand_in(self):
         from pathlib import Path

@@ -54,6 +54,7 @@ class Faults:
     batch_row_invalid_rate: float = 0.0  # rows answered with a 400 in the error file (permanent)
     batch_expire_fraction: float = 0.0  # the last fraction of each batch's rows expire unanswered
     omit_usage: bool = False  # answers carry no `usage` (the client must estimate)
+    cached_prompt_tokens: int = 0  # usage reports this many prompt tokens as read from the prompt cache
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ class _OpenAIHandler(JSONHandler):
         if f.delay_s:
             time.sleep(f.delay_s)
         self._send(200, chat_completion(body.get("model", srv.model), text, prompt_tokens, max_tokens,
-                                        srv.new_id("chatcmpl-"), f.omit_usage), headers)
+                                        srv.new_id("chatcmpl-"), f.omit_usage, f.cached_prompt_tokens), headers)
 
     def _upload(self) -> None:
         ctype = self.headers.get("Content-Type", "")
@@ -311,7 +312,7 @@ class _OpenAIHandler(JSONHandler):
 
 
 def chat_completion(model: str, text: str, prompt_tokens: int, max_tokens: int, cid: str,
-                    omit_usage: bool = False) -> dict:
+                    omit_usage: bool = False, cached_tokens: int = 0) -> dict:
     completion_tokens = count_tokens(text)
     out = {
         "id": cid,
@@ -323,7 +324,8 @@ def chat_completion(model: str, text: str, prompt_tokens: int, max_tokens: int, 
     }
     if not omit_usage:
         out["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens}
+                        "total_tokens": prompt_tokens + completion_tokens,
+                        "prompt_tokens_details": {"cached_tokens": min(cached_tokens, prompt_tokens)}}
     return out
 
 
@@ -389,7 +391,8 @@ def _run_openai_batch(srv: ServerState, bid: str, lines: list[dict]) -> None:
                                          count_tokens(text) if status == 200 else 0, body, endpoint="batch"))
         if status == 200:
             rbody = chat_completion(body.get("model", srv.model), text, prompt_tokens, max_tokens,
-                                    srv.new_id("chatcmpl-"), srv.faults.omit_usage)
+                                    srv.new_id("chatcmpl-"), srv.faults.omit_usage,
+                                    srv.faults.cached_prompt_tokens)
             output.append({"id": srv.new_id("batch_req_"), "custom_id": cid,
                            "response": {"status_code": 200, "request_id": cid, "body": rbody}, "error": None})
         else:

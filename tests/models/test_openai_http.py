@@ -55,7 +55,7 @@ def test_transient_faults_are_retried_and_permanent_ones_land_as_row_errors():
         assert all("(HTTP 429)" in c.error or "(HTTP 500)" in c.error for c in failed)
 
         srv.set_faults(Faults(rate_429=0.2, rate_500=0.2, retry_after_s=0.01, seed=4))
-        result = OpenAIBackend(tier(srv.base_url, max_retries=6)).complete(requests(40))
+        result = OpenAIBackend(tier(srv.base_url, max_retries=10)).complete(requests(40))  # 0.4^11: none fails
         assert all(c.ok for c in result.completions)
 
 
@@ -163,3 +163,14 @@ def test_api_key_comes_from_env_or_a_prefect_secret_and_never_reaches_an_error(m
         url = srv.base_url
     result = OpenAIBackend(tier(url, max_retries=1, request_timeout_s=1)).complete(requests(2))
     assert all(c.error and "sk-from-env" not in c.error for c in result.completions)
+
+
+def test_cached_prompt_tokens_are_billed_at_the_cached_price():
+    with OpenAICompatServer(faults=Faults(cached_prompt_tokens=3), model="premium-test") as srv:
+        t = tier(srv.base_url, cached_input_usd_per_1m=1.25)
+        cat = Catalogue(baseline="premium", tiers=[t])
+        partition = pa.table({"row_id": ["a"], "prompt": ["what is a cat really"], "system": [None],
+                              "max_tokens": [16]})
+        row = answer_partition(partition, t, cat, OpenAIBackend(t))[0].to_pylist()[0]
+    assert row["cached_input_tokens"] == 3 and row["input_tokens"] == 5
+    assert row["cost_usd"] == pytest.approx((2 * 2.5 + 3 * 1.25 + row["output_tokens"] * 10.0) / 1e6)
