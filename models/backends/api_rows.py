@@ -19,6 +19,7 @@ import asyncio
 import email.utils
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
@@ -142,7 +143,7 @@ async def answer_row(req: Request, send: Send, tier: Tier, limiter: RateLimiter,
             t0 = time.perf_counter()
             try:
                 ans = await send(req)
-            except Exception as exc:
+            except BaseException as exc:  # cancellation too: a reservation left in flight would block forever
                 status = status_of(exc)
                 # a refused or failed call bills no output; a timeout may still have been answered in full
                 limiter.release(reservation, None if status is None else estimate_message_tokens(req.messages()))
@@ -195,5 +196,16 @@ async def answer_rows(requests: Sequence[Request], send: Send, tier: Tier, limit
     )
 
 
+_LIMITERS: dict[tuple, RateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
 def make_limiter(tier: Tier) -> RateLimiter:
-    return RateLimiter(tier.rpm, tier.tpm, tier.rate_limit_period_s)
+    """The process-wide limiter for this endpoint, model and limits. A provider counts per account and model
+    across all of a client's calls, so a partition answered shard by shard (one `complete` call per shard), or
+    two tiers on the same model, must not each start with an empty window."""
+    key = (tier.backend, tier.base_url or "", tier.model, tier.rpm, tier.tpm, tier.rate_limit_period_s)
+    with _LIMITERS_LOCK:
+        if key not in _LIMITERS:
+            _LIMITERS[key] = RateLimiter(tier.rpm, tier.tpm, tier.rate_limit_period_s)
+        return _LIMITERS[key]

@@ -128,7 +128,9 @@ def anthropic_limits(headers: Mapping[str, str]) -> ServerLimits:
 class RateLimiter:
     """At most `rpm` requests and `tpm` tokens in any window of `period_s` seconds (None: no such limit).
 
-    One limiter per tier (provider + model), shared by all its concurrent rows, used from one event loop.
+    One limiter per provider endpoint + model + limits, for the whole process (`api_rows.limiter_for`): the rows
+    of a call, the successive calls of a sharded partition and the tiers that share a model all count against
+    it. Used from one event loop at a time (each call's `asyncio.run` makes a new one; the lock follows it).
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class RateLimiter:
         self._live: list[Reservation] = []
         self._next_start = 0.0
         self._paused_until = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
         self._changed: asyncio.Event | None = None
         self.waited_s = 0.0  # total time rows spent waiting for capacity (a bench figure)
@@ -152,9 +155,10 @@ class RateLimiter:
     async def acquire(self, tokens: int) -> Reservation:
         """Wait until one more request of `tokens` fits, and reserve it. Callers are admitted in arrival order
         (the lock is a queue), so a large request is not starved by a stream of small ones."""
-        if self._lock is None:
-            self._lock, self._changed = asyncio.Lock(), asyncio.Event()
-        assert self._changed is not None
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # asyncio primitives belong to one loop; the reservations outlive it
+            self._loop, self._lock, self._changed = loop, asyncio.Lock(), asyncio.Event()
+        assert self._lock is not None and self._changed is not None
         # a request larger than the whole token budget can only ever go alone: it waits for an empty window
         tokens = min(tokens, self.tpm) if self.tpm else tokens
         async with self._lock:
@@ -182,7 +186,7 @@ class RateLimiter:
         r.done = self._clock()
         if tokens is not None:
             r.tokens = tokens
-        if self._changed is not None:
+        if self._changed is not None and self._loop is not None and not self._loop.is_closed():
             self._changed.set()
 
     def pause(self, seconds: float) -> None:

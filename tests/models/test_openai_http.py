@@ -174,3 +174,13 @@ def test_cached_prompt_tokens_are_billed_at_the_cached_price():
         row = answer_partition(partition, t, cat, OpenAIBackend(t))[0].to_pylist()[0]
     assert row["cached_input_tokens"] == 3 and row["input_tokens"] == 5
     assert row["cost_usd"] == pytest.approx((2 * 2.5 + 3 * 1.25 + row["output_tokens"] * 10.0) / 1e6)
+
+
+def test_limits_hold_across_successive_calls_as_a_sharded_partition_makes_them():
+    rpm, period = 15, 1.0
+    with OpenAICompatServer(model="premium-test") as srv:
+        backend = OpenAIBackend(tier(srv.base_url, rpm=rpm, rate_limit_period_s=period))
+        shards = [backend.complete(requests(10)) for _ in range(3)]  # one call per shard, each a new event loop
+        peak = srv.max_in_window(period)
+    assert all(c.ok for s in shards for c in s.completions)
+    assert peak.requests <= rpm  # a new call does not start with an empty window
