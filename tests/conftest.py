@@ -87,16 +87,6 @@ output_usd_per_1m = 10.00
 @pytest.fixture
 def api_catalogue(tmp_path):
     """Three API tiers on one loopback server: the whole pipeline without a vLLM engine."""
+    from sluice.testing.crash import all_api_catalogue
 
-    def make(base_url: str) -> Path:
-        path = tmp_path / "api_catalogue.toml"
-        tiers = [("small", 0.10, 0.40), ("mid", 0.20, 0.60), ("premium", 2.50, 10.00)]
-        body = 'baseline = "premium"\n' + "".join(
-            f'[[tiers]]\nname = "{n}"\nbackend = "openai"\nmodel = "{n}-test"\nbase_url = "{base_url}"\n'
-            f"input_usd_per_1m = {i}\noutput_usd_per_1m = {o}\n"
-            for n, i, o in tiers
-        )
-        path.write_text(body)
-        return path
-
-    return make
+    return lambda base_url: all_api_catalogue(tmp_path / "api_catalogue.toml", base_url)
