@@ -4,8 +4,8 @@
     claim     -> each file in incoming/ is claimed (one winner however many runs race) and moved to processing/
     check     -> a file that cannot be read (empty, not Parquet, no `prompt`, wrong types, zero rows) goes to
                  failed/ with a JSON reason beside it; the other files go on
-    run       -> `sluice-run` answers the file (a subflow): row problems are quarantined there, and rows whose
-                 prompt cannot fit any tier's context window are quarantined too
+    run       -> `sluice-run` answers the file (a subflow): row problems are quarantined there (null or empty
+                 prompt, repeated id, a prompt too long for every tier's stated context window, ...)
     file      -> results Parquet to results/<dataset>/<run_id>/, the file to done/<run_id>/
 
 Deployed as `nightly` (everything at 02:00) and `drop-watch` (every 5 minutes) in prefect.yaml. Submit files
@@ -17,7 +17,6 @@ with `sluice submit FILE.parquet`. Run it once by hand, with no Prefect server:
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -25,45 +24,13 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.batch_run import new_run_id, sluice_run
-from models.catalogue import Catalogue
 from sluice.config import Settings, load_settings
 from sluice.dropbox import DEFAULT_STALE_AFTER_S, Claim, ClaimLost, DropBox, Heartbeat, Skipped, open_drop_box
-from sluice.ingest import EXTRA_ROW_CHECKS, IngestError, dataset_name_for, read_prompts
+from sluice.ingest import IngestError, dataset_name_for, read_prompts
 
 
 class BadFile(ValueError):
     """The whole file cannot be processed; the message is the reason filed beside it in failed/."""
-
-
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free upper-ish estimate: ~4 bytes per token for English, at least one token per word."""
-    return max(len(text.split()), math.ceil(len(text.encode()) / 4))
-
-
-def context_check(catalogue: Catalogue, default_max_tokens: int):
-    """A row check quarantining prompts that fit no tier's context window (prompt + answer budget).
-
-    Only windows the catalogue states are used: self-hosted tiers always have one (`max_model_len`); an API tier
-    without an explicit `max_model_len` is taken as unbounded, so then nothing is quarantined here. The estimate
-    is not the model's tokenizer: a row it lets through that still does not fit fails at inference, with the
-    backend's error, and is landed as failed.
-    """
-    windows = [
-        (t.max_model_len, t.name) for t in catalogue.tiers
-        if t.self_hosted or "max_model_len" in t.model_fields_set
-    ]
-    if len(windows) < len(catalogue.tiers):
-        return None
-    widest, tier = max(windows)
-
-    def check(prompt: str, system: str | None, max_tokens: int | None) -> str | None:
-        need = estimate_tokens(prompt) + estimate_tokens(system or "") + (max_tokens or default_max_tokens)
-        if need > widest:
-            return (f"prompt too long: ~{need} tokens with the answer budget, over the largest context window "
-                    f"in the catalogue ({widest}, tier {tier})")
-        return None
-
-    return check
 
 
 def check_file(path: Path) -> int:
@@ -92,19 +59,13 @@ def process_claim(
     try:
         box.download(claim.working_key, local)
         dataset = dataset_name_for(name)
-        tiers = settings.catalogue()
         # heartbeat well inside the stale timeout, so a slow run is never taken over as a dead one
         with Heartbeat(box, claim, every_s=max(1.0, stale_after_s / 4)) as beat:
             rows = check_file(local)
-            check = context_check(tiers, settings.default_max_tokens)
-            token = EXTRA_ROW_CHECKS.set((check,) if check else ())
-            try:
-                summary = sluice_run(
-                    str(local), warehouse=str(settings.warehouse), catalogue=catalogue_path,
-                    data_dir=str(settings.data_dir), run_id=claim.run_id, dataset=dataset,
-                )
-            finally:
-                EXTRA_ROW_CHECKS.reset(token)
+            summary = sluice_run(
+                str(local), warehouse=str(settings.warehouse), catalogue=catalogue_path,
+                data_dir=str(settings.data_dir), run_id=claim.run_id, dataset=dataset,
+            )
         if beat.lost:  # another run took over while this one was stalled: it files the object, not us
             raise beat.lost
         results_key = box.put_results(claim, dataset, settings.runs_dir / claim.run_id / "results.parquet")

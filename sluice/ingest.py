@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from contextvars import ContextVar
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,12 +47,6 @@ ROW_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
     ]
-)
-
-# Further row checks a caller sets for the duration of a run (the drop box's context-window check): each gets
-# (prompt, system, max_tokens) of a row that passed the built-in checks and returns a quarantine reason or None.
-EXTRA_ROW_CHECKS: ContextVar[tuple[Callable[[str, str | None, int | None], str | None], ...]] = ContextVar(
-    "sluice_extra_row_checks", default=()
 )
 
 _SCHEMA_DEPTH_LIMIT = 1024
@@ -154,7 +146,6 @@ def validate_prompts(
     else:
         ids, id_bad = [str(i) for i in range(n)], {}
 
-    extra_checks = EXTRA_ROW_CHECKS.get()
     status: list[str] = []
     errors: list[str | None] = []
     clean_max: list[int | None] = []
@@ -189,8 +180,6 @@ def validate_prompts(
         ) > max_context_tokens:
             reason = (f"prompt too long: ~{need} tokens with the answer budget, over the largest context window "
                       f"in the catalogue ({max_context_tokens})")
-        else:
-            reason = next((r for check in extra_checks if (r := check(prompt, system, mt))), None)
         if rid is not None and rid not in first_seen and i not in id_bad:
             first_seen[rid] = i
         status.append("quarantined" if reason else "pending")

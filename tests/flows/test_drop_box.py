@@ -10,8 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.drop_box import context_check, estimate_tokens, process_drop_box
-from models.catalogue import load_catalogue
+from flows.drop_box import process_drop_box
 from sluice.dropbox import open_drop_box
 
 
@@ -33,18 +32,6 @@ max_retries = 0
     )
     path.write_text('baseline = "premium"\n' + tiers)
     return path
-
-
-def test_context_check_only_with_stated_windows(tmp_path):
-    cat = load_catalogue(api_catalogue(tmp_path / "c.toml", "http://127.0.0.1:9/v1", max_model_len=100))
-    check = context_check(cat, default_max_tokens=20)
-    assert check("short prompt", None, 8) is None
-    reason = check("word " * 200, None, 8)
-    assert "prompt too long" in reason and "(100, tier" in reason
-    assert estimate_tokens("a" * 400) == 100 and estimate_tokens("a b c") == 3
-    # an API tier without a stated window is unbounded: nothing is quarantined for length
-    (tmp_path / "d.toml").write_text((tmp_path / "c.toml").read_text().replace("max_model_len = 100\n", "", 1))
-    assert context_check(load_catalogue(tmp_path / "d.toml"), 20) is None
 
 
 def test_drop_box_flow_files_good_and_bad_files_once(tmp_path, openai_server, write_parquet):
@@ -112,7 +99,8 @@ def test_drop_box_flow_files_good_and_bad_files_once(tmp_path, openai_server, wr
 def test_a_crashed_pass_is_recovered_under_its_run_id(tmp_path, openai_server, write_parquet):
     catalogue = api_catalogue(tmp_path / "catalogue.toml", openai_server.base_url)
     box = open_drop_box(tmp_path / "drop")
-    box.submit(write_parquet(tmp_path / "late.parquet", {"prompt": ["What is 2+2?", "Name a colour."]}))
+    box.submit(write_parquet(tmp_path / "late.parquet", {"prompt": ["What is 2+2?", "Name a colour."],
+                                                         "max_tokens": pa.array([8, 8], pa.int32())}))
     dead = box.claim(box.incoming()[0], "20200101T000000Z-dead01")  # the pass that claimed it died here
     warehouse = tmp_path / "wh.duckdb"
     kwargs = dict(drop=str(box.url), warehouse=str(warehouse), catalogue=str(catalogue),
@@ -122,6 +110,7 @@ def test_a_crashed_pass_is_recovered_under_its_run_id(tmp_path, openai_server, w
     [done] = out["done"]
     assert done["recovered"] and done["run_id"] == dead.run_id
     con = duckdb.connect(str(warehouse), read_only=True)
-    assert con.execute("select run_id, count(*) from results group by 1").fetchall() == [(dead.run_id, 2)]
+    assert con.execute("select run_id, status, count(*) from results group by all").fetchall() == [
+        (dead.run_id, "ok", 2)]
     con.close()
     assert box.list("processing/") == [] and (box.root / f"done/{dead.run_id}/late.parquet").is_file()
