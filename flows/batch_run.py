@@ -30,7 +30,7 @@ from sluice.config import RouterSettings, load_settings
 from sluice.ingest import dataset_name_for, validate_dataset_name
 from sluice.route import write_tier_partitions
 from sluice.runs import file_sha256, find_unfinished_run, fingerprint, mark_landed, read_manifest, write_manifest
-from tasks.stages import dedup, infer_tier, ingest, land, route
+from tasks.stages import dedup, infer_tier, ingest, land, route, validate_quantisation
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -97,13 +97,17 @@ def sluice_run(
     # released after the last self-hosted tier: the run is billed for the worker only while it needs it.
     todo = [t for t in tiers.tiers if t.name in partitions]
     last_self_hosted = max((i for i, t in enumerate(todo) if t.self_hosted), default=-1)
-    run["billing"] = {
-        t.name: infer_tier(
+    run["billing"] = {}
+    for i, t in enumerate(todo):
+        if t.self_hosted and t.quantization:
+            validate_quantisation(
+                t.name, partitions[t.name], tiers, str(settings.data_dir), str(settings.warehouse), run_id,
+                settings.quantisation_sample_rows, settings.quantisation_threshold, settings.default_max_tokens,
+            )
+        run["billing"][t.name] = infer_tier(
             t.name, partitions[t.name], run_dir, tiers, str(settings.data_dir), settings.default_max_tokens,
             shard_rows=settings.shard_rows, release_engine=i == last_self_hosted,
         )
-        for i, t in enumerate(todo)
-    }
     summary = land(run_dir, str(settings.warehouse), run)
     mark_landed(run_dir)
     return {**summary, "run_id": run_id, "dataset": run["dataset"], "warehouse": str(settings.warehouse)}

@@ -22,8 +22,13 @@ class CatalogueError(ValueError):
 
 
 class Worker(BaseModel):
+    """A class of machine a self-hosted tier can run on, billed by the hour."""
+
     model_config = ConfigDict(extra="forbid")
     usd_per_hour: float = Field(ge=0)
+    # spec-sheet memory bandwidth, GB/s: decoding is bandwidth-bound, so a throughput measured on one worker
+    # class scales to another by this ratio when nothing better is known (sluice/economics.py)
+    memory_bandwidth_gbs: float | None = Field(default=None, gt=0)
 
 
 class Tier(BaseModel):
@@ -39,6 +44,9 @@ class Tier(BaseModel):
     # tokens (in + out) per second the worker sustains on this model: prices the tier per token when routing
     # under a dollar budget (unset: RouterSettings.self_hosted_tokens_per_s)
     tokens_per_s: float | None = Field(default=None, gt=0)
+    # measured output tokens/s of this tier's model on other worker classes (your benchmarks): these beat the
+    # bandwidth-scaled estimate when `sluice economics` compares worker classes
+    throughput_by_worker: dict[str, float] = Field(default_factory=dict)
     max_model_len: int = Field(default=4096, gt=0)
     enforce_eager: bool = True
     seed: int = 0

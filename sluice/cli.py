@@ -212,5 +212,64 @@ def dedup(
     console.print(f"{output}: {counts['rows']} rows, " + ", ".join(f"{k} {v}" for k, v in counts.items() if k != "rows"))
 
 
+@app.command()
+def economics(
+    run_id: Annotated[str, typer.Argument(help="a landed run")],
+    warehouse: WarehouseOpt = None,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Which worker class is cheapest for each self-hosted tier, self-host vs API, per run vs always on."""
+    from sluice.config import load_settings
+    from sluice.economics import economics_lines, run_economics
+
+    settings = load_settings(warehouse=warehouse, catalogue_path=catalogue)
+    try:
+        items = run_economics(str(settings.warehouse), run_id, settings.catalogue())
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+    for line in economics_lines(items) or ["this run has no self-hosted tier"]:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command("validate-quant")
+def validate_quant(
+    dataset: Annotated[Path, typer.Argument(help="Parquet file whose first rows are the sample")],
+    tier: Annotated[str, typer.Option(help="self-hosted tier to validate")],
+    quantization: Annotated[Optional[str], typer.Option(help="override the tier's quantisation")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="override the tier's dtype (CPU: bfloat16 with int8/fp8)")] = None,
+    rows: Annotated[int, typer.Option(help="sampled rows")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="answer length per row")] = 32,
+    threshold: Annotated[float, typer.Option(help="mean agreement needed")] = 0.6,
+    catalogue: CatalogueOpt = None,
+    warehouse: WarehouseOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Compare a quantised tier with its full-precision model on a sample; exit 1 when it is refused."""
+    from sluice.config import load_settings
+    from sluice.infer import requests_from
+    from sluice.ingest import read_prompts
+    from dataclasses import replace
+
+    from sluice.quantisation import land_validation, validate_quantised_tier
+
+    settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
+    t = settings.catalogue().tier(tier)
+    t = t.model_copy(update={k: v for k, v in {"quantization": quantization, "dtype": dtype}.items() if v})
+    table = read_prompts(dataset)
+    sample = requests_from(table.slice(0, rows), max_tokens)
+    sample = [replace(r, max_tokens=min(r.max_tokens, max_tokens)) for r in sample]
+    t0 = time.perf_counter()
+    v = validate_quantised_tier(t, sample, str(settings.data_dir), threshold)
+    run_id = f"validate-{time.strftime('%Y%m%dT%H%M%S')}"
+    land_validation(str(settings.warehouse), run_id, v)
+    for r in v.rows[:3]:
+        console.print(f"[dim]{r['row_id']}[/] agreement {r['agreement']:.2f}\n  full: {r['reference'][:120]!r}"
+                      f"\n  {v.quantization}: {r['candidate'][:120]!r}", highlight=False)
+    console.print(f"{v.message()} in {time.perf_counter() - t0:.0f} s; landed as {run_id} in `validations`",
+                  highlight=False)
+    if not v.passed:
+        raise typer.Exit(code=1)
+
+
 if __name__ == "__main__":
     app()

@@ -142,6 +142,27 @@ def infer_tier(
     return billing
 
 
+@task(name="validate-quantisation", cache_policy=NO_CACHE)
+def validate_quantisation(
+    tier_name: str, partition: Path, catalogue: Catalogue, data_dir: str, warehouse: str, run_id: str,
+    sample_rows: int, threshold: float, default_max_tokens: int,
+) -> dict:
+    """Compare the quantised tier with its full-precision model on a sample of its own rows; refuse it if they
+    disagree too much. The per-row comparison lands in `validations` either way."""
+    from sluice.infer import requests_from
+    from sluice.quantisation import QuantisationRejected, land_validation, validate_quantised_tier
+
+    tier = catalogue.tier(tier_name)
+    rows = pq.read_table(partition)
+    sample = requests_from(rows.slice(0, sample_rows), default_max_tokens)
+    v = validate_quantised_tier(tier, sample, data_dir, threshold)
+    land_validation(warehouse, run_id, v)
+    get_run_logger().info(v.message())
+    if not v.passed:
+        raise QuantisationRejected(v.message() + "; fix the catalogue (another quantisation or none) and rerun")
+    return {"mean_agreement": v.mean_agreement, "exact_rate": v.exact_rate, "rows": len(v.rows)}
+
+
 @task(name="land", cache_policy=NO_CACHE)
 def land(run_dir: Path, warehouse: str, run: dict) -> dict:
     routed = pq.read_table(run_dir / "routed.parquet")
