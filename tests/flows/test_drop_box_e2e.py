@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -71,8 +72,14 @@ class Stack:
         req = urllib.request.Request(self.env["PREFECT_API_URL"] + path, method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read() or b"null")
+        for attempt in range(6):  # a busy SQLite answers 503: retried, as Prefect's own client does
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return json.loads(r.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or attempt == 5:
+                    raise
+                time.sleep(0.5 * 2**attempt)
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
