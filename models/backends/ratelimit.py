@@ -6,7 +6,8 @@ the excess. The client keeps its own count so that it never sends the excess:
     - every attempt (retries included) reserves one request and an estimate of its tokens before it is sent:
       the prompt estimated conservatively plus `max_tokens` (the most the answer can bill);
     - when the answer comes back the reservation is reconciled with the returned usage (or kept at the estimate
-      when there is none), so capacity reserved but not used is freed;
+      when there is none), so capacity reserved but not used is freed. Were the usage ever above the estimate,
+      the excess is charged to the window and later requests wait for it: that is why the estimate errs high;
     - a reservation counts from the moment it is sent until one period after its answer came back. The server
       saw the request somewhere between the two, so no window of one period at the server can hold more than
       the limits, whatever the network delay;
