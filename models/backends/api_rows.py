@@ -92,9 +92,10 @@ def is_transient(exc: BaseException) -> bool:
 def error_text(exc: BaseException, attempts: int, secret: str = "") -> str:
     """A landable reason: class, HTTP status, message, attempts; never headers, and never the key."""
     status = status_of(exc)
-    msg = str(getattr(exc, "message", "") or exc)[:300]
-    text = f"{type(exc).__name__}{f' (HTTP {status})' if status else ''}: {msg} [{attempts} attempt(s)]"
-    return text.replace(secret, "***") if secret and secret != "EMPTY" else text
+    msg = str(getattr(exc, "message", "") or exc)
+    if secret and secret != "EMPTY":  # before the cut: a key straddling it would otherwise leave its prefix
+        msg = msg.replace(secret, "***")
+    return f"{type(exc).__name__}{f' (HTTP {status})' if status else ''}: {msg[:300]} [{attempts} attempt(s)]"
 
 
 class _RetryAfterOrBackoff:
