@@ -95,10 +95,12 @@ def submit(
     drop: Annotated[Optional[str], typer.Option(
         help="drop box: s3://bucket/prefix or a folder [SLUICE_DROP_URL, else data/drop]")] = None,
     name: Annotated[Optional[str], typer.Option(help="name in the drop box [the file's name]")] = None,
+    notify: Annotated[Optional[bool], typer.Option(
+        help="emit a `sluice.drop.submitted` event so `drop-watch` starts now [when PREFECT_API_URL is set]")] = None,
 ) -> None:
     """Put DATASET into the drop box's incoming/; the `process-drop-box` flow answers it on its next pass."""
     from sluice.config import load_settings
-    from sluice.dropbox import open_drop_box, results_location
+    from sluice.dropbox import announce, open_drop_box, results_location
     from sluice.ingest import dataset_name_for
 
     if not dataset.is_file():
@@ -106,6 +108,9 @@ def submit(
     box = open_drop_box(drop, default_root=load_settings().data_dir / "drop")
     key = box.submit(dataset, name)
     console.print(f"submitted {box.locate(key)}", highlight=False, soft_wrap=True)
+    if notify if notify is not None else bool(os.environ.get("PREFECT_API_URL")):
+        announce(box, key)
+        console.print("drop-watch notified (event sluice.drop.submitted)", highlight=False)
     console.print(f"results will appear at {results_location(box, dataset_name_for(name or dataset.name))}"
                   f" (bad files: {box.locate('failed/')}<run_id>/, with a .error.json reason)",
                   highlight=False, soft_wrap=True)

@@ -337,6 +337,21 @@ def open_drop_box(url: str | Path | None = None, default_root: str | Path = "dat
     return LocalDropBox(url)
 
 
+SUBMITTED_EVENT = "sluice.drop.submitted"
+
+
+def announce(box: DropBox, key: str) -> None:
+    """Tell a Prefect server a file was dropped: the `drop-watch` deployment's trigger starts a pass at once
+    (its schedule would pick the file up within 5 minutes anyway). Needs PREFECT_API_URL."""
+    from prefect.events import emit_event
+
+    emit_event(
+        SUBMITTED_EVENT,
+        resource={"prefect.resource.id": f"sluice.drop-box.{box.url}", "prefect.resource.name": box.url},
+        payload={"drop": box.url, "key": key},
+    )
+
+
 def results_location(box: DropBox, dataset: str) -> str:
     return box.locate(f"{RESULTS}/{dataset}/") + "<run_id>/results.parquet"
 

@@ -96,7 +96,8 @@ class Stack:
                 proc.wait(timeout=10)
 
     def logs(self) -> str:
-        return ", ".join(f"{k} {v:.1f}s" for k, v in self.timings) + "\n" + "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.tmp.glob("*.log"))
+        tails = (f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.tmp.glob("*.log"))
+        return ", ".join(f"{k} {v:.1f}s" for k, v in self.timings) + "\n" + "\n".join(tails)
 
 
 @pytest.fixture
@@ -202,8 +203,8 @@ def test_nightly_drop_box_on_a_prefect_server_and_s3(tmp_path, stack, moto_s3, o
     write_parquet(src / "alpha.parquet", {"id": ["a1", "a2"], "prompt": ["What is 2+2?", "Name a colour."]})
     write_parquet(src / "beta.parquet", {"prompt": ["Translate 'cat' to French.", "word " * 600, None]})
     (src / "broken.parquet").write_bytes(b"PAR1\x00garbage, not a parquet footer")
-    submitted = subprocess.run([str(BIN / "sluice"), "submit", str(src / "alpha.parquet")], env=env,
-                               capture_output=True, text=True, timeout=120)
+    submitted = subprocess.run([str(BIN / "sluice"), "submit", str(src / "alpha.parquet"), "--no-notify"],
+                               env=env, capture_output=True, text=True, timeout=120)
     assert submitted.returncode == 0, submitted.stderr
     assert f"s3://{BUCKET}/drop/results/alpha/<run_id>/results.parquet" in " ".join(submitted.stdout.split())
     for name in ("beta.parquet", "broken.parquet"):
@@ -212,7 +213,7 @@ def test_nightly_drop_box_on_a_prefect_server_and_s3(tmp_path, stack, moto_s3, o
     warehouse = tmp_path / "warehouse.duckdb"
     params = {"drop": f"s3://{BUCKET}/drop", "warehouse": str(warehouse), "catalogue": env["SLUICE_CATALOGUE"],
               "data_dir": str(tmp_path / "run-data")}
-    _trigger_and_work(stack, params)
+    first = _trigger_and_work(stack, params)
 
     def keys(prefix: str) -> list[str]:
         got = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"drop/{prefix}").get("Contents", [])
@@ -242,10 +243,26 @@ def test_nightly_drop_box_on_a_prefect_server_and_s3(tmp_path, stack, moto_s3, o
     assert len(openai_server.received) == 3  # only the three answerable rows were sent
 
     # a second trigger finds nothing to do: nothing lands twice, nothing is sent twice
-    _trigger_and_work(stack, params)
+    second = _trigger_and_work(stack, params)
     assert keys("done/") == done and keys("results/") == results and keys("incoming/") == []
     con = duckdb.connect(str(warehouse), read_only=True)
     assert con.execute("select count(*), count(distinct run_id) from results").fetchone() == (5, 2)
     con.close()
     assert len(openai_server.received) == 3
+
+    # `sluice submit` with a server announces the file: drop-watch's event trigger schedules a pass for that box
+    write_parquet(src / "gamma.parquet", {"prompt": ["Say hi."]})
+    t0 = time.monotonic()
+    submitted = subprocess.run([str(BIN / "sluice"), "submit", str(src / "gamma.parquet")], env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 0 and "drop-watch notified" in submitted.stdout, submitted.stderr
+    watch_id = deployments["drop-watch"]["id"]
+    triggered: list = []
+    while not triggered and time.monotonic() - t0 < 90:
+        time.sleep(1)
+        runs = stack.api("/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [watch_id]}}})
+        triggered = [r for r in runs if r["id"] not in (first["id"], second["id"])]
+    stack.timings.append(("event -> flow run", time.monotonic() - t0))
+    assert triggered, "no flow run from the sluice.drop.submitted event:\n" + stack.logs()
+    assert triggered[0]["parameters"]["drop"] == f"s3://{BUCKET}/drop"
     print(stack.logs().split("\n")[0])
