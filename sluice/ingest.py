@@ -114,12 +114,13 @@ def read_prompts(
         names = pf.schema_arrow.names
     except Exception as exc:  # pyarrow raises several kinds (ArrowInvalid, OSError, ...) for a bad footer
         raise IngestError(f"{path}: not a readable Parquet file ({_short(exc)})") from exc
-    _check_columns(names, str(path))
-    try:
-        # only the columns Sluice uses: extra columns are never decoded, however they are typed or nested
-        raw = pf.read(columns=[c for c in (REQUIRED, *OPTIONAL) if c in names])
-    except Exception as exc:  # corrupt pages, truncated column chunks
-        raise IngestError(f"{path}: not a readable Parquet file ({_short(exc)})") from exc
+    with pf:
+        _check_columns(names, str(path))
+        try:
+            # only the columns Sluice uses: extra columns are never decoded, however they are typed or nested
+            raw = pf.read(columns=[c for c in (REQUIRED, *OPTIONAL) if c in names])
+        except Exception as exc:  # corrupt pages, truncated column chunks
+            raise IngestError(f"{path}: not a readable Parquet file ({_short(exc)})") from exc
     if raw.num_rows == 0:
         raise IngestError(f"{path}: no rows")
     return validate_prompts(raw, source=str(path), max_prompt_chars=max_prompt_chars,
@@ -282,21 +283,22 @@ def _text_column(raw: pa.Table, name: str, source: str) -> tuple[list[str | None
 
 
 def _number_column(raw: pa.Table, name: str, source: str) -> tuple[list[int | None], dict[int, str]]:
-    """Whole numbers of an integer or float column (pandas stores integers with gaps as floats: NaN is null);
-    a fraction or an infinity is a row problem."""
+    """Whole numbers of an integer, float or decimal column (pandas stores integers with gaps as floats, NaN
+    being null; warehouse exports often write NUMBER(38, 0) as decimals); a fraction or an infinity is a row
+    problem."""
     col = _plain(raw.column(name))
     if pa.types.is_null(col.type):
         return [None] * raw.num_rows, {}
     if pa.types.is_integer(col.type):
         return col.to_pylist(), {}  # Python ints: no overflow for uint64
-    if not pa.types.is_floating(col.type):
+    if not (pa.types.is_floating(col.type) or pa.types.is_decimal(col.type)):
         raise IngestError(f"{source}: column {name!r} must hold integers, found {col.type}")
     out: list[int | None] = []
     bad: dict[int, str] = {}
     for i, v in enumerate(col.to_pylist()):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        if v is None or v != v:  # null, or NaN
             out.append(None)
-        elif math.isinf(v) or v != int(v):
+        elif v in (math.inf, -math.inf) or v != int(v):
             out.append(None)
             bad[i] = f"{name}={v!r} is not a whole number"
         else:
@@ -310,7 +312,7 @@ def _id_column(raw: pa.Table, source: str) -> tuple[list[str | None], dict[int, 
     if _is_string(t) or _is_binary(t) or pa.types.is_null(t):
         ids, bad = _text_column(raw, "id", source)
         return ids, {i: f"id {why}" for i, why in enumerate(bad) if why}
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
         nums, bad = _number_column(raw, "id", source)
         return [None if v is None else str(v) for v in nums], bad
     raise IngestError(f"{source}: column 'id' must hold strings or integers, found {t}")

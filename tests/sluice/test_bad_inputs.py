@@ -9,6 +9,7 @@ Each kind is (name, how the file is built, expected outcome, expected reason, ro
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -131,6 +132,14 @@ CASES = [
     ("a 10 MB prompt", _prompts([GOOD[0], TEN_MB, GOOD[2]]), "rows",
      f"prompt too long: {len(TEN_MB):,} characters (with the system prompt), over the {MAX_PROMPT_CHARS:,} limit",
      [1]),
+    ("a folder named like a file", lambda p: (p.mkdir(), p)[1], "file", "no such file", None),
+    ("max_tokens a decimal fraction", _with("max_tokens", [Decimal("16"), Decimal("16.5"), None],
+                                            pa.decimal128(10, 1)), "rows", "max_tokens=Decimal('16.5')", [1]),
+    ("ids and max_tokens as decimal(38, 0) (warehouse exports)",
+     lambda p: _write(p, pa.table({"id": pa.array([Decimal(1), Decimal(2), Decimal(3)], pa.decimal128(38, 0)),
+                                   "prompt": GOOD,
+                                   "max_tokens": pa.array([Decimal(16)] * 3, pa.decimal128(38, 0))})),
+     "ok", None, None),
     ("max_tokens NaN in a float column (pandas)", _with("max_tokens", [16.0, float("nan"), None]), "ok", None, None),
     ("struct metadata nested 50 levels", _with("meta", _nested(50, "struct")), "ok", None, None),
     ("list metadata nested 50 levels", _with("meta", _nested(50, "list")), "ok", None, None),
