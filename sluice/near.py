@@ -18,6 +18,7 @@ shingle, in chunks so memory stays bounded whatever the number of rows.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Sequence
@@ -174,6 +175,7 @@ class NearMatches:
     canonical: np.ndarray  # the earlier, canonical position each one reuses
     score: np.ndarray  # estimated Jaccard similarity
     vetoed: int = 0  # candidates above the threshold the guards refused
+    seconds: dict[str, float] = field(default_factory=dict)  # where the time went, for the speed benchmark
 
 
 def near_duplicate_pairs(
@@ -186,8 +188,17 @@ def near_duplicate_pairs(
     """Greedy, in position order: each row that may be a duplicate points at an earlier canonical row whose
     signature shares an LSH band, within the same block (request fingerprint), J >= threshold, guards silent."""
     n = len(texts)
+    clock = [time.perf_counter()]
+    seconds: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        clock.append(time.perf_counter())
+        seconds[name] = round(clock[-1] - clock[-2], 3)
+
     hashes, offsets = shingle_hashes(texts, cfg)
+    lap("shingles")
     sig = signatures(hashes, offsets, cfg)
+    lap("signatures")
     eligible = np.diff(offsets) > 0
     bands, rows = cfg.lsh_params()
     block64 = np.asarray(block).astype(np.int64).view(np.uint64)
@@ -200,8 +211,10 @@ def near_duplicate_pairs(
         cand_dup.append(live[pick])
         cand_can.append(first[pick])
     if not cand_dup or not sum(len(c) for c in cand_dup):
-        return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+        lap("lsh")
+        return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), seconds=seconds)
     pairs = np.unique(np.stack([np.concatenate(cand_dup), np.concatenate(cand_can)], axis=1), axis=0)
+    lap("lsh")
     est = (sig[pairs[:, 0]] == sig[pairs[:, 1]]).mean(axis=1)
     pairs, est = pairs[est >= cfg.threshold], est[est >= cfg.threshold]
 
@@ -216,13 +229,13 @@ def near_duplicate_pairs(
 
     out_dup, out_can, out_score, vetoed = [], [], [], 0
     order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-    for j, i in pairs[order].tolist():
+    for j, i, est_ji in zip(pairs[order, 0].tolist(), pairs[order, 1].tolist(), est[order].tolist()):
         if canonical_of[j] != j:
             continue  # already matched through an earlier candidate
         c = int(canonical_of[i])
         if not can_be_canonical[c] or c >= j:
             continue
-        score = float((sig[j] == sig[c]).mean())
+        score = est_ji if c == i else float((sig[j] == sig[c]).mean())
         if score < cfg.threshold:
             continue
         if veto_reason(fact(j), fact(c)) is not None:
@@ -232,4 +245,6 @@ def near_duplicate_pairs(
         out_dup.append(j)
         out_can.append(c)
         out_score.append(score)
-    return NearMatches(np.array(out_dup, np.int64), np.array(out_can, np.int64), np.array(out_score), vetoed)
+    lap("verify_and_guards")
+    return NearMatches(np.array(out_dup, np.int64), np.array(out_can, np.int64), np.array(out_score), vetoed,
+                       seconds)
