@@ -1,6 +1,7 @@
 """A catalogue of bad inputs, one test each: what `read_prompts` does with every kind of broken file or row.
 
-Each kind is (name, how the file is built, expected outcome, expected reason, rows that must be quarantined):
+Each kind is (name, how the file is built, expected outcome, expected reason, rows that must be quarantined[,
+keyword arguments for `read_prompts`]):
     "file"  the whole file is refused with `IngestError`; the message names the file and contains the reason;
     "rows"  the listed rows are quarantined with `<file> row <i>: ...<reason>...`; every other row proceeds and
             no row is lost;
@@ -140,6 +141,8 @@ CASES = [
                                    "prompt": GOOD,
                                    "max_tokens": pa.array([Decimal(16)] * 3, pa.decimal128(38, 0))})),
      "ok", None, None),
+    ("prompt over the context window", _with("max_tokens", [16, 16, 16], prompts=[GOOD[0], "word " * 1000, GOOD[2]]),
+     "rows", "over the largest context window in the catalogue (1024)", [1], {"max_context_tokens": 1024}),
     ("max_tokens NaN in a float column (pandas)", _with("max_tokens", [16.0, float("nan"), None]), "ok", None, None),
     ("struct metadata nested 50 levels", _with("meta", _nested(50, "struct")), "ok", None, None),
     ("list metadata nested 50 levels", _with("meta", _nested(50, "list")), "ok", None, None),
@@ -152,17 +155,19 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("kind, build, outcome, reason, bad_rows", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(kind, build, outcome, reason, bad_rows, tmp_path):
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case, tmp_path):
+    kind, build, outcome, reason, bad_rows, *options = case  # options: read_prompts keyword arguments
+    kw = options[0] if options else {}
     path = build(tmp_path / "batch.parquet")
     if outcome == "file":
         with pytest.raises(IngestError) as err:
-            read_prompts(path)
+            read_prompts(path, **kw)
         assert str(path) in str(err.value)
         assert reason in str(err.value)
         return
     n = pq.ParquetFile(path, schema_depth_limit=1024).metadata.num_rows
-    rows = read_prompts(path)
+    rows = read_prompts(path, **kw)
     assert rows.num_rows == n  # nothing lost
     assert len(set(rows["row_id"].to_pylist())) == n  # every row has its own key to land under
     status, errors = rows["status"].to_pylist(), rows["error"].to_pylist()
