@@ -171,7 +171,8 @@ def validate_prompts(
         elif system_bad[i]:
             reason = f"system {system_bad[i]}"
         elif max_prompt_chars is not None and (size := len(prompt) + len(system or "")) > max_prompt_chars:
-            reason = f"prompt too long: {size:,} characters (with the system prompt), over the {max_prompt_chars:,} limit"
+            reason = (f"prompt too long: {size:,} characters (with the system prompt), over the "
+                      f"{max_prompt_chars:,} limit")
         elif i in mt_bad:
             reason = mt_bad[i]
         elif mt is not None and not (0 < mt <= MAX_TOKENS_LIMIT):
