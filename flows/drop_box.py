@@ -113,9 +113,9 @@ def process_drop_box(
     def room() -> bool:
         return max_files is None or len(outcomes) < max_files
 
-    for claim in box.recover_stale(stale_after_s):
-        if not room():
-            break
+    # one at a time: a claim taken over now is processed now, while its fresh heartbeat keeps others off it
+    while room() and (recovered := box.recover_stale(stale_after_s, limit=1)):
+        [claim] = recovered
         logger.warning("%s: run %s stopped heartbeating; taking it over", claim.obj.key, claim.run_id)
         outcomes.append(process_claim(box, claim, settings, catalogue, stale_after_s))
     for obj in box.incoming():

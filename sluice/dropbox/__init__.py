@@ -193,11 +193,16 @@ class DropBox:
         self.delete(obj.key, etag=obj.etag)
         return claim
 
-    def recover_stale(self, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> list[Claim]:
-        """Take over claims whose run stopped heartbeating (its working copy is in processing/)."""
+    def recover_stale(self, stale_after_s: float = DEFAULT_STALE_AFTER_S, limit: int | None = None) -> list[Claim]:
+        """Take over (at most `limit`) claims whose run stopped heartbeating (working copy in processing/).
+
+        Take over only what you will process now: a taken-over claim starts a fresh heartbeat period.
+        """
         claims: list[Claim] = []
         seen: set[str] = set()
         for o in self.list(PROCESSING + "/"):
+            if limit is not None and len(claims) >= limit:
+                break
             if not o.key.endswith(".claim.json"):
                 continue
             found = self.read_entry(o.key)

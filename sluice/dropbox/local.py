@@ -78,12 +78,18 @@ class LocalDropBox(DropBox):
         out = []
         for p in sorted(base.rglob("*")):
             if p.is_file() and not p.name.startswith("."):
-                out.append(DropObject(p.relative_to(self.root).as_posix(), _md5(p), p.stat().st_size))
+                try:
+                    out.append(DropObject(p.relative_to(self.root).as_posix(), _md5(p), p.stat().st_size))
+                except FileNotFoundError:  # claimed and moved by another process while we listed
+                    continue
         return out
 
     def exists(self, key: str, etag: str | None = None) -> bool:
         p = self._path(key)
-        return p.is_file() and (etag is None or _md5(p) == etag)
+        try:
+            return p.is_file() and (etag is None or _md5(p) == etag)
+        except FileNotFoundError:
+            return False
 
     def upload(self, local: Path, key: str) -> None:
         self._write_atomic(self._path(key), src=Path(local))
@@ -103,10 +109,9 @@ class LocalDropBox(DropBox):
             raise FileNotFoundError(f"{src}: no longer holds the claimed bytes")
 
     def delete(self, key: str, etag: str | None = None) -> bool:
-        p = self._path(key)
-        if not p.is_file() or (etag is not None and _md5(p) != etag):
+        if not self.exists(key, etag):
             return False
-        p.unlink(missing_ok=True)
+        self._path(key).unlink(missing_ok=True)
         return True
 
     def put_json(self, key: str, doc: dict) -> None:

@@ -124,6 +124,7 @@ def test_a_crashed_runs_claim_is_recovered_with_its_run_id(box, tmp_path):
     dead = box.claim(box.incoming()[0], "run-dead")
     assert isinstance(dead, Claim)  # ...and its process dies here, before finishing
     assert box.recover_stale(stale_after_s=3600) == []  # a fresh heartbeat is left alone
+    assert box.recover_stale(stale_after_s=0, limit=0) == []  # only as many as the caller will process now
     [alive] = box.recover_stale(stale_after_s=0)
     assert alive.recovered and alive.run_id == "run-dead" and alive.working_key == dead.working_key
     assert box.recover_stale(stale_after_s=3600) == []  # taken over: not offered twice
