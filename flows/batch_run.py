@@ -9,6 +9,10 @@
 Every stage checkpoints its output in `<runs_dir>/<run_id>/`; the infer stage checkpoints each shard. Killed
 anywhere, the same command resumes the unfinished run: nothing finished is recomputed or paid for again.
 
+Scale-out: `dispatch="infer-shard/gpu"` sends each shard of the self-hosted tiers to the workers of a work pool
+as separate flow runs (flows/infer_shard.py); `dispatch_api_tiers=True` sends the API tiers' shards too (each
+worker then applies the tier's rate limits on its own: divide them by the number of workers).
+
 Run it with no Prefect server (a temporary local one starts by itself):
 
     sluice run data/samples/prompts.parquet --warehouse data/warehouse.duckdb
@@ -30,7 +34,7 @@ from sluice.config import RouterSettings, load_settings
 from sluice.ingest import dataset_name_for, validate_dataset_name
 from sluice.route import write_tier_partitions
 from sluice.runs import file_sha256, find_unfinished_run, fingerprint, mark_landed, read_manifest, write_manifest
-from tasks.stages import dedup, infer_tier, ingest, land, route, validate_quantisation
+from tasks.stages import dedup, dispatch_tier, infer_tier, ingest, land, route, validate_quantisation
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -50,6 +54,8 @@ def sluice_run(
     premium_share: float | None = None,
     budget_usd: float | None = None,
     deadline_h: float | None = None,
+    dispatch: str | None = None,
+    dispatch_api_tiers: bool = False,
     resume: bool = True,
 ) -> dict:
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
@@ -104,9 +110,17 @@ def sluice_run(
                 t.name, partitions[t.name], tiers, str(settings.data_dir), str(settings.warehouse), run_id,
                 settings.quantisation_sample_rows, settings.quantisation_threshold, settings.default_max_tokens,
             )
+        # a provider batch is its own checkpoint: one shard, so the tier is one batch, not one batch per shard
+        shard_rows = settings.shard_rows if t.batch_api == "off" else max(settings.shard_rows, 1 << 30)
+        if dispatch and (t.self_hosted or dispatch_api_tiers):
+            run["billing"][t.name] = dispatch_tier(
+                t.name, partitions[t.name], run_dir, dispatch, shard_rows, catalogue, str(settings.data_dir),
+                settings.default_max_tokens,
+            )
+            continue
         run["billing"][t.name] = infer_tier(
             t.name, partitions[t.name], run_dir, tiers, str(settings.data_dir), settings.default_max_tokens,
-            shard_rows=settings.shard_rows, release_engine=i == last_self_hosted,
+            shard_rows=shard_rows, release_engine=i == last_self_hosted,
         )
     summary = land(run_dir, str(settings.warehouse), run)
     mark_landed(run_dir)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -138,8 +139,62 @@ def infer_partition_file(
     return billing
 
 
-def shard_files(answers_dir: Path, tier: str) -> list[Path]:
-    return sorted((answers_dir / f"tier={tier}").glob("shard-*.parquet"))
+def shard_count(partition_path: Path, shard_rows: int) -> int:
+    return -(-pq.read_metadata(partition_path).num_rows // shard_rows)
+
+
+def answer_shard(
+    partition_path: Path,
+    shard: int,
+    answers_dir: Path,
+    tier: Tier,
+    catalogue: Catalogue,
+    backend: Backend,
+    default_max_tokens: int = 256,
+    shard_rows: int = 256,
+) -> dict[str, float]:
+    """Answer shard `shard` (rows shard*shard_rows ...) of a tier's partition, unless its answers are on disk.
+
+    The shard's answers and billing are written atomically (`shard-NNNNN.parquet` + `.billing.json`) the moment
+    it finishes, so a run killed anywhere resumes with only unfinished shards to redo, and every landed row is
+    charged once. Any process that sees the run folder can answer any shard: that is how workers on several
+    machines share one tier (flows/infer_shard.py).
+    """
+    rows = pq.read_table(partition_path).slice(shard * shard_rows, shard_rows)
+    tier_dir = answers_dir / f"tier={tier.name}"
+    tier_dir.mkdir(parents=True, exist_ok=True)
+    out = tier_dir / f"shard-{shard:05d}.parquet"
+    bill_path = out.with_suffix(".billing.json")
+    if out.exists() and bill_path.exists():
+        done = pq.read_table(out, columns=["row_id"])["row_id"].to_pylist()
+        if done != rows["row_id"].to_pylist():
+            raise RuntimeError(f"{out}: answers on disk do not match this shard's rows; the run folder was "
+                               "changed underneath the run (start a new run id)")
+        log.info("tier %s shard %d: already answered, skipped (resume)", tier.name, shard)
+        return json.loads(bill_path.read_text())
+    answers, billing = answer_partition(rows, tier, catalogue, backend, default_max_tokens)
+    # which process answered (and, under a Prefect process worker, which worker: the parent)
+    billing["worker_pid"], billing["worker_ppid"] = float(os.getpid()), float(os.getppid())
+    tmp = out.with_suffix(".parquet.tmp")
+    pq.write_table(answers, tmp)
+    tmp_bill = bill_path.with_suffix(".json.tmp")
+    tmp_bill.write_text(json.dumps(billing))
+    # billing first, answers last: the answers file is the commit marker of the shard
+    tmp_bill.replace(bill_path)
+    tmp.replace(out)
+    return billing
+
+
+def tier_billing(answers_dir: Path, tier: str) -> dict[str, float]:
+    """A tier's billing: the sum over its shards' billing files (whichever worker answered them)."""
+    totals: dict[str, float] = {}
+    files = sorted((answers_dir / f"tier={tier}").glob("shard-*.billing.json"))
+    for f in files:
+        for key, value in json.loads(f.read_text()).items():
+            if key not in ("worker_pid", "worker_ppid"):
+                totals[key] = totals.get(key, 0.0) + float(value)
+    totals["shards"] = float(len(files))
+    return totals
 
 
 def infer_tier_shards(
@@ -151,38 +206,11 @@ def infer_tier_shards(
     default_max_tokens: int = 256,
     shard_rows: int = 256,
 ) -> dict[str, float]:
-    """Answer a tier's partition shard by shard; a shard whose answers are already on disk is not sent again.
+    """Answer a tier's partition shard by shard in this process (see `answer_shard`); returns its billing.
 
-    Each shard's answers and billing are written atomically (`shard-NNNNN.parquet` + `.billing.json`) the moment
-    the shard finishes, so a run killed anywhere resumes with only the unfinished shard to redo, and every
-    landed row is charged once. The shard size bounds the work lost to a crash; large enough to keep vLLM's
-    continuous batching full (hundreds of rows), small enough to checkpoint often.
+    The shard size bounds the work lost to a crash: large enough to keep vLLM's continuous batching full
+    (hundreds of rows), small enough to checkpoint often.
     """
-    partition = pq.read_table(partition_path)
-    tier_dir = answers_dir / f"tier={tier.name}"
-    tier_dir.mkdir(parents=True, exist_ok=True)
-    totals: dict[str, float] = {}
-    for k, start in enumerate(range(0, partition.num_rows, shard_rows)):
-        shard = partition.slice(start, shard_rows)
-        out = tier_dir / f"shard-{k:05d}.parquet"
-        bill_path = out.with_suffix(".billing.json")
-        if out.exists() and bill_path.exists():
-            done = pq.read_table(out, columns=["row_id"])["row_id"].to_pylist()
-            if done != shard["row_id"].to_pylist():
-                raise RuntimeError(f"{out}: answers on disk do not match this shard's rows; the run folder was "
-                                   "changed underneath the run (start a new run id)")
-            billing = json.loads(bill_path.read_text())
-            log.info("tier %s shard %d: already answered, skipped (resume)", tier.name, k)
-        else:
-            answers, billing = answer_partition(shard, tier, catalogue, backend, default_max_tokens)
-            tmp = out.with_suffix(".parquet.tmp")
-            pq.write_table(answers, tmp)
-            tmp_bill = bill_path.with_suffix(".json.tmp")
-            tmp_bill.write_text(json.dumps(billing))
-            # billing first, answers last: the answers file is the commit marker of the shard
-            tmp_bill.replace(bill_path)
-            tmp.replace(out)
-        for key, value in billing.items():
-            totals[key] = totals.get(key, 0.0) + float(value)
-    totals["shards"] = float(-(-partition.num_rows // shard_rows))
-    return totals
+    for k in range(shard_count(partition_path, shard_rows)):
+        answer_shard(partition_path, k, answers_dir, tier, catalogue, backend, default_max_tokens, shard_rows)
+    return tier_billing(answers_dir, tier.name)

@@ -7,6 +7,7 @@ by an earlier one. The logic lives in plain functions in `sluice/`; these wrappe
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -140,6 +141,41 @@ def infer_tier(
         "tier %s: done, billed %.1f s, $%.6f", tier.name, billing.get("billed_seconds", 0.0), billing["cost_usd"]
     )
     return billing
+
+
+@task(name="dispatch-tier", cache_policy=NO_CACHE)
+def dispatch_tier(
+    tier_name: str, partition: Path, run_dir: Path, deployment: str, shard_rows: int,
+    catalogue_path: str | None, data_dir: str, default_max_tokens: int,
+) -> dict[str, float]:
+    """Scale out: one flow run of the `infer-shard` deployment per unanswered shard, taken by whichever workers
+    of its pool are free; wait for all, then add up the shards' billing files."""
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    from sluice.infer import shard_count, tier_billing
+
+    logger = get_run_logger()
+    answers = run_dir / "answers" / f"tier={tier_name}"
+    todo = [k for k in range(shard_count(partition, shard_rows))
+            if not (answers / f"shard-{k:05d}.parquet").exists()]
+    params = {"run_dir": str(run_dir.resolve()), "tier_name": tier_name, "partition": str(partition.resolve()),
+              "shard_rows": shard_rows, "default_max_tokens": default_max_tokens,
+              "catalogue": str(Path(catalogue_path).resolve()) if catalogue_path else None,
+              "data_dir": str(Path(data_dir).resolve())}
+    submitted = [run_deployment(deployment, parameters={**params, "shard": k}, timeout=0) for k in todo]
+    logger.info("tier %s: %d shards dispatched to %s", tier_name, len(submitted), deployment)
+    failed = []
+    with get_client(sync_client=True) as client:
+        for run in submitted:
+            while not (state := client.read_flow_run(run.id).state) or not state.is_final():
+                time.sleep(2)
+            if not state.is_completed():
+                failed.append(f"{run.name}: {state.name}")
+    if failed:
+        raise RuntimeError(f"tier {tier_name}: {len(failed)} shard run(s) did not complete ({'; '.join(failed)});"
+                           " rerun to resume: answered shards are kept")
+    return tier_billing(run_dir / "answers", tier_name)
 
 
 @task(name="validate-quantisation", cache_policy=NO_CACHE)

@@ -1,0 +1,47 @@
+"""infer-shard: answer one shard of one tier's partition, on whichever worker picks it up.
+
+The scale-out path. `sluice-run` with `dispatch="infer-shard/gpu"` submits one flow run of this deployment per
+shard of each self-hosted tier; every worker of the `gpu` work pool takes shards as it frees up, so N workers on
+N machines share a batch. Shards read the tier partition from the run folder and write their answers and billing
+beside it (the run folder must be shared: a network filesystem, or the same machine); a shard already answered is
+skipped, so a retried or duplicated flow run never pays twice. Each worker bills its own engine start: the
+tier's cost is the sum of every worker's billed time, apportioned to the rows each answered.
+
+    prefect deploy --no-prompt --name infer-shard         # from prefect.yaml
+    prefect worker start --pool gpu                        # on each GPU machine
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from models.backends import make_backend
+from models.backends.vllm_offline import shutdown_engine
+from sluice.config import load_settings
+from sluice.infer import answer_shard
+
+
+@flow(name="infer-shard")
+def infer_shard(
+    run_dir: str,
+    tier_name: str,
+    partition: str,
+    shard: int,
+    shard_rows: int,
+    default_max_tokens: int = 256,
+    catalogue: str | None = None,
+    data_dir: str | None = None,
+) -> dict[str, float]:
+    settings = load_settings(catalogue_path=catalogue, data_dir=data_dir)
+    tiers = settings.catalogue()
+    tier = tiers.tier(tier_name)
+    get_run_logger().info("tier %s shard %d of %s", tier_name, shard, partition)
+    backend = make_backend(tier, data_dir=str(settings.data_dir))
+    try:
+        return answer_shard(Path(partition), shard, Path(run_dir) / "answers", tier, tiers, backend,
+                            default_max_tokens, shard_rows)
+    finally:
+        backend.close()
+        shutdown_engine()  # a process worker runs one flow per process: release before it exits

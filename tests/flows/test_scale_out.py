@@ -1,0 +1,110 @@
+"""Scale-out: a real Prefect server, the `infer-shard/gpu` deployment from prefect.yaml, two process workers
+on loopback; one batch's shards are dispatched as separate flow runs and shared between the workers. API tiers on
+a loopback server stand in for the engines (the dispatch path is the same for every tier)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from sluice.testing.crash import all_api_catalogue
+from sluice.testing.openai_server import Faults, OpenAICompatServer
+
+REPO = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).parent / "prefect")
+SAMPLE = REPO / "data" / "samples" / "prompts.parquet"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def prefect_stack(tmp_path):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_WORKER_QUERY_SECONDS": "1",
+           "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port)}
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, *args: str) -> None:
+        log = open(tmp_path / f"{name}.log", "ab")
+        procs.append(subprocess.Popen([PREFECT, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+
+    def cli(*args: str) -> None:
+        out = subprocess.run([PREFECT, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, f"prefect {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
+
+    try:
+        start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port))
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-2000:]
+                time.sleep(1)
+        cli("work-pool", "create", "gpu", "--type", "process")
+        cli("deploy", "--no-prompt", "--name", "gpu")  # only the shard deployment: no schedules start
+        for i in range(2):
+            start(f"worker{i}", "worker", "start", "--pool", "gpu", "--limit", "1", "--name", f"w{i}")
+        yield url
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_two_workers_share_one_batch_and_every_row_lands_once(tmp_path, prefect_stack, monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.batch_run import sluice_run
+
+    monkeypatch.setenv("SLUICE_SHARD_ROWS", "40")
+    with OpenAICompatServer(faults=Faults(delay_s=0.05)) as server, \
+            temporary_settings(updates={PREFECT_API_URL: prefect_stack}):
+        cat = all_api_catalogue(tmp_path / "cat.toml", server.base_url)
+        summary = sluice_run(str(SAMPLE), warehouse=str(tmp_path / "wh.duckdb"), catalogue=str(cat),
+                             data_dir=str(tmp_path / "data"), dispatch="infer-shard/gpu", dispatch_api_tiers=True)
+        sent = [r for r in server.received if r.status == 200]
+
+    run_dir = tmp_path / "data" / "runs" / summary["run_id"]
+    routed = sum(pq.read_metadata(p).num_rows for p in run_dir.glob("routed/tier=*/part-0.parquet"))
+    assert len(sent) == routed  # every routed row sent once, across both workers
+    bills = [json.loads(p.read_text()) for p in run_dir.glob("answers/tier=*/shard-*.billing.json")]
+    pids = {int(b["worker_pid"]) for b in bills}
+    workers = {int(b["worker_ppid"]) for b in bills}
+    assert len(bills) >= 4 and os.getpid() not in pids  # the shards ran in worker processes, not in the driver
+    assert len(workers) == 2  # ... started by both workers
+
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
+        n, distinct = con.execute("select count(*), count(distinct row_id) from results").fetchone()
+        billing = json.loads(con.execute("select billing from runs").fetchone()[0])
+        per_tier = dict(con.execute("select tier, sum(cost_usd) from results where tier is not null group by 1")
+                        .fetchall())
+    assert n == distinct == pq.read_metadata(SAMPLE).num_rows
+    for tier, cost in per_tier.items():  # the tier's landed cost is the sum of what each worker's shards billed
+        assert cost == pytest.approx(billing[tier]["cost_usd"])
