@@ -232,6 +232,11 @@ def main(sizes: dict[str, int]) -> None:
     for t in (0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94):
         sweep[f"{t:.2f}"] = metrics(scorer.decide(ta, tb, semantic_threshold=t) != "", ty)
 
+    if "--show-false-hits" in sys.argv:  # tuning aid: false hits on the tuning part only
+        kinds = scorer.decide(ta, tb)
+        for k in np.flatnonzero((kinds != "") & ~ty)[:60]:
+            print(f"{kinds[k]:8s} cos={scorer.cosine(ta[k:k+1], tb[k:k+1])[0]:.3f} | {tune[k][0]} | {tune[k][1]}")
+        return
     results = {
         "settings": {"near_threshold": near.threshold, "shingle_words": near.shingle_words,
                      "num_perm": near.num_perm, "lsh_bands_rows": list(near.lsh_params()),

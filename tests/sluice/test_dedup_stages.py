@@ -35,13 +35,14 @@ def embedder():
 
 
 def test_a_planted_near_duplicate_and_a_paraphrase_are_found(embedder):
-    out = deduplicate(rows(["How can I lose weight fast?", "How can I lose weight quickly?",
-                            "What is the capital of France?", "Which city is the capital of France?",
+    out = deduplicate(rows(["Write a short poem about the sea at night, please.",
+                            "Please write a short poem about the sea at night.",
+                            "How many legs does a spider have?", "How many legs do spiders have?",
                             "Write a haiku about autumn leaves."]), embedder=embedder)
     assert marks(out) == [(None, None), ("0", "near"), (None, None), ("2", "semantic"), (None, None)]
     assert pl.from_arrow(out)["status"].to_list() == ["pending", "duplicate", "pending", "duplicate", "pending"]
     scores = pl.from_arrow(out)["dup_score"].to_list()
-    assert 0.7 <= scores[1] < 1 and 0.88 <= scores[3] < 1
+    assert 0.7 <= scores[1] < 1 and 0.92 <= scores[3] < 1
 
 
 @pytest.mark.parametrize("a,b", [
@@ -58,6 +59,9 @@ def test_a_planted_near_duplicate_and_a_paraphrase_are_found(embedder):
      "Who would win in a fight, Superman or Batman?"),                    # swapped word order (PAWS-style)
     ("How long is the flight from London to Tokyo?",
      "How long is the flight from Tokyo to London?"),
+    ("How do I remove blackheads?", "How do I remove blackheads and whiteheads?"),  # an added qualifier
+    ("What are some good songs to listen to when you're anxious?",
+     "What are some good songs to listen to when you're angry?"),          # one content word swapped
 ])
 def test_a_changed_number_negation_entity_or_word_order_is_not_a_hit(a, b, embedder):
     assert not same_answer_allowed(a, b)
@@ -66,7 +70,8 @@ def test_a_changed_number_negation_entity_or_word_order_is_not_a_hit(a, b, embed
 
 
 def test_a_changed_system_prompt_or_max_tokens_is_not_a_hit(embedder):
-    prompts = ["How can I lose weight fast?", "How can I lose weight quickly?", "How can I lose weight quickly?"]
+    prompts = ["Write a short poem about the sea at night, please.", "Please write a short poem about the sea at night.",
+               "Please write a short poem about the sea at night."]
     out = deduplicate(rows(prompts, systems=["Answer as a doctor.", "Answer as a pirate.", None]),
                       embedder=embedder)
     assert marks(out) == [(None, None)] * 3
@@ -75,7 +80,8 @@ def test_a_changed_system_prompt_or_max_tokens_is_not_a_hit(embedder):
 
 
 def test_only_selected_stages_run():
-    prompts = ["How can I lose weight fast?", "how can i lose weight fast?", "How can I lose weight quickly?"]
+    prompts = ["Write a short poem about the sea at night, please.", "write a short poem about the sea at night, please.",
+               "Please write a short poem about the sea at night."]
     assert marks(deduplicate(rows(prompts), DedupConfig(stages=("exact",)))) == [
         (None, None), ("0", "exact"), (None, None)]
     assert marks(deduplicate(rows(prompts), DedupConfig(stages=("near",)))) == [

@@ -45,7 +45,7 @@ def test_a_planted_near_duplicate_is_found_among_thousands_and_nothing_else():
 
 def test_candidates_agree_with_datasketch_lsh_query():
     texts = _corpus(400, seed=3)
-    texts += [t + " again" for t in texts[:40]]
+    texts += [t + " please" for t in texts[:40]]  # a filler word: the guards let it through
     cfg = NearConfig(threshold=0.7)
     hashes, off = shingle_hashes(texts, cfg)
     sig = signatures(hashes, off, cfg)
