@@ -47,6 +47,9 @@ class Tier(BaseModel):
     # measured output tokens/s of this tier's model on other worker classes (your benchmarks): these beat the
     # bandwidth-scaled estimate when `sluice economics` compares worker classes
     throughput_by_worker: dict[str, float] = Field(default_factory=dict)
+    # further vLLM engine arguments, passed as they are: tensor_parallel_size / pipeline_parallel_size for a model
+    # that needs several GPUs, gpu_memory_utilization, kv_cache_dtype, max_num_seqs, ...
+    engine_args: dict[str, int | float | str | bool] = Field(default_factory=dict)
     max_model_len: int = Field(default=4096, gt=0)
     enforce_eager: bool = True
     seed: int = 0

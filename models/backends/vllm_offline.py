@@ -38,6 +38,7 @@ def _engine_args(tier: Tier, model: str) -> dict:
         enforce_eager=tier.enforce_eager,
         seed=tier.seed,
         disable_log_stats=False,  # keeps per-request timestamps (queued -> last token) on outputs
+        **tier.engine_args,
     )
 
 

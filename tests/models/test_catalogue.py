@@ -38,3 +38,14 @@ def test_invalid_catalogues_fail_with_the_file_and_the_reason(tmp_path, body, me
 def test_missing_catalogue_file(tmp_path):
     with pytest.raises(CatalogueError, match="cannot read catalogue"):
         load_catalogue(tmp_path / "nope.toml")
+
+
+def test_engine_args_reach_the_vllm_engine_settings():
+    from models.backends.vllm_offline import _engine_args
+    from models.catalogue import Tier
+
+    tier = Tier(name="big", backend="vllm", model="m", worker="h100",
+                engine_args={"tensor_parallel_size": 4, "gpu_memory_utilization": 0.85})
+    args = _engine_args(tier, "/models/m")
+    assert args["tensor_parallel_size"] == 4 and args["gpu_memory_utilization"] == 0.85
+    assert args["model"] == "/models/m" and args["disable_log_stats"] is False
