@@ -77,13 +77,20 @@ _TOKEN = re.compile(r"\S+")
 def swap_pair(text: str, rng: random.Random) -> str | None:
     """PAWS-style: swap two capitalised non-initial words (entities), else two content words; None if neither."""
     toks = text.split()
-    caps = [i for i, t in enumerate(toks) if i > 0 and t[:1].isupper() and t.strip("?.,!").isalpha()]
-    content = [i for i, t in enumerate(toks) if t.strip("?.,!").lower() not in STOPWORDS and t.strip("?.,!").isalpha()]
+
+    def word(i: int) -> str:
+        return toks[i].strip("?.,!\"'")
+
+    # entities: capitalised words that do not start a sentence; content words: not stopwords
+    starts = {0} | {i + 1 for i, t in enumerate(toks) if t[-1:] in ".?!:"}
+    caps = [i for i in range(len(toks)) if i not in starts and word(i)[:1].isupper() and word(i).isalpha()
+            and word(i).lower() not in STOPWORDS]
+    content = [i for i in range(len(toks)) if word(i).isalpha() and word(i).lower() not in STOPWORDS]
     pool = caps if len(caps) >= 2 else content
     if len(pool) < 2:
         return None
     i, j = sorted(rng.sample(pool, 2))
-    a, b = toks[i].strip("?.,!"), toks[j].strip("?.,!")
+    a, b = word(i), word(j)
     if a.lower() == b.lower():
         return None
     toks[i], toks[j] = toks[i].replace(a, b), toks[j].replace(b, a)
@@ -236,6 +243,10 @@ def main(sizes: dict[str, int]) -> None:
         kinds = scorer.decide(ta, tb)
         for k in np.flatnonzero((kinds != "") & ~ty)[:60]:
             print(f"{kinds[k]:8s} cos={scorer.cosine(ta[k:k+1], tb[k:k+1])[0]:.3f} | {tune[k][0]} | {tune[k][1]}")
+        sa, sb, _ = scorer.arrays(swaps)
+        kinds = scorer.decide(sa, sb)
+        for k in np.flatnonzero(kinds != "")[:30]:
+            print(f"SWAP {kinds[k]:8s} | {swaps[k][0]} | {swaps[k][1]}")
         return
     results = {
         "settings": {"near_threshold": near.threshold, "shingle_words": near.shingle_words,
