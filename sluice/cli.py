@@ -106,7 +106,10 @@ def submit(
     if not dataset.is_file():
         _fail(f"{dataset}: no such file")
     box = open_drop_box(drop, default_root=load_settings().data_dir / "drop")
-    key = box.submit(dataset, name)
+    try:
+        key = box.submit(dataset, name)
+    except ValueError as exc:
+        _fail(str(exc))
     console.print(f"submitted {box.locate(key)}", highlight=False, soft_wrap=True)
     if notify if notify is not None else bool(os.environ.get("PREFECT_API_URL")):
         announce(box, key)

@@ -141,7 +141,8 @@ class DropBox:
     def submit(self, local: str | Path, name: str | None = None) -> str:
         """Put a local file into incoming/ (atomically: it appears whole or not at all); returns its key."""
         local = Path(local)
-        key = f"{INCOMING}/{name or local.name}"
+        name = check_submitted_name(name or local.name)
+        key = f"{INCOMING}/{name}"
         self.upload(local, key)
         return key
 
@@ -290,6 +291,19 @@ class DropBox:
 
     def put_json(self, key: str, doc: dict) -> None:
         raise NotImplementedError
+
+
+def check_submitted_name(name: str) -> str:
+    """A submitted file's name: one plain file name that `incoming()` will list, or ValueError saying why not."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"{name!r}: not a plain file name; with '/', '..' or NUL it would land outside the drop "
+                         "box's incoming/")
+    if name.startswith(".") or name.endswith(_IGNORED_SUFFIXES):
+        raise ValueError(f"{name!r}: hidden and partial-upload names ('.*', {', '.join(_IGNORED_SUFFIXES)}) are "
+                         "never picked up; rename the file")
+    if len(name.encode()) > 255:
+        raise ValueError(f"{name[:40]!r}...: name too long ({len(name.encode())} bytes, at most 255)")
+    return name
 
 
 def _skip_reason(entry: dict) -> str:

@@ -253,3 +253,26 @@ def test_heartbeat_keeps_a_claim_alive_and_notices_a_takeover(box, tmp_path):
             time.sleep(0.05)
     assert taken and taken[0].run_id == "run-h"
     assert beat.lost is not None  # ...and the first run learns it no longer owns the file
+
+
+@pytest.mark.parametrize("name, why", [
+    ("../done/evil.parquet", "outside the drop box"), ("a/b.parquet", "outside the drop box"),
+    ("..", "outside the drop box"), ("x\0.parquet", "outside the drop box"),
+    (".hidden.parquet", "never picked up"), ("upload.parquet.part", "never picked up"),
+    ("a" * 300 + ".parquet", "name too long"),
+])
+def test_submit_refuses_names_it_would_never_process_or_that_escape(box, tmp_path, name, why):
+    with pytest.raises(ValueError, match=why):
+        _submit(box, tmp_path, name, b"x")
+    assert box.incoming() == [] and box.list("done/") == []
+
+
+def test_sluice_submit_refuses_a_hidden_name_with_a_reason(tmp_path):
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+
+    src = tmp_path / "ok.parquet"
+    src.write_bytes(b"PAR1")
+    result = CliRunner().invoke(app, ["submit", str(src), "--drop", str(tmp_path / "drop"), "--name", ".x.parquet"])
+    assert result.exit_code == 2 and "never picked up" in " ".join(result.output.split())
