@@ -55,6 +55,7 @@ def sluice_run(
     budget_usd: float | None = None,
     deadline_h: float | None = None,
     dispatch: str | None = None,
+    use_cache: bool = True,
     dispatch_api_tiers: bool = False,
     resume: bool = True,
 ) -> dict:
@@ -94,7 +95,11 @@ def sluice_run(
     # Each stage writes its output atomically in the run folder; a resumed run starts after the last one written.
     ingested = _done(run_dir / "ingested.parquet") or ingest(
         dataset_path, run_dir, tiers, settings.default_max_tokens, settings.max_prompt_chars)
-    deduped = _done(run_dir / "deduped.parquet") or dedup(ingested, run_dir, settings.default_max_tokens)
+    # answers landed by earlier runs are reused (cache) while the tier's model is still the one that answered them
+    cache = str(settings.warehouse) if use_cache and Path(settings.warehouse).exists() else None
+    deduped = _done(run_dir / "deduped.parquet") or dedup(
+        ingested, run_dir, settings.default_max_tokens, cache, {t.name: t.model for t in tiers.tiers}
+    )
     if _done(run_dir / "routed.parquet"):
         partitions = write_tier_partitions(pq.read_table(run_dir / "routed.parquet"), run_dir / "routed", tiers.names)
     else:

@@ -58,6 +58,11 @@ def run(
     catalogue: CatalogueOpt = None,
     data_dir: DataDirOpt = None,
     run_id: Annotated[Optional[str], typer.Option(help="run id (default: time + random suffix)")] = None,
+    cache: Annotated[bool, typer.Option(help="reuse answers landed by earlier runs")] = True,
+    premium_share: Annotated[Optional[float], typer.Option(help="send this share of rows to the premium tier")] = None,
+    budget_usd: Annotated[Optional[float], typer.Option(help="route the whole batch under this dollar budget")] = None,
+    router: Annotated[Optional[Path], typer.Option(help="a router trained with `sluice router train`")] = None,
+    deadline_h: Annotated[Optional[float], typer.Option(help="hours until answers are needed (batch APIs)")] = None,
 ) -> None:
     """Answer every row of DATASET on the cheapest tier that will do, and land the results in DuckDB."""
     from models.catalogue import CatalogueError
@@ -73,6 +78,11 @@ def run(
             catalogue=str(catalogue) if catalogue else None,
             data_dir=str(data_dir) if data_dir else None,
             run_id=run_id,
+            use_cache=cache,
+            premium_share=premium_share,
+            budget_usd=budget_usd,
+            router=str(router) if router else None,
+            deadline_h=deadline_h,
         )
     except (IngestError, CatalogueError, ValueError) as exc:
         _fail(str(exc))

@@ -35,9 +35,13 @@ def test_a_run_that_died_before_landing_resumes_without_resending(tmp_path, open
     assert n == pq.read_metadata(SAMPLE).num_rows
     assert cost == pytest.approx(summary["cost_usd"])
 
-    # landed: running the same file again is a new run, not a resume
+    # landed: running the same file again is a new run, not a resume; every answer comes from the cache, free
+    sent = len(openai_server.received)
     again = sluice_run(SAMPLE, **kw)
     assert again["run_id"] != summary["run_id"]
+    assert len(openai_server.received) == sent
+    assert (again["duplicates"], again["cost_usd"]) == (n, 0.0)
+    assert again["baseline_cost_usd"] == pytest.approx(summary["baseline_cost_usd"])
 
 
 def test_a_half_answered_tier_redoes_only_its_unfinished_shards(tmp_path, openai_server, api_catalogue,
