@@ -86,10 +86,14 @@ def run_once(cmd: list[str], env: dict[str, str], log: Path, kill_at_s: float | 
 
 
 def landed(workdir: Path) -> tuple[int, int, float, int]:
+    """Rows and distinct rows of the run that landed the fewest (every landed run must hold every row once),
+    total landed cost over all runs, and the number of runs landed. A process killed after its run landed but
+    before it exited is run again, as a user would: that second run is answered from the cache, at cost 0."""
     with duckdb.connect(str(workdir / "wh.duckdb"), read_only=True) as con:
-        n, distinct, cost = con.execute("select count(*), count(distinct row_id), sum(cost_usd) from results").fetchone()
-        runs = con.execute("select count(*) from runs").fetchone()[0]
-    return n, distinct, float(cost or 0.0), runs
+        per_run = con.execute("select count(*), count(distinct row_id) from results group by run_id").fetchall()
+        cost = con.execute("select sum(cost_usd) from results").fetchone()[0]
+    n, distinct = min(per_run) if per_run else (0, 0)
+    return n, distinct, float(cost or 0.0), len(per_run)
 
 
 def provider_counts(server: OpenAICompatServer, since: int) -> tuple[int, int]:

@@ -19,6 +19,6 @@ def test_killed_runs_resume_without_losing_or_double_charging_rows(tmp_path):
         assert ref.rows_landed == ref.distinct_rows == rows and ref.provider_resent == 0
         for i, frac in enumerate((0.7,)):
             o = crash_and_resume(Path(SAMPLE), tmp_path / f"k{i}", cat, server, kill_at_s=frac * wall)
-            assert (o.rows_landed, o.distinct_rows, o.runs_landed) == (rows, rows, 1), o
+            assert (o.rows_landed, o.distinct_rows) == (rows, rows) and o.runs_landed >= 1, o
             assert abs(o.cost_usd - ref.cost_usd) < 1e-9, o
             assert o.provider_resent <= 16  # at most the shard that was in flight
