@@ -66,6 +66,9 @@ STOPWORDS = {
     "so", "than", "then", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "have",
     "has", "had", "there", "here", "some", "any", "much", "many", "very", "just", "also", "get", "one", "s",
     "please", "tell", "give", "explain", "way", "ways", "best", "good", "really", "thing", "things",
+    # contractions, apostrophe removed: "what's" is "what is"
+    "whats", "hows", "whos", "wheres", "whens", "whys", "thats", "theres", "im", "ive", "id", "youre", "youve",
+    "theyre", "hes", "shes", "lets", "itll", "youll",
 }
 
 
