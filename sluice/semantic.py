@@ -26,7 +26,7 @@ from sluice.near import NearMatches
 class SemanticConfig:
     """threshold: cosine of MiniLM embeddings. Cosine alone on QQP gives precision 0.69 at 0.80 and 0.84 at 0.92
         (bench/results/dedup_quality.md). With the guards, on the QQP tuning part: 0.88 -> precision 0.92 /
-        recall 0.18, 0.92 -> 0.955 / 0.14. 0.92 is the lowest threshold reaching precision 0.95 there: a false
+        recall 0.18, 0.92 -> 0.96 / 0.15. 0.92 is the lowest threshold reaching precision 0.95 there: a false
         hit returns a wrong answer, a miss only costs one inference.
     max_words: prompts longer than this (whitespace words) are left to the exact and near stages.
     top_k: earlier neighbours kept per query before the guards: the nearest one may be vetoed while the next
