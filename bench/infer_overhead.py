@@ -2,8 +2,9 @@
 
 Same engine, same prompts, same sampling settings, same process, alternating order:
     raw       LLM.chat(messages, [SamplingParams(max_tokens, temperature=0)])
-    pipeline  sluice.infer.infer_partition_file: read the tier partition (Parquet), build requests, run the
-              backend (the same LLM.chat call underneath), price every row, write the answers (Parquet)
+    pipeline  sluice.infer.infer_tier_shards, as the flow runs it: read the tier partition (Parquet), build
+              requests, template and tokenize them, run the backend (one LLM.generate call per shard), price
+              every row, write each shard's answers and billing (Parquet + JSON)
 The engine is started once, before timing (its start is billed to rows, but is not overhead of the stage).
 
     .venv/bin/python bench/infer_overhead.py                     # tiny random Llama (fast)
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -52,7 +54,8 @@ def main() -> None:
     from models.catalogue import Catalogue
     from models.packaged import PACKAGED_PREFIX
     from models.tiny import build_tiny_llama
-    from sluice.infer import infer_partition_file
+    from sluice.config import Settings
+    from sluice.infer import infer_tier_shards
     from sluice.ingest import validate_prompts
 
     work = ROOT / "bench" / ".work"
@@ -88,11 +91,13 @@ def main() -> None:
         return time.perf_counter() - t, sum(len(o.outputs[0].token_ids) for o in outs)
 
     def pipeline() -> tuple[float, int]:
+        answers = work / "infer_overhead_answers"
+        shutil.rmtree(answers, ignore_errors=True)  # a fresh run folder: no shard is skipped as already answered
         t = time.perf_counter()
-        infer_partition_file(part_path, work / "infer_overhead_answers.parquet", tier, catalogue,
-                             VLLMBackend(tier, str(ROOT / "data")), args.max_tokens)
+        infer_tier_shards(part_path, answers, tier, catalogue, VLLMBackend(tier, str(ROOT / "data")),
+                          args.max_tokens, shard_rows=Settings().shard_rows)
         wall = time.perf_counter() - t
-        return wall, sum(pq.read_table(work / "infer_overhead_answers.parquet")["output_tokens"].to_pylist())
+        return wall, sum(sum(pq.read_table(p)["output_tokens"].to_pylist()) for p in answers.glob("*/*.parquet"))
 
     raw()  # warm-up: first batch pays one-off allocations
     raw_runs, pipe_runs = [], []

@@ -114,31 +114,6 @@ def answer_partition(
     return pa.Table.from_pylist(rows, schema=ANSWER_SCHEMA), billing
 
 
-def infer_partition_file(
-    partition_path: Path,
-    out_path: Path,
-    tier: Tier,
-    catalogue: Catalogue,
-    backend: Backend,
-    default_max_tokens: int = 256,
-) -> dict[str, float]:
-    """File-to-file form used by the flow: read a tier partition, write its answers atomically."""
-    partition = pq.read_table(partition_path)
-    answers, billing = answer_partition(partition, tier, catalogue, backend, default_max_tokens)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".parquet.tmp")
-    pq.write_table(answers, tmp)
-    tmp.replace(out_path)
-    log.info(
-        "tier %s: %d rows answered, %d failed, $%.6f",
-        tier.name,
-        answers.num_rows,
-        sum(1 for s in answers["status"].to_pylist() if s != "ok"),
-        billing["cost_usd"],
-    )
-    return billing
-
-
 def shard_count(partition_path: Path, shard_rows: int) -> int:
     return -(-pq.read_metadata(partition_path).num_rows // shard_rows)
 
