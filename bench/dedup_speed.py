@@ -242,12 +242,17 @@ def markdown(r: dict) -> str:
                   f"({s['embedded_rows']} short rows embedded in {s['embed_seconds']} s; blocked search + guards "
                   f"{s['search_and_guard_seconds']} s); cheap stages before it {s['cheap_seconds']} s",
                   f"- duplicates: {s['duplicates']}; prompts over {s['semantic_max_words']} words are left to "
-                  "exact/near", f"- peak RSS {s['peak_rss_mb']} MB (model included)"]
+                  "exact/near", f"- peak RSS {s['peak_rss_mb']} MB (model included)",
+                  f"- embedding throughput here: {1 / per_row if per_row else 0:.1f} rows/s; at the share of rows "
+                  f"embedded ({s['embedded_rows']}/{s['rows']}) that puts 100k rows at about "
+                  f"{per_row * s['embedded_rows'] / s['rows'] * 100_000:.0f} s of embedding"]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 4 and sys.argv[1] == "--measure":
+    if "--markdown-only" in sys.argv:  # re-render the .md from the last JSON (no measurement)
+        (OUT / "dedup_speed.md").write_text(markdown(json.loads((OUT / "dedup_speed.json").read_text())))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "--measure":
         print(json.dumps(measure(sys.argv[2], int(sys.argv[3]))))
     else:
         rows = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("--semantic-rows=")), 100_000)
