@@ -50,6 +50,8 @@ class Tier(BaseModel):
     # further vLLM engine arguments, passed as they are: tensor_parallel_size / pipeline_parallel_size for a model
     # that needs several GPUs, gpu_memory_utilization, kv_cache_dtype, max_num_seqs, ...
     engine_args: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    # return each answer's mean token log-probability (the cascade's confidence signal); costs a little speed
+    logprobs: bool = False
     max_model_len: int = Field(default=4096, gt=0)
     enforce_eager: bool = True
     seed: int = 0

@@ -43,6 +43,7 @@ ANSWER_SCHEMA = pa.schema(
         ("price_basis", pa.string()),
         ("cached_input_tokens", pa.int64()),
         ("usage_estimated", pa.bool_()),
+        ("mean_logprob", pa.float64()),
     ]
 )
 
@@ -102,6 +103,7 @@ def answer_partition(
                 "price_basis": "worker" if tier.self_hosted else "batch" if c.via_batch_api else "list",
                 "cached_input_tokens": c.cached_input_tokens,
                 "usage_estimated": c.usage_estimated,
+                "mean_logprob": c.mean_logprob,
             }
         )
     billing = {

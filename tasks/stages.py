@@ -19,7 +19,6 @@ from models.backends import make_backend
 from models.backends.vllm_offline import shutdown_engine
 from models.catalogue import Catalogue
 from sluice.config import RouterSettings
-from sluice.dedup import exact_duplicates
 from sluice.infer import infer_tier_shards
 from sluice.ingest import MAX_PROMPT_CHARS, read_prompts, widest_context_window
 from sluice.land import assemble_results, land_results, summarise

@@ -73,6 +73,14 @@ def shutdown_engine() -> None:
     gc.collect()
 
 
+def _mean_logprob(gen) -> float | None:
+    """Mean log-probability of the sampled tokens (logprobs=0 returns exactly the sampled token's)."""
+    if not gen.logprobs or not gen.token_ids:
+        return None
+    values = [step[tok].logprob for tok, step in zip(gen.token_ids, gen.logprobs) if step and tok in step]
+    return sum(values) / len(values) if values else None
+
+
 class VLLMBackend:
     def __init__(self, tier: Tier, data_dir: str = "data") -> None:
         self.tier = tier
@@ -102,7 +110,8 @@ class VLLMBackend:
                 continue
             prompts.append(TokensPrompt(prompt_token_ids=ids))
             # an answer is cut at the context's end rather than refused (finish_reason "length" says so)
-            params.append(SamplingParams(max_tokens=min(req.max_tokens, room), temperature=0.0))
+            params.append(SamplingParams(max_tokens=min(req.max_tokens, room), temperature=0.0,
+                                         logprobs=0 if self.tier.logprobs else None))
             index.append(i)
         outputs = llm.generate(prompts, sampling_params=params, use_tqdm=True) if prompts else []
         wall = time.perf_counter() - t0
@@ -118,6 +127,7 @@ class VLLMBackend:
                 output_tokens=len(gen.token_ids),
                 latency_ms=latency,
                 finish_reason=gen.finish_reason,
+                mean_logprob=_mean_logprob(gen) if self.tier.logprobs else None,
             )
         return BatchResult(
             [c for c in completions if c is not None],

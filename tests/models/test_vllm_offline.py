@@ -65,3 +65,12 @@ def test_a_prompt_over_the_context_fails_alone_and_long_answers_are_cut_to_fit(t
     assert by["ok"].ok and by["ok"].output_tokens > 0
     assert not by["huge"].ok and "tier 'small' holds 1024 tokens" in by["huge"].error
     assert by["tight"].ok and by["tight"].input_tokens + by["tight"].output_tokens <= 1024
+
+
+def test_logprobs_give_each_answer_a_confidence(tier):
+    reqs = [Request(row_id=f"r{i}", prompt=f"Question {i}?", system=None, max_tokens=5) for i in range(3)]
+    plain = VLLMBackend(tier).complete(reqs).completions
+    scored = VLLMBackend(tier.model_copy(update={"logprobs": True})).complete(reqs).completions
+    assert all(c.mean_logprob is None for c in plain)
+    assert all(c.mean_logprob is not None and c.mean_logprob <= 0 for c in scored)
+    assert [c.text for c in scored] == [c.text for c in plain]  # scoring does not change greedy answers
