@@ -4,7 +4,8 @@ One row per (run, row) that has a verdict on the cheap tier's answer: from the s
 `source = 'shadow'`), from a human or judge review (`'review'`), or imported from a labelled file (`'import'`).
 `premium_ok` is null when only the cheap answer was judged.
 
-`ROUTER_TRAINING_DDL` is the whole schema, in one place, for the warehouse's migrations to adopt.
+The table is created by the warehouse's migrations (sluice/warehouse.py): open the warehouse with
+`sluice.warehouse.connect`, which applies them, before adding labels.
 """
 
 from __future__ import annotations
@@ -14,27 +15,9 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-ROUTER_TRAINING_DDL = """
-CREATE TABLE IF NOT EXISTS router_training (
-    run_id VARCHAR NOT NULL,
-    row_id VARCHAR NOT NULL,
-    prompt VARCHAR NOT NULL,
-    cheap_ok BOOLEAN NOT NULL,
-    premium_ok BOOLEAN,
-    source VARCHAR NOT NULL,
-    labelled_at TIMESTAMPTZ DEFAULT now(),
-    PRIMARY KEY (run_id, row_id)
-)
-"""
-
-
-def ensure_router_training(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(ROUTER_TRAINING_DDL)
-
-
 def add_labels(con: duckdb.DuckDBPyConnection, labels: pl.DataFrame) -> int:
-    """Upsert labels (columns run_id, row_id, prompt, cheap_ok, premium_ok, source); returns rows written."""
-    ensure_router_training(con)
+    """Upsert labels (columns run_id, row_id, prompt, cheap_ok, premium_ok, source) through a connection opened
+    with `sluice.warehouse.connect`; returns rows written."""
     cols = ["run_id", "row_id", "prompt", "cheap_ok", "premium_ok", "source"]
     df = labels.select([pl.col(c) if c in labels.columns else pl.lit(None).alias(c) for c in cols])
     con.register("_labels", df.to_arrow())
@@ -46,12 +29,10 @@ def add_labels(con: duckdb.DuckDBPyConnection, labels: pl.DataFrame) -> int:
 
 
 def read_labels(warehouse: str | Path) -> pl.DataFrame:
-    """All stored labels (the table is created, empty, when missing)."""
-    con = duckdb.connect(str(warehouse))
-    try:
-        ensure_router_training(con)
+    """All stored labels (an older warehouse is migrated first, so the table exists, perhaps empty)."""
+    from sluice.warehouse import connect
+
+    with connect(warehouse) as con:  # waits politely if another process is writing
         return con.execute(
             "SELECT run_id, row_id, prompt, cheap_ok, premium_ok, source FROM router_training ORDER BY run_id, row_id"
         ).pl()
-    finally:
-        con.close()

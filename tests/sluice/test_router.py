@@ -1,4 +1,3 @@
-import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -13,7 +12,7 @@ from sluice.route import heuristic_route, route_batch
 from sluice.router import load_router, shadow_sample, train_router
 from sluice.router.features import router_features
 from sluice.router.model import RouterError
-from sluice.router.warehouse import ROUTER_TRAINING_DDL, add_labels, read_labels
+from sluice.router.warehouse import add_labels, read_labels
 
 TIERS = ["small", "mid", "premium"]
 EASY = ["hi there", "thanks a lot", "what is the capital of France?", "say hello to my friend",
@@ -97,14 +96,13 @@ def test_shadow_sample_is_deterministic_and_the_right_size():
 
 def test_train_from_warehouse_and_the_cli(tmp_path):
     wh = tmp_path / "w.duckdb"
-    con = duckdb.connect(str(wh))
-    con.execute(ROUTER_TRAINING_DDL)
-    con.execute(ROUTER_TRAINING_DDL)  # idempotent
+    from sluice.warehouse import connect
+
     lab = labels().with_columns(pl.lit("run-1").alias("run_id"), pl.Series("row_id", [str(i) for i in range(20)]),
                                 pl.lit(None, pl.Boolean).alias("premium_ok"), pl.lit("shadow").alias("source"))
-    assert add_labels(con, lab) == 20
-    assert add_labels(con, lab) == 20  # re-adding the same run's labels replaces them
-    con.close()
+    with connect(wh) as con:  # the migrations create router_training
+        assert add_labels(con, lab) == 20
+        assert add_labels(con, lab) == 20  # re-adding the same run's labels replaces them
     assert read_labels(wh).height == 20
 
     from sluice.cli import app
@@ -141,9 +139,10 @@ def test_shadow_pairs_become_labels_by_agreement(tmp_path):
                           "cheap_response": ["4", "6"], "premium_response": ["#### 4", "9"]})
     lab = labels_from_shadow(pairs)
     assert lab["cheap_ok"].to_list() == [True, False] and lab["source"].to_list() == ["shadow"] * 2
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    assert add_labels(con, lab) == 2
-    con.close()
+    from sluice.warehouse import connect
+
+    with connect(tmp_path / "w.duckdb") as con:
+        assert add_labels(con, lab) == 2
 
 
 def test_router_with_embeddings_averages_two_heads_and_round_trips(tmp_path):
