@@ -1,8 +1,9 @@
 """Kill Sluice anywhere, run it again: is every row landed once, and is nothing paid twice?
 
-For each of N kill points (uniform over an uninterrupted run's wall time, seeded), in a fresh work folder:
-SIGKILL `sluice run data/samples/prompts.parquet` and its whole process group at that moment, then run the same
-command until it completes. Checked against an uninterrupted reference run of the same command:
+For each of N kill points, in a fresh work folder: SIGKILL `sluice run data/samples/prompts.parquet` and its
+whole process group a random 0-0.5 s (seeded) after the run reaches a milestone (run folder created, each stage's
+output written, the 1st/2nd/4th/6th shard answered, results written; cycled), then run the same command until it
+completes. Checked against an uninterrupted reference run of the same command:
     rows landed == input rows, each row_id once, one run landed;
     landed cost == the reference's landed cost (within 1e-9);
     provider-side re-sends: requests the loopback provider answered more than once (work in flight at the kill).
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sluice.testing.crash import all_api_catalogue, crash_and_resume, reference_run  # noqa: E402
+from sluice.testing.crash import MILESTONES, all_api_catalogue, crash_and_resume, reference_run  # noqa: E402
 from sluice.testing.openai_server import Faults, OpenAICompatServer  # noqa: E402
 
 
@@ -49,10 +50,13 @@ def main() -> None:
               f"{ref.provider_requests} requests", flush=True)
         outcomes = []
         for i in range(args.points):
-            kill_at = rng.uniform(0.2, 1.0) * ref_wall
-            o = crash_and_resume(dataset, work / f"kill-{i:02d}", catalogue, server, kill_at)
+            # a milestone the run passes, then a random delay: every kill lands inside the run, in every stage
+            milestone, delay = MILESTONES[i % len(MILESTONES)], rng.uniform(0.0, 0.5)
+            o = crash_and_resume(dataset, work / f"kill-{i:02d}", catalogue, server, milestone=milestone,
+                                 delay_s=delay)
             outcomes.append(o)
-            print(f"kill {i:2d} at {kill_at:5.1f} s ({o.stage_at_kill}): resumed in {o.attempts} run(s), "
+            print(f"kill {i:2d} {delay:.2f} s after {milestone} at {o.kill_at_s:5.1f} s ({o.stage_at_kill}): "
+                  f"resumed in {o.attempts} run(s), "
                   f"{o.rows_landed} rows, ${o.cost_usd:.6f}, provider re-sent {o.provider_resent}", flush=True)
 
     expected_rows = ref.rows_landed
@@ -85,6 +89,7 @@ def main() -> None:
         f"- provider-side re-sends (requests in flight at the kill, answered again after resume): "
         f"{result['provider_resent_total']} in total, at most {result['provider_resent_max']} per kill "
         f"(bounded by the 16-row shard)",
+        f"- kills that hit a running process: **{result['kills_that_hit_a_running_process']} of {args.points}**",
         f"- kills that came after the run had landed (the rerun is a new run, answered from the cache at $0): "
         f"{result['kills_after_landing_rerun_from_cache']}",
         f"- reference run: {ref_wall:.1f} s wall, {ref.rows_landed} rows, ${ref.cost_usd:.6f}", "",

@@ -67,22 +67,42 @@ def stage_reached(data_dir: Path) -> str:
     return "manifest"
 
 
+# Milestones a run passes, read from its folder: killing just after one exercises the resume of the next step.
+MILESTONES = ["manifest", "ingested", "deduped", "routed", "shard 1", "shard 2", "shard 4", "shard 6", "results"]
+
+
+def reached(data_dir: Path, milestone: str) -> bool:
+    runs = list((data_dir / "runs").glob("*/")) if (data_dir / "runs").is_dir() else []
+    if not runs:
+        return False
+    run = max(runs, key=lambda p: p.stat().st_mtime)
+    if milestone == "manifest":
+        return (run / "manifest.json").exists()
+    if milestone.startswith("shard "):
+        return len(list(run.glob("answers/tier=*/shard-*.parquet"))) >= int(milestone.split()[1])
+    return (run / f"{milestone}.parquet").exists()
+
+
 def run_once(cmd: list[str], env: dict[str, str], log: Path, kill_at_s: float | None = None,
-             timeout_s: float = 600) -> tuple[int | None, bool]:
-    """Run the command; SIGKILL its whole process group at kill_at_s. Returns (exit code, killed)."""
+             timeout_s: float = 600, kill_after: tuple[Path, str, float] | None = None) -> tuple[int | None, bool]:
+    """Run the command; SIGKILL its whole process group at `kill_at_s`, or `delay` seconds after the run in
+    `data_dir` reaches `milestone` (kill_after = (data_dir, milestone, delay)). Returns (exit code, killed)."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            proc.wait(timeout=kill_at_s if kill_at_s is not None else timeout_s)
-            return proc.returncode, False
-        except subprocess.TimeoutExpired:
-            if kill_at_s is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + (kill_at_s if kill_at_s is not None else timeout_s)
+        fire_at = None
+        while proc.poll() is None:
+            now = time.monotonic()
+            if kill_after and fire_at is None and reached(kill_after[0], kill_after[1]):
+                fire_at = now + kill_after[2]
+            if (fire_at is not None and now >= fire_at) or now >= deadline:
+                os.killpg(proc.pid, signal.SIGKILL)  # the run and everything it started, mid-step
                 proc.wait()
-                raise
-            os.killpg(proc.pid, signal.SIGKILL)  # the run and everything it started, mid-step
-            proc.wait()
-            return None, True
+                if kill_at_s is None and fire_at is None:
+                    raise subprocess.TimeoutExpired(cmd, timeout_s)
+                return None, True
+            time.sleep(0.02)
+        return proc.returncode, False
 
 
 def landed(workdir: Path) -> tuple[int, int, float, int]:
@@ -103,14 +123,19 @@ def provider_counts(server: OpenAICompatServer, since: int) -> tuple[int, int]:
     return len(answered), sum(n - 1 for n in per_prompt.values() if n > 1)
 
 
-def crash_and_resume(dataset: Path, workdir: Path, catalogue: Path, server: OpenAICompatServer, kill_at_s: float,
-                     shard_rows: int = 16, max_attempts: int = 3) -> Outcome:
+def crash_and_resume(dataset: Path, workdir: Path, catalogue: Path, server: OpenAICompatServer,
+                     kill_at_s: float | None = None, shard_rows: int = 16, max_attempts: int = 3,
+                     milestone: str | None = None, delay_s: float = 0.0) -> Outcome:
+    """Kill at `kill_at_s`, or `delay_s` after the run reaches `milestone` (see MILESTONES); then resume."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = child_env(workdir, shard_rows)
     cmd = sluice_cmd(dataset, workdir, catalogue)
     since = len(server.received)
     log = workdir / "runs.log"
-    code, killed = run_once(cmd, env, log, kill_at_s=kill_at_s)
+    t0 = time.monotonic()
+    code, killed = run_once(cmd, env, log, kill_at_s=kill_at_s if milestone is None else None,
+                            kill_after=(workdir / "data", milestone, delay_s) if milestone else None)
+    kill_at_s = time.monotonic() - t0
     stage = stage_reached(workdir / "data") if killed else "finished"
     attempts = 0
     while killed or code != 0:
