@@ -47,7 +47,7 @@ def _print_summary(summary: dict, seconds: float) -> None:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line: greppable
     raise typer.Exit(code=2)
 
 
