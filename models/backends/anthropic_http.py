@@ -18,10 +18,8 @@ import time
 from typing import Sequence
 
 from models.backends import BatchResult, Completion, Request
-from models.backends.api_rows import Answer, ApiKeyError, answer_rows, api_key, completion_from, error_text, \
-    make_limiter
-from models.backends.provider_batch import is_transient_batch_failure, polling_deadline_s, split_by_limits, \
-    use_batch_api
+from models.backends.api_rows import Answer, ApiBackend, answer_rows, completion_from, error_text, make_limiter
+from models.backends.provider_batch import is_transient_batch_failure, polling_deadline_s, split_by_limits
 from models.backends.ratelimit import anthropic_limits
 from models.catalogue import Tier
 
@@ -188,37 +186,9 @@ async def _wait_for(client, tier: Tier, batch_ids: list[str], t_end: float) -> s
     return ended
 
 
-class AnthropicBackend:
-    def __init__(self, tier: Tier, deadline_s: float | None = None) -> None:
-        self.tier = tier
-        self.deadline_s = deadline_s
+class AnthropicBackend(ApiBackend):
+    async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
+        return await answer_with_message_batches(self.tier, requests, key, self.deadline_s)
 
-    async def _run(self, requests: Sequence[Request], key: str) -> BatchResult:
-        if use_batch_api(self.tier, self.deadline_s):
-            try:
-                return await answer_with_message_batches(self.tier, requests, key, self.deadline_s)
-            except Exception as exc:  # the batch path itself broke: answer every row in real time instead
-                log.warning("tier %s: batch API path failed (%s); answering in real time", self.tier.name,
-                            error_text(exc, 1, key))
-        return BatchResult(await answer_in_real_time(self.tier, requests, key), details={"batch_api_rows": 0})
-
-    def complete(self, requests: Sequence[Request]) -> BatchResult:
-        if not requests:
-            return BatchResult([])
-        try:
-            key = api_key(self.tier)
-        except ApiKeyError as exc:
-            return BatchResult([Completion(r.row_id, None, error=str(exc)) for r in requests])
-        return self._guarded(lambda: asyncio.run(self._run(requests, key)), requests, key)
-
-    def _guarded(self, run, requests: Sequence[Request], key: str) -> BatchResult:
-        """Per-row failures are Completions already; anything else fails every row with its reason, so that
-        the run lands the tier instead of aborting."""
-        try:
-            return run()
-        except Exception as exc:
-            why = f"tier {self.tier.name} failed: {error_text(exc, 1, key)}"
-            return BatchResult([Completion(r.row_id, None, error=why) for r in requests])
-
-    def close(self) -> None:
-        pass
+    async def _real_time(self, requests: Sequence[Request], key: str) -> list[Completion]:
+        return await answer_in_real_time(self.tier, requests, key)

@@ -16,7 +16,9 @@ The SDKs' own retries are off (max_retries=0) so that every attempt passes throu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import logging
 import os
 import random
 import threading
@@ -27,9 +29,11 @@ from typing import Awaitable, Callable, Sequence
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tqdm.asyncio import tqdm_asyncio
 
-from models.backends import Completion, Request
+from models.backends import BatchResult, Completion, Request
 from models.backends.ratelimit import RateLimiter, ServerLimits, estimate_message_tokens, estimate_tokens
 from models.catalogue import Tier
+
+log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 409, 429}
 
@@ -210,3 +214,51 @@ def make_limiter(tier: Tier) -> RateLimiter:
         if key not in _LIMITERS:
             _LIMITERS[key] = RateLimiter(tier.rpm, tier.tpm, tier.rate_limit_period_s)
         return _LIMITERS[key]
+
+
+class ApiBackend:
+    """What every API backend shares: the key, the choice between the provider's batch API and real time (real
+    time when the batch path itself breaks), and turning any unexpected error into a reason on every row, so a
+    run lands the tier instead of aborting. A provider supplies `_batch` and `_real_time`."""
+
+    def __init__(self, tier: Tier, deadline_s: float | None = None) -> None:
+        self.tier = tier
+        self.deadline_s = deadline_s
+
+    async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
+        raise NotImplementedError
+
+    async def _real_time(self, requests: Sequence[Request], key: str) -> list[Completion]:
+        raise NotImplementedError
+
+    def _serving(self) -> contextlib.AbstractContextManager:
+        """Held while the tier answers (a local stand-in server, for one); nothing by default."""
+        return contextlib.nullcontext()
+
+    async def _run(self, requests: Sequence[Request], key: str) -> BatchResult:
+        from models.backends.provider_batch import use_batch_api
+
+        if use_batch_api(self.tier, self.deadline_s):
+            try:
+                return await self._batch(requests, key)
+            except Exception as exc:  # the batch path itself broke: answer every row in real time instead
+                log.warning("tier %s: batch API path failed (%s); answering in real time", self.tier.name,
+                            error_text(exc, 1, key))
+        return BatchResult(await self._real_time(requests, key), details={"batch_api_rows": 0})
+
+    def complete(self, requests: Sequence[Request]) -> BatchResult:
+        if not requests:
+            return BatchResult([])
+        try:
+            key = api_key(self.tier)
+        except ApiKeyError as exc:
+            return BatchResult([Completion(r.row_id, None, error=str(exc)) for r in requests])
+        with self._serving():  # a stand-in that cannot start fails the shard (retried), not its rows
+            try:
+                return asyncio.run(self._run(requests, key))
+            except Exception as exc:
+                why = f"tier {self.tier.name} failed: {error_text(exc, 1, key)}"
+                return BatchResult([Completion(r.row_id, None, error=why) for r in requests])
+
+    def close(self) -> None:
+        pass

@@ -16,13 +16,11 @@ and is never logged, landed or put in an error.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Sequence
 
 from models.backends import BatchResult, Completion, Request
-from models.backends.api_rows import Answer, ApiKeyError, answer_rows, api_key, error_text, make_limiter
-from models.backends.provider_batch import use_batch_api
+from models.backends.api_rows import Answer, ApiBackend, answer_rows, make_limiter
 from models.backends.ratelimit import openai_limits
 from models.catalogue import Tier
 
@@ -81,43 +79,21 @@ async def answer_in_real_time(tier: Tier, requests: Sequence[Request], key: str)
         return await answer_rows(requests, send, tier, limiter, secret=key)
 
 
-class OpenAIBackend:
+class OpenAIBackend(ApiBackend):
     def __init__(self, tier: Tier, data_dir: str = "data", deadline_s: float | None = None) -> None:
-        self.tier = tier
+        super().__init__(tier, deadline_s)
         self.data_dir = data_dir
-        self.deadline_s = deadline_s
 
-    async def _run(self, requests: Sequence[Request], key: str) -> BatchResult:
-        if use_batch_api(self.tier, self.deadline_s):
-            from models.backends.openai_batch import answer_with_batch_api
+    async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
+        from models.backends.openai_batch import answer_with_batch_api
 
-            try:
-                return await answer_with_batch_api(self.tier, requests, key, self.deadline_s)
-            except Exception as exc:  # the batch path itself broke: answer every row in real time instead
-                log.warning("tier %s: batch API path failed (%s); answering in real time", self.tier.name,
-                            error_text(exc, 1, key))
-        return BatchResult(await answer_in_real_time(self.tier, requests, key), details={"batch_api_rows": 0})
+        return await answer_with_batch_api(self.tier, requests, key, self.deadline_s)
 
-    def complete(self, requests: Sequence[Request]) -> BatchResult:
-        if not requests:
-            return BatchResult([])
-        try:
-            key = api_key(self.tier)
-        except ApiKeyError as exc:
-            return BatchResult([Completion(r.row_id, None, error=str(exc)) for r in requests])
-        if self.tier.local_server:
-            with self._stand_in():
-                return self._guarded(lambda: asyncio.run(self._run(requests, key)), requests, key)
-        return self._guarded(lambda: asyncio.run(self._run(requests, key)), requests, key)
+    async def _real_time(self, requests: Sequence[Request], key: str) -> list[Completion]:
+        return await answer_in_real_time(self.tier, requests, key)
 
-    def _guarded(self, run, requests: Sequence[Request], key: str) -> BatchResult:
-        """Per-row failures are Completions already; anything else fails every row with its reason, so that
-        the run lands the tier instead of aborting."""
-        try:
-            return run()
-        except Exception as exc:
-            why = f"tier {self.tier.name} failed: {error_text(exc, 1, key)}"
-            return BatchResult([Completion(r.row_id, None, error=why) for r in requests])
+    def _serving(self):
+        return self._stand_in() if self.tier.local_server else super()._serving()
 
     def _stand_in(self):
         from pathlib import Path
@@ -136,5 +112,3 @@ class OpenAIBackend:
             log_path=Path(self.data_dir) / "logs" / f"{self.tier.name}-stand-in.log",
         )
 
-    def close(self) -> None:
-        pass
