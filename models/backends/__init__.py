@@ -17,15 +17,46 @@ from models.catalogue import Tier
 
 @dataclass(frozen=True)
 class Request:
+    """One row to answer. A chat-shaped row is `system` + `history` + `prompt` (its last user turn)."""
+
     row_id: str
     prompt: str
     system: str | None
     max_tokens: int
+    # earlier turns of a conversation, (role, content) with role "user" or "assistant", between the system prompt
+    # and `prompt`; () for a single-prompt row
+    history: tuple[tuple[str, str], ...] = ()
+    # None: greedy decoding (temperature 0), what makes answers repeatable and safe to reuse from the cache
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
+    # JSON Schema text the answer must satisfy (structured outputs), or None for free text. A schema that is only
+    # {"enum": [strings]} is a choice list (classification): the answer is one of the strings, as plain text.
+    response_schema: str | None = None
 
     def messages(self) -> list[dict[str, str]]:
         msgs = [{"role": "system", "content": self.system}] if self.system else []
+        msgs.extend({"role": role, "content": content} for role, content in self.history)
         msgs.append({"role": "user", "content": self.prompt})
         return msgs
+
+    def choices(self) -> list[str] | None:
+        """The choice list when `response_schema` is one (see above), else None."""
+        return choice_list(self.response_schema)
+
+
+def choice_list(schema_text: str | None) -> list[str] | None:
+    """The labels of a choice-list schema ({"enum": [strings]}, optionally with "type": "string"), else None."""
+    if not schema_text:
+        return None
+    import json
+
+    schema = json.loads(schema_text)
+    if not isinstance(schema, dict) or set(schema) - {"enum", "type", "title", "description"}:
+        return None
+    enum = schema.get("enum")
+    if schema.get("type", "string") != "string" or not isinstance(enum, list) or not enum:
+        return None
+    return enum if all(isinstance(e, str) for e in enum) else None
 
 
 @dataclass
