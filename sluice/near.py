@@ -12,8 +12,9 @@ fingerprint (block), and the content guards of `sluice.guards` (numbers, polarit
 
 Signatures are bit-for-bit those of `datasketch.MinHash(num_perm, seed, hashfunc=lambda h: h)` (default scheme
 "affine32") updated with the 32-bit shingle hashes returned by `shingle_hashes`; a test checks it. They are computed
-for all rows at once with numpy (hash every shingle, permute, min-reduce per row) instead of one Python call per
-shingle, in chunks so memory stays bounded whatever the number of rows.
+for all rows at once instead of one Python call per shingle: a numba kernel (one pass over the shingles, rows
+split across cores; numba comes with vLLM) or, without numba, numpy in chunks (permute, min-reduce per row) so
+memory stays bounded whatever the number of rows. Both paths are tested against datasketch.
 """
 
 from __future__ import annotations
@@ -125,16 +126,12 @@ def shingle_hashes(texts: Sequence[str] | pl.Series, cfg: NearConfig) -> tuple[n
     return folded, off
 
 
-def signatures(hashes: np.ndarray, offsets: np.ndarray, cfg: NearConfig) -> np.ndarray:
-    """MinHash signatures (rows x num_perm, uint32) identical to datasketch's affine32 MinHash of the same hashes.
-
-    Rows without shingles keep datasketch's empty value (all 0xFFFFFFFF) and are never candidates.
-    """
-    a, b = permutations(cfg.num_perm, cfg.seed)
-    n = len(offsets) - 1
-    sig = np.full((n, cfg.num_perm), np.iinfo(_U32).max, dtype=_U32)
+def _signatures_numpy(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, chunk_cells: int,
+                      sig: np.ndarray) -> None:
+    """Pure numpy: permute a chunk of shingles into a (shingles x num_perm) matrix, min-reduce per row."""
+    n, num_perm = sig.shape
     counts = np.diff(offsets)
-    rows_per_chunk_cells = max(1, cfg.chunk_cells // cfg.num_perm)
+    rows_per_chunk_cells = max(1, chunk_cells // num_perm)
     row = 0
     while row < n:
         # as many rows as fit in the chunk budget (at least one)
@@ -148,6 +145,53 @@ def signatures(hashes: np.ndarray, offsets: np.ndarray, cfg: NearConfig) -> np.n
             mins = np.minimum.reduceat(permuted, offsets[nonempty] - lo, axis=0)
             sig[nonempty] = mins
         row = end
+
+
+@lru_cache(maxsize=1)
+def _compiled_kernel():
+    """The same maths as `_signatures_numpy`, compiled with numba when it is installed (it comes with vLLM): one
+    pass over the shingles, no (shingles x num_perm) temporary, rows split across cores. None without numba."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba ships with vllm; the numpy path is the fallback
+        return None
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def kernel(hashes, offsets, a, b, sig):  # pragma: no cover - compiled
+        # numba widens uint32 products to 64 bits: mask back to 32 to wrap as datasketch's uint32 arithmetic does
+        n, num_perm = sig.shape
+        mask = np.uint64(0xFFFFFFFF)
+        for row in numba.prange(n):
+            out = sig[row]
+            for s in range(offsets[row], offsets[row + 1]):
+                h = np.uint64(hashes[s])
+                h ^= h >> np.uint64(16)
+                h = (h * np.uint64(0x85EBCA6B)) & mask
+                h ^= h >> np.uint64(13)
+                h = (h * np.uint64(0xC2B2AE35)) & mask
+                h ^= h >> np.uint64(16)
+                h32 = np.uint32(h)
+                for p in range(num_perm):
+                    v = np.uint32(a[p] * h32 + b[p])
+                    if v < out[p]:
+                        out[p] = v
+
+    return kernel
+
+
+def signatures(hashes: np.ndarray, offsets: np.ndarray, cfg: NearConfig, compiled: bool = True) -> np.ndarray:
+    """MinHash signatures (rows x num_perm, uint32) identical to datasketch's affine32 MinHash of the same hashes.
+
+    Rows without shingles keep datasketch's empty value (all 0xFFFFFFFF) and are never candidates.
+    """
+    a, b = permutations(cfg.num_perm, cfg.seed)
+    n = len(offsets) - 1
+    sig = np.full((n, cfg.num_perm), np.iinfo(_U32).max, dtype=_U32)
+    kernel = _compiled_kernel() if compiled else None
+    if kernel is not None:
+        kernel(np.ascontiguousarray(hashes, dtype=_U32), np.ascontiguousarray(offsets, dtype=np.int64), a, b, sig)
+    else:
+        _signatures_numpy(hashes, offsets, a, b, cfg.chunk_cells, sig)
     return sig
 
 

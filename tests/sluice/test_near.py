@@ -10,10 +10,11 @@ TEXTS = ["How can I lose weight fast?", "how can I lose weight quickly", "a", ""
          "Summarise the following meeting notes in three bullet points: the team agreed to ship on Friday."]
 
 
-def test_signatures_are_bit_for_bit_datasketch_minhash_of_the_same_shingles():
+@pytest.mark.parametrize("compiled", [True, False])  # the numba kernel and the numpy fallback
+def test_signatures_are_bit_for_bit_datasketch_minhash_of_the_same_shingles(compiled):
     cfg = NearConfig(num_perm=64, seed=7, chunk_cells=64 * 3)  # tiny chunks: rows spill across chunk borders
     hashes, off = shingle_hashes(TEXTS, cfg)
-    sig = signatures(hashes, off, cfg)
+    sig = signatures(hashes, off, cfg, compiled=compiled)
     for i in range(len(TEXTS)):
         m = MinHash(num_perm=64, seed=7, hashfunc=lambda h: h)
         m.update_batch(hashes[off[i]:off[i + 1]].tolist())
