@@ -6,6 +6,9 @@ Same shape as the OpenAI backend (openai_http.py): rows go one request each thro
 (at most 100,000 requests and 256 MB per batch; `batch_max_requests` / `batch_max_bytes` lower that). Usage:
 `input_tokens` plus cache reads and writes is the row's input; cache reads are its cached input.
 
+Structured outputs go through tool use (Anthropic has no JSON response format): one tool, `answer`, whose input
+schema is the row's schema, and `tool_choice` forcing it; the tool call's input, as JSON text, is the answer.
+
 `base_url` is the API root (default https://api.anthropic.com; Anthropic paths carry their own /v1).
 """
 
@@ -18,7 +21,8 @@ import time
 from typing import Sequence
 
 from models.backends import BatchResult, Completion, Request
-from models.backends.api_rows import Answer, ApiBackend, answer_rows, completion_from, error_text, make_limiter
+from models.backends.api_rows import (Answer, AnswerShape, ApiBackend, answer_rows, answer_shape, completion_from,
+                                      error_text, make_limiter, structured_text)
 from models.backends.provider_batch import is_transient_batch_failure, polling_deadline_s, split_by_limits
 from models.backends.ratelimit import anthropic_limits
 from models.catalogue import Tier
@@ -30,22 +34,47 @@ MAX_BYTES_PER_BATCH = 256 * 1024 * 1024
 
 
 def message_params(tier: Tier, req: Request) -> dict:
-    params: dict = {"model": tier.model, "max_tokens": req.max_tokens, "temperature": 0.0,
-                    "messages": [{"role": "user", "content": req.prompt}]}
-    if req.system:
-        params["system"] = req.system
+    """One Messages API request. The system prompt is the top-level `system` (with any system turn of the
+    history appended to it); the earlier turns are user/assistant messages. A response schema becomes one tool
+    whose `input_schema` is the schema (object-wrapped when it is not an object, see `api_rows.answer_shape`),
+    and `tool_choice` forces the model to call it: the tool's input is the answer."""
+    system = [req.system] if req.system else []
+    messages: list[dict] = []
+    for role, content in req.history:
+        if role == "system":
+            system.append(content)
+        else:
+            messages.append({"role": role, "content": content})
+    messages.append({"role": "user", "content": req.prompt})
+    params: dict = {"model": tier.model, "max_tokens": req.max_tokens,
+                    "temperature": 0.0 if req.temperature is None else req.temperature, "messages": messages}
+    if system:
+        params["system"] = "\n\n".join(system)
+    if req.stop:
+        params["stop_sequences"] = list(req.stop)
+    if shape := answer_shape(req):
+        params["tools"] = [{"name": AnswerShape.NAME, "description": "Record the answer.",
+                            "input_schema": shape.schema}]
+        params["tool_choice"] = {"type": "tool", "name": AnswerShape.NAME}
     return params
 
 
-def answer_from_message(msg: dict) -> Answer:
-    """Parse a Messages API answer (JSON): text blocks joined; input = uncached + cache reads + cache writes."""
-    blocks = msg.get("content") or []
-    texts = [b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
+def answer_from_message(msg: dict, req: Request | None = None) -> Answer:
+    """Parse a Messages API answer (JSON): the answer tool's input as JSON text (unwrapped to what the request's
+    schema describes) when the model called it, else the text blocks joined; input = uncached + cache reads +
+    cache writes."""
+    blocks = [b for b in msg.get("content") or [] if isinstance(b, dict)]
+    texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
+    tool = next((b for b in blocks if b.get("type") == "tool_use" and b.get("name") == AnswerShape.NAME), None)
+    if tool is not None:
+        text: str | None = json.dumps(tool.get("input"), ensure_ascii=False)
+    else:
+        text = "".join(texts) if texts else None
     usage = msg.get("usage") or None
     cached = (usage.get("cache_read_input_tokens") or 0) if usage else 0
     written = (usage.get("cache_creation_input_tokens") or 0) if usage else 0
     return Answer(
-        text="".join(texts) if texts else None,
+        text=structured_text(req, text),
         input_tokens=usage["input_tokens"] + cached + written if usage and "input_tokens" in usage else None,
         output_tokens=usage.get("output_tokens") if usage else None,
         finish_reason=msg.get("stop_reason"),
@@ -75,7 +104,7 @@ async def answer_in_real_time(tier: Tier, requests: Sequence[Request], key: str)
         async def send(req: Request) -> Answer:
             # the SDK's generic `post`: its auth, errors and timeouts, the headers with the body (see openai_http)
             resp = await client.post("/v1/messages", body=message_params(tier, req), cast_to=_response_class())
-            ans = answer_from_message(resp.json())
+            ans = answer_from_message(resp.json(), req)
             ans.limits = anthropic_limits(resp.headers)
             return ans
 
@@ -138,7 +167,8 @@ def _read_result(entry: dict, by_id: dict[str, Request], out: dict[str, Completi
     result = entry.get("result") or {}
     kind = result.get("type")
     if kind == "succeeded":
-        out[rid] = completion_from(by_id[rid], answer_from_message(result.get("message") or {}), via_batch_api=True)
+        out[rid] = completion_from(by_id[rid], answer_from_message(result.get("message") or {}, by_id[rid]),
+                                   via_batch_api=True)
         return
     err = ((result.get("error") or {}).get("error") or {}) if kind == "errored" else {}
     err_type = err.get("type")

@@ -11,6 +11,12 @@ Around it, for every row:
       reason: the exception class, HTTP status, message and attempt count, with the API key scrubbed. The batch
       goes on.
 The SDKs' own retries are off (max_retries=0) so that every attempt passes through the limiter.
+
+Structured outputs (`Request.response_schema`): providers constrain an answer to an *object* schema (OpenAI's
+strict `json_schema` response format, Anthropic's tool `input_schema`), so `answer_shape` wraps any other schema
+as `{"value": <schema>}` (a choice list becomes an object with one enum property) and `structured_text` unwraps
+the answer: the JSON text of the value, or the chosen label as plain text. The backends do not validate answers
+(the infer stage does, and retries or escalates): an answer that cannot be unwrapped is returned as it came.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import json
 import logging
 import os
 import random
@@ -114,6 +121,58 @@ class _RetryAfterOrBackoff:
         if ra is not None:
             return ra + random.uniform(0, 0.1 * ra)
         return self.backoff(state)
+
+
+@dataclass(frozen=True)
+class AnswerShape:
+    """What a structured request asks the provider for, and how to read its answer back."""
+
+    schema: dict  # the object schema sent (the request's own, or the wrapper around it)
+    wrapped: bool  # the answer is {"value": <the request's answer>}
+    choices: list[str] | None  # a choice list: the answer is one of these labels, returned as plain text
+
+    NAME = "answer"  # the json_schema name (OpenAI) and the tool name (Anthropic)
+
+
+def answer_shape(req: Request) -> AnswerShape | None:
+    """None for a free-text request. Object schemas are sent as they are (strict mode and tool input schemas
+    need an object at the top); anything else is wrapped as the one required property `value`."""
+    if not req.response_schema:
+        return None
+    schema = json.loads(req.response_schema)
+    choices = req.choices()
+    if choices is not None:
+        inner: dict = {"type": "string", "enum": choices}
+    elif isinstance(schema, dict) and schema.get("type") == "object":
+        return AnswerShape(schema, wrapped=False, choices=None)
+    else:
+        inner = schema
+    # definitions referenced as "#/$defs/..." must stay at the root, where the references point
+    defs = {k: inner[k] for k in ("$defs", "definitions") if isinstance(inner, dict) and k in inner}
+    if defs:
+        inner = {k: v for k, v in inner.items() if k not in defs}
+    wrapper = {"type": "object", "properties": {"value": inner}, "required": ["value"],
+               "additionalProperties": False, **defs}
+    return AnswerShape(wrapper, wrapped=True, choices=choices)
+
+
+def structured_text(req: Request | None, text: str | None) -> str | None:
+    """The answer as the request's schema describes it: a wrapped answer's value as JSON text, a choice as its
+    label. Whatever does not unwrap (not JSON, no `value`, a label that is not a string) comes back unchanged,
+    for the infer stage's validation to reject."""
+    shape = answer_shape(req) if req is not None else None
+    if shape is None or not shape.wrapped or text is None:
+        return text
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(obj, dict) or "value" not in obj:
+        return text
+    value = obj["value"]
+    if shape.choices is not None:
+        return value if isinstance(value, str) else text
+    return json.dumps(value, ensure_ascii=False)
 
 
 @dataclass

@@ -49,7 +49,7 @@ def read_result_lines(text: str, by_id: dict[str, Request], out: dict[str, Compl
         status = response.get("status_code")
         body = response.get("body") or {}
         if status == 200:
-            out[row_id] = completion_from(by_id[row_id], answer_from_chat(body), via_batch_api=True)
+            out[row_id] = completion_from(by_id[row_id], answer_from_chat(body, by_id[row_id]), via_batch_api=True)
             continue
         err = line.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
         code, message = err.get("code") or err.get("type"), str(err.get("message", ""))[:300]

@@ -9,6 +9,8 @@ Two ways to answer a partition, chosen per run:
       could not answer (expired, cancelled, transient errors) go through the real-time path.
 A row that fails becomes a Completion with `error` set: one bad row never aborts the batch. Tokens come from the
 returned `usage` (cached prompt tokens included); where there is none they are estimated and flagged.
+A row with a response schema asks for a strict `json_schema` response format; its answer is the JSON text (or,
+for a choice list, the label). Answers are not validated here: the infer stage does that, and retries.
 
 The API key is read from the environment variable (or Prefect Secret block) the catalogue names, at call time,
 and is never logged, landed or put in an error.
@@ -20,7 +22,8 @@ import logging
 from typing import Sequence
 
 from models.backends import BatchResult, Completion, Request
-from models.backends.api_rows import Answer, ApiBackend, answer_rows, make_limiter
+from models.backends.api_rows import (Answer, AnswerShape, ApiBackend, answer_rows, answer_shape, make_limiter,
+                                      structured_text)
 from models.backends.ratelimit import openai_limits
 from models.catalogue import Tier
 
@@ -28,11 +31,21 @@ log = logging.getLogger(__name__)
 
 
 def chat_body(tier: Tier, req: Request) -> dict:
-    return {"model": tier.model, "messages": req.messages(), "max_tokens": req.max_tokens, "temperature": 0.0}
+    """One chat completion request. A response schema goes as a strict `json_schema` response format (OpenAI and
+    vLLM's server both accept it), object-wrapped when it is not an object (see `api_rows.answer_shape`)."""
+    body: dict = {"model": tier.model, "messages": req.messages(), "max_tokens": req.max_tokens,
+                  "temperature": 0.0 if req.temperature is None else req.temperature}
+    if req.stop:
+        body["stop"] = list(req.stop)
+    if shape := answer_shape(req):
+        body["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": AnswerShape.NAME, "schema": shape.schema, "strict": True}}
+    return body
 
 
-def answer_from_chat(resp) -> Answer:
-    """Parse a chat completion (an SDK object or the JSON of a batch output line)."""
+def answer_from_chat(resp, req: Request | None = None) -> Answer:
+    """Parse a chat completion (an SDK object or the JSON of a batch output line); with the request, a structured
+    answer is unwrapped to what its schema describes."""
     get = (lambda o, k: o.get(k) if isinstance(o, dict) else getattr(o, k, None))
     choices = get(resp, "choices") or []
     choice = choices[0] if choices else None
@@ -40,7 +53,7 @@ def answer_from_chat(resp) -> Answer:
     usage = get(resp, "usage")
     details = get(usage, "prompt_tokens_details") if usage else None
     return Answer(
-        text=get(message, "content") if message else None,
+        text=structured_text(req, get(message, "content") if message else None),
         input_tokens=get(usage, "prompt_tokens") if usage else None,
         output_tokens=get(usage, "completion_tokens") if usage else None,
         finish_reason=get(choice, "finish_reason") if choice else None,
@@ -72,7 +85,7 @@ async def answer_in_real_time(tier: Tier, requests: Sequence[Request], key: str)
             # `chat.completions.create`: same auth, errors and timeouts, but it skips the typed-parameter
             # transform, which cost ~15 ms of CPU per request here, and hands back the headers with the body
             resp = await client.post("/chat/completions", body=chat_body(tier, req), cast_to=httpx_response())
-            ans = answer_from_chat(resp.json())
+            ans = answer_from_chat(resp.json(), req)
             ans.limits = openai_limits(resp.headers)
             return ans
 
