@@ -7,7 +7,7 @@ a production catalogue) invalidates every answer it gave. `invalidated_before` d
 change the warehouse cannot see (new sampling defaults, a prompt-template fix).
 
 Entries are matched by `sluice.dedup` with the same stages as in-batch duplicates (exact, near, semantic) and the
-same request fingerprint (system prompt, effective max_tokens) and content guards. A hit costs 0 and saves the
+same request fingerprint (system prompt, effective max_tokens, request shape) and content guards. A hit costs 0 and saves the
 earlier row's baseline (what the premium tier would charge to answer it again).
 
 The warehouse is opened read-only, read once, closed: DuckDB allows one writing process per file, and the run
@@ -44,7 +44,8 @@ def load_cache_entries(warehouse: str | Path, cfg: CacheConfig, default_max_toke
     cache_tier, cache_baseline_cost_usd, finished_at.
     """
     empty = pl.DataFrame(schema={"cache_ref": pl.String, "prompt": pl.String, "system": pl.String,
-                                 "max_tokens": pl.Int32, "cache_response": pl.String, "cache_model": pl.String,
+                                 "max_tokens": pl.Int32, "history": pl.String, "temperature": pl.Float64,
+                                 "stop": pl.String, "response_schema": pl.String, "cache_response": pl.String, "cache_model": pl.String,
                                  "cache_tier": pl.String, "cache_baseline_cost_usd": pl.Float64})
     if not Path(warehouse).is_file():
         return empty
@@ -52,7 +53,8 @@ def load_cache_entries(warehouse: str | Path, cfg: CacheConfig, default_max_toke
 
     query = """
         SELECT r.run_id || '/' || r.row_id AS cache_ref, r.prompt, r.system,
-               coalesce(r.max_tokens, ?)::INTEGER AS max_tokens, r.response AS cache_response,
+               coalesce(r.max_tokens, ?)::INTEGER AS max_tokens, r.history, r.temperature, r.stop,
+               r.response_schema, r.response AS cache_response,
                r.model AS cache_model, r.tier AS cache_tier, r.baseline_cost_usd AS cache_baseline_cost_usd
         FROM results r JOIN runs USING (run_id)
         WHERE r.status = 'ok' AND r.response IS NOT NULL AND r.tier IS NOT NULL

@@ -38,6 +38,16 @@ class RouterSettings(BaseModel):
     # tokens (in + out) per second a self-hosted worker sustains, for tiers whose catalogue entry gives none:
     # prices self-hosted rows per token in budget mode (worker $/hour / 3600 / this)
     self_hosted_tokens_per_s: float = Field(default=500.0, gt=0)
+    # Batch cascade (sluice/review.py): after a tier has answered, its least confident answers (and answers that
+    # fail their schema twice) are escalated to the next tier: at most `cascade_share` of the tier's answered
+    # rows, only rows with confidence exp(mean token logprob) below `cascade_min_confidence` (tiers with
+    # `logprobs = true`), and at most `cascade_budget_usd` of planned extra spend over the run (None: no dollar cap)
+    cascade_share: float = Field(default=0.10, ge=0, le=1)
+    cascade_min_confidence: float = Field(default=0.5, ge=0, le=1)
+    cascade_budget_usd: float | None = Field(default=None, ge=0)
+    # Shadow sampling: this share of the cheapest tier's answered rows is also answered by the last (premium) tier;
+    # agreement lands in `router_training` for `sluice router train --from-warehouse`
+    shadow_share: float = Field(default=0.05, ge=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "RouterSettings":

@@ -35,6 +35,25 @@ from sluice.near import NearConfig, near_duplicate_pairs
 from sluice.semantic import Embedder, SemanticConfig, semantic_duplicate_pairs
 
 DUP_COLUMNS = {"dup_of": pl.String, "dup_kind": pl.String, "dup_score": pl.Float64}
+# the request shape (sluice.shapes): earlier turns of a conversation, sampling parameters, the answer's schema
+SHAPE_COLUMNS = {"history": pl.String, "temperature": pl.Float64, "stop": pl.String, "response_schema": pl.String}
+
+
+def with_shape_columns(df: pl.DataFrame) -> pl.DataFrame:
+    """Tables written before request shapes existed (or built by hand) have none of their columns: all null."""
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in SHAPE_COLUMNS.items() if c not in df.columns]
+    return df.with_columns(missing) if missing else df
+
+
+def _shape_parts() -> list[pl.Expr]:
+    """Everything besides the prompt and system prompt that changes the answer, as text: a conversation's earlier
+    turns (normalised like the prompt), temperature, stop strings and the response schema."""
+    return [
+        normalise(pl.col("history")),
+        pl.col("temperature").cast(pl.String).fill_null(""),
+        pl.col("stop").fill_null(""),
+        pl.col("response_schema").fill_null(""),
+    ]
 
 
 def normalise(expr: pl.Expr) -> pl.Expr:
@@ -55,6 +74,7 @@ def request_key(default_max_tokens: int) -> pl.Expr:
             normalise(pl.col("system")),
             normalise(pl.col("prompt")),
             pl.col("max_tokens").fill_null(default_max_tokens).cast(pl.String),
+            *_shape_parts(),
         ],
         separator="\x1f",
     ).hash(seed=0x51_1CE)
@@ -64,6 +84,7 @@ def exact_duplicates(rows: pa.Table, default_max_tokens: int = 256) -> pa.Table:
     """Mark exact duplicates among pending rows; returns the rows with dup_of / dup_kind / dup_score added."""
     df = pl.from_arrow(rows)
     assert isinstance(df, pl.DataFrame)
+    df = with_shape_columns(df)
     for name, dtype in DUP_COLUMNS.items():
         if name not in df.columns:
             df = df.with_columns(pl.lit(None, dtype=dtype).alias(name))
@@ -103,10 +124,12 @@ class DedupConfig:
 
 
 def request_fingerprint(default_max_tokens: int) -> pl.Expr:
-    """What besides the prompt changes the answer: the system prompt and the effective max_tokens. Near and
-    semantic matches are only looked for between rows with the same fingerprint."""
+    """What besides the prompt changes the answer: the system prompt, the effective max_tokens and the request
+    shape (a conversation's earlier turns, sampling parameters, response schema). Near and semantic matches are
+    only looked for between rows with the same fingerprint."""
     return pl.concat_str(
-        [normalise(pl.col("system")), pl.col("max_tokens").fill_null(default_max_tokens).cast(pl.String)],
+        [normalise(pl.col("system")), pl.col("max_tokens").fill_null(default_max_tokens).cast(pl.String),
+         *_shape_parts()],
         separator="\x1f",
     ).hash(seed=0xF1_9E)
 
@@ -125,6 +148,7 @@ def deduplicate(
         raise ValueError("the cache stage needs a warehouse (DuckDB file) to read earlier answers from")
     df = pl.from_arrow(rows)
     assert isinstance(df, pl.DataFrame)
+    df = with_shape_columns(df)
     for name, dtype in DUP_COLUMNS.items():
         if name not in df.columns:
             df = df.with_columns(pl.lit(None, dtype=dtype).alias(name))
@@ -138,7 +162,7 @@ def deduplicate(
         entries = load_cache_entries(warehouse, cfg.cache, cfg.default_max_tokens)
     else:
         entries = pl.DataFrame(schema={"cache_ref": pl.String, "prompt": pl.String, "system": pl.String,
-                                       "max_tokens": pl.Int32, **CACHE_COLUMNS})
+                                       "max_tokens": pl.Int32, **SHAPE_COLUMNS, **CACHE_COLUMNS})
     m, n = entries.height, df.height
     dup_of = df["dup_of"].to_list()
     dup_kind = df["dup_kind"].to_list()
@@ -164,8 +188,8 @@ def deduplicate(
                 mark(row, refs[entry], "cache", 1.0, entry)
 
     # near and semantic stages over earlier answers (positions 0..m-1) then tonight's rows (m..m+n-1)
-    both = pl.concat([entries.select("prompt", "system", "max_tokens"),
-                      df.select("prompt", "system", pl.col("max_tokens").cast(pl.Int32))])
+    both = pl.concat([entries.select("prompt", "system", "max_tokens", *SHAPE_COLUMNS),
+                      df.select("prompt", "system", pl.col("max_tokens").cast(pl.Int32), *SHAPE_COLUMNS)])
     texts = both["prompt"].fill_null("").to_list()
     block = both.select(request_fingerprint(cfg.default_max_tokens)).to_series().to_numpy().view(np.int64)
     is_prior = np.arange(m + n) < m

@@ -22,6 +22,8 @@ import pyarrow.parquet as pq
 
 from models.backends import Backend, BatchResult, Request
 from models.catalogue import Catalogue, Tier
+from sluice.shapes import history_turns, stop_strings
+from sluice.structured import validate_answer
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +46,28 @@ ANSWER_SCHEMA = pa.schema(
         ("cached_input_tokens", pa.int64()),
         ("usage_estimated", pa.bool_()),
         ("mean_logprob", pa.float64()),
+        # rows with a response_schema: the validated answer as JSON text, and whether it passed (null: free text).
+        # An answer that fails its schema has status "invalid" and the reason in `error` (sluice/review.py)
+        ("parsed", pa.string()),
+        ("schema_valid", pa.bool_()),
     ]
 )
 
 
 def requests_from(partition: pa.Table, default_max_tokens: int) -> list[Request]:
+    shape = [c for c in ("history", "temperature", "stop", "response_schema") if c in partition.column_names]
     return [
         Request(
             row_id=r["row_id"],
             prompt=r["prompt"],
             system=r["system"],
             max_tokens=r["max_tokens"] or default_max_tokens,
+            history=history_turns(r.get("history")),
+            temperature=r.get("temperature"),
+            stop=stop_strings(r.get("stop")),
+            response_schema=r.get("response_schema"),
         )
-        for r in partition.select(["row_id", "prompt", "system", "max_tokens"]).to_pylist()
+        for r in partition.select(["row_id", "prompt", "system", "max_tokens", *shape]).to_pylist()
     ]
 
 
@@ -85,15 +96,23 @@ def answer_partition(
     costs = row_costs(result, tier, catalogue)
     base = catalogue.baseline_tier
     rows = []
+    asked = {r.row_id: r for r in requests}
     for c, cost in zip(result.completions, costs, strict=True):
+        req = asked[c.row_id]
+        status, error, parsed, valid = ("ok" if c.ok else "failed"), c.error, None, None
+        if req.response_schema and c.ok:
+            parsed, why = validate_answer(c.text, req.response_schema)
+            valid = why is None
+            if not valid:
+                status, error = "invalid", why
         rows.append(
             {
                 "row_id": c.row_id,
                 "tier": tier.name,
                 "model": tier.model,
                 "response": c.text,
-                "status": "ok" if c.ok else "failed",
-                "error": c.error,
+                "status": status,
+                "error": error,
                 "input_tokens": c.input_tokens,
                 "output_tokens": c.output_tokens,
                 "latency_ms": c.latency_ms,
@@ -104,6 +123,8 @@ def answer_partition(
                 "cached_input_tokens": c.cached_input_tokens,
                 "usage_estimated": c.usage_estimated,
                 "mean_logprob": c.mean_logprob,
+                "parsed": parsed,
+                "schema_valid": valid,
             }
         )
     billing = {

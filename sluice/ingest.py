@@ -12,10 +12,16 @@ fraction, text that is not valid UTF-8, a null or blank prompt, a prompt (with i
 1..MAX_TOKENS_LIMIT, and, when the caller gives `max_context_tokens`, a prompt that cannot fit that context window
 with its answer budget (a tokenizer-free estimate, `estimate_tokens`).
 
-Columns other than `prompt`, `id`, `system` and `max_tokens` are never read (however they are typed or nested).
+Request shapes (`sluice.shapes`): a chat-shaped dataset has `messages` instead of (or beside) `prompt`; optional
+`temperature`, `stop` and `response_schema` columns, and dataset-level `RequestDefaults`. An unusable conversation,
+temperature, stop list or schema quarantines its row with the reason.
+
+Columns other than `prompt`, `messages`, `id`, `system`, `max_tokens`, `temperature`, `stop` and `response_schema`
+are never read (however they are typed or nested).
 
 Row schema produced here and carried through every stage:
     row_id (str), row_index (int64), prompt (str), system (str|null), max_tokens (int32|null),
+    history (str|null), temperature (float64|null), stop (str|null), response_schema (str|null),
     status ("pending" | "quarantined"), error (str|null)
 """
 
@@ -23,14 +29,25 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-REQUIRED = "prompt"
-OPTIONAL = ("id", "system", "max_tokens")
+from sluice.shapes import (
+    RequestDefaults,
+    ShapeError,
+    canonical_schema,
+    canonical_stop,
+    check_temperature,
+    column_values,
+    parse_chat,
+)
+
+REQUIRED = "prompt"  # or `messages` (a chat-shaped dataset, `sluice.shapes`)
+OPTIONAL = ("id", "system", "max_tokens", "messages", "temperature", "stop", "response_schema")
 MAX_TOKENS_LIMIT = 32_768
 # Characters of prompt + system per row. 200k characters is ~50k tokens of English, beyond every self-hosted
 # tier's window and most APIs'; a longer row is almost always a mistake (a whole document pasted in), and
@@ -44,6 +61,11 @@ ROW_SCHEMA = pa.schema(
         ("prompt", pa.string()),
         ("system", pa.string()),
         ("max_tokens", pa.int32()),
+        # request shape (sluice.shapes): earlier chat turns, sampling parameters, structured-output schema
+        ("history", pa.string()),
+        ("temperature", pa.float64()),
+        ("stop", pa.string()),
+        ("response_schema", pa.string()),
         ("status", pa.string()),
         ("error", pa.string()),
     ]
@@ -95,6 +117,7 @@ def read_prompts(
     max_prompt_chars: int | None = MAX_PROMPT_CHARS,
     max_context_tokens: int | None = None,
     default_max_tokens: int = 256,
+    defaults: RequestDefaults | None = None,
 ) -> pa.Table:
     """Read and validate one Parquet file; returns the row schema above (quarantined rows included).
 
@@ -124,7 +147,8 @@ def read_prompts(
     if raw.num_rows == 0:
         raise IngestError(f"{path}: no rows")
     return validate_prompts(raw, source=str(path), max_prompt_chars=max_prompt_chars,
-                            max_context_tokens=max_context_tokens, default_max_tokens=default_max_tokens)
+                            max_context_tokens=max_context_tokens, default_max_tokens=default_max_tokens,
+                            defaults=defaults)
 
 
 def validate_prompts(
@@ -134,13 +158,15 @@ def validate_prompts(
     max_prompt_chars: int | None = MAX_PROMPT_CHARS,
     max_context_tokens: int | None = None,
     default_max_tokens: int = 256,
+    defaults: RequestDefaults | None = None,
 ) -> pa.Table:
     """Validate an in-memory table the same way `read_prompts` validates a file (a table may have no rows)."""
     cols = raw.column_names
     _check_columns(cols, source)
     n = raw.num_rows
-    prompts, prompt_bad = _text_column(raw, "prompt", source)
+    prompts, prompt_bad = _text_column(raw, "prompt", source) if "prompt" in cols else ([None] * n, [None] * n)
     systems, system_bad = _text_column(raw, "system", source) if "system" in cols else ([None] * n, [None] * n)
+    shape = _request_shapes(raw, source, prompts, systems, defaults or RequestDefaults())
     max_tokens, mt_bad = _number_column(raw, "max_tokens", source) if "max_tokens" in cols else ([None] * n, {})
     if "id" in cols:
         ids, id_bad = _id_column(raw, source)
@@ -162,15 +188,18 @@ def validate_prompts(
             reason = "id is empty"
         elif rid in first_seen:
             reason = f"duplicate id {_clip(rid)!r} (first seen at row {first_seen[rid]})"
+        elif shape.bad[i]:
+            reason = shape.bad[i]
         elif prompt_bad[i]:
             reason = f"prompt {prompt_bad[i]}"
         elif prompt is None:
-            reason = "prompt is null"
+            reason = "prompt and messages are both null" if "messages" in cols else "prompt is null"
         elif not prompt.strip():
             reason = "prompt is empty"
         elif system_bad[i]:
             reason = f"system {system_bad[i]}"
-        elif max_prompt_chars is not None and (size := len(prompt) + len(system or "")) > max_prompt_chars:
+        elif max_prompt_chars is not None and (
+            size := len(prompt) + len(system or "") + len(shape.history[i] or "")) > max_prompt_chars:
             reason = (f"prompt too long: {size:,} characters (with the system prompt), over the "
                       f"{max_prompt_chars:,} limit")
         elif i in mt_bad:
@@ -178,7 +207,8 @@ def validate_prompts(
         elif mt is not None and not (0 < mt <= MAX_TOKENS_LIMIT):
             reason = f"max_tokens={mt} is outside 1..{MAX_TOKENS_LIMIT}"
         elif max_context_tokens is not None and (
-            need := estimate_tokens(prompt) + estimate_tokens(system or "") + (mt or default_max_tokens)
+            need := estimate_tokens(prompt) + estimate_tokens(system or "") + estimate_tokens(shape.history[i] or "")
+            + (mt or default_max_tokens)
         ) > max_context_tokens:
             reason = (f"prompt too long: ~{need} tokens with the answer budget, over the largest context window "
                       f"in the catalogue ({max_context_tokens})")
@@ -207,6 +237,10 @@ def validate_prompts(
             pa.array(prompts, pa.string()),
             pa.array(systems, pa.string()),
             pa.array(clean_max, pa.int32()),
+            pa.array(shape.history, pa.string()),
+            pa.array(shape.temperature, pa.float64()),
+            pa.array(shape.stop, pa.string()),
+            pa.array(shape.response_schema, pa.string()),
             pa.array(status, pa.string()),
             pa.array(errors, pa.string()),
         ],
@@ -222,10 +256,11 @@ def quarantined(table: pa.Table) -> pa.Table:
 
 
 def _check_columns(names: list[str], source: str) -> None:
-    if REQUIRED not in names:
+    if REQUIRED not in names and "messages" not in names:
         shown = ", ".join(_clip(str(c), 60) for c in names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20
                                                                      else "")
-        raise IngestError(f"{source}: missing required column 'prompt' (found: {shown or 'no columns'})")
+        raise IngestError(f"{source}: missing required column 'prompt' (or 'messages') "
+                          f"(found: {shown or 'no columns'})")
     for c in (REQUIRED, *OPTIONAL):
         if names.count(c) > 1:
             raise IngestError(f"{source}: column {c!r} appears {names.count(c)} times")
@@ -317,6 +352,82 @@ def _id_column(raw: pa.Table, source: str) -> tuple[list[str | None], dict[int, 
         nums, bad = _number_column(raw, "id", source)
         return [None if v is None else str(v) for v in nums], bad
     raise IngestError(f"{source}: column 'id' must hold strings or integers, found {t}")
+
+
+@dataclass
+class _Shapes:
+    """Per row: the request-shape columns (sluice.shapes) and why a row's shape is unusable (None when fine).
+    Chat-shaped rows also fill `prompts` and `systems` in place."""
+
+    history: list[str | None]
+    temperature: list[float | None]
+    stop: list[str | None]
+    response_schema: list[str | None]
+    bad: list[str | None]
+
+
+def _request_shapes(raw: pa.Table, source: str, prompts: list, systems: list, defaults: RequestDefaults) -> _Shapes:
+    n = raw.num_rows
+    cols = raw.column_names
+    out = _Shapes([None] * n, [defaults.temperature] * n, [defaults.stop] * n, [defaults.response_schema] * n,
+                  [None] * n)
+
+    def column(name: str, kinds: tuple) -> list:
+        col = raw.column(name)
+        t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+        if not (pa.types.is_null(t) or any(k(t) for k in kinds)):
+            raise IngestError(f"{source}: column {name!r} has type {col.type}, which Sluice cannot read")
+        return column_values(col)
+
+    if "messages" in cols:
+        values = column("messages", (pa.types.is_list, pa.types.is_large_list, _is_string, _is_binary))
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            if prompts[i] is not None:
+                out.bad[i] = "row has both a prompt and messages: give one of them"
+                continue
+            if systems[i] is not None:
+                out.bad[i] = "row has both a system column and messages: put the system turn in messages"
+                continue
+            try:
+                chat = parse_chat(v.decode("utf-8") if isinstance(v, bytes) else v)
+            except (ShapeError, UnicodeDecodeError) as exc:
+                out.bad[i] = str(exc)
+                continue
+            prompts[i], systems[i], out.history[i] = chat.prompt, chat.system, chat.history
+    if "temperature" in cols:
+        for i, v in enumerate(column("temperature", (pa.types.is_integer, pa.types.is_floating,
+                                                     pa.types.is_decimal))):
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                continue
+            try:
+                out.temperature[i] = check_temperature(float(v))
+            except ShapeError as exc:
+                out.bad[i] = out.bad[i] or str(exc)
+    if "stop" in cols:
+        for i, v in enumerate(column("stop", (pa.types.is_list, pa.types.is_large_list, _is_string))):
+            if v is None:
+                continue
+            try:
+                out.stop[i] = canonical_stop(v)
+            except ShapeError as exc:
+                out.bad[i] = out.bad[i] or str(exc)
+    if "response_schema" in cols:
+        seen: dict[str, str | ShapeError] = {}  # a dataset usually repeats one schema: check each text once
+        for i, v in enumerate(column("response_schema", (_is_string,))):
+            if v is None:
+                continue
+            if v not in seen:
+                try:
+                    seen[v] = canonical_schema(v)
+                except ShapeError as exc:
+                    seen[v] = exc
+            if isinstance(seen[v], ShapeError):
+                out.bad[i] = out.bad[i] or str(seen[v])
+            else:
+                out.response_schema[i] = seen[v]
+    return out
 
 
 def _clip(text: str, limit: int = 80) -> str:

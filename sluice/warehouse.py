@@ -173,6 +173,45 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        3,
+        "request shapes, structured answers, retries, escalations and shadow answers",
+        [
+            *(f"ALTER TABLE results ADD COLUMN IF NOT EXISTS {c}" for c in (
+                # the request's shape (sluice/shapes.py): part of its fingerprint, so the cache can match on it
+                "history VARCHAR", "temperature DOUBLE", "stop VARCHAR", "response_schema VARCHAR",
+                # the answer's schema check: `parsed` is the validated JSON value, NULL for free-text rows
+                "parsed JSON", "schema_valid BOOLEAN",
+                # every attempt at the row (first answer, retry, escalation, shadow): their sum is the row's cost
+                "attempts INTEGER", "escalated BOOLEAN", "escalated_from VARCHAR", "cascade_reason VARCHAR",
+                "shadow BOOLEAN", "shadow_agrees BOOLEAN", "shadow_cost_usd DOUBLE",
+                # pricing facts of the final answer (sluice/infer.py)
+                "price_basis VARCHAR", "cached_input_tokens BIGINT", "usage_estimated BOOLEAN",
+                "mean_logprob DOUBLE",
+            )),
+            # one row per request sent for a row: what each attempt cost and why it was made
+            """
+            CREATE TABLE IF NOT EXISTS attempts (
+                run_id VARCHAR NOT NULL,
+                row_id VARCHAR NOT NULL,
+                attempt INTEGER NOT NULL,        -- 1 = first answer, then in the order they were made
+                kind VARCHAR NOT NULL,           -- first | retry | escalation | shadow
+                tier VARCHAR,
+                model VARCHAR,
+                status VARCHAR,
+                error VARCHAR,
+                schema_valid BOOLEAN,
+                input_tokens BIGINT,
+                output_tokens BIGINT,
+                latency_ms DOUBLE,
+                cost_usd DOUBLE,
+                mean_logprob DOUBLE,
+                response VARCHAR,
+                PRIMARY KEY (run_id, row_id, attempt)
+            )
+            """,
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -181,7 +220,12 @@ RESULT_COLUMNS = [
     "run_id", "dataset", "row_id", "prompt", "response", "tier", "model", "status", "dup_of", "input_tokens",
     "output_tokens", "latency_ms", "cost_usd", "baseline_cost_usd", "system", "max_tokens", "dup_kind",
     "dup_score", "route_score", "route_reason", "error", "finish_reason", "row_index",
+    "history", "temperature", "stop", "response_schema", "parsed", "schema_valid", "attempts", "escalated",
+    "escalated_from", "cascade_reason", "shadow", "shadow_agrees", "shadow_cost_usd", "price_basis",
+    "cached_input_tokens", "usage_estimated", "mean_logprob",
 ]
+ATTEMPT_COLUMNS = ["run_id", "row_id", "attempt", "kind", "tier", "model", "status", "error", "schema_valid",
+                   "input_tokens", "output_tokens", "latency_ms", "cost_usd", "mean_logprob", "response"]
 
 
 def is_lock_error(exc: BaseException) -> bool:
