@@ -4,6 +4,9 @@ It speaks the Messages API, `POST /v1/messages` (answers carry `usage` and `anth
 errors are `{"type": "error", "error": {...}}` with `retry-after` on 429), and Message Batches:
 `POST /v1/messages/batches`, `GET /v1/messages/batches/{id}`, `GET /v1/messages/batches/{id}/results` (JSONL, one
 line per request: succeeded / errored / expired / canceled) and `POST /v1/messages/batches/{id}/cancel`.
+A request with a forced tool (`tool_choice` {"type": "tool", "name": ...}, or a single tool) is answered with a
+`tool_use` block whose input is an instance of the tool's `input_schema`; `Faults.invalid_answers` works as on the
+OpenAI server (a "malformed" answer is a text block with truncated JSON and no tool call).
 
     with AnthropicCompatServer() as srv:
         client = Anthropic(base_url=srv.root_url, api_key="test")
@@ -20,10 +23,12 @@ from sluice.testing.openai_server import (
     JSONHandler,
     LoopbackServer,
     Received,
+    StructuredAnswer,
     answer_text,
     batch_row_outcomes,
     count_tokens,
     prompt_of,
+    requested_schema,
     wait_or_cancelled,
 )
 
@@ -39,11 +44,20 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def message(model: str, text: str, input_tokens: int, max_tokens: int, mid: str, omit_usage: bool) -> dict:
+def message(model: str, text: str, input_tokens: int, max_tokens: int, mid: str, omit_usage: bool,
+            tool: str | None = None, answer: StructuredAnswer | None = None) -> dict:
+    """A Messages API answer: a text block, or for a structured request a call of `tool` with the answer as its
+    input (a malformed answer comes as a text block instead: a model that did not call the tool)."""
     out_tokens = count_tokens(text)
-    out = {"id": mid, "type": "message", "role": "assistant", "model": model,
-           "content": [{"type": "text", "text": text}],
-           "stop_reason": "max_tokens" if out_tokens >= max_tokens else "end_turn", "stop_sequence": None}
+    if answer is not None and answer.verdict != "malformed":
+        content: list[dict] = [{"type": "tool_use", "id": mid.replace("msg_", "toolu_"), "name": tool or "answer",
+                                "input": answer.value}]
+        stop = "tool_use"
+    else:
+        content = [{"type": "text", "text": text}]
+        stop = "end_turn" if answer is not None or out_tokens < max_tokens else "max_tokens"
+    out = {"id": mid, "type": "message", "role": "assistant", "model": model, "content": content,
+           "stop_reason": stop, "stop_sequence": None}
     if not omit_usage:
         out["usage"] = {"input_tokens": input_tokens, "output_tokens": out_tokens,
                         "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
@@ -89,8 +103,10 @@ class _AnthropicHandler(JSONHandler):
         messages = body.get("messages", [])
         input_tokens = count_tokens(prompt_of(messages, body.get("system")))
         max_tokens = int(body.get("max_tokens") or 64)
-        text = answer_text(messages, max_tokens)
-        status, headers = srv.admit(input_tokens, count_tokens(text), body.get("model", ""), body)
+        asked = requested_schema(body)
+        answer = srv.structured_answer(asked[0], messages, body.get("system"), body.get("model", "")) if asked else None
+        text = answer.text if answer else answer_text(messages, max_tokens)
+        status, headers = srv.admit(input_tokens, count_tokens(text), body.get("model", ""), body, answer)
         headers = {_HEADER_NAMES.get(k, k): v for k, v in headers.items() if "reset" not in k}
         f = srv.faults
         if status == 429:
@@ -103,7 +119,7 @@ class _AnthropicHandler(JSONHandler):
         if f.delay_s:
             time.sleep(f.delay_s)
         self._send(200, message(body.get("model", srv.model), text, input_tokens, max_tokens,
-                                srv.new_id("msg_"), f.omit_usage), headers)
+                                srv.new_id("msg_"), f.omit_usage, asked[1] if asked else None, answer), headers)
 
     def _create_batch(self, body: dict) -> None:
         srv = self.server
@@ -155,16 +171,19 @@ class _AnthropicHandler(JSONHandler):
             messages = params.get("messages", [])
             input_tokens = count_tokens(prompt_of(messages, params.get("system")))
             max_tokens = int(params.get("max_tokens") or 64)
-            text = answer_text(messages, max_tokens)
+            asked = requested_schema(params)
+            answer = (srv.structured_answer(asked[0], messages, params.get("system"), params.get("model", ""))
+                      if asked else None)
+            text = answer.text if answer else answer_text(messages, max_tokens)
             status = {"ok": 200, "fail": 500, "invalid": 400}[outcome]
             with srv.lock:
-                srv.received.append(Received(time.time(), params.get("model", ""), status, input_tokens,
-                                             count_tokens(text) if status == 200 else 0, params, endpoint="batch"))
+                srv.record(Received(time.time(), params.get("model", ""), status, input_tokens,
+                                    count_tokens(text) if status == 200 else 0, params, endpoint="batch"), answer)
             if status == 200:
                 counts["succeeded"] += 1
                 results.append({"custom_id": cid, "result": {"type": "succeeded", "message": message(
                     params.get("model", srv.model), text, input_tokens, max_tokens, srv.new_id("msg_"),
-                    srv.faults.omit_usage)}})
+                    srv.faults.omit_usage, asked[1] if asked else None, answer)}})
             else:
                 counts["errored"] += 1
                 kind = "api_error" if status == 500 else "invalid_request_error"

@@ -18,6 +18,31 @@ any 60 s window, `per_minute()` the counts per clock minute.
 The answer is deterministic: "answer to: <first words of the last user message>", so tests can check that each
 row got its own answer.
 
+Structured requests (`response_format` json_schema or json_object; for Anthropic, a forced or only tool with an
+`input_schema`) are answered with a JSON instance of the schema (`schema_instance`: deterministic in the last user
+message; enums pick by a hash of it, so different rows get different labels) with finish reason "stop", never cut
+at `max_tokens`. `Faults.invalid_answers` makes chosen ones invalid, for tests of validation, retries and
+escalation: a tuple of `InvalidAnswers(marker=None, models=(), rate=1.0, times=None, kind="malformed")` rules; the
+first rule that matches a request decides (a rule whose `times` are used up answers validly):
+
+    marker   only conversations (system prompt + turns) containing this text
+    models   only requests for these models (say, the cheap tier's, so that escalating to the next tier helps)
+    rate     only this share of rows: a per-row draw from `Faults.seed` and the conversation, the same on
+             every attempt and every model
+    times    only the first `times` answers to the row by this rule (1: the retry succeeds); None: always
+    kind     "malformed": truncated JSON (Anthropic: a text block, no tool call); "schema": well-formed JSON that
+             violates the schema (a wrapped answer keeps its `value` key, with a wrong value)
+
+Each record in `received` says what was given (`structured`: "valid", "malformed", "schema"; None for free text)
+and the answer's text (`text`). For example, rows marked [flaky] fail once, [hard] fail on the cheap model only,
+[bad] always fail:
+
+    rules = (InvalidAnswers(marker="[flaky]", times=1), InvalidAnswers(marker="[hard]", models=("mid-test",)),
+             InvalidAnswers(marker="[bad]", kind="schema"))
+    with OpenAICompatServer(faults=Faults(invalid_answers=rules), model="premium-test") as srv:
+        ...
+        assert [r.structured for r in srv.received if "[flaky]" in str(r.body)] == ["malformed", "valid"]
+
     with OpenAICompatServer(faults=Faults(rate_429=0.1)) as srv:
         client = OpenAI(base_url=srv.base_url, api_key="test")
 """
@@ -28,8 +53,10 @@ import email.parser
 import json
 import math
 import random
+import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,6 +82,45 @@ class Faults:
     batch_expire_fraction: float = 0.0  # the last fraction of each batch's rows expire unanswered
     omit_usage: bool = False  # answers carry no `usage` (the client must estimate)
     cached_prompt_tokens: int = 0  # usage reports this many prompt tokens as read from the prompt cache
+    # structured requests (a json_schema response format, a forced tool) answered invalidly: the first rule that
+    # matches a request decides (see InvalidAnswers)
+    invalid_answers: tuple[InvalidAnswers, ...] = ()
+
+
+@dataclass(frozen=True)
+class InvalidAnswers:
+    """A rule for answering structured requests invalidly, so that tests can drive validation, retries and
+    escalation. A request matches when all of these hold:
+
+        marker  the conversation (system prompt and every turn) contains this text (None: any conversation);
+        models  the request is for one of these models (empty: any model);
+        rate    the row falls in this share of rows: a draw seeded by `Faults.seed` and the conversation text,
+                so the same row gets the same verdict on every attempt and from every model (1.0: every row);
+        times   the row has been answered invalidly by this rule fewer than `times` times (None: no limit):
+                `times=1` makes the first attempt fail and the retry succeed.
+    and then its answer is `kind`: "malformed" (truncated JSON; for Anthropic a text block instead of the tool
+    call) or "schema" (well-formed JSON that violates the schema; "malformed" where the schema admits anything).
+    Free-text requests are never affected.
+    """
+
+    marker: str | None = None
+    models: tuple[str, ...] = ()
+    rate: float = 1.0
+    times: int | None = None
+    kind: str = "malformed"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("malformed", "schema"):
+            raise ValueError(f"InvalidAnswers.kind must be 'malformed' or 'schema', not {self.kind!r}")
+        if isinstance(self.models, str):  # a lone model name, not its characters
+            object.__setattr__(self, "models", (self.models,))
+
+    def matches(self, conversation: str, model: str, seed: int) -> bool:
+        if self.marker is not None and self.marker not in conversation:
+            return False
+        if self.models and model not in self.models:
+            return False
+        return self.rate >= 1.0 or zlib.crc32(f"{seed}|{conversation}".encode()) / 2**32 < self.rate
 
 
 @dataclass(frozen=True)
@@ -76,6 +142,9 @@ class Received:
     body: dict = field(repr=False)
     endpoint: str = "chat"  # "chat" for a real-time request, "batch" for a row answered inside a batch
     held: bool = False  # an injected timeout: the answer came only after `timeout_hold_s`
+    # structured requests: "valid", "malformed" or "schema" (the answer given, see InvalidAnswers); None: free text
+    structured: str | None = None
+    text: str | None = None  # the answer's text (structured: the JSON text, or for Anthropic the tool input's)
 
     @property
     def tokens(self) -> int:
@@ -106,6 +175,250 @@ def prompt_of(messages: list[dict], system: object = None) -> str:
     return " ".join(parts)
 
 
+def last_user_text(messages: list[dict]) -> str:
+    user = [m for m in messages if m.get("role") == "user"]
+    content = user[-1].get("content", "") if user else ""
+    if isinstance(content, list):
+        content = " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return str(content)
+
+
+# ---- structured answers: a deterministic instance of a JSON Schema, and one that violates it ----------------------
+
+_FORMATS = {"date": "2024-01-01", "date-time": "2024-01-01T00:00:00Z", "time": "00:00:00Z",
+            "email": "someone@example.com", "uri": "https://example.com/", "url": "https://example.com/",
+            "uuid": "00000000-0000-4000-8000-000000000000", "ipv4": "127.0.0.1", "hostname": "example.com"}
+
+
+def _resolve(schema: object, root: dict) -> object:
+    """Follow a local "$ref" ("#/$defs/x", "#/definitions/x", "#" ...) to the schema it names."""
+    seen = 0
+    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#"):
+        target: object = root
+        for part in [p for p in schema["$ref"][1:].split("/") if p]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            target = target[int(part)] if isinstance(target, list) else target[part]  # type: ignore[index]
+        extra = {k: v for k, v in schema.items() if k != "$ref"}
+        schema = {**target, **extra} if isinstance(target, dict) else target
+        seen += 1
+        if seen > 32:
+            break
+    return schema
+
+
+def _merged(schema: dict, root: dict) -> dict:
+    """`allOf` folded into one schema (properties and required lists united): enough for instances."""
+    if "allOf" not in schema:
+        return schema
+    out = {k: v for k, v in schema.items() if k != "allOf"}
+    for sub in schema["allOf"]:
+        sub = _resolve(sub, root)
+        if not isinstance(sub, dict):
+            continue
+        sub = _merged(sub, root)
+        for k, v in sub.items():
+            if k == "properties":
+                out["properties"] = {**out.get("properties", {}), **v}
+            elif k == "required":
+                out["required"] = list(dict.fromkeys([*out.get("required", []), *v]))
+            else:
+                out.setdefault(k, v)
+    return out
+
+
+def _type_of(schema: dict) -> str:
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), "null")
+    if t:
+        return str(t)
+    if "properties" in schema or "required" in schema:
+        return "object"
+    if "items" in schema or "prefixItems" in schema:
+        return "array"
+    return "string"
+
+
+def _pick(seq: list, text: str) -> object:
+    return seq[zlib.crc32(text.encode()) % len(seq)]
+
+
+def _num(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _bounded(schema: dict, start: float, integer: bool) -> float:
+    """`start` moved inside the schema's bounds (and onto its `multipleOf`, best effort for fractional ones)."""
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    xlo, xhi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    if integer:
+        if _num(xlo):
+            lo = max(lo, math.floor(xlo) + 1) if _num(lo) else math.floor(xlo) + 1
+        if _num(xhi):
+            hi = min(hi, math.ceil(xhi) - 1) if _num(hi) else math.ceil(xhi) - 1
+        lo = math.ceil(lo) if _num(lo) else None
+        hi = math.floor(hi) if _num(hi) else None
+    else:  # exclusive bounds on numbers: step inside by a quarter of the room between them, or by 1
+        room = (xhi - xlo) / 4 if _num(xlo) and _num(xhi) else 1.0
+        if _num(xlo):
+            lo = max(lo, xlo + room) if _num(lo) else xlo + room
+        if _num(xhi):
+            hi = min(hi, xhi - room) if _num(hi) else xhi - room
+    v = start
+    if _num(lo):
+        v = max(v, lo)
+    if _num(hi):
+        v = min(v, hi)
+    m = schema.get("multipleOf")
+    if _num(m) and m > 0:
+        if (not _num(lo) or lo <= 0) and (not _num(hi) or hi >= 0):
+            v = 0  # a multiple of anything, with no rounding
+        else:
+            v = math.ceil(v / m) * m
+            if _num(hi) and v > hi:
+                v = math.floor(hi / m) * m
+    return int(v) if integer else float(v)
+
+
+def schema_instance(schema: object, text: str, root: object = None) -> object:
+    """A small instance of `schema`, deterministic in `text` (the last user message): strings are "answer to:
+    <first words>" (or a fixed value for a known `format`), enums pick by a hash of the text, integers and numbers
+    the text's word count within the bounds, arrays `minItems` items (at least one), objects every listed property.
+    Covers what structured-output schemas use: type (or a list of types), enum, const, properties, required,
+    items, prefixItems, bounds, lengths, multipleOf, anyOf/oneOf (the first branch), allOf, local $ref."""
+    root = schema if root is None else root
+    schema = _resolve(schema, root)  # type: ignore[arg-type]
+    if not isinstance(schema, dict):
+        return answer_text([{"role": "user", "content": text}], 64)  # `true` or {}: anything goes
+    schema = _merged(schema, root)  # type: ignore[arg-type]
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return _pick(schema["enum"], text)
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            rest = {k: v for k, v in schema.items() if k != key}
+            first = _resolve(schema[key][0], root)  # type: ignore[arg-type]
+            return schema_instance({**rest, **first} if isinstance(first, dict) else first, text, root)
+    kind = _type_of(schema)
+    words = text.split()
+    if kind == "null":
+        return None
+    if kind == "boolean":
+        return zlib.crc32(text.encode()) % 2 == 0
+    if kind in ("integer", "number"):
+        return _bounded(schema, len(words), kind == "integer")
+    if kind == "string":
+        if schema.get("format") in _FORMATS:
+            return _FORMATS[schema["format"]]
+        value = answer_text([{"role": "user", "content": text}], 64)
+        value = value[: schema.get("maxLength", len(value))]
+        value += "x" * max(schema.get("minLength", 0) - len(value), 0)
+        pattern = schema.get("pattern")
+        if pattern and not re.search(pattern, value):
+            for candidate in ("a", "A", "0", "a0", "x" * max(schema.get("minLength", 1), 1), ""):
+                if re.search(pattern, candidate):
+                    return candidate
+        return value
+    if kind == "array":
+        prefix = schema.get("prefixItems") or []
+        items = schema.get("items", {})
+        n = max(schema.get("minItems", 0), 1, len(prefix) if schema.get("minItems") else 0)
+        n = min(n, schema.get("maxItems", n))
+        out: list = []
+        for i in range(n):
+            sub = prefix[i] if i < len(prefix) else items
+            if sub is False:
+                break
+            sub_r = _resolve(sub, root)  # type: ignore[arg-type]
+            if schema.get("uniqueItems") and isinstance(sub_r, dict) and isinstance(sub_r.get("enum"), list):
+                out.append(sub_r["enum"][i % len(sub_r["enum"])])
+            else:
+                out.append(schema_instance(sub, f"{text} {i}" if i else text, root))
+        return out
+    # object
+    props = schema.get("properties") or {}
+    obj = {k: schema_instance(v, text, root) for k, v in props.items()}
+    for k in schema.get("required") or []:
+        if k not in obj:  # required but not described: a string fits unless additionalProperties says otherwise
+            extra = schema.get("additionalProperties", {})
+            obj[k] = schema_instance(extra if isinstance(extra, dict) else {}, text, root)
+    return obj
+
+
+_JSON_TYPES = {"null": (type(None),), "boolean": (bool,), "integer": (int,), "number": (int, float),
+               "string": (str,), "array": (list,), "object": (dict,)}
+
+
+def _is_type(value: object, kind: str) -> bool:
+    if isinstance(value, bool) and kind in ("integer", "number"):
+        return False
+    if kind == "integer" and isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, _JSON_TYPES.get(kind, (object,)))
+
+
+def violating_instance(schema: object, text: str, root: object = None) -> tuple[bool, object]:
+    """(True, a value that `schema` rejects), or (False, None) where no simple one exists (a schema admitting
+    anything). An object keeps its other properties and breaks its first required one (a wrong value, else
+    missing): for the wrapper {"value": ...} that is a wrong `value`, which still unwraps."""
+    root = schema if root is None else root
+    schema = _resolve(schema, root)  # type: ignore[arg-type]
+    if schema is False:
+        return True, "anything"
+    if not isinstance(schema, dict):
+        return False, None
+    schema = _merged(schema, root)  # type: ignore[arg-type]
+    candidates: list = ["not one of the choices", 12345, True, None, [], {}]
+    if "const" in schema:
+        return True, next(c for c in candidates if c != schema["const"])
+    if isinstance(schema.get("enum"), list):
+        return True, next(c for c in candidates if c not in schema["enum"])
+    declared = schema.get("type")
+    kinds = declared if isinstance(declared, list) else [declared] if declared else []
+    if "object" in kinds or (not kinds and ("properties" in schema or "required" in schema)):
+        props = schema.get("properties") or {}
+        required = schema.get("required") or []
+        if required:
+            obj = schema_instance(schema, text, root)
+            key = required[0]
+            ok, bad = violating_instance(props.get(key, {}), text, root)
+            if ok:
+                obj[key] = bad  # type: ignore[index]
+            else:
+                obj.pop(key, None)  # type: ignore[union-attr]
+            return True, obj
+    for c in ["a string, not the type asked for", 12345, 1.5, True, None, [], {}]:
+        if kinds and not any(_is_type(c, k) for k in kinds):
+            return True, c
+    return False, None
+
+
+def requested_schema(body: dict) -> tuple[dict, str | None] | None:
+    """The schema a request asks its answer to follow, and the tool to answer with (Anthropic), or None:
+    OpenAI's `response_format` (json_schema, or json_object: any object), or Anthropic's forced or only tool."""
+    rf = body.get("response_format")
+    if isinstance(rf, dict) and rf.get("type") == "json_schema":
+        return (rf.get("json_schema") or {}).get("schema") or {}, None
+    if isinstance(rf, dict) and rf.get("type") == "json_object":
+        return {"type": "object"}, None
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "input_schema" in t]
+    if tools:
+        choice = body.get("tool_choice") or {}
+        named = [t for t in tools if t.get("name") == choice.get("name")] if choice.get("type") == "tool" else []
+        tool = (named or tools)[0]
+        return tool.get("input_schema") or {}, str(tool.get("name"))
+    return None
+
+
+@dataclass
+class StructuredAnswer:
+    verdict: str  # "valid", "malformed" or "schema"
+    value: object  # the answer object (None when malformed)
+    text: str  # its JSON text (cut short when malformed)
+    charge: tuple[int, str] | None = None  # the (rule, row) whose count of invalid answers this adds to
+
+
 class ServerState(ThreadingHTTPServer):
     """The listening socket plus what the handler threads share: faults, records, limits, files, batches."""
 
@@ -122,6 +435,7 @@ class ServerState(ThreadingHTTPServer):
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self.ids = 0
+        self.invalid_given: dict[tuple[int, str], int] = {}  # InvalidAnswers (rule, row): invalid answers so far
 
     def handle_error(self, request, client_address) -> None:  # a client that hung up (timeouts): not news
         pass
@@ -131,6 +445,37 @@ class ServerState(ThreadingHTTPServer):
             self.ids += 1
             return f"{prefix}{self.ids:06d}"
 
+    def structured_answer(self, schema: dict, messages: list[dict], system: object, model: str) -> StructuredAnswer:
+        """The answer to a structured request: a valid instance of `schema`, unless an `InvalidAnswers` rule
+        matches (the count of a rule with `times` moves only when the answer is sent: `record`)."""
+        conversation = prompt_of(messages, system)
+        verdict, charge = "valid", None
+        with self.lock:
+            for i, rule in enumerate(self.faults.invalid_answers):
+                if rule.matches(conversation, model, self.faults.seed):
+                    if rule.times is None or self.invalid_given.get((i, conversation), 0) < rule.times:
+                        verdict, charge = rule.kind, (i, conversation)
+                    break
+        text = last_user_text(messages)
+        value = schema_instance(schema, text)
+        if verdict == "schema":
+            ok, bad = violating_instance(schema, text)
+            verdict, value = ("schema", bad) if ok else ("malformed", value)
+        dumped = json.dumps(value, ensure_ascii=False)
+        if verdict == "malformed":
+            # a strict prefix of a JSON object's text is never valid JSON: the answer a model cut off mid-way
+            return StructuredAnswer(verdict, None, dumped[: max(len(dumped) // 2, 1)], charge)
+        return StructuredAnswer(verdict, value, dumped, charge)
+
+    def record(self, rec: Received, answer: StructuredAnswer | None = None) -> None:
+        """Record a request (caller holds the lock); an invalid structured answer that was sent is counted."""
+        if answer is not None:
+            rec.structured = answer.verdict
+            rec.text = answer.text
+            if answer.charge and rec.status == 200:
+                self.invalid_given[answer.charge] = self.invalid_given.get(answer.charge, 0) + 1
+        self.received.append(rec)
+
     def window_usage(self, now: float) -> tuple[int, int]:
         """Requests and tokens received in the enforced window ending now (caller holds the lock)."""
         assert self.limits
@@ -138,7 +483,8 @@ class ServerState(ThreadingHTTPServer):
         recent = [r for r in self.received if r.at > start and r.endpoint == "chat"]
         return len(recent), sum(r.tokens for r in recent)
 
-    def admit(self, prompt_tokens: int, completion_tokens: int, model: str, body: dict) -> tuple[int, dict]:
+    def admit(self, prompt_tokens: int, completion_tokens: int, model: str, body: dict,
+              answer: StructuredAnswer | None = None) -> tuple[int, dict]:
         """Decide a real-time request's fate at its arrival and record it. Returns the status (200, 429, 500,
         or 0 for "hold it, then answer") and the rate-limit headers to send."""
         with self.lock:
@@ -164,7 +510,7 @@ class ServerState(ThreadingHTTPServer):
                 elif roll < f.rate_429 + f.rate_500 + f.rate_timeout:
                     status = 0
             billed = completion_tokens if status in (200, 0) else 0
-            self.received.append(Received(now, model, status or 200, prompt_tokens, billed, body, held=status == 0))
+            self.record(Received(now, model, status or 200, prompt_tokens, billed, body, held=status == 0), answer)
             return status, headers
 
     def limit_headers(self, used_requests: int, used_tokens: int) -> dict[str, str]:
@@ -250,8 +596,10 @@ class _OpenAIHandler(JSONHandler):
         messages = body.get("messages", [])
         prompt_tokens = count_tokens(prompt_of(messages))
         max_tokens = int(body.get("max_tokens") or 64)
-        text = answer_text(messages, max_tokens)
-        status, headers = srv.admit(prompt_tokens, count_tokens(text), body.get("model", ""), body)
+        asked = requested_schema(body)
+        answer = srv.structured_answer(asked[0], messages, None, body.get("model", "")) if asked else None
+        text = answer.text if answer else answer_text(messages, max_tokens)
+        status, headers = srv.admit(prompt_tokens, count_tokens(text), body.get("model", ""), body, answer)
         f = srv.faults
         if status == 429:
             return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit_error"}},
@@ -263,7 +611,8 @@ class _OpenAIHandler(JSONHandler):
         if f.delay_s:
             time.sleep(f.delay_s)
         self._send(200, chat_completion(body.get("model", srv.model), text, prompt_tokens, max_tokens,
-                                        srv.new_id("chatcmpl-"), f.omit_usage, f.cached_prompt_tokens), headers)
+                                        srv.new_id("chatcmpl-"), f.omit_usage, f.cached_prompt_tokens,
+                                        finish_reason="stop" if answer else None), headers)
 
     def _upload(self) -> None:
         ctype = self.headers.get("Content-Type", "")
@@ -312,7 +661,7 @@ class _OpenAIHandler(JSONHandler):
 
 
 def chat_completion(model: str, text: str, prompt_tokens: int, max_tokens: int, cid: str,
-                    omit_usage: bool = False, cached_tokens: int = 0) -> dict:
+                    omit_usage: bool = False, cached_tokens: int = 0, finish_reason: str | None = None) -> dict:
     completion_tokens = count_tokens(text)
     out = {
         "id": cid,
@@ -320,7 +669,7 @@ def chat_completion(model: str, text: str, prompt_tokens: int, max_tokens: int, 
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": "length" if completion_tokens >= max_tokens else "stop"}],
+                     "finish_reason": finish_reason or ("length" if completion_tokens >= max_tokens else "stop")}],
     }
     if not omit_usage:
         out["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -384,15 +733,17 @@ def _run_openai_batch(srv: ServerState, bid: str, lines: list[dict]) -> None:
         messages = body.get("messages", [])
         prompt_tokens = count_tokens(prompt_of(messages))
         max_tokens = int(body.get("max_tokens") or 64)
-        text = answer_text(messages, max_tokens)
+        asked = requested_schema(body)
+        answer = srv.structured_answer(asked[0], messages, None, body.get("model", "")) if asked else None
+        text = answer.text if answer else answer_text(messages, max_tokens)
         status = {"ok": 200, "fail": 500, "invalid": 400}[outcome]
         with srv.lock:
-            srv.received.append(Received(time.time(), body.get("model", ""), status, prompt_tokens,
-                                         count_tokens(text) if status == 200 else 0, body, endpoint="batch"))
+            srv.record(Received(time.time(), body.get("model", ""), status, prompt_tokens,
+                                count_tokens(text) if status == 200 else 0, body, endpoint="batch"), answer)
         if status == 200:
             rbody = chat_completion(body.get("model", srv.model), text, prompt_tokens, max_tokens,
                                     srv.new_id("chatcmpl-"), srv.faults.omit_usage,
-                                    srv.faults.cached_prompt_tokens)
+                                    srv.faults.cached_prompt_tokens, finish_reason="stop" if answer else None)
             output.append({"id": srv.new_id("batch_req_"), "custom_id": cid,
                            "response": {"status_code": 200, "request_id": cid, "body": rbody}, "error": None})
         else:
