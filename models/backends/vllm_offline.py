@@ -4,16 +4,24 @@ vLLM already does continuous batching inside one call; Sluice's job is to hand i
 one engine per worker process, and account for the time the worker was held (engine start included), which
 the infer stage apportions to rows by tokens.
 
-Decoding is greedy (temperature 0) with a fixed engine seed: a nightly batch must give the same answer to the same
-request, which is also what makes answers safe to reuse from the cache.
+Each row brings its own sampling: max tokens, temperature (None: greedy, with a fixed engine seed, so a nightly batch
+gives the same answer to the same request, which is what makes answers safe to reuse from the cache), stop strings,
+and a response schema, which vLLM's structured outputs enforce while decoding (xgrammar on CPU): a JSON Schema gives
+JSON text, a choice list gives one of its labels as plain text.
+
+A dead engine must fail the shard, not hang it: vLLM notices its EngineCore process dying but leaves `LLM.generate`
+waiting for outputs that will never come, so `generate` runs under a watchdog (`_generate_or_raise`).
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
+import threading
 import time
+from multiprocessing import connection
 from typing import Sequence
 
 from models.backends import BatchResult, Completion, Request
@@ -30,16 +38,22 @@ _engine = None
 
 
 def _engine_args(tier: Tier, model: str) -> dict:
-    return dict(
-        model=model,
-        dtype=tier.dtype,
-        quantization=tier.quantization,
-        max_model_len=tier.max_model_len,
-        enforce_eager=tier.enforce_eager,
-        seed=tier.seed,
-        disable_log_stats=False,  # keeps per-request timestamps (queued -> last token) on outputs
+    return {
+        **dict(
+            model=model,
+            dtype=tier.dtype,
+            quantization=tier.quantization,
+            max_model_len=tier.max_model_len,
+            enforce_eager=tier.enforce_eager,
+            seed=tier.seed,
+            disable_log_stats=False,  # keeps per-request timestamps (queued -> last token) on outputs
+            # Structured outputs write compact JSON (no free whitespace between tokens): fewer output tokens, and a
+            # small model cannot loop on spaces and newlines inside the object, a known way a constrained answer
+            # runs to max_tokens without closing. vLLM sets this per engine, not per request.
+            structured_outputs_config={"backend": "guidance", "disable_any_whitespace": True},
+        ),
         **tier.engine_args,
-    )
+    }
 
 
 def acquire_engine(tier: Tier, data_dir: str = "data"):
@@ -47,7 +61,7 @@ def acquire_engine(tier: Tier, data_dir: str = "data"):
     global _engine, _engine_key
     args = _engine_args(tier, resolve_model(tier.model, data_dir))
     key = tuple(sorted(args.items()))
-    if _engine is not None and _engine_key == key:
+    if _engine is not None and _engine_key == key and not _engine_is_dead(_engine):
         return _engine, 0.0
     shutdown_engine()
     # On CPU vLLM sizes its KV cache from this (GiB); without it it assumes the whole NUMA node.
@@ -73,6 +87,126 @@ def shutdown_engine() -> None:
     gc.collect()
 
 
+class EngineDiedError(RuntimeError):
+    """The vLLM EngineCore process died while (or before) answering: the batch has no answers; retry it on a
+    fresh engine (the backend has already released the dead one)."""
+
+
+def _engine_processes(llm) -> list:
+    """The EngineCore processes behind an `LLM` (multiprocessing handles); [] when the engine runs in-process."""
+    core = llm.llm_engine.engine_core
+    manager = getattr(getattr(core, "resources", None), "engine_manager", None)
+    return list(getattr(manager, "processes", None) or [])
+
+
+def _engine_is_dead(llm) -> bool:
+    core = llm.llm_engine.engine_core
+    if getattr(getattr(core, "resources", None), "engine_dead", False):
+        return True
+    return any(p.exitcode is not None for p in _engine_processes(llm))
+
+
+# How often the watchdog wakes to see whether generate has ended; a death itself is seen at once (process sentinel).
+_WATCH_POLL_S = 0.5
+
+
+def _generate_or_raise(llm, prompts, params):
+    """`llm.generate`, raising `EngineDiedError` within moments of the EngineCore process dying.
+
+    Why this is needed (vLLM 0.32, SyncMPClient): `LLM.generate` loops on `engine_core.get_output()`, a blocking
+    `outputs_queue.get()`. When the EngineCore process is killed, vLLM's own monitor thread marks the engine dead and
+    shuts the client down, but the output thread exits without queueing anything, so `get()` waits forever. The
+    watchdog waits on the process sentinels alongside generate; when one fires it queues an `EngineDeadError` (which
+    `get_output` raises) and fails any pending utility call, so generate unwinds. The dead engine is then released,
+    so the next call starts a fresh one.
+    """
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    core = llm.llm_engine.engine_core
+    sentinels = [p.sentinel for p in _engine_processes(llm)]
+    done = threading.Event()
+    died: dict[str, object] = {}
+
+    def watch() -> None:
+        while not done.is_set():
+            if sentinels:
+                fired = connection.wait(sentinels, timeout=_WATCH_POLL_S)
+            else:
+                fired, _ = [], done.wait(_WATCH_POLL_S)
+            if done.is_set():
+                return
+            if fired or getattr(getattr(core, "resources", None), "engine_dead", False):
+                died["at"] = time.perf_counter()
+                died["exitcodes"] = [p.exitcode for p in _engine_processes(llm)]
+                queue = getattr(core, "outputs_queue", None)
+                if queue is not None:
+                    queue.put_nowait(EngineDeadError(suppress_context=True))
+                for fut in list(getattr(core, "utility_results", {}).values()):
+                    if not fut.done():
+                        fut.set_exception(EngineDeadError(suppress_context=True))
+                return
+
+    watchdog = threading.Thread(target=watch, name="sluice-vllm-watchdog", daemon=True)
+    watchdog.start()
+    try:
+        return llm.generate(prompts, sampling_params=params, use_tqdm=True)
+    except Exception as exc:
+        if died or isinstance(exc, EngineDeadError) or _engine_is_dead(llm):
+            exitcodes = died.get("exitcodes") or [p.exitcode for p in _engine_processes(llm)]
+            shutdown_engine()
+            raise EngineDiedError(
+                f"vLLM engine died during generate (EngineCore exit codes {exitcodes}); "
+                f"{len(prompts)} requests unanswered, the engine was released: retry on a fresh one"
+            ) from exc
+        raise
+    finally:
+        done.set()
+        watchdog.join(timeout=5)
+
+
+def _structured_outputs(req: Request):
+    """vLLM structured-output parameters for the row's schema, or None for free text."""
+    if not req.response_schema:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    choices = req.choices()
+    if choices is not None:
+        return StructuredOutputsParams(choice=choices)
+    # compact JSON: the engine is started with disable_any_whitespace (see _engine_args)
+    return StructuredOutputsParams(json=json.loads(req.response_schema))
+
+
+def _sampling_params(req: Request, max_tokens: int, logprobs: bool):
+    from vllm import SamplingParams
+
+    # Per-request seeds crash large batches on CPU (GUIDE): sampled rows draw from the engine's seeded generator.
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=0.0 if req.temperature is None else req.temperature,
+        stop=list(req.stop) or None,
+        structured_outputs=_structured_outputs(req),
+        logprobs=0 if logprobs else None,
+    )
+
+
+def _schema_problem(llm, params) -> str | None:
+    """Why vLLM would refuse this row's sampling parameters (an unsupported or malformed schema), or None.
+
+    vLLM validates every request before any runs, and one refusal raises for the whole `generate` call; checking
+    here lets a bad schema fail its own rows only. Uses the engine's own validation on a copy of the parameters.
+    """
+    processor = getattr(llm.llm_engine, "input_processor", None)
+    if processor is None:  # another vLLM layout: let generate validate
+        return None
+    try:
+        params.clone().verify(processor.model_config, processor.speculative_config,
+                              processor.structured_outputs_config, processor.tokenizer)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _mean_logprob(gen) -> float | None:
     """Mean log-probability of the sampled tokens (logprobs=0 returns exactly the sampled token's)."""
     if not gen.logprobs or not gen.token_ids:
@@ -89,15 +223,15 @@ class VLLMBackend:
     def complete(self, requests: Sequence[Request]) -> BatchResult:
         if not requests:
             return BatchResult([], billed_seconds=0.0)
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         llm, start_cost = acquire_engine(self.tier, self.data_dir)
         t0 = time.perf_counter()
         # Template and tokenize here, once, so a prompt that cannot fit the context fails alone: handed to
-        # vLLM, one over-long prompt raises for the whole call and would sink the shard.
+        # vLLM, one over-long prompt (or one refused schema) raises for the whole call and would sink the shard.
         completions: list[Completion | None] = [None] * len(requests)
         prompts, params, index = [], [], []
+        schema_problems: dict[str | None, str | None] = {None: None}
         for i, req in enumerate(requests):
             ids = self._prompt_ids(llm, req)
             room = self.tier.max_model_len - len(ids)
@@ -108,12 +242,22 @@ class VLLMBackend:
                           "tokens of prompt and answer",
                 )
                 continue
-            prompts.append(TokensPrompt(prompt_token_ids=ids))
             # an answer is cut at the context's end rather than refused (finish_reason "length" says so)
-            params.append(SamplingParams(max_tokens=min(req.max_tokens, room), temperature=0.0,
-                                         logprobs=0 if self.tier.logprobs else None))
+            try:
+                sp = _sampling_params(req, min(req.max_tokens, room), self.tier.logprobs)
+            except ValueError as exc:  # schema text that is not JSON
+                completions[i] = Completion(req.row_id, None, error=f"response schema refused: {exc}")
+                continue
+            if req.response_schema not in schema_problems:
+                schema_problems[req.response_schema] = _schema_problem(llm, sp)
+            if schema_problems[req.response_schema]:
+                completions[i] = Completion(
+                    req.row_id, None, error=f"response schema refused: {schema_problems[req.response_schema]}")
+                continue
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(sp)
             index.append(i)
-        outputs = llm.generate(prompts, sampling_params=params, use_tqdm=True) if prompts else []
+        outputs = _generate_or_raise(llm, prompts, params) if prompts else []
         wall = time.perf_counter() - t0
         for i, out in zip(index, outputs, strict=True):
             gen = out.outputs[0]

@@ -74,3 +74,117 @@ def test_logprobs_give_each_answer_a_confidence(tier):
     assert all(c.mean_logprob is None for c in plain)
     assert all(c.mean_logprob is not None and c.mean_logprob <= 0 for c in scored)
     assert [c.text for c in scored] == [c.text for c in plain]  # scoring does not change greedy answers
+
+
+# --- request shapes and structured outputs -------------------------------------------------------------------------
+
+SENTIMENT_SCHEMA = {
+    "type": "object",
+    "properties": {"sentiment": {"enum": ["positive", "negative", "neutral"]},
+                   "score": {"type": "integer", "minimum": 0, "maximum": 100}},
+    "required": ["sentiment", "score"],
+    "additionalProperties": False,
+}
+
+
+def test_every_row_with_a_json_schema_answers_json_that_validates(tier):
+    import json
+
+    import jsonschema
+
+    schema = json.dumps(SENTIMENT_SCHEMA)
+    reqs = [Request(row_id=f"r{i}", prompt=f"Review {i}: the parcel came {'late' if i % 2 else 'early'}.",
+                    system="Label the review's sentiment." if i % 3 else None, max_tokens=64, response_schema=schema)
+            for i in range(10)]
+    result = VLLMBackend(tier).complete(reqs)
+    assert [c.row_id for c in result.completions] == [r.row_id for r in reqs]
+    for c in result.completions:
+        assert c.ok, c.error
+        # A random model would ramble, but every field is bounded (enum, integer 0-100, no extra properties, no
+        # free whitespace): the longest valid object is far under 64 tokens, and once it closes the grammar allows
+        # only end-of-sequence. So every row must finish on its own, and validate.
+        assert c.finish_reason == "stop", (c.text, c.finish_reason)
+        jsonschema.validate(json.loads(c.text), SENTIMENT_SCHEMA)
+    # Not a constant answer: the grammar constrains the form, the (random) model still picks the content.
+    assert len({c.text for c in result.completions}) > 1
+
+
+def test_a_choice_list_answers_one_of_its_labels_as_plain_text(tier):
+    import json
+
+    labels = ["billing", "shipping", "product quality", "other"]
+    reqs = [Request(row_id=f"r{i}", prompt=f"Topic of ticket {i}: where is my order?", system=None, max_tokens=16,
+                    response_schema=json.dumps({"type": "string", "enum": labels})) for i in range(8)]
+    assert reqs[0].choices() == labels
+    for c in VLLMBackend(tier).complete(reqs).completions:
+        assert c.ok and c.text in labels and c.finish_reason == "stop", (c.text, c.finish_reason)
+
+
+def test_rows_of_one_batch_keep_their_own_sampling_and_schema(tier):
+    import json
+
+    free = Request(row_id="free", prompt="Tell me about Paris.", system=None, max_tokens=12)
+    pick = Request(row_id="pick", prompt="Tell me about Paris.", system=None, max_tokens=12,
+                   response_schema=json.dumps({"enum": ["yes", "no"]}))
+    shaped = Request(row_id="json", prompt="Tell me about Paris.", system=None, max_tokens=64,
+                     response_schema=json.dumps(SENTIMENT_SCHEMA))
+    alone = {c.row_id: c for c in VLLMBackend(tier).complete([free]).completions}
+    mixed = {c.row_id: c for c in VLLMBackend(tier).complete([free, pick, shaped]).completions}
+    assert mixed["free"].text == alone["free"].text and mixed["free"].output_tokens == 12  # unconstrained, greedy
+    assert mixed["pick"].text in ("yes", "no")
+    assert set(json.loads(mixed["json"].text)) == {"sentiment", "score"}
+
+
+def test_earlier_turns_of_a_conversation_reach_the_prompt(tier):
+    base = Request(row_id="a", prompt="And the capital of Italy?", system="Answer briefly.", max_tokens=8)
+    chat = Request(row_id="b", prompt="And the capital of Italy?", system="Answer briefly.", max_tokens=8,
+                   history=(("user", "What is the capital of France?"), ("assistant", "Paris.")))
+    backend = VLLMBackend(tier)
+    llm, _ = acquire_engine(tier)
+    ids_base, ids_chat = backend._prompt_ids(llm, base), backend._prompt_ids(llm, chat)
+    tok = llm.get_tokenizer()
+    assert "What is the capital of France?" in tok.decode(ids_chat) and "Paris." in tok.decode(ids_chat)
+    assert ids_chat[-len(ids_base) + len(tok.encode("<|im_start|>system\nAnswer briefly.<|im_end|>\n")):] \
+        == ids_base[len(tok.encode("<|im_start|>system\nAnswer briefly.<|im_end|>\n")):]
+    res = {c.row_id: c for c in backend.complete([base, chat]).completions}
+    assert res["b"].input_tokens == len(ids_chat) > res["a"].input_tokens == len(ids_base)
+
+
+def test_stop_strings_end_the_answer_before_them(tier):
+    import json
+
+    # The tiny model's vocabulary is mostly ids its tokenizer cannot spell (free answers decode to ''), so the
+    # answer is shaped by a schema: greedy and constrained, it is repeatable, and its text is known.
+    schema = json.dumps(SENTIMENT_SCHEMA)
+    req = Request(row_id="a", prompt="Review: it broke.", system=None, max_tokens=64, response_schema=schema)
+    full = VLLMBackend(tier).complete([req]).completions[0]
+    assert full.text.startswith('{"sentiment":"') and full.finish_reason == "stop"
+    cut = VLLMBackend(tier).complete([Request(row_id="a", prompt=req.prompt, system=None, max_tokens=64,
+                                              response_schema=schema, stop=('"score"', "never-generated-xyz"))]
+                                     ).completions[0]
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.index('"score"')]  # the stop string itself is not returned
+    assert cut.output_tokens < full.output_tokens
+
+
+def test_temperature_samples_instead_of_greedy(tier):
+    import json
+
+    schema = json.dumps(SENTIMENT_SCHEMA)
+    greedy = [Request(row_id=f"g{i}", prompt=f"Review {i}.", system=None, max_tokens=64, response_schema=schema)
+              for i in range(4)]
+    warm = [Request(row_id=f"g{i}", prompt=f"Review {i}.", system=None, max_tokens=64, response_schema=schema,
+                    temperature=1.5) for i in range(4)]
+    a = [c.text for c in VLLMBackend(tier).complete(greedy).completions]
+    assert a == [c.text for c in VLLMBackend(tier).complete(greedy).completions]  # greedy: repeatable
+    b = [c.text for c in VLLMBackend(tier).complete(warm).completions]
+    # a random model's near-flat distribution: sampled labels and scores (0-100) leave the greedy path
+    assert a != b
+
+
+def test_a_schema_vllm_refuses_fails_its_rows_only(tier):
+    reqs = [Request(row_id="bad-json", prompt="Hi", system=None, max_tokens=8, response_schema="{not json"),
+            Request(row_id="ok", prompt="Hi", system=None, max_tokens=8)]
+    by = {c.row_id: c for c in VLLMBackend(tier).complete(reqs).completions}
+    assert not by["bad-json"].ok and "response schema refused" in by["bad-json"].error
+    assert by["ok"].ok and by["ok"].output_tokens == 8
