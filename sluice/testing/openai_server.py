@@ -376,6 +376,10 @@ def violating_instance(schema: object, text: str, root: object = None) -> tuple[
         return True, next(c for c in candidates if c not in schema["enum"])
     declared = schema.get("type")
     kinds = declared if isinstance(declared, list) else [declared] if declared else []
+    branches = [_resolve(b, root) for b in schema.get("anyOf") or schema.get("oneOf") or []]  # type: ignore[arg-type]
+    if not kinds and branches and all(isinstance(b, dict) and "type" in b and "enum" not in b for b in branches):
+        # a value of a type no branch allows
+        kinds = [k for b in branches for k in (b["type"] if isinstance(b["type"], list) else [b["type"]])]
     if "object" in kinds or (not kinds and ("properties" in schema or "required" in schema)):
         props = schema.get("properties") or {}
         required = schema.get("required") or []
