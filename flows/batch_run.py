@@ -4,6 +4,9 @@
     dedup   -> exact duplicates are answered from their first occurrence, free
     route   -> the gatekeeper scores each row and writes one Parquet partition per tier
     infer   -> each tier answers its partition (self-hosted vLLM, or an OpenAI-compatible API), cheapest first
+    review  -> after each tier: answers failing their schema are retried once on it; the still-invalid and the
+               least confident are escalated to the next tier (the batch cascade); a shadow sample of the
+               cheapest tier is also answered by the premium tier, to retrain the router on this traffic
     land    -> one `results` row per input row, with tokens, latency, cost and the all-premium baseline
 
 Every stage checkpoints its output in `<runs_dir>/<run_id>/`; the infer stage checkpoints each shard. Killed
@@ -33,8 +36,11 @@ import pyarrow.parquet as pq
 from sluice.config import RouterSettings, load_settings
 from sluice.ingest import dataset_name_for, validate_dataset_name
 from sluice.route import write_tier_partitions
+from sluice.shapes import RequestDefaults
+from sluice.stand_in import keep_stand_ins
 from sluice.runs import file_sha256, find_unfinished_run, fingerprint, mark_landed, read_manifest, write_manifest
-from tasks.stages import dedup, dispatch_tier, infer_tier, ingest, land, route, validate_quantisation
+from models.backends.vllm_offline import shutdown_engine
+from tasks.stages import dedup, dispatch_tier, infer_tier, ingest, land, review, route, validate_quantisation
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -58,12 +64,20 @@ def sluice_run(
     use_cache: bool = True,
     dispatch_api_tiers: bool = False,
     resume: bool = True,
+    response_schema: str | None = None,
+    temperature: float | None = None,
+    cascade_share: float | None = None,
+    shadow_share: float | None = None,
 ) -> dict:
+    """`response_schema`: JSON Schema text (or a choice list, `sluice.shapes.schema_from_choices`) for rows
+    without their own; `temperature`: for rows without their own (default greedy)."""
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
-    if router or premium_share is not None or budget_usd is not None:  # the learned router / batch calibration
-        settings.router = RouterSettings.model_validate(
-            {**settings.router.model_dump(), "model": router, "premium_share": premium_share, "budget_usd": budget_usd}
-        )
+    overrides = {k: v for k, v in {"model": router, "premium_share": premium_share, "budget_usd": budget_usd,
+                                   "cascade_share": cascade_share, "shadow_share": shadow_share}.items()
+                 if v is not None}
+    if overrides:  # the learned router / batch calibration / cascade and shadow shares
+        settings.router = RouterSettings.model_validate({**settings.router.model_dump(), **overrides})
+    defaults = RequestDefaults(response_schema=response_schema, temperature=temperature)
     # hours the run may take: API tiers with batch_api = "auto" use their provider's batch API (-50%) if it fits
     tiers = settings.catalogue().with_run_deadline(deadline_h)
     logger = get_run_logger()
@@ -71,7 +85,8 @@ def sluice_run(
 
     # Which run is this? An unfinished run of the same file and configuration is resumed, not paid for again.
     input_sha = file_sha256(dataset_path) if Path(dataset_path).is_file() else ""
-    config = fingerprint(tiers.model_dump_json(), settings.model_dump_json(include={"default_max_tokens", "router"}))
+    config = fingerprint(tiers.model_dump_json(), settings.model_dump_json(include={"default_max_tokens", "router"}),
+                         repr(defaults))
     if run_id is None and resume and input_sha:
         run_id = find_unfinished_run(settings.runs_dir, input_sha, config)
         if run_id:
@@ -94,7 +109,7 @@ def sluice_run(
 
     # Each stage writes its output atomically in the run folder; a resumed run starts after the last one written.
     ingested = _done(run_dir / "ingested.parquet") or ingest(
-        dataset_path, run_dir, tiers, settings.default_max_tokens, settings.max_prompt_chars)
+        dataset_path, run_dir, tiers, settings.default_max_tokens, settings.max_prompt_chars, defaults)
     # answers landed by earlier runs are reused (cache) while the tier's model is still the one that answered them
     cache = str(settings.warehouse) if use_cache and Path(settings.warehouse).exists() else None
     deduped = _done(run_dir / "deduped.parquet") or dedup(
@@ -104,12 +119,30 @@ def sluice_run(
         partitions = write_tier_partitions(pq.read_table(run_dir / "routed.parquet"), run_dir / "routed", tiers.names)
     else:
         partitions = route(deduped, run_dir, tiers.names, settings.router, tiers, settings.default_max_tokens)
-    # Cheapest tier first, one at a time: a worker holds one engine, and the premium API goes last. The engine is
-    # released after the last self-hosted tier: the run is billed for the worker only while it needs it.
-    todo = [t for t in tiers.tiers if t.name in partitions]
-    last_self_hosted = max((i for i, t in enumerate(todo) if t.self_hosted), default=-1)
+    # Cheapest tier first, one at a time: a worker holds one engine, and the premium API goes last. Each tier
+    # answers its routed rows and the rows escalated to it, retries its schema failures while its engine is warm,
+    # then hands its least confident answers to the next tier. The engine is released after the last
+    # self-hosted tier: the run is billed for the worker only while it needs it.
+    start = min((i for i, t in enumerate(tiers.tiers) if t.name in partitions), default=len(tiers.tiers))
+    todo = tiers.tiers[start:]
     run["billing"] = {}
+    with keep_stand_ins():
+        _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue, dispatch, dispatch_api_tiers,
+                      run["billing"])
+    summary = land(run_dir, str(settings.warehouse), run, tiers.names)
+    mark_landed(run_dir)
+    return {**summary, "run_id": run_id, "dataset": run["dataset"], "warehouse": str(settings.warehouse)}
+
+
+def _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue, dispatch, dispatch_api_tiers,
+                  billing) -> None:
+    last_self_hosted = max((i for i, t in enumerate(todo) if t.self_hosted), default=-1)
     for i, t in enumerate(todo):
+        if t.name not in partitions:
+            _follow_ups(t, run_dir, tiers, settings, billing)
+            if i == last_self_hosted:
+                shutdown_engine()
+            continue
         if t.self_hosted and t.quantization:
             validate_quantisation(
                 t.name, partitions[t.name], tiers, str(settings.data_dir), str(settings.warehouse), run_id,
@@ -118,18 +151,32 @@ def sluice_run(
         # a provider batch is its own checkpoint: one shard, so the tier is one batch, not one batch per shard
         shard_rows = settings.shard_rows if t.batch_api == "off" else max(settings.shard_rows, 1 << 30)
         if dispatch and (t.self_hosted or dispatch_api_tiers):
-            run["billing"][t.name] = dispatch_tier(
+            billing[t.name] = dispatch_tier(
                 t.name, partitions[t.name], run_dir, dispatch, shard_rows, catalogue, str(settings.data_dir),
                 settings.default_max_tokens,
             )
-            continue
-        run["billing"][t.name] = infer_tier(
-            t.name, partitions[t.name], run_dir, tiers, str(settings.data_dir), settings.default_max_tokens,
-            shard_rows=shard_rows, release_engine=i == last_self_hosted,
-        )
-    summary = land(run_dir, str(settings.warehouse), run)
-    mark_landed(run_dir)
-    return {**summary, "run_id": run_id, "dataset": run["dataset"], "warehouse": str(settings.warehouse)}
+        else:
+            billing[t.name] = infer_tier(
+                t.name, partitions[t.name], run_dir, tiers, str(settings.data_dir), settings.default_max_tokens,
+                shard_rows=shard_rows,
+            )
+        _follow_ups(t, run_dir, tiers, settings, billing)
+        if i == last_self_hosted:
+            shutdown_engine()
+
+
+def _follow_ups(t, run_dir: Path, tiers, settings, billing: dict) -> None:
+    """After tier `t`'s routed rows: answer the rows escalated to it and its shadow sample, retry its schema
+    failures on it, then decide what goes on to the next tier (tasks.stages.review)."""
+    args = (run_dir, tiers, str(settings.data_dir), settings.default_max_tokens)
+    for kind, part in (("escalation", run_dir / "escalated" / f"tier={t.name}.parquet"),
+                       ("shadow", run_dir / "shadow" / f"tier={t.name}.parquet")):
+        if part.is_file() and pq.read_metadata(part).num_rows:
+            billing[f"{t.name}/{kind}"] = infer_tier(t.name, part, *args, shard_rows=settings.shard_rows, kind=kind)
+    retry = review(run_dir, t.name, tiers, settings.router, settings.default_max_tokens, "retry")
+    if retry is not None:
+        billing[f"{t.name}/retry"] = infer_tier(t.name, retry, *args, shard_rows=settings.shard_rows, kind="retry")
+    review(run_dir, t.name, tiers, settings.router, settings.default_max_tokens, "escalate")
 
 
 def _done(path: Path) -> Path | None:

@@ -63,14 +63,30 @@ def run(
     budget_usd: Annotated[Optional[float], typer.Option(help="route the whole batch under this dollar budget")] = None,
     router: Annotated[Optional[Path], typer.Option(help="a router trained with `sluice router train`")] = None,
     deadline_h: Annotated[Optional[float], typer.Option(help="hours until answers are needed (batch APIs)")] = None,
+    schema: Annotated[Optional[Path], typer.Option(
+        help="JSON Schema file every answer must satisfy (rows may also carry a `response_schema` column)")] = None,
+    choices: Annotated[Optional[str], typer.Option(
+        help="classification: each answer is one of these comma-separated labels")] = None,
+    temperature: Annotated[Optional[float], typer.Option(
+        help="sampling temperature for rows without a `temperature` column [greedy]")] = None,
+    cascade_share: Annotated[Optional[float], typer.Option(
+        help="at most this share of a tier's answers is escalated to the next tier [0.10]")] = None,
+    shadow_share: Annotated[Optional[float], typer.Option(
+        help="this share of the cheapest tier's answers is also answered by premium, to retrain the router [0.05]",
+    )] = None,
 ) -> None:
     """Answer every row of DATASET on the cheapest tier that will do, and land the results in DuckDB."""
     from models.catalogue import CatalogueError
     from sluice.ingest import IngestError
+    from sluice.shapes import ShapeError, schema_from_choices, schema_from_file
 
     t0 = time.perf_counter()
     try:
         from flows.batch_run import sluice_run
+
+        if schema and choices:
+            raise ValueError("give --schema or --choices, not both")
+        response_schema = schema_from_file(schema) if schema else schema_from_choices(choices) if choices else None
 
         summary = sluice_run(
             str(dataset),
@@ -83,8 +99,12 @@ def run(
             budget_usd=budget_usd,
             router=str(router) if router else None,
             deadline_h=deadline_h,
+            response_schema=response_schema,
+            temperature=temperature,
+            cascade_share=cascade_share,
+            shadow_share=shadow_share,
         )
-    except (IngestError, CatalogueError, ValueError) as exc:
+    except (IngestError, CatalogueError, ShapeError, ValueError) as exc:
         _fail(str(exc))
     _print_summary(summary, time.perf_counter() - t0)
 

@@ -259,8 +259,8 @@ def _check_columns(names: list[str], source: str) -> None:
     if REQUIRED not in names and "messages" not in names:
         shown = ", ".join(_clip(str(c), 60) for c in names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20
                                                                      else "")
-        raise IngestError(f"{source}: missing required column 'prompt' (or 'messages') "
-                          f"(found: {shown or 'no columns'})")
+        raise IngestError(f"{source}: missing required column 'prompt' (found: {shown or 'no columns'}) "
+                          "(a chat dataset has 'messages' instead)")
     for c in (REQUIRED, *OPTIONAL):
         if names.count(c) > 1:
             raise IngestError(f"{source}: column {c!r} appears {names.count(c)} times")

@@ -8,6 +8,11 @@
                     response and model copied (carried by dedup in cache_response / cache_model), cost 0,
                     baseline = the earlier row's baseline; in-batch duplicates of a cache hit get the same answer
 
+Rows answered more than once (a schema retry, a cascade escalation, a shadow answer: sluice/review.py) land once,
+with the final answer (the last attempt that is not a shadow), `attempts`, `escalated`, `shadow`, and the sum of
+every attempt's tokens and cost: what was spent on the row. Each attempt is also landed in `attempts`. An answer
+still failing its schema after every attempt lands as "failed" with the validation error.
+
 Re-landing a run replaces its rows (delete + insert in one transaction): never duplicates.
 """
 
@@ -23,23 +28,112 @@ import polars as pl
 import pyarrow as pa
 
 from sluice.infer import ANSWER_SCHEMA
-from sluice.warehouse import RESULT_COLUMNS, connect
+from sluice.warehouse import ATTEMPT_COLUMNS, RESULT_COLUMNS, connect
 
 ANSWER_FIELDS = ["response", "model", "input_tokens", "output_tokens", "latency_ms", "cost_usd",
-                 "baseline_cost_usd", "finish_reason"]
+                 "baseline_cost_usd", "finish_reason", "price_basis", "cached_input_tokens", "usage_estimated",
+                 "mean_logprob", "parsed", "schema_valid", "attempts", "escalated", "escalated_from",
+                 "cascade_reason", "shadow", "shadow_agrees", "shadow_cost_usd"]
+# attempt kinds in the order they happen on one tier; tiers in catalogue order; shadow answers last
+_KIND_ORDER = {"first": 0, "escalation": 0, "retry": 1, "shadow": 2}
 
 
-def assemble_results(routed: pa.Table, answers: list[pa.Table], run_id: str, dataset: str) -> pl.DataFrame:
-    rows = pl.from_arrow(routed)
-    assert isinstance(rows, pl.DataFrame)
-    ans = pl.from_arrow(pa.concat_tables(answers) if answers else ANSWER_SCHEMA.empty_table())
-    assert isinstance(ans, pl.DataFrame)
+def combine_attempts(attempts: list[tuple[str, pa.Table]], tier_order: list[str],
+                     escalations: pl.DataFrame | None = None
+                     ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(one answer per row, every attempt) from the answer tables of each kind ("first", "escalation", "retry",
+    "shadow"). The row's answer is its last non-shadow attempt; its tokens, latency and cost add up all attempts
+    (shadow latency excepted: nobody waited for it). `escalations`: row_id, escalated_from, cascade_reason of
+    escalated rows (the review's decisions). Also returns the shadow pairs (row_id, response, _shadow_response,
+    shadow_agrees) for `router_training`."""
+    from sluice.router.shadow import answers_agree
+
+    parts = []
+    for kind, table in attempts:
+        if table.num_rows:
+            df = pl.from_arrow(table)
+            assert isinstance(df, pl.DataFrame)
+            parts.append(df.with_columns(pl.lit(kind).alias("kind")))
+    empty = pl.from_arrow(ANSWER_SCHEMA.empty_table()).with_columns(pl.lit(None, pl.String).alias("kind"))
+    every = pl.concat([empty, *parts], how="diagonal_relaxed") if parts else empty
+    rank = {t: i for i, t in enumerate(tier_order)}
+    every = every.with_columns(
+        pl.col("tier").replace_strict(rank, default=len(rank)).alias("_tier_rank"),
+        pl.col("kind").replace_strict(_KIND_ORDER, default=3).alias("_kind_rank"),
+    ).sort(["row_id", "_kind_rank", "_tier_rank"], maintain_order=True)
+    every = every.with_columns(
+        ((pl.col("kind") == "shadow").cast(pl.Int8)).alias("_is_shadow"),
+    ).sort(["row_id", "_is_shadow", "_tier_rank", "_kind_rank"])
+    every = every.with_columns((pl.int_range(pl.len()).over("row_id") + 1).alias("attempt"))
+    dup = every.group_by("row_id", "kind", "tier").len().filter(pl.col("len") > 1)
+    if dup.height:
+        raise ValueError(f"row {dup['row_id'][0]} was answered twice as {dup['kind'][0]} on tier {dup['tier'][0]}; "
+                         "refusing to land (it would be charged twice)")
+    main = every.filter(pl.col("kind") != "shadow")
+    # structured answers are compared by their parsed value, free text by its text
+    shadow = every.filter(pl.col("kind") == "shadow").select(
+        "row_id", pl.coalesce("parsed", "response").alias("_shadow_response"), pl.col("cost_usd").alias("shadow_cost_usd"),
+        pl.col("status").alias("_shadow_status"))
+    totals = every.group_by("row_id").agg(
+        pl.col("input_tokens").sum(), pl.col("output_tokens").sum(), pl.col("cost_usd").sum(),
+        pl.col("latency_ms").filter(pl.col("kind") != "shadow").sum().alias("latency_ms"),
+        pl.len().cast(pl.Int32).alias("attempts"),
+        (pl.col("kind") == "escalation").any().alias("escalated"),
+    )
+    final = main.group_by("row_id", maintain_order=True).last().drop(
+        "input_tokens", "output_tokens", "cost_usd", "latency_ms", "attempt", "kind", "_tier_rank", "_kind_rank",
+        "_is_shadow")
+    final = final.join(totals, on="row_id", how="left").join(shadow, on="row_id", how="left")
+    if escalations is not None and escalations.height:
+        final = final.join(escalations.select("row_id", "escalated_from", "cascade_reason")
+                           .unique("row_id", keep="first"), on="row_id", how="left")
+    else:
+        final = final.with_columns(pl.lit(None, pl.String).alias("escalated_from"),
+                                   pl.lit(None, pl.String).alias("cascade_reason"))
+    agrees = [
+        None if s is None else (st == "ok" and answers_agree(p if p is not None else r, s))
+        for r, p, s, st in zip(final["response"].to_list(), final["parsed"].to_list(),
+                               final["_shadow_response"].to_list(), final["status"].to_list())
+    ]  # status is the kept answer's: an invalid or failed cheap answer does not agree
+    final = final.with_columns(
+        pl.Series("shadow_agrees", agrees, pl.Boolean),
+        pl.col("_shadow_status").is_not_null().alias("shadow"),
+        pl.col("shadow_cost_usd").fill_null(0.0),
+        # an answer still failing its schema after every attempt is a failed row, with the validation error
+        pl.when(pl.col("status") == "invalid").then(pl.lit("failed")).otherwise(pl.col("status")).alias("status"),
+    ).drop("_shadow_status")
+    shadow_pairs = final.filter(pl.col("shadow")).select(
+        "row_id", pl.coalesce("parsed", "response").alias("response"), "_shadow_response", "shadow_agrees")
+    final = final.drop("_shadow_response")
+    log_cols = ["row_id", "attempt", "kind", "tier", "model", "status", "error", "schema_valid", "input_tokens",
+                "output_tokens", "latency_ms", "cost_usd", "mean_logprob", "response"]
+    return final, every.select(log_cols), shadow_pairs
+
+
+def assemble_results(routed: pa.Table, answers: list[pa.Table] | pl.DataFrame, run_id: str,
+                     dataset: str) -> pl.DataFrame:
+    """`answers`: answer tables of single-attempt rows, or one answer per row from `combine_attempts`."""
+    from sluice.dedup import with_shape_columns
+
+    rows = with_shape_columns(pl.from_arrow(routed))
+    if isinstance(answers, pl.DataFrame):
+        ans = answers
+    else:
+        ans = pl.from_arrow(pa.concat_tables(answers, promote_options="default") if answers
+                            else ANSWER_SCHEMA.empty_table())
+        assert isinstance(ans, pl.DataFrame)
+        ans = ans.with_columns(pl.when(pl.col("status") == "invalid").then(pl.lit("failed"))
+                               .otherwise(pl.col("status")).alias("status"))
+    for name, dtype in _ANSWER_DEFAULTS.items():
+        if name not in ans.columns:
+            ans = ans.with_columns(pl.lit(None, dtype).alias(name))
     if ans["row_id"].is_duplicated().any():
         raise ValueError("a row was answered twice; refusing to land (it would be charged twice)")
 
     own = ans.select(["row_id", "status", "error", "tier", *ANSWER_FIELDS]).rename(
         {"status": "a_status", "error": "a_error", "tier": "a_tier"}
     )
+    rows = rows.drop([c for c in ("escalated_from", "cascade_reason") if c in rows.columns])
     canon = ans.select(
         pl.col("row_id").alias("dup_of"),
         pl.col("status").alias("c_status"),
@@ -47,6 +141,7 @@ def assemble_results(routed: pa.Table, answers: list[pa.Table], run_id: str, dat
         pl.col("response").alias("c_response"),
         pl.col("model").alias("c_model"),
         pl.col("baseline_cost_usd").alias("c_baseline"),
+        pl.col("parsed").alias("c_parsed"),
     )
     rows, canon = _with_cache_hits(rows, canon)
     df = rows.join(own, on="row_id", how="left").join(canon, on="dup_of", how="left", maintain_order="left")
@@ -81,10 +176,39 @@ def assemble_results(routed: pa.Table, answers: list[pa.Table], run_id: str, dat
         pl.when(pending).then(pl.col("baseline_cost_usd")).when(dup).then(pl.col("c_baseline"))
         .otherwise(0.0).fill_null(0.0).alias("baseline_cost_usd"),
         pl.when(pending).then(pl.col("finish_reason")).alias("finish_reason"),
+        pl.when(pending).then(pl.col("parsed")).when(dup).then(pl.col("c_parsed")).alias("parsed"),
+        pl.when(pending & pl.col("a_status").is_not_null()).then(pl.col("attempts").fill_null(1))
+        .otherwise(0).cast(pl.Int32).alias("attempts"),
+        pl.when(pending).then(pl.col("escalated")).otherwise(False).fill_null(False).alias("escalated"),
+        pl.when(pending).then(pl.col("shadow")).otherwise(False).fill_null(False).alias("shadow"),
+        pl.when(pending).then(pl.col("shadow_cost_usd")).otherwise(0.0).fill_null(0.0).alias("shadow_cost_usd"),
         status.alias("status"),
         error.alias("error"),
     )
+    out = _parse_reused_answers(out)
     return out.select(RESULT_COLUMNS).sort("row_index")
+
+
+def _parse_reused_answers(df: pl.DataFrame) -> pl.DataFrame:
+    """Answers reused from an earlier night (cache hits) carry no parsed value: check them against the row's
+    schema here (the cache only matches rows with the same schema, so they pass unless the schema's meaning
+    changed)."""
+    from sluice.structured import validate_answer
+
+    todo = df["response_schema"].is_not_null() & df["parsed"].is_null() & df["response"].is_not_null()
+    if not todo.any():
+        return df
+    parsed = [validate_answer(r, sc)[0] if t else p for r, sc, p, t in
+              zip(df["response"].to_list(), df["response_schema"].to_list(), df["parsed"].to_list(), todo.to_list())]
+    return df.with_columns(pl.Series("parsed", parsed, pl.String))
+
+
+_ANSWER_DEFAULTS = {
+    "price_basis": pl.String, "cached_input_tokens": pl.Int64, "usage_estimated": pl.Boolean,
+    "mean_logprob": pl.Float64, "parsed": pl.String, "schema_valid": pl.Boolean, "attempts": pl.Int32,
+    "escalated": pl.Boolean, "escalated_from": pl.String, "cascade_reason": pl.String, "shadow": pl.Boolean,
+    "shadow_agrees": pl.Boolean, "shadow_cost_usd": pl.Float64,
+}
 
 
 def _with_cache_hits(rows: pl.DataFrame, canon: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -101,6 +225,7 @@ def _with_cache_hits(rows: pl.DataFrame, canon: pl.DataFrame) -> tuple[pl.DataFr
         pl.col("cache_response").alias("c_response"),
         pl.col("cache_model").alias("c_model"),
         pl.col("cache_baseline_cost_usd").alias("c_baseline"),
+        pl.lit(None, pl.String).alias("c_parsed"),
     )
     own_answer = rows.filter(hit).select(
         pl.col("dup_of"),
@@ -109,6 +234,7 @@ def _with_cache_hits(rows: pl.DataFrame, canon: pl.DataFrame) -> tuple[pl.DataFr
         pl.col("cache_response").alias("c_response"),
         pl.col("cache_model").alias("c_model"),
         pl.col("cache_baseline_cost_usd").alias("c_baseline"),
+        pl.lit(None, pl.String).alias("c_parsed"),
     ).unique("dup_of", keep="first")
     canon = pl.concat([canon, from_cache.cast(dict(canon.schema)), own_answer.cast(dict(canon.schema))])
     return rows.drop("cache_response", "cache_model", "cache_baseline_cost_usd"), canon
@@ -141,6 +267,8 @@ def land_results(
     warehouse: str | Path,
     results: pl.DataFrame,
     run: dict,
+    attempts: pl.DataFrame | None = None,
+    labels: pl.DataFrame | None = None,
 ) -> None:
     """Replace this run's rows in the warehouse and record the run, in one short transaction.
 
@@ -163,6 +291,21 @@ def land_results(
                 con.execute("DELETE FROM results WHERE run_id = ?", [run_id])
                 # by name: every column of `results` (RESULT_COLUMNS and any added by a later migration)
                 con.execute("INSERT INTO results BY NAME SELECT * FROM read_parquet(?)", [str(staged)])
+                con.execute("DELETE FROM attempts WHERE run_id = ?", [run_id])
+                if attempts is not None and attempts.height:
+                    con.register("_attempts", attempts.with_columns(pl.lit(run_id).alias("run_id"))
+                                 .select(ATTEMPT_COLUMNS).to_arrow())
+                    con.execute("INSERT INTO attempts BY NAME SELECT * FROM _attempts")
+                    con.unregister("_attempts")
+                if labels is not None and labels.height:
+                    from sluice.router.warehouse import add_labels
+
+                    add_labels(con, labels)
+                schemas = results.filter(pl.col("parsed").is_not_null())["response_schema"].drop_nulls()
+                if schemas.len():
+                    from sluice.views import create_structured_view
+
+                    create_structured_view(con, run["dataset"], schemas.mode().sort()[0])
                 con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
                 con.execute(
                     "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

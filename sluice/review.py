@@ -3,10 +3,11 @@
     retry       an answer that fails its schema (sluice/structured.py) is asked once more on the same tier: with
                 twice the `max_tokens` when it was cut short, else sampled (temperature RETRY_TEMPERATURE) instead
                 of greedy, since a greedy retry would repeat the same answer
-    escalation  the batch cascade: answers still invalid after the retry (confidence 0) and the least confident
-                answers of tiers that report token logprobs go to the next tier, at most `cascade_share` of the
-                tier's answered rows, only below `cascade_min_confidence`, within `cascade_budget_usd` of planned
-                extra spend (sluice/cascade.py picks by expected gain per dollar)
+    escalation  the batch cascade: answers still invalid after the retry (confidence 0, always candidates) and
+                the least confident answers of tiers that report token logprobs go to the next tier: the
+                confident ones up to `cascade_share` of the tier's answered rows (less the invalid ones), only
+                below `cascade_min_confidence`; all within `cascade_budget_usd` of planned extra spend
+                (sluice/cascade.py picks by expected gain per dollar)
     shadow      a deterministic `shadow_share` of the cheapest tier's answered rows is also answered by the last
                 (premium) tier; the answers are compared and the verdict lands in `router_training`, so the router
                 retrains on the user's own traffic (sluice/router/shadow.py)
@@ -35,9 +36,9 @@ MAX_TOKENS_LIMIT = 32_768
 ATTEMPT_KINDS = ("first", "escalation", "retry", "shadow")
 
 
-def read_answers(answers_dir: Path) -> pl.DataFrame | None:
-    """Every shard answered under `answers_dir/tier=*/` (None when there are none)."""
-    files = sorted(answers_dir.glob("tier=*/shard-*.parquet"))
+def read_answers(answers_dir: Path, tier: str = "*") -> pl.DataFrame | None:
+    """Every shard answered under `answers_dir/tier=<tier>/` (None when there are none)."""
+    files = sorted(answers_dir.glob(f"tier={tier}/shard-*.parquet"))
     if not files:
         return None
     return pl.from_arrow(pa.concat_tables([pq.read_table(f) for f in files], promote_options="default"))
@@ -85,14 +86,18 @@ def escalation_rows(
     cands = ans.with_columns(pl.when(invalid).then(0.0).otherwise(conf).alias("confidence")).filter(
         invalid | ((pl.col("status") == "ok") & (pl.col("confidence") < settings.cascade_min_confidence))
     )
-    k = math.floor(settings.cascade_share * n + 1e-9)
-    cands = cands.sort("confidence", maintain_order=True).head(k)
+    # schema failures always qualify (a wrong-shaped answer is no answer) and use up the share cap first; the
+    # least confident answers fill what is left of it
+    bad = cands.filter(invalid)
+    k = max(math.floor(settings.cascade_share * n + 1e-9) - bad.height, 0)
+    cands = pl.concat([bad, cands.filter(~invalid).sort("confidence", maintain_order=True).head(k)])
     if cands.height == 0:
         return rows.clear().with_columns(pl.lit(None, pl.String).alias("escalated_from"),
                                          pl.lit(None, pl.String).alias("cascade_reason")), 0.0
     cands = cands.with_columns(escalation_costs(cands, next_price.usd_per_input_token,
                                                 next_price.usd_per_output_token))
-    budget = math.inf if budget_left_usd is None else max(budget_left_usd, 0.0)
+    # no dollar cap: the share cap alone bounds the spend (the whole candidate set's cost always fits)
+    budget = float(cands["next_cost_usd"].sum()) if budget_left_usd is None else max(budget_left_usd, 0.0)
     picked = escalate_within_budget(cands, budget, min_confidence=1.0).filter(pl.col("escalate"))
     why = pl.when(pl.col("status") == "invalid").then(
         pl.format("schema: {} (after a retry on {})", pl.col("error"), pl.lit(from_tier))

@@ -26,6 +26,37 @@ class StandInError(RuntimeError):
     pass
 
 
+# Inside `keep_stand_ins()`, a started server outlives the `openai_stand_in` block that started it and serves
+# the next block with the same settings: a tier answered in several passes (its routed rows, then rows escalated
+# to it, its shadow sample, its retries) starts its server once, not once per pass (1-5 minutes each here).
+_kept: dict[tuple, tuple[subprocess.Popen, str]] = {}
+_keeping = 0
+
+
+@contextmanager
+def keep_stand_ins() -> Iterator[None]:
+    """Keep stand-in servers running until this block ends (then stop them all)."""
+    global _keeping
+    _keeping += 1
+    try:
+        yield
+    finally:
+        _keeping -= 1
+        if not _keeping:
+            while _kept:
+                _stop(_kept.popitem()[1][0])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @contextmanager
 def openai_stand_in(
     model_dir: str,
@@ -35,7 +66,12 @@ def openai_stand_in(
     max_model_len: int = 2048,
     startup_timeout_s: float = 600,
 ) -> Iterator[str]:
-    """Start the server, wait until /health answers, yield its base URL, stop it on exit."""
+    """Start the server, wait until /health answers, yield its base URL, stop it on exit (inside
+    `keep_stand_ins()`: reuse a running one with the same settings, and leave it running)."""
+    key = (model_dir, served_name, port, max_model_len)
+    if key in _kept and _kept[key][0].poll() is None:
+        yield _kept[key][1]
+        return
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -63,12 +99,9 @@ def openai_stand_in(
                 raise StandInError(f"the stand-in server did not answer in {startup_timeout_s:.0f} s; see {log_path}")
             time.sleep(1)
         log.info("premium stand-in ready at %s/v1 (model %s)", base, served_name)
+        if _keeping:
+            _kept[key] = (proc, f"{base}/v1")
         yield f"{base}/v1"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if key not in _kept or _kept[key][0] is not proc:
+            _stop(proc)

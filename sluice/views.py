@@ -206,3 +206,35 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+_FIELD = __import__("re").compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def create_structured_view(con: duckdb.DuckDBPyConnection, dataset: str, schema_text: str) -> str:
+    """`structured_<dataset>`: one row per result of the dataset whose answer passed `schema_text`, with the
+    schema's top-level fields as typed columns (sluice/structured.py `top_level_fields`) beside run_id, row_id,
+    tier, status and `parsed`. Recreated by each landing with the dataset's current schema.
+
+    The dataset name is validated at ingest (letters, digits, '.', '_', '-'); field names that are not plain
+    identifiers are left out of the columns (they stay readable in `parsed`); the schema text is matched as an
+    escaped string literal (a view cannot take bound parameters)."""
+    from sluice.ingest import validate_dataset_name
+    from sluice.structured import top_level_fields
+
+    validate_dataset_name(dataset)
+    fields = {k: t for k, t in top_level_fields(schema_text).items() if _FIELD.fullmatch(k)}
+    if list(fields) == ["label"] and "properties" not in schema_text:  # a choice list: the label itself
+        cols = ["CAST(parsed ->> '$' AS VARCHAR) AS label"]
+    else:
+        cols = [f"TRY_CAST(parsed -> '$.{k}' AS JSON) AS \"{k}\"" if t == "JSON"
+                else f"TRY_CAST(parsed ->> '$.{k}' AS {t}) AS \"{k}\"" for k, t in fields.items()]
+    view = f'"structured_{dataset}"'
+    literal = schema_text.replace("'", "''")
+    con.execute(f"""
+        CREATE OR REPLACE VIEW {view} AS
+        SELECT run_id, row_id, tier, status, {', '.join(cols + ['parsed'])}
+        FROM results
+        WHERE dataset = '{dataset}' AND response_schema = '{literal}' AND parsed IS NOT NULL
+    """)
+    return view.strip('"')

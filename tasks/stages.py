@@ -24,6 +24,7 @@ from sluice.ingest import MAX_PROMPT_CHARS, read_prompts, widest_context_window
 from sluice.land import assemble_results, land_results, summarise
 from sluice.route import OVER_BUDGET, route_batch, write_tier_partitions
 from sluice.report import summary_table
+from sluice.shapes import RequestDefaults
 from sluice.summary import summary_markdown
 
 
@@ -42,12 +43,13 @@ def ingest(
     catalogue: Catalogue | None = None,
     default_max_tokens: int = 256,
     max_prompt_chars: int = MAX_PROMPT_CHARS,
+    defaults: RequestDefaults | None = None,
 ) -> Path:
     """Rows too long for every tier's context window (when the catalogue states them all) are quarantined here,
     before anything is spent on them."""
     window = widest_context_window(catalogue) if catalogue is not None else None
     rows = read_prompts(dataset_path, max_prompt_chars=max_prompt_chars, max_context_tokens=window,
-                        default_max_tokens=default_max_tokens)
+                        default_max_tokens=default_max_tokens, defaults=defaults)
     bad = rows.num_rows - sum(1 for s in rows["status"].to_pylist() if s == "pending")
     get_run_logger().info("ingested %d rows from %s (%d quarantined)", rows.num_rows, dataset_path, bad)
     for err in [e for e in rows["error"].to_pylist() if e][:20]:
@@ -119,15 +121,19 @@ def infer_tier(
     default_max_tokens: int,
     shard_rows: int = 256,
     release_engine: bool = False,
+    kind: str = "first",
 ) -> dict[str, float]:
+    """Answer a tier's partition: its routed rows (`kind` "first"), or rows the review sent to it again
+    ("retry", "escalation", "shadow"; answers under answers/<kind>/)."""
     logger = get_run_logger()
     tier = catalogue.tier(tier_name)
     rows = pq.read_metadata(partition).num_rows
-    logger.info("tier %s: %d rows -> %s backend, model %s", tier.name, rows, tier.backend, tier.model)
+    logger.info("tier %s: %d rows (%s) -> %s backend, model %s", tier.name, rows, kind, tier.backend, tier.model)
+    answers_dir = run_dir / "answers" if kind == "first" else run_dir / "answers" / kind
     backend = make_backend(tier, data_dir=data_dir)
     try:
         billing = infer_tier_shards(
-            partition, run_dir / "answers", tier, catalogue, backend, default_max_tokens, shard_rows
+            partition, answers_dir, tier, catalogue, backend, default_max_tokens, shard_rows
         )
     except BaseException:
         shutdown_engine()  # a failed shard may have left the engine dead: the retry starts a fresh one
@@ -198,13 +204,86 @@ def validate_quantisation(
     return {"mean_agreement": v.mean_agreement, "exact_rate": v.exact_rate, "rows": len(v.rows)}
 
 
+@task(name="review", cache_policy=NO_CACHE)
+def review(
+    run_dir: Path, tier_name: str, catalogue: Catalogue, router: RouterSettings, default_max_tokens: int,
+    step: str,
+) -> Path | None:
+    """Decide which of a tier's rows are sent again (sluice/review.py): step "retry" (schema failures, same tier),
+    "escalate" (to the next tier; with the shadow sample when this is the cheapest tier). Decisions are written
+    once; a resumed run reads them back. Returns the partition written for `step` (None: nothing to send)."""
+    import polars as pl
+
+    from sluice.budget import tier_prices
+    from sluice.review import escalation_rows, latest, read_answers, retry_rows, shadow_rows, write_partition
+
+    logger = get_run_logger()
+    names = catalogue.names
+    here = run_dir / "answers" / "review" / f"tier={tier_name}"
+    inputs = [p for p in (run_dir / "routed" / f"tier={tier_name}" / "part-0.parquet",
+                          run_dir / "escalated" / f"tier={tier_name}.parquet") if p.is_file()]
+    rows = pl.concat([pl.read_parquet(p) for p in inputs], how="diagonal_relaxed") if inputs else None
+    first = latest(read_answers(run_dir / "answers", tier_name),
+                   read_answers(run_dir / "answers" / "escalation", tier_name))
+    if rows is None or first is None:
+        return None
+    if step == "retry":
+        out = run_dir / "retry" / f"tier={tier_name}.parquet"
+        if not out.is_file():
+            write_partition(retry_rows(rows, first, default_max_tokens), out)
+        n = pq.read_metadata(out).num_rows
+        logger.info("review %s: %d answers failed their schema, retried once on %s", tier_name, n, tier_name)
+        return out if n else None
+    answers = latest(first, read_answers(run_dir / "answers" / "retry", tier_name))
+    i = names.index(tier_name)
+    if i + 1 >= len(names):
+        return None
+    nxt = names[i + 1]
+    out = run_dir / "escalated" / f"tier={nxt}.parquet"
+    if not out.is_file():
+        spent_file = run_dir / "escalated" / "planned_usd.json"
+        spent = float(spent_file.read_text()) if spent_file.is_file() else 0.0
+        left = None if router.cascade_budget_usd is None else router.cascade_budget_usd - spent
+        price = tier_prices(catalogue, router.self_hosted_tokens_per_s)[i + 1]
+        up, planned = escalation_rows(rows, answers, tier_name, nxt, price, router, left)
+        if i == 0 and router.shadow_share > 0 and len(names) > 1:
+            stay = rows.join(up.select("row_id"), on="row_id", how="anti", maintain_order="left")
+            write_partition(shadow_rows(stay, answers, router.shadow_share, names[-1]),
+                            run_dir / "shadow" / f"tier={names[-1]}.parquet")
+        write_partition(up, out)
+        spent_file.write_text(str(spent + planned))
+    n = pq.read_metadata(out).num_rows
+    logger.info("review %s: %d rows escalated to %s", tier_name, n, nxt)
+    return out if n else None
+
+
 @task(name="land", cache_policy=NO_CACHE)
-def land(run_dir: Path, warehouse: str, run: dict) -> dict:
+def land(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | None = None) -> dict:
+    import polars as pl
+
+    from sluice.land import combine_attempts
+    from sluice.router.shadow import labels_from_shadow
+
     routed = pq.read_table(run_dir / "routed.parquet")
-    answers = [pq.read_table(p) for p in sorted((run_dir / "answers").glob("tier=*/shard-*.parquet"))]
-    results = assemble_results(routed, answers, run["run_id"], run["dataset"])
+    root = run_dir / "answers"
+    attempts = []
+    for kind, folder in (("first", root), ("escalation", root / "escalation"), ("retry", root / "retry"),
+                         ("shadow", root / "shadow")):
+        attempts += [(kind, pq.read_table(p)) for p in sorted(folder.glob("tier=*/shard-*.parquet"))]
+    escalated = [pl.read_parquet(p, columns=["row_id", "escalated_from", "cascade_reason"])
+                 for p in sorted((run_dir / "escalated").glob("tier=*.parquet"))]
+    final, every, pairs = combine_attempts(
+        attempts, tier_order or sorted({str(t) for _, a in attempts for t in a["tier"].to_pylist()}),
+        pl.concat(escalated) if escalated else None)
+    results = assemble_results(routed, final, run["run_id"], run["dataset"])
     _write(results.to_arrow(), run_dir / "results.parquet")
-    land_results(warehouse, results, run)
+    labels = None
+    if pairs.height:
+        prompts = results.select("row_id", "prompt")
+        labels = labels_from_shadow(pairs.join(prompts, on="row_id").select(
+            pl.lit(run["run_id"]).alias("run_id"), "row_id", "prompt",
+            pl.col("response").alias("cheap_response"), pl.col("_shadow_response").alias("premium_response")))
+    land_results(warehouse, results, run, attempts=every, labels=labels)
     summary = summarise(results)
     get_run_logger().info("landed %d rows into %s (results)", results.height, warehouse)
     create_markdown_artifact(
