@@ -227,9 +227,9 @@ def forecast_routed(
     base = catalogue.baseline_tier
     df = routed.with_columns(pl.col("max_tokens").fill_null(default_max_tokens).alias("_max"))
     if cache_keys:
-        from sluice.dedup import request_key
+        from sluice.dedup import request_key, with_shape_columns
 
-        df = df.with_columns(request_key(default_max_tokens).cast(pl.String).alias("_key"))
+        df = with_shape_columns(df).with_columns(request_key(default_max_tokens).cast(pl.String).alias("_key"))
         hit = (pl.col("status") == "pending") & pl.col("_key").is_in(list(cache_keys))
     else:
         hit = pl.lit(False)

@@ -131,10 +131,10 @@ def test_near_duplicates_and_cache_hits_marked_by_dedup():
 
 
 def test_rows_in_the_cache_are_forecast_as_free(tmp_path):
-    from sluice.dedup import request_key
+    from sluice.dedup import request_key, with_shape_columns
 
     df = routed_frame()
-    key = df.select(request_key(200).cast(pl.String)).to_series()[3]  # row d
+    key = with_shape_columns(df).select(request_key(200).cast(pl.String)).to_series()[3]  # row d
     a = {t: TierAssumptions(fill_ratio=0.5, fill_ratio_source="t", output_tokens_per_s=10.0, engine_start_s=30.0)
          for t in CATALOGUE.names}
     f = forecast_routed(df, CATALOGUE, a, {t: _approx_counter for t in CATALOGUE.names}, 200, {key})
