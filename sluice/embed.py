@@ -58,3 +58,91 @@ def embed(texts: Sequence[str], batch_size: int = 128, max_length: int = 128) ->
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             out[idx] = pooled.numpy()
     return out
+
+
+# --- Static embeddings distilled from MiniLM, for fast candidate search -------------------------------------------
+#
+# Like model2vec: every word piece of MiniLM's vocabulary is run through the model once (alone between [CLS] and
+# [SEP], mean-pooled, L2-normalised), and a text's static vector is the normalised weighted sum of its word pieces'
+# vectors. No transformer runs per text, so 100k prompts take seconds; the price is context (word order, negation
+# scope), which is why static vectors only propose candidates and full MiniLM plus the guards decide.
+# Weights: BERT's vocabulary lists whole words roughly by frequency from id 1996 ("the") on, so a piece's weight is
+# log(1 + rank) (model2vec's Zipf weighting): frequent function words count less than rare content words.
+
+_FIRST_WORD_ID = 1996  # "the" in bert-base-uncased's vocabulary, which MiniLM uses
+
+
+def _static_table_path() -> Path:
+    import hashlib
+
+    weights = model_path() / "model.safetensors"
+    stamp = f"{weights.stat().st_size}:{int(weights.stat().st_mtime)}" if weights.is_file() else str(model_path())
+    key = hashlib.sha1(stamp.encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    root = Path(os.environ.get("SLUICE_MODEL_CACHE") or cache / "sluice")
+    return root / f"minilm-static-{key}.npy"
+
+
+def build_static_table(batch_size: int = 1024) -> np.ndarray:
+    """(vocab, 384) float32: each word piece's MiniLM vector (alone between [CLS] and [SEP], mean-pooled, normalised)."""
+    import torch
+
+    tok, model = _load()
+    vocab = len(tok)
+    ids = torch.arange(vocab)
+    table = np.zeros((vocab, DIM), np.float32)
+    with torch.inference_mode():
+        for lo in range(0, vocab, batch_size):
+            piece = ids[lo:lo + batch_size, None]
+            n = len(piece)
+            input_ids = torch.cat([torch.full((n, 1), tok.cls_token_id), piece, torch.full((n, 1), tok.sep_token_id)], 1)
+            hidden = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
+            table[lo:lo + n] = torch.nn.functional.normalize(hidden.mean(1), p=2, dim=1).numpy()
+    return table
+
+
+@lru_cache(maxsize=1)
+def static_table() -> np.ndarray:
+    """The distilled table, built on first use (1-2 minutes on 2 cores) and cached in ~/.cache/sluice (or
+    $SLUICE_MODEL_CACHE): 45 MB, derived from the installed model, never committed."""
+    path = _static_table_path()
+    if path.is_file():
+        table = np.load(path)
+    else:
+        table = build_static_table()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, table)
+        tmp.replace(path)
+    # all piece vectors share a large common direction (any two texts score high): remove the words' mean
+    table = table - table[_FIRST_WORD_ID:].mean(0)
+    rank = np.maximum(np.arange(len(table)) - _FIRST_WORD_ID + 2, 1)
+    table *= np.log1p(rank)[:, None].astype(np.float32)
+    tok, _ = _load()
+    table[tok.all_special_ids] = 0.0
+    return table
+
+
+def static_embed(texts: Sequence[str], max_length: int = 128, chunk_rows: int = 4096) -> np.ndarray:
+    """L2-normalised static vectors (len(texts), 384): weighted mean of the texts' word-piece vectors."""
+    tok, _ = _load()
+    table = static_table()
+    out = np.zeros((len(texts), DIM), dtype=np.float32)
+    if not len(texts):
+        return out
+    pieces = tok([t or "" for t in texts], add_special_tokens=False, truncation=True, max_length=max_length,
+                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    lens = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
+    flat = np.fromiter((i for p in pieces for i in p), np.int64, int(lens.sum()))
+    ends = np.cumsum(lens)
+    # a few thousand rows at a time, so the gathered (pieces x 384) block stays small
+    for lo in range(0, len(texts), chunk_rows):
+        hi = min(lo + chunk_rows, len(texts))
+        rows = lo + np.flatnonzero(lens[lo:hi])
+        if len(rows):
+            first = ends[rows[0]] - lens[rows[0]]
+            part = table[flat[first:ends[hi - 1]]]
+            out[rows] = np.add.reduceat(part, ends[rows] - lens[rows] - first, axis=0)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    np.divide(out, norms, out=out, where=norms > 0)
+    return out

@@ -1,10 +1,20 @@
 """Semantic duplicates: two short prompts asking the same thing in other words share one answer.
 
-Embeddings are all-MiniLM-L6-v2 (`sluice.embed`, L2-normalised, so cosine = dot product). Search is blocked and
-exact: queries are taken a block at a time and scored against the earlier rows of the same request fingerprint,
-so memory is block x rows floats (bounded by `block_cells`), never the n x n matrix. A candidate must clear the
-cosine threshold and then the content guards (`sluice.guards`): cosine alone is blind to negation, numbers and
-swapped names (a question and its negation score 0.83-0.99).
+Two passes, so the transformer only runs on the few rows that have a candidate:
+
+    candidates  static vectors distilled from MiniLM (`sluice.embed.static_embed`: a weighted mean of word-piece
+                vectors, no transformer per row; 100k prompts in seconds). Search is blocked and exact: queries
+                are taken a block at a time and scored against the earlier rows of the same request fingerprint,
+                so memory is block x rows floats (bounded by `block_cells`), never the n x n matrix. Each row
+                keeps its `top_k` earlier neighbours at static cosine >= `candidate_threshold`.
+    decision    all-MiniLM-L6-v2 (`sluice.embed.embed`, L2-normalised, so cosine = dot product) embeds only the
+                rows of candidate pairs; a pair must clear the MiniLM cosine `threshold` and then the content
+                guards (`sluice.guards`): cosine alone is blind to negation, numbers and swapped names (a question
+                and its negation score 0.83-0.99).
+
+So a hit is exactly "MiniLM cosine >= threshold and guards silent", as before; the static pass can only lose a
+pair whose static cosine falls below `candidate_threshold` (on the QQP tuning pairs, 0.7% of the pairs with MiniLM
+cosine >= 0.92; a random pair of corpus prompts passes 0.70 about once in 10,000).
 
 Only short prompts are compared (`max_words`): on long prompts a shared template dominates the mean-pooled
 embedding, and MiniLM truncates at 128 word pieces anyway, so two long prompts that differ after the cut-off would
@@ -32,12 +42,15 @@ class SemanticConfig:
     top_k: earlier neighbours kept per query before the guards: the nearest one may be vetoed while the next
         is a true paraphrase.
     block_cells: query block x candidate rows, in float32 cells (4 bytes each): the memory bound of the search.
+    candidate_threshold: static (distilled) cosine a pair needs to be embedded with MiniLM at all; None: skip the
+        static pass and embed every short row with MiniLM (slow: ~250 rows/s on 2 idle cores).
     """
 
     threshold: float = 0.92
     max_words: int = 48
     top_k: int = 4
     block_cells: int = 1 << 22
+    candidate_threshold: float | None = 0.70
 
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
@@ -49,32 +62,20 @@ def _default_embedder(texts: Sequence[str]) -> np.ndarray:
     return embed(texts, max_length=128)
 
 
-def semantic_duplicate_pairs(
-    texts: Sequence[str],
-    block: np.ndarray,
-    can_be_duplicate: np.ndarray,
-    can_be_canonical: np.ndarray,
-    cfg: SemanticConfig = SemanticConfig(),
-    embedder: Embedder | None = None,
-) -> NearMatches:
-    """Greedy in position order: each row that may be a duplicate points at the earlier canonical row of its block
-    with the highest cosine >= threshold that the guards accept."""
-    n = len(texts)
-    short = np.fromiter((len(t.split()) <= cfg.max_words for t in texts), bool, n)
-    dup_ok = can_be_duplicate & short
-    can_ok = can_be_canonical & short
-    used = np.flatnonzero(dup_ok | can_ok)
-    if not dup_ok.any() or not can_ok.any():
-        return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
-    emb = (embedder or _default_embedder)([texts[i] for i in used])
-    vectors = np.zeros((n, emb.shape[1]), np.float32)
-    vectors[used] = emb
+def _default_candidate_embedder(texts: Sequence[str]) -> np.ndarray:
+    from sluice.embed import static_embed
 
-    # candidates: for each possible duplicate, its top_k earlier neighbours in the same block above the threshold
-    cand_j: list[np.ndarray] = []
-    cand_i: list[np.ndarray] = []
-    cand_s: list[np.ndarray] = []
-    block = np.asarray(block)
+    return static_embed(texts, max_length=128)
+
+
+def _top_neighbours(vectors: np.ndarray, used: np.ndarray, block: np.ndarray, dup_ok: np.ndarray,
+                    can_ok: np.ndarray, cfg: SemanticConfig, threshold: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each possible duplicate, its top_k earlier neighbours in the same block with cosine >= threshold:
+    (duplicate, neighbour, cosine) arrays. Blocked: at most block_cells scores in memory at once."""
+    cand_j: list[np.ndarray] = [np.empty(0, np.int64)]
+    cand_i: list[np.ndarray] = [np.empty(0, np.int64)]
+    cand_s: list[np.ndarray] = [np.empty(0, np.float32)]
     for value in np.unique(block[used]):
         members = used[block[used] == value]
         targets = members[can_ok[members]]
@@ -85,18 +86,64 @@ def semantic_duplicate_pairs(
         t_vec = vectors[targets]
         for lo in range(0, len(queries), step):
             q = queries[lo:lo + step]
-            sims = vectors[q] @ t_vec.T
-            sims[targets[None, :] >= q[:, None]] = -1.0  # only earlier rows can be canonical
-            k = min(cfg.top_k, len(targets))
+            # only earlier rows can be canonical: targets sorted, so score just the prefix before the last query
+            n_t = int(np.searchsorted(targets, q[-1]))
+            if n_t == 0:
+                continue
+            sims = vectors[q] @ t_vec[:n_t].T
+            sims[targets[None, :n_t] >= q[:, None]] = -1.0
+            k = min(cfg.top_k, n_t)
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             top_sims = np.take_along_axis(sims, top, axis=1)
-            keep = top_sims >= cfg.threshold
-            cand_j.append(np.repeat(q, k)[keep.ravel()])
-            cand_i.append(targets[top].ravel()[keep.ravel()])
-            cand_s.append(top_sims.ravel()[keep.ravel()])
-    if not cand_j or not sum(len(c) for c in cand_j):
+            keep = (top_sims >= threshold).ravel()
+            cand_j.append(np.repeat(q, k)[keep])
+            cand_i.append(targets[top].ravel()[keep])
+            cand_s.append(top_sims.ravel()[keep])
+    return np.concatenate(cand_j), np.concatenate(cand_i), np.concatenate(cand_s)
+
+
+def semantic_duplicate_pairs(
+    texts: Sequence[str],
+    block: np.ndarray,
+    can_be_duplicate: np.ndarray,
+    can_be_canonical: np.ndarray,
+    cfg: SemanticConfig = SemanticConfig(),
+    embedder: Embedder | None = None,
+    candidate_embedder: Embedder | None = None,
+) -> NearMatches:
+    """Greedy in position order: each row that may be a duplicate points at the earlier canonical row of its block
+    with the highest cosine >= threshold that the guards accept."""
+    n = len(texts)
+    short = np.fromiter((len(t.split()) <= cfg.max_words for t in texts), bool, n)
+    dup_ok = can_be_duplicate & short
+    can_ok = can_be_canonical & short
+    used = np.flatnonzero(dup_ok | can_ok)
+    if not dup_ok.any() or not can_ok.any():
         return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
-    j_all, i_all, s_all = np.concatenate(cand_j), np.concatenate(cand_i), np.concatenate(cand_s)
+    block = np.asarray(block)
+    if cfg.candidate_threshold is None:
+        search_rows, search_threshold = used, cfg.threshold
+    else:
+        # pass 1: static vectors propose candidates; only their rows go through MiniLM
+        static = (candidate_embedder or _default_candidate_embedder)([texts[i] for i in used])
+        static_vectors = np.zeros((n, static.shape[1]), np.float32)
+        static_vectors[used] = static
+        j_c, i_c, _ = _top_neighbours(static_vectors, used, block, dup_ok, can_ok, cfg, cfg.candidate_threshold)
+        del static_vectors
+        search_rows, search_threshold = np.unique(np.concatenate([j_c, i_c])), cfg.threshold
+        if not len(search_rows):
+            return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+    emb = (embedder or _default_embedder)([texts[i] for i in search_rows])
+    vectors = np.zeros((n, emb.shape[1]), np.float32)
+    vectors[search_rows] = emb
+    if cfg.candidate_threshold is None:
+        j_all, i_all, s_all = _top_neighbours(vectors, used, block, dup_ok, can_ok, cfg, search_threshold)
+    else:
+        s_all = np.einsum("ij,ij->i", vectors[j_c], vectors[i_c])
+        keep = s_all >= search_threshold
+        j_all, i_all, s_all = j_c[keep], i_c[keep], s_all[keep]
+    if not len(j_all):
+        return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
     order = np.lexsort((-s_all, j_all))  # by duplicate position, best neighbour first
 
     canonical_of = np.arange(n)

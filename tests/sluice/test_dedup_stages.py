@@ -100,3 +100,41 @@ def test_dedup_file_keeps_every_input_row_and_column(tmp_path, embedder, monkeyp
     assert out["team"].to_list() == ["a", "b", "c", "d"]
     assert out["dup_of"].to_list() == [None, "0", None, None]
     assert counts == {"rows": 4, "exact": 1, "near": 0, "semantic": 0, "cache": 0}
+
+
+def test_static_candidates_find_a_planted_paraphrase_and_minilm_embeds_only_candidate_rows(embedder):
+    """The distilled static vectors propose candidates; MiniLM only sees the rows of candidate pairs."""
+    import random
+
+    import numpy as np
+
+    from sluice.semantic import SemanticConfig, semantic_duplicate_pairs
+
+    texts = ["Write a limerick about a castle.", "What is the boiling point of water at high altitude?",
+             "Translate 'good morning' into Japanese.", "Summarise the plot of Hamlet in two sentences.",
+             "How do I reverse a linked list in C?", "Suggest a name for a bakery that sells bagels.",
+             "Why is the sky blue?", "Explain compound interest with an example.",
+             "What are good exercises for lower back pain?", "Draft a polite email declining a meeting.",
+             "Who painted the Mona Lisa?", "Convert this SQL query to pandas code.",
+             "Give me a vegetarian recipe for dinner tonight.", "What causes inflation?",
+             "Recommend three science fiction novels.", "How does a bicycle gear system work?",
+             "Write a haiku about autumn leaves.", "What is the difference between TCP and UDP?",
+             "Plan a three-day trip to Lisbon.", "How can I improve my sleep quality?",
+             "Describe the water cycle for a ten year old.", "Is coffee bad for your heart?"]
+    random.Random(0).shuffle(texts)
+    texts += ["How many legs does a spider have?", "How many legs do spiders have?"]
+    n = len(texts)
+    seen: list[int] = []
+
+    def counting(batch):
+        seen.append(len(batch))
+        return embedder(batch)
+
+    found = semantic_duplicate_pairs(texts, np.zeros(n, np.int64), np.ones(n, bool), np.ones(n, bool),
+                                     SemanticConfig(), embedder=counting)
+    pairs = set(zip(found.dup.tolist(), found.canonical.tolist()))
+    assert (n - 1, n - 2) in pairs
+    assert sum(seen) < n // 2  # the transformer ran on candidate rows only
+    full = semantic_duplicate_pairs(texts, np.zeros(n, np.int64), np.ones(n, bool), np.ones(n, bool),
+                                    SemanticConfig(candidate_threshold=None), embedder=embedder)
+    assert pairs <= set(zip(full.dup.tolist(), full.canonical.tolist()))  # same decision rule, fewer rows
