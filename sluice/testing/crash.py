@@ -118,7 +118,10 @@ def landed(workdir: Path) -> tuple[int, int, float, int]:
 
 def provider_counts(server: OpenAICompatServer, since: int) -> tuple[int, int]:
     answered = [r for r in server.received[since:] if r.status == 200]
-    per_prompt = Counter(tuple((m.get("role"), str(m.get("content"))) for m in r.body.get("messages", []))
+    # the same request twice: same model, conversation and sampling (a shadow answer goes to another model, a
+    # schema retry changes max_tokens or temperature: deliberate second requests, not re-sends)
+    per_prompt = Counter((r.model, r.body.get("max_tokens"), r.body.get("temperature"),
+                          tuple((m.get("role"), str(m.get("content"))) for m in r.body.get("messages", [])))
                          for r in answered)
     return len(answered), sum(n - 1 for n in per_prompt.values() if n > 1)
 

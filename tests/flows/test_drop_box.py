@@ -60,7 +60,7 @@ def test_drop_box_flow_files_good_and_bad_files_once(tmp_path, openai_server, wr
     reasons = {o["key"].split("/")[-1]: o["reason"] for o in out["failed"]}
     assert reasons == {
         "corrupt.parquet": reasons["corrupt.parquet"], "empty.parquet": "empty.parquet: empty file (0 bytes)",
-        "no_prompt.parquet": "no_prompt.parquet: missing required column 'prompt' (found: question)",
+        "no_prompt.parquet": "no_prompt.parquet: missing required column 'prompt' (found: question) (a chat dataset has 'messages' instead)",
         "zero.parquet": "zero.parquet: no rows",
         "ints.parquet": "ints.parquet: column 'prompt' must hold strings, found int64",
     }

@@ -10,6 +10,13 @@ from flows.batch_run import sluice_run
 SAMPLE = "data/samples/prompts.parquet"
 
 
+def decided_requests(runs_dir):
+    """Requests the run decided to send: routed rows, plus the review's shadow sample, escalations and retries."""
+    return sum(pq.read_table(p).num_rows for pattern in ("*/routed/tier=*/*.parquet", "*/shadow/tier=*.parquet",
+                                                          "*/escalated/tier=*.parquet", "*/retry/tier=*.parquet")
+               for p in runs_dir.glob(pattern))
+
+
 def test_a_run_that_died_before_landing_resumes_without_resending(tmp_path, openai_server, api_catalogue,
                                                                    monkeypatch):
     cat = api_catalogue(openai_server.base_url)
@@ -23,8 +30,8 @@ def test_a_run_that_died_before_landing_resumes_without_resending(tmp_path, open
         state = sluice_run(SAMPLE, return_state=True, **kw)
     assert state.is_failed()
     sent_first = len(openai_server.received)
-    pending = sum(pq.read_table(p).num_rows for p in (tmp_path / "data" / "runs").glob("*/routed/tier=*/*.parquet"))
-    assert sent_first == pending > 0  # every routed row was answered once before the crash
+    pending = decided_requests(tmp_path / "data" / "runs")
+    assert sent_first == pending > 0  # every routed row (and shadow sample) was answered once before the crash
 
     summary = sluice_run(SAMPLE, **kw)
     assert len(openai_server.received) == sent_first  # the resumed run re-sent nothing
@@ -67,7 +74,7 @@ def test_a_half_answered_tier_redoes_only_its_unfinished_shards(tmp_path, openai
     sent_before = len(openai_server.received)
     summary = sluice_run(SAMPLE, **kw)
     sent_total = len(openai_server.received)
-    routed = sum(pq.read_table(p).num_rows for p in (tmp_path / "data" / "runs").glob("*/routed/tier=*/*.parquet"))
-    assert sent_total == routed  # each routed row sent exactly once across the crash and the resume
+    routed = decided_requests(tmp_path / "data" / "runs")
+    assert sent_total == routed  # each request sent exactly once across the crash and the resume
     assert sent_before < routed
     assert summary["failed"] == 0
