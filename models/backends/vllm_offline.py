@@ -6,8 +6,8 @@ the infer stage apportions to rows by tokens.
 
 Each row brings its own sampling: max tokens, temperature (None: greedy, with a fixed engine seed, so a nightly batch
 gives the same answer to the same request, which is what makes answers safe to reuse from the cache), stop strings,
-and a response schema, which vLLM's structured outputs enforce while decoding (xgrammar on CPU): a JSON Schema gives
-JSON text, a choice list gives one of its labels as plain text.
+and a response schema, which vLLM's structured outputs enforce while decoding (the llguidance backend, which runs on
+CPU): a JSON Schema gives JSON text, a choice list gives one of its labels as plain text.
 
 A dead engine must fail the shard, not hang it: vLLM notices its EngineCore process dying but leaves `LLM.generate`
 waiting for outputs that will never come, so `generate` runs under a watchdog (`_generate_or_raise`).
@@ -49,7 +49,9 @@ def _engine_args(tier: Tier, model: str) -> dict:
             disable_log_stats=False,  # keeps per-request timestamps (queued -> last token) on outputs
             # Structured outputs write compact JSON (no free whitespace between tokens): fewer output tokens, and a
             # small model cannot loop on spaces and newlines inside the object, a known way a constrained answer
-            # runs to max_tokens without closing. vLLM sets this per engine, not per request.
+            # runs to max_tokens without closing (seen with the tiny test model under "auto"/xgrammar). vLLM sets this
+            # per engine, not per request, and refuses it with backend "auto": guidance (llguidance) is the backend
+            # covering the most JSON Schema, the one "auto" falls back to when xgrammar lacks a feature.
             structured_outputs_config={"backend": "guidance", "disable_any_whitespace": True},
         ),
         **tier.engine_args,
@@ -196,13 +198,15 @@ def _schema_problem(llm, params) -> str | None:
     vLLM validates every request before any runs, and one refusal raises for the whole `generate` call; checking
     here lets a bad schema fail its own rows only. Uses the engine's own validation on a copy of the parameters.
     """
+    from vllm.exceptions import VLLMClientError
+
     processor = getattr(llm.llm_engine, "input_processor", None)
     if processor is None:  # another vLLM layout: let generate validate
         return None
     try:
         params.clone().verify(processor.model_config, processor.speculative_config,
                               processor.structured_outputs_config, processor.tokenizer)
-    except ValueError as exc:
+    except (ValueError, VLLMClientError) as exc:  # VLLMValidationError is not a ValueError
         return str(exc)
     return None
 

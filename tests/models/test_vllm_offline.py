@@ -183,8 +183,20 @@ def test_temperature_samples_instead_of_greedy(tier):
 
 
 def test_a_schema_vllm_refuses_fails_its_rows_only(tier):
+    import json
+
+    from vllm.sampling_params import MAX_STRUCTURED_OUTPUT_JSON_NESTING
+
+    deep: dict = {"type": "integer"}
+    for _ in range(MAX_STRUCTURED_OUTPUT_JSON_NESTING + 2):
+        deep = {"type": "object", "properties": {"a": deep}, "required": ["a"]}
     reqs = [Request(row_id="bad-json", prompt="Hi", system=None, max_tokens=8, response_schema="{not json"),
-            Request(row_id="ok", prompt="Hi", system=None, max_tokens=8)]
+            # valid JSON Schema that vLLM's own validation refuses (handed to generate, it sinks the whole call)
+            Request(row_id="too-deep", prompt="Hi", system=None, max_tokens=8, response_schema=json.dumps(deep)),
+            Request(row_id="ok", prompt="Hi", system=None, max_tokens=8),
+            Request(row_id="pick", prompt="Hi", system=None, max_tokens=8, response_schema='{"enum": ["a", "b"]}')]
     by = {c.row_id: c for c in VLLMBackend(tier).complete(reqs).completions}
     assert not by["bad-json"].ok and "response schema refused" in by["bad-json"].error
+    assert not by["too-deep"].ok and "nested too deeply" in by["too-deep"].error
     assert by["ok"].ok and by["ok"].output_tokens == 8
+    assert by["pick"].ok and by["pick"].text in ("a", "b")
