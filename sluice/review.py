@@ -82,7 +82,7 @@ def escalation_rows(
     ans = answers.join(rows.select("row_id", "max_tokens"), on="row_id", how="inner")
     n = ans.height
     invalid = pl.col("status") == "invalid"
-    conf = confidence_from_logprobs(pl.col("mean_logprob"))
+    conf = confidence_from_logprobs(pl.col("mean_logprob").cast(pl.Float64))
     cands = ans.with_columns(pl.when(invalid).then(0.0).otherwise(conf).alias("confidence")).filter(
         invalid | ((pl.col("status") == "ok") & (pl.col("confidence") < settings.cascade_min_confidence))
     )
