@@ -190,9 +190,16 @@ class Answer:
 Send = Callable[[Request], Awaitable[Answer]]
 
 
+def estimated_input_tokens(req: Request) -> int:
+    """The prompt's tokens by our estimate: the conversation, plus the response schema, which providers bill as
+    input too (OpenAI's response format, Anthropic's tool definition)."""
+    schema = estimate_tokens(req.response_schema) if req.response_schema else 0
+    return estimate_message_tokens(req.messages()) + schema
+
+
 def estimated_tokens(req: Request) -> int:
     """What one attempt may bill at most, by our estimate: the prompt plus the whole `max_tokens`."""
-    return estimate_message_tokens(req.messages()) + req.max_tokens
+    return estimated_input_tokens(req) + req.max_tokens
 
 
 async def answer_row(req: Request, send: Send, tier: Tier, limiter: RateLimiter, sem: asyncio.Semaphore,
@@ -210,7 +217,7 @@ async def answer_row(req: Request, send: Send, tier: Tier, limiter: RateLimiter,
             except BaseException as exc:  # cancellation too: a reservation left in flight would block forever
                 status = status_of(exc)
                 # a refused or failed call bills no output; a timeout may still have been answered in full
-                limiter.release(reservation, None if status is None else estimate_message_tokens(req.messages()))
+                limiter.release(reservation, None if status is None else estimated_input_tokens(req))
                 if status == 429 and (ra := retry_after_s(exc)):
                     limiter.pause(ra)
                 raise
@@ -240,7 +247,7 @@ def completion_from(req: Request, ans: Answer, latency_ms: float = 0.0, via_batc
     return Completion(
         row_id=req.row_id,
         text=ans.text,
-        input_tokens=ans.input_tokens if ans.input_tokens is not None else estimate_message_tokens(req.messages()),
+        input_tokens=ans.input_tokens if ans.input_tokens is not None else estimated_input_tokens(req),
         output_tokens=ans.output_tokens if ans.output_tokens is not None else estimate_tokens(ans.text or ""),
         latency_ms=latency_ms,
         finish_reason=ans.finish_reason,

@@ -340,3 +340,12 @@ def test_server_instances_satisfy_and_violations_break_the_schema_and_its_wrappe
             assert set(bad) == {"value"}  # it still unwraps: the inner value is what is wrong
         broken, bad = violating_instance(schema, text)
         assert broken and not jsonschema.Draft202012Validator(schema).is_valid(bad)
+
+
+def test_the_schema_counts_toward_a_rows_estimated_tokens():
+    from models.backends.api_rows import estimated_input_tokens, estimated_tokens
+
+    plain = Request("r", "review 1: the kettle leaks", None, 16)
+    shaped = Request("r", "review 1: the kettle leaks", None, 16, response_schema=json.dumps(REVIEW))
+    assert estimated_input_tokens(shaped) > estimated_input_tokens(plain) + 20  # the schema is billed as input
+    assert estimated_tokens(shaped) == estimated_input_tokens(shaped) + 16
