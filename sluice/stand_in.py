@@ -79,6 +79,8 @@ def openai_stand_in(
         "--host", "127.0.0.1", "--port", str(port),
         "--max-model-len", str(max_model_len), "--enforce-eager", "--seed", "0",
         "--disable-uvicorn-access-log",
+        # compact JSON under a schema: by default the grammar lets the model spend its tokens on whitespace
+        "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as logf:

@@ -39,8 +39,22 @@ def chat_body(tier: Tier, req: Request) -> dict:
         body["stop"] = list(req.stop)
     if shape := answer_shape(req):
         body["response_format"] = {"type": "json_schema", "json_schema": {
-            "name": AnswerShape.NAME, "schema": shape.schema, "strict": True}}
+            "name": AnswerShape.NAME, "schema": shape.schema, "strict": strict_compatible(shape.schema)}}
     return body
+
+
+def strict_compatible(schema: object) -> bool:
+    """OpenAI's strict mode refuses (400) a schema in which some object does not list every property as required
+    and forbid additional ones; such a schema is sent non-strict (the answer is validated afterwards anyway)."""
+    if isinstance(schema, list):
+        return all(strict_compatible(s) for s in schema)
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("type") == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        if schema.get("additionalProperties") is not False or set(schema.get("required") or []) != set(props):
+            return False
+    return all(strict_compatible(v) for k, v in schema.items() if k not in ("enum", "const", "required"))
 
 
 def answer_from_chat(resp, req: Request | None = None) -> Answer:

@@ -349,3 +349,11 @@ def test_the_schema_counts_toward_a_rows_estimated_tokens():
     shaped = Request("r", "review 1: the kettle leaks", None, 16, response_schema=json.dumps(REVIEW))
     assert estimated_input_tokens(shaped) > estimated_input_tokens(plain) + 20  # the schema is billed as input
     assert estimated_tokens(shaped) == estimated_input_tokens(shaped) + 16
+
+
+def test_a_schema_openai_strict_mode_would_refuse_is_sent_non_strict(openai_server):
+    loose = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a"]}
+    reqs = [Request(f"r{i}", f"q {i}", None, 16, response_schema=json.dumps(loose)) for i in range(2)]
+    OpenAIBackend(openai_tier(openai_server.base_url)).complete(reqs)
+    sent = openai_server.received[0].body["response_format"]["json_schema"]
+    assert sent["strict"] is False and sent["schema"] == loose
