@@ -108,6 +108,15 @@ def _engine_is_dead(llm) -> bool:
     return any(p.exitcode is not None for p in _engine_processes(llm))
 
 
+def _exit_codes(llm, wait_s: float = 2.0) -> list[int | None]:
+    """The EngineCore processes' exit codes (-9: SIGKILL), waiting briefly for a dying one to be reaped."""
+    procs = _engine_processes(llm)
+    for p in procs:
+        if p.exitcode is None:
+            p.join(wait_s)
+    return [p.exitcode for p in procs]
+
+
 # How often the watchdog wakes to see whether generate has ended; a death itself is seen at once (process sentinel).
 _WATCH_POLL_S = 0.5
 
@@ -139,7 +148,6 @@ def _generate_or_raise(llm, prompts, params):
                 return
             if fired or getattr(getattr(core, "resources", None), "engine_dead", False):
                 died["at"] = time.perf_counter()
-                died["exitcodes"] = [p.exitcode for p in _engine_processes(llm)]
                 queue = getattr(core, "outputs_queue", None)
                 if queue is not None:
                     queue.put_nowait(EngineDeadError(suppress_context=True))
@@ -154,7 +162,10 @@ def _generate_or_raise(llm, prompts, params):
         return llm.generate(prompts, sampling_params=params, use_tqdm=True)
     except Exception as exc:
         if died or isinstance(exc, EngineDeadError) or _engine_is_dead(llm):
-            exitcodes = died.get("exitcodes") or [p.exitcode for p in _engine_processes(llm)]
+            exitcodes = _exit_codes(llm)
+            if died:
+                log.warning("vLLM EngineCore died (exit codes %s); generate unwound %.2f s after the watchdog saw it",
+                            exitcodes, time.perf_counter() - died["at"])
             shutdown_engine()
             raise EngineDiedError(
                 f"vLLM engine died during generate (EngineCore exit codes {exitcodes}); "
