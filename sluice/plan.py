@@ -37,6 +37,7 @@ import duckdb
 import polars as pl
 
 from models.catalogue import Catalogue, Tier
+from sluice.shapes import conversation_texts
 
 # Without history. Chat models write until max_tokens more often than not at the small limits batch jobs set:
 # SmolLM2-135M on the sample dataset filled 0.67 of 48, 0.84 of 96 and 1.0 of 160 max tokens (0.74 overall on
@@ -250,7 +251,7 @@ def forecast_routed(
         a = assumptions[t.name]
         if part.height == 0:
             continue
-        ins = counters[t.name](part["system"].to_list(), part["prompt"].to_list())
+        ins = counters[t.name](part["system"].to_list(), conversation_texts(part))
         outs = [round(m * a.fill_for(m)) for m in part["_max"].to_list()]
         in_tok, out_tok = sum(ins), sum(outs)
         base_rows = [base.token_cost_usd(i, o) for i, o in zip(ins, outs, strict=True)]
@@ -276,7 +277,7 @@ def forecast_routed(
         # what answering these rows on the baseline tier would cost, with that tier's estimates
         if rows.height == 0:
             return []
-        ins = counters[base.name](rows["system"].to_list(), rows["prompt"].to_list())
+        ins = counters[base.name](rows["system"].to_list(), conversation_texts(rows))
         return [base.token_cost_usd(i, round(m * ba.fill_for(m)))
                 for i, m in zip(ins, rows["_max"].to_list(), strict=True)]
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sluice.config import RouterSettings
+from sluice.shapes import conversation_texts
 
 if TYPE_CHECKING:
     from models.catalogue import Catalogue
@@ -188,7 +189,7 @@ def learned_route(
             raise ValueError("routing to a budget needs the catalogue (tier prices)")
         prices = bud.tier_prices(_ordered_catalogue(catalogue, tiers), settings.self_hosted_tokens_per_s)
         systems = sub["system"].to_list() if "system" in sub.columns else None
-        in_tok = bud.estimate_input_tokens(prompts.to_list(), systems)
+        in_tok = bud.estimate_input_tokens(conversation_texts(sub), systems)  # earlier chat turns are sent too
         out_tok = (sub["max_tokens"].cast(pl.Float64).fill_null(default_max_tokens).to_numpy()
                    if "max_tokens" in sub.columns else np.full(n, float(default_max_tokens)))
         costs = bud.row_tier_costs(in_tok, out_tok, prices)

@@ -165,6 +165,16 @@ def history_turns(history: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((role, content) for role, content in json.loads(history)) if history else ()
 
 
+def conversation_texts(df) -> list[str]:
+    """Each row's prompt with its earlier turns before it (a polars frame with `prompt` and maybe `history`):
+    what token estimates count, since every turn is sent."""
+    prompts = df["prompt"].to_list()
+    if "history" not in df.columns:
+        return prompts
+    return ["\n".join([c for _, c in history_turns(h)] + [p or ""]) if h else p
+            for h, p in zip(df["history"].to_list(), prompts)]
+
+
 def stop_strings(stop: str | None) -> tuple[str, ...]:
     return tuple(json.loads(stop)) if stop else ()
 
