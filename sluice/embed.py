@@ -70,6 +70,7 @@ def embed(texts: Sequence[str], batch_size: int = 128, max_length: int = 128) ->
 # log(1 + rank) (model2vec's Zipf weighting): frequent function words count less than rare content words.
 
 _FIRST_WORD_ID = 1996  # "the" in bert-base-uncased's vocabulary, which MiniLM uses
+STATIC_DIM = 96
 
 
 def _static_table_path() -> Path:
@@ -120,14 +121,16 @@ def static_table() -> np.ndarray:
     table *= np.log1p(rank)[:, None].astype(np.float32)
     tok, _ = _load()
     table[tok.all_special_ids] = 0.0
-    return table
+    # keep the leading principal directions of the word vectors (model2vec does the same): 4x less search work
+    _, _, vt = np.linalg.svd(table[_FIRST_WORD_ID:], full_matrices=False)
+    return np.ascontiguousarray(table @ vt[:STATIC_DIM].T, dtype=np.float32)
 
 
 def static_embed(texts: Sequence[str], max_length: int = 128, chunk_rows: int = 4096) -> np.ndarray:
-    """L2-normalised static vectors (len(texts), 384): weighted mean of the texts' word-piece vectors."""
+    """L2-normalised static vectors (len(texts), STATIC_DIM): weighted mean of the texts' word-piece vectors."""
     tok, _ = _load()
     table = static_table()
-    out = np.zeros((len(texts), DIM), dtype=np.float32)
+    out = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
     if not len(texts):
         return out
     pieces = tok([t or "" for t in texts], add_special_tokens=False, truncation=True, max_length=max_length,

@@ -12,8 +12,9 @@ Two passes, so the transformer only runs on the few rows that have a candidate:
                 guards (`sluice.guards`): cosine alone is blind to negation, numbers and swapped names (a question
                 and its negation score 0.83-0.99).
 
-So a hit is exactly "MiniLM cosine >= threshold and guards silent", as before; the static pass can only lose a
-pair whose static cosine falls below `candidate_threshold` (on the QQP tuning pairs, 0.7% of the pairs with MiniLM
+The guards run on the candidate pairs before MiniLM (they veto whatever the cosine), so MiniLM embeds only rows of
+pairs the guards allow. A hit is exactly "MiniLM cosine >= threshold and guards silent", as before; the static pass
+can only lose a pair whose static cosine falls below `candidate_threshold` (on the QQP tuning pairs, 0.7% of the pairs with MiniLM
 cosine >= 0.92; a random pair of corpus prompts passes 0.70 about once in 10,000).
 
 Only short prompts are compared (`max_words`): on long prompts a shared template dominates the mean-pooled
@@ -23,6 +24,8 @@ look identical.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -49,11 +52,12 @@ class SemanticConfig:
     threshold: float = 0.92
     max_words: int = 48
     top_k: int = 4
-    block_cells: int = 1 << 22
-    candidate_threshold: float | None = 0.70
+    block_cells: int = 1 << 24
+    candidate_threshold: float | None = 0.80
 
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
+log = logging.getLogger(__name__)
 
 
 def _default_embedder(texts: Sequence[str]) -> np.ndarray:
@@ -91,14 +95,18 @@ def _top_neighbours(vectors: np.ndarray, used: np.ndarray, block: np.ndarray, du
             if n_t == 0:
                 continue
             sims = vectors[q] @ t_vec[:n_t].T
-            sims[targets[None, :n_t] >= q[:, None]] = -1.0
-            k = min(cfg.top_k, n_t)
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            top_sims = np.take_along_axis(sims, top, axis=1)
-            keep = (top_sims >= threshold).ravel()
-            cand_j.append(np.repeat(q, k)[keep])
-            cand_i.append(targets[top].ravel()[keep])
-            cand_s.append(top_sims.ravel()[keep])
+            # above-threshold cells are few: take them sparsely, then keep the best top_k per query
+            r, c = np.nonzero(sims >= threshold)
+            earlier = targets[c] < q[r]
+            r, c = r[earlier], c[earlier]
+            s = sims[r, c]
+            order = np.lexsort((-s, r))
+            r, c, s = r[order], c[order], s[order]
+            rank = np.arange(len(r)) - np.searchsorted(r, r)
+            best = rank < cfg.top_k
+            cand_j.append(q[r[best]])
+            cand_i.append(targets[c[best]])
+            cand_s.append(s[best])
     return np.concatenate(cand_j), np.concatenate(cand_i), np.concatenate(cand_s)
 
 
@@ -121,16 +129,35 @@ def semantic_duplicate_pairs(
     if not dup_ok.any() or not can_ok.any():
         return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
     block = np.asarray(block)
+    facts: dict[int, TextFacts] = {}
+
+    def fact(i: int) -> TextFacts:
+        if i not in facts:
+            facts[i] = text_facts(texts[i])
+        return facts[i]
+
+    vetoed_early = 0
     if cfg.candidate_threshold is None:
         search_rows, search_threshold = used, cfg.threshold
     else:
         # pass 1: static vectors propose candidates; only their rows go through MiniLM
+        t0 = time.perf_counter()
         static = (candidate_embedder or _default_candidate_embedder)([texts[i] for i in used])
+        log.debug("semantic: %d static vectors in %.1f s", len(used), time.perf_counter() - t0)
         static_vectors = np.zeros((n, static.shape[1]), np.float32)
         static_vectors[used] = static
         j_c, i_c, _ = _top_neighbours(static_vectors, used, block, dup_ok, can_ok, cfg, cfg.candidate_threshold)
         del static_vectors
+        log.debug("semantic: %d candidate pairs after %.1f s", len(j_c), time.perf_counter() - t0)
+        # the guards veto whatever the cosine: a candidate pair they refuse needs no MiniLM (changed numbers and
+        # added qualifiers are most static candidates in a batch of templated or edited prompts)
+        allowed = np.fromiter((veto_reason(fact(j), fact(i)) is None for j, i in zip(j_c.tolist(), i_c.tolist())),
+                              bool, len(j_c))
+        vetoed_early = int((~allowed).sum())
+        j_c, i_c = j_c[allowed], i_c[allowed]
         search_rows, search_threshold = np.unique(np.concatenate([j_c, i_c])), cfg.threshold
+        log.debug("semantic: %d pairs vetoed by the guards, %d rows to embed, after %.1f s", vetoed_early,
+                  len(search_rows), time.perf_counter() - t0)
         if not len(search_rows):
             return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
     emb = (embedder or _default_embedder)([texts[i] for i in search_rows])
@@ -147,21 +174,14 @@ def semantic_duplicate_pairs(
     order = np.lexsort((-s_all, j_all))  # by duplicate position, best neighbour first
 
     canonical_of = np.arange(n)
-    facts: dict[int, TextFacts] = {}
-
-    def fact(i: int) -> TextFacts:
-        if i not in facts:
-            facts[i] = text_facts(texts[i])
-        return facts[i]
-
-    out_dup, out_can, out_score, vetoed = [], [], [], 0
+    out_dup, out_can, out_score, vetoed = [], [], [], vetoed_early
     for j, i in zip(j_all[order].tolist(), i_all[order].tolist()):
         if canonical_of[j] != j:
             continue
         c = int(canonical_of[i])
         if c >= j or not can_ok[c]:
             continue
-        score = float(vectors[j] @ vectors[c])
+        score = float(vectors[j] @ vectors[c])  # 0 for a canonical reached only through vetoed pairs
         if score < cfg.threshold:
             continue
         if veto_reason(fact(j), fact(c)) is not None:
