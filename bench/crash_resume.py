@@ -2,13 +2,18 @@
 
 For each of N kill points, in a fresh work folder: SIGKILL `sluice run data/samples/prompts.parquet` and its
 whole process group a random 0-0.5 s (seeded) after the run reaches a milestone (run folder created, each stage's
-output written, the 1st/2nd/4th/6th shard answered, results written; cycled), then run the same command until it
+output written, the 1st/2nd/4th/6th shard answered, each review output written: the cheapest tier's retry
+decision, the first retry answers, the escalation to mid and the shadow sample, the first escalated answers, the
+escalation to premium, the first shadow answers; results written; cycled), then run the same command until it
 completes. Checked against an uninterrupted reference run of the same command:
     rows landed == input rows, each row_id once, one run landed;
     landed cost == the reference's landed cost (within 1e-9);
+    the same review decisions: the landed attempts (row, kind, tier, status) equal the reference's;
     provider-side re-sends: requests the loopback provider answered more than once (work in flight at the kill).
 The tiers are API tiers on a loopback OpenAI-compatible server with a small per-request delay (so kills land
-inside every stage); shards of 16 rows.
+inside every stage); shards of 16 rows. The run is the crash harness's review scenario (sluice/testing/crash.py):
+every answer under a JSON Schema, chosen rows answered invalidly by the provider (some retried once, some
+escalated once or twice, some failing everywhere), a 10% shadow sample of the small tier answered by premium.
 
     .venv/bin/python bench/crash_resume.py [--points 20] [--seed 7]
 
@@ -21,6 +26,7 @@ import argparse
 import json
 import random
 import shutil
+import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -28,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sluice.testing.crash import MILESTONES, all_api_catalogue, crash_and_resume, reference_run  # noqa: E402
-from sluice.testing.openai_server import Faults, OpenAICompatServer  # noqa: E402
+from sluice.testing.crash import (MILESTONES, REVIEW_MILESTONES, ReplayingServer, all_api_catalogue,  # noqa: E402
+                                 crash_and_resume, reference_run, review_args, review_faults)
 
 
 def main() -> None:
@@ -43,34 +49,46 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     rng = random.Random(args.seed)
-    with OpenAICompatServer(faults=Faults(delay_s=args.delay)) as server:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "sluice", "flows", "tasks", "models", "bench"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    run_args = review_args(work)
+    with ReplayingServer(faults=review_faults(args.delay)) as server:
         catalogue = all_api_catalogue(work / "catalogue.toml", server.base_url)
-        ref_wall, ref = reference_run(dataset, work / "reference", catalogue, server)
+        ref_wall, ref = reference_run(dataset, work / "reference", catalogue, server, args=run_args)
         print(f"reference: {ref_wall:.1f} s, {ref.rows_landed} rows, ${ref.cost_usd:.6f}, "
-              f"{ref.provider_requests} requests", flush=True)
+              f"{ref.provider_requests} requests, attempts {ref.attempts_by_kind}", flush=True)
         outcomes = []
         for i in range(args.points):
             # a milestone the run passes, then a random delay: every kill lands inside the run, in every stage
             milestone, delay = MILESTONES[i % len(MILESTONES)], rng.uniform(0.0, 0.5)
             o = crash_and_resume(dataset, work / f"kill-{i:02d}", catalogue, server, milestone=milestone,
-                                 delay_s=delay)
+                                 delay_s=delay, args=run_args)
             outcomes.append(o)
             print(f"kill {i:2d} {delay:.2f} s after {milestone} at {o.kill_at_s:5.1f} s ({o.stage_at_kill}): "
-                  f"resumed in {o.attempts} run(s), "
-                  f"{o.rows_landed} rows, ${o.cost_usd:.6f}, provider re-sent {o.provider_resent}", flush=True)
+                  f"resumed in {o.attempts} run(s), {o.rows_landed} rows, ${o.cost_usd:.6f}, "
+                  f"decisions {'same' if o.decisions == ref.decisions else 'DIFFERENT'}, "
+                  f"provider re-sent {o.provider_resent}", flush=True)
 
     expected_rows = ref.rows_landed
     ok = [o for o in outcomes if o.rows_landed == o.distinct_rows == expected_rows and o.runs_landed >= 1
-          and abs(o.cost_usd - ref.cost_usd) < 1e-9]
+          and abs(o.cost_usd - ref.cost_usd) < 1e-9 and o.decisions == ref.decisions]
+    in_review = [o for o in outcomes if o.milestone in REVIEW_MILESTONES]
     result = {
+        "commit": commit,
+        "uncommitted_changes_under_sluice_flows_tasks_models_bench": dirty.splitlines(),
         "points": args.points,
         "seed": args.seed,
+        "delay_s": args.delay,
         "reference": {"wall_s": round(ref_wall, 2), **asdict(ref)},
         "resumes_complete": len(ok),
         "rows_lost": sum(max(0, expected_rows - o.distinct_rows) for o in outcomes),
         "rows_landed_twice_in_a_run": sum(o.rows_landed - o.distinct_rows for o in outcomes),
         "kills_after_landing_rerun_from_cache": sum(o.runs_landed > 1 for o in outcomes),
         "max_cost_diff_usd": max(abs(o.cost_usd - ref.cost_usd) for o in outcomes),
+        "same_review_decisions": sum(o.decisions == ref.decisions for o in outcomes),
+        "kills_timed_from_a_review_milestone": len(in_review),
+        "kills_with_a_review_output_last_written": sum(o.stage_at_kill.startswith("review") for o in outcomes),
         "provider_resent_total": sum(o.provider_resent for o in outcomes),
         "provider_resent_max": max(o.provider_resent for o in outcomes),
         "kills_that_hit_a_running_process": sum(o.killed for o in outcomes),
@@ -81,8 +99,11 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# crash and resume: {args.points} random SIGKILL points (seed {args.seed})", "",
-        f"- resumes that completed with every row landed once and the reference cost: "
-        f"**{len(ok)}/{args.points}**",
+        f"Measured at commit `{commit}`" + (" (with uncommitted changes, listed in the .json)" if dirty else "")
+        + f", `bench/crash_resume.py --points {args.points} --seed {args.seed}`: the review scenario "
+        "(every answer under a JSON Schema; provider answers chosen rows invalidly; 10% shadow sample).", "",
+        f"- resumes that completed with every row landed once, the reference cost and the reference's review "
+        f"decisions: **{len(ok)}/{args.points}**",
         f"- rows lost: **{result['rows_lost']}**, rows landed twice in a run: "
         f"**{result['rows_landed_twice_in_a_run']}**, "
         f"largest landed-cost difference: ${result['max_cost_diff_usd']:.2e}",
@@ -92,13 +113,21 @@ def main() -> None:
         f"- kills that hit a running process: **{result['kills_that_hit_a_running_process']} of {args.points}**",
         f"- kills that came after the run had landed (the rerun is a new run, answered from the cache at $0): "
         f"{result['kills_after_landing_rerun_from_cache']}",
-        f"- reference run: {ref_wall:.1f} s wall, {ref.rows_landed} rows, ${ref.cost_usd:.6f}", "",
-        "| kill | at s | stage reached | resume runs | rows | cost $ | provider re-sent |",
-        "|---|---|---|---|---|---|---|",
-    ] + [f"| {i} | {o.kill_at_s:.1f} | {o.stage_at_kill} | {o.attempts} | {o.rows_landed} x {o.runs_landed} run(s) | "
-         f"{o.cost_usd:.6f} | {o.provider_resent} |" for i, o in enumerate(outcomes)]
+        f"- kills in the review stage: **{len(in_review)} of {args.points}** timed from a review output "
+        f"(retry, escalation or shadow partition, or their first answers); "
+        f"{result['kills_with_a_review_output_last_written']} with a review output as the last file written; "
+        f"landed attempts (row, kind, tier, status) equal to the reference's: "
+        f"**{result['same_review_decisions']}/{args.points}**",
+        f"- reference run: {ref_wall:.1f} s wall, {ref.rows_landed} rows, ${ref.cost_usd:.6f}, "
+        f"{ref.provider_requests} requests; attempts: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(ref.attempts_by_kind.items())), "",
+        "| kill | timed from | at s | last written | resume runs | rows | cost $ | same decisions | provider re-sent |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ] + [f"| {i} | {o.milestone} | {o.kill_at_s:.1f} | {o.stage_at_kill} | {o.attempts} | "
+         f"{o.rows_landed} x {o.runs_landed} run(s) | {o.cost_usd:.6f} | "
+         f"{'yes' if o.decisions == ref.decisions else 'NO'} | {o.provider_resent} |" for i, o in enumerate(outcomes)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:6]))
+    print("\n".join(lines[:9]))
 
 
 if __name__ == "__main__":
