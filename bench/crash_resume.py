@@ -7,7 +7,7 @@ decision, the first retry answers, the escalation to mid and the shadow sample, 
 escalation to premium, the first shadow answers; results written; cycled), then run the same command until it
 completes. Checked against an uninterrupted reference run of the same command:
     rows landed == input rows, each row_id once, one run landed;
-    landed cost == the reference's landed cost (within 1e-9);
+    the resumed run's landed cost == the reference's landed cost (within 1e-9);
     the same review decisions: the landed attempts (row, kind, tier, status) equal the reference's;
     provider-side re-sends: requests the loopback provider answered more than once (work in flight at the kill).
 The tiers are API tiers on a loopback OpenAI-compatible server with a small per-request delay (so kills land
@@ -111,8 +111,9 @@ def main() -> None:
         f"{result['provider_resent_total']} in total, at most {result['provider_resent_max']} per kill "
         f"(bounded by the 16-row shard)",
         f"- kills that hit a running process: **{result['kills_that_hit_a_running_process']} of {args.points}**",
-        f"- kills that came after the run had landed (the rerun is a new run, answered from the cache at $0): "
-        f"{result['kills_after_landing_rerun_from_cache']}",
+        f"- kills that came after the run had landed (the rerun is a new run, answered from the cache at $0 except "
+        f"the failed rows, asked again): {result['kills_after_landing_rerun_from_cache']}, costing "
+        f"${sum(o.rerun_cost_usd for o in outcomes):.6f} in all",
         f"- kills in the review stage: **{len(in_review)} of {args.points}** timed from a review output "
         f"(retry, escalation or shadow partition, or their first answers); "
         f"{result['kills_with_a_review_output_last_written']} with a review output as the last file written; "

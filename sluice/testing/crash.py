@@ -128,10 +128,11 @@ class Outcome:
     cost_usd: float
     runs_landed: int
     provider_requests: int
-    provider_resent: int  # requests the provider answered more than once
+    provider_resent: int  # requests the provider answered more than once (less those of runs after the first)
     milestone: str = ""  # the milestone the kill was timed from ("" for a kill at a set time)
     attempts_by_kind: dict[str, int] = dataclasses.field(default_factory=dict)  # landed attempts: first, retry, ...
     decisions: str = ""  # digest of every landed attempt's (row, kind, tier, status): the review's decisions
+    rerun_cost_usd: float = 0.0  # runs after the first (a kill after landing): the failed rows asked again
 
 
 # Milestones a run passes, read from its folder: killing just after one exercises the resume of the next step.
@@ -215,24 +216,32 @@ def run_once(cmd: list[str], env: dict[str, str], log: Path, kill_at_s: float | 
         return proc.returncode, False
 
 
-def landed(workdir: Path) -> tuple[int, int, float, int]:
-    """Rows and distinct rows of the run that landed the fewest (every landed run must hold every row once),
-    total landed cost over all runs, and the number of runs landed. A process killed after its run landed but
-    before it exited is run again, as a user would: that second run is answered from the cache, at cost 0."""
+def landed(workdir: Path) -> tuple[int, int, float, int, float]:
+    """Rows and distinct rows of the run that landed the fewest (every landed run must hold every row once), the
+    landed cost of the first run (the one killed and resumed), the number of runs landed, and the landed cost of
+    the later runs. A process killed after its run landed but before it exited is run again, as a user would:
+    that second run is a new run, answered from the cache at $0 except for the rows that failed (failures are
+    not cached: a new run asks again, and pays for it)."""
     with duckdb.connect(str(workdir / "wh.duckdb"), read_only=True) as con:
         per_run = con.execute("select count(*), count(distinct row_id) from results group by run_id").fetchall()
-        cost = con.execute("select sum(cost_usd) from results").fetchone()[0]
+        costs = con.execute("select run_id, sum(cost_usd) from results group by 1 order by 1").fetchall()
     n, distinct = min(per_run) if per_run else (0, 0)
-    return n, distinct, float(cost or 0.0), len(per_run)
+    first = float(costs[0][1] or 0.0) if costs else 0.0  # run ids start with their UTC start time
+    return n, distinct, first, len(per_run), float(sum(c or 0.0 for _, c in costs[1:]))
 
 
-def landed_attempts(workdir: Path) -> tuple[dict[str, int], str]:
-    """The landed attempts of every run, per kind, and a digest of each one's (row, kind, tier, status): equal
-    digests mean the same retries, escalations and shadow rows, with the same outcomes."""
+def landed_attempts(workdir: Path) -> tuple[dict[str, int], str, int]:
+    """The first run's landed attempts per kind, and a digest of each one's (row, kind, tier, status): equal
+    digests mean the same retries, escalations and shadow rows, with the same outcomes. Also the number of
+    attempts landed by later runs (the requests a new run made again, deliberately: not re-sends)."""
     with duckdb.connect(str(workdir / "wh.duckdb"), read_only=True) as con:
-        kinds = dict(con.execute("select kind, count(*) from attempts group by 1 order by 1").fetchall())
-        every = con.execute("select row_id, kind, tier, status from attempts order by all").fetchall()
-    return kinds, hashlib.sha256(repr(every).encode()).hexdigest()[:12]
+        first = "(select min(run_id) from results)"
+        later = con.execute(f"select count(*) from attempts where run_id <> {first}").fetchone()[0]
+        kinds = dict(con.execute(f"select kind, count(*) from attempts where run_id = {first} group by 1 order by 1")
+                     .fetchall())
+        every = con.execute(f"select row_id, kind, tier, status from attempts where run_id = {first} order by all"
+                            ).fetchall()
+    return kinds, hashlib.sha256(repr(every).encode()).hexdigest()[:12], int(later)
 
 
 def provider_counts(server: OpenAICompatServer, since: int) -> tuple[int, int]:
@@ -267,11 +276,12 @@ def crash_and_resume(dataset: Path, workdir: Path, catalogue: Path, server: Open
             raise RuntimeError(f"no successful resume after {attempts} attempts; see {log}")
         attempts += 1
         code, killed = run_once(cmd, env, log)
-    n, distinct, cost, runs = landed(workdir)
+    n, distinct, cost, runs, rerun_cost = landed(workdir)
     requests, resent = provider_counts(server, since)
-    kinds, decisions = landed_attempts(workdir)
+    kinds, decisions, asked_again = landed_attempts(workdir)
+    resent -= asked_again  # a later run's requests repeat the first run's on purpose
     return Outcome(kill_at_s, stage != "finished", stage, attempts, n, distinct, cost, runs, requests, resent,
-                   milestone or "", kinds, decisions)
+                   milestone or "", kinds, decisions, rerun_cost)
 
 
 def reference_run(dataset: Path, workdir: Path, catalogue: Path, server: OpenAICompatServer,
@@ -285,9 +295,9 @@ def reference_run(dataset: Path, workdir: Path, catalogue: Path, server: OpenAIC
     wall = time.perf_counter() - t0
     if code != 0:
         raise RuntimeError(f"reference run failed; see {workdir / 'runs.log'}")
-    n, distinct, cost, runs = landed(workdir)
+    n, distinct, cost, runs, _ = landed(workdir)
     requests, resent = provider_counts(server, since)
-    kinds, decisions = landed_attempts(workdir)
+    kinds, decisions, _ = landed_attempts(workdir)
     return wall, Outcome(0.0, False, "finished", 0, n, distinct, cost, runs, requests, resent, "", kinds, decisions)
 
 
