@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -254,12 +255,34 @@ def summarise(results: pl.DataFrame) -> dict:
         "duplicates": int((results["status"] == "duplicate").sum()),
         "quarantined": int((results["status"] == "quarantined").sum()),
         "failed": int((results["status"] == "failed").sum()),
+        "duplicates_by_kind": dict(sorted(Counter(
+            k for k, st in zip(results["dup_kind"].to_list(), results["status"].to_list()) if st == "duplicate"
+        ).items())),
+        **_follow_up_counts(results),
         "rows_per_tier": {r["tier"]: r["rows"] for r in by_tier.to_dicts()},
         "cost_per_tier_usd": {r["tier"]: r["cost_usd"] for r in by_tier.to_dicts()},
         "cost_usd": cost,
         "baseline_cost_usd": baseline,
         "saving_usd": baseline - cost,
         "saving_pct": (100.0 * (baseline - cost) / baseline) if baseline > 0 else 0.0,
+    }
+
+
+def _follow_up_counts(results: pl.DataFrame) -> dict:
+    """Cascade, shadow and structured-output counts (0 for results landed without those columns)."""
+    def count(expr: pl.Expr) -> int:
+        return int(results.select(expr.fill_null(False).sum()).item())
+
+    if "escalated" not in results.columns:
+        return {}
+    sent = pl.col("tier").is_not_null()
+    return {
+        "escalated": count(pl.col("escalated")),
+        "shadow": count(pl.col("shadow")),
+        "shadow_agreed": count(pl.col("shadow_agrees")),
+        "shadow_cost_usd": float(results["shadow_cost_usd"].fill_null(0.0).sum()),
+        "structured": count(pl.col("response_schema").is_not_null() & sent),
+        "structured_valid": count(pl.col("response_schema").is_not_null() & sent & pl.col("parsed").is_not_null()),
     }
 
 

@@ -6,12 +6,21 @@ from __future__ import annotations
 def summary_lines(summary: dict) -> list[tuple[str, str]]:
     lines = [
         ("rows", f"{summary['rows']}"),
-        ("exact duplicates (answered free)", f"{summary['duplicates']}"),
+        ("duplicates (answered free)", f"{summary['duplicates']}" + (
+            f"  ({', '.join(f'{k} {v}' for k, v in summary['duplicates_by_kind'].items())})"
+            if summary.get("duplicates_by_kind") else "")),
         ("quarantined", f"{summary['quarantined']}"),
         ("failed", f"{summary['failed']}"),
     ]
     for tier, n in summary["rows_per_tier"].items():
         lines.append((f"rows on tier {tier}", f"{n}  (${summary['cost_per_tier_usd'][tier]:.6f})"))
+    if summary.get("escalated"):
+        lines.append(("escalated by the cascade", f"{summary['escalated']}"))
+    if summary.get("shadow"):
+        lines.append(("shadow-sampled on premium", f"{summary['shadow']}  (${summary['shadow_cost_usd']:.6f}, "
+                                                   f"{summary['shadow_agreed']} agreed)"))
+    if summary.get("structured"):
+        lines.append(("structured answers valid", f"{summary['structured_valid']} of {summary['structured']}"))
     lines += [
         ("total cost", f"${summary['cost_usd']:.6f}"),
         ("all-premium cost", f"${summary['baseline_cost_usd']:.6f}"),

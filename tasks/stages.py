@@ -232,7 +232,8 @@ def review(
         if not out.is_file():
             write_partition(retry_rows(rows, first, default_max_tokens), out)
         n = pq.read_metadata(out).num_rows
-        logger.info("review %s: %d answers failed their schema, retried once on %s", tier_name, n, tier_name)
+        if n:
+            logger.info("review %s: %d answers failed their schema, retried once on %s", tier_name, n, tier_name)
         return out if n else None
     answers = latest(first, read_answers(run_dir / "answers" / "retry", tier_name))
     i = names.index(tier_name)

@@ -86,7 +86,10 @@ def results_frame(run_id: str, rows: list[tuple]) -> pl.DataFrame:
         })
     schema = {"input_tokens": pl.Int64, "output_tokens": pl.Int64, "latency_ms": pl.Float64, "max_tokens": pl.Int32,
               "dup_score": pl.Float64, "route_score": pl.Float64, "row_index": pl.Int64, "cost_usd": pl.Float64,
-              "baseline_cost_usd": pl.Float64}
+              "baseline_cost_usd": pl.Float64, "temperature": pl.Float64, "schema_valid": pl.Boolean,
+              "attempts": pl.Int32, "escalated": pl.Boolean, "shadow": pl.Boolean, "shadow_agrees": pl.Boolean,
+              "shadow_cost_usd": pl.Float64, "cached_input_tokens": pl.Int64, "usage_estimated": pl.Boolean,
+              "mean_logprob": pl.Float64}
     str_cols = {c: pl.String for c in RESULT_COLUMNS if c not in schema}
     return pl.DataFrame(recs, schema={c: {**schema, **str_cols}[c] for c in RESULT_COLUMNS})
 
