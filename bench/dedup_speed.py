@@ -3,14 +3,19 @@
 Each measurement runs in its own subprocess, so its peak RSS (ru_maxrss) is its own:
 
     cheap N      exact + near stages of `sluice.dedup.deduplicate` (what the flow runs before semantic), N rows;
-                 timed parts: shingle hashing, signatures (numpy), LSH banding + verification + guards
+                 timed parts: shingle hashing, signatures (numba kernel), LSH banding + verification + guards
     rensa        the same shingle hashes through rensa 0.5 (RMinHash digest matrix + RMinHashLSH duplicate flags,
                  16 bands x 8 rows: rensa needs bands to divide num_perm), 100k rows
     datasketch   the same shingle hashes through datasketch 2.0 with one `MinHash.update` call per shingle,
                  then `MinHashLSH` insert and query (its own 14 x 9 bands): run on the first 10k of the 100k rows
                  and scaled linearly (a per-shingle Python call takes ~20 min for 100k rows here)
     semantic N   exact + near + semantic stages on N rows with torch on 2 threads; semantic time = total minus
-                 the cheap stages measured in the same process
+                 the cheap stages measured in the same process; split into static candidate vectors, search,
+                 MiniLM on candidate rows
+    semantic_plan 100k  the semantic stage at full size with MiniLM replaced by a counter: static vectors, search
+                 and guards are timed for real, and the rows and word pieces MiniLM would embed are counted; the
+                 MiniLM time is projected from the per-piece time of the `semantic N` run (MiniLM on 2 shared
+                 cores embeds tens of rows per second, so a real 100k run would take the better part of an hour)
 
 Ratios compare like with like: the MinHash + LSH candidate part (signatures and banding, no guards) against
 rensa's and datasketch's MinHash + LSH on the same shingles; the whole exact+near stage is also given against
@@ -146,8 +151,25 @@ def measure(kind: str, n: int) -> dict:
             vec = embed(batch)
             calls["rows"] += len(batch)
             calls["seconds"] += t() - t1
+            calls["pieces"] = calls.get("pieces", 0) + sum(
+                min(len(p), 128) for p in _load()[0](list(batch))["input_ids"])
             return vec
 
+        from sluice.embed import _load, static_embed, static_table
+
+        static_calls = {"rows": 0, "seconds": 0.0}
+
+        def timed_static(batch):
+            t1 = t()
+            vec = static_embed(batch)
+            static_calls["rows"] += len(batch)
+            static_calls["seconds"] += t() - t1
+            return vec
+
+        sem._default_candidate_embedder = timed_static
+        t0 = t()
+        static_table()  # built once per machine (cached in ~/.cache/sluice), then loaded
+        out["static_table_load_seconds"] = round(t() - t0, 2)
         embed(["warm up"])  # model load is not part of the stage
         t0 = t()
         cheap = deduplicate(table, DedupConfig(stages=("exact", "near")))
@@ -159,11 +181,41 @@ def measure(kind: str, n: int) -> dict:
         out["semantic_seconds"] = round(total - cheap_s, 2)
         out["embedded_rows"] = calls["rows"]
         out["embed_seconds"] = round(calls["seconds"], 2)
-        out["search_and_guard_seconds"] = round(total - cheap_s - calls["seconds"], 2)
+        out["embedded_pieces"] = calls.get("pieces", 0)
+        out["static_rows"] = static_calls["rows"]
+        out["static_seconds"] = round(static_calls["seconds"], 2)
+        out["search_and_guard_seconds"] = round(total - cheap_s - calls["seconds"] - static_calls["seconds"], 2)
+        out["candidate_threshold"] = sem.SemanticConfig().candidate_threshold
         kinds = marked["dup_kind"].to_pylist()
         out["duplicates"] = {k: kinds.count(k) for k in ("exact", "near", "semantic")}
         out["semantic_max_words"] = sem.SemanticConfig().max_words
         out["torch_threads"] = torch.get_num_threads()
+        out["peak_rss_mb"] = round(_peak_mb(), 1)
+    elif kind == "semantic_plan":
+        # everything of the semantic stage but MiniLM itself, at full size: the static pass, the search, the guards
+        # and how many rows (and word pieces) MiniLM would have to embed
+        from sluice.embed import _load, static_table
+
+        tok, _ = _load()
+        static_table()
+        calls = {"rows": 0, "pieces": 0}
+
+        def counting(batch):
+            calls["rows"] += len(batch)
+            calls["pieces"] += sum(min(len(p), 128) for p in tok(list(batch))["input_ids"])
+            return np.zeros((len(batch), 384), np.float32)
+
+        t0 = t()
+        cheap = deduplicate(table, DedupConfig(stages=("exact", "near")))
+        cheap_s = t() - t0
+        t0 = t()
+        deduplicate(table, DedupConfig(stages=("exact", "near", "semantic")), embedder=counting)
+        out["cheap_seconds"] = round(cheap_s, 2)
+        out["semantic_without_minilm_seconds"] = round(t() - t0 - cheap_s, 2)
+        out["minilm_rows"] = calls["rows"]
+        out["minilm_pieces"] = calls["pieces"]
+        out["pending_short_rows"] = int(sum(1 for s, p in zip(cheap["status"].to_pylist(), texts)
+                                            if s == "pending" and len(p.split()) <= 48))
         out["peak_rss_mb"] = round(_peak_mb(), 1)
     return out
 
@@ -185,6 +237,7 @@ def main(quick: bool, semantic_rows: int) -> None:
     rensa = run_child("rensa", 100_000)
     datasketch = run_child("datasketch", 100_000)
     semantic = run_child("semantic", semantic_rows)
+    semantic_plan = run_child("semantic_plan", 100_000)
     ours = next(c for c in cheap if c["rows"] == 100_000)
     ours_minhash_lsh = ours["signature_seconds"] + ours["lsh_seconds"]  # like rensa's: candidates, no guards
     ratios = {
@@ -197,7 +250,7 @@ def main(quick: bool, semantic_rows: int) -> None:
             ours["exact_seconds"] + ours["shingle_seconds"] + rensa["signature_seconds"] + rensa["lsh_seconds"]), 1),
     }
     results = {"cheap_stages": cheap, "rensa": rensa, "datasketch_per_row_update": datasketch,
-               "semantic": semantic, "ratios_100k": ratios, "cpu_count": os.cpu_count()}
+               "semantic": semantic, "semantic_plan_100k": semantic_plan, "ratios_100k": ratios, "cpu_count": os.cpu_count()}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "dedup_speed.json").write_text(json.dumps(results, indent=2) + "\n")
     (OUT / "dedup_speed.md").write_text(markdown(results))
@@ -238,14 +291,28 @@ def markdown(r: dict) -> str:
     else:
         per_row = s["embed_seconds"] / max(s["embedded_rows"], 1)
         lines += ["", f"## Semantic stage, {s['rows']} rows", "",
-                  f"- semantic stage: {s['semantic_seconds']} s on {s['torch_threads']} torch threads "
-                  f"({s['embedded_rows']} short rows embedded in {s['embed_seconds']} s; blocked search + guards "
-                  f"{s['search_and_guard_seconds']} s); cheap stages before it {s['cheap_seconds']} s",
+                  f"- semantic stage: {s['semantic_seconds']} s on {s['torch_threads']} torch threads; cheap stages "
+                  f"before it {s['cheap_seconds']} s",
+                  f"- candidates: {s['static_rows']} short pending rows given static vectors (distilled from MiniLM) "
+                  f"in {s['static_seconds']} s; blocked search (static cosine >= {s['candidate_threshold']}) + "
+                  f"MiniLM scoring of candidate pairs + guards {s['search_and_guard_seconds']} s",
+                  f"- decision: {s['embedded_rows']} candidate rows embedded with MiniLM in {s['embed_seconds']} s "
+                  f"({1 / per_row if per_row else 0:.1f} rows/s here)",
+                  f"- static table load {s['static_table_load_seconds']} s (a one-off build per machine when missing)",
                   f"- duplicates: {s['duplicates']}; prompts over {s['semantic_max_words']} words are left to "
-                  "exact/near", f"- peak RSS {s['peak_rss_mb']} MB (model included)",
-                  f"- embedding throughput here: {1 / per_row if per_row else 0:.1f} rows/s; at the share of rows "
-                  f"embedded ({s['embedded_rows']}/{s['rows']}) that puts 100k rows at about "
-                  f"{per_row * s['embedded_rows'] / s['rows'] * 100_000:.0f} s of embedding"]
+                  "exact/near", f"- peak RSS {s['peak_rss_mb']} MB (model included)"]
+    p = r.get("semantic_plan_100k")
+    if p and "error" not in p and "error" not in s and s.get("embedded_pieces"):
+        per_piece = s["embed_seconds"] / s["embedded_pieces"]
+        projected = p["semantic_without_minilm_seconds"] + per_piece * p["minilm_pieces"]
+        lines += ["", f"## Semantic stage on {p['rows']} rows: everything but MiniLM measured, MiniLM projected", "",
+                  f"- {p['pending_short_rows']} short rows still pending after exact+near (cheap stages "
+                  f"{p['cheap_seconds']} s); static vectors, blocked search, guards: "
+                  f"{p['semantic_without_minilm_seconds']} s; peak RSS {p['peak_rss_mb']} MB (no MiniLM loaded)",
+                  f"- MiniLM would embed {p['minilm_rows']} candidate rows ({p['minilm_pieces']} word pieces); at the "
+                  f"{s['rows']}-row run's {per_piece * 1000:.2f} ms per word piece that is "
+                  f"{per_piece * p['minilm_pieces']:.0f} s, so the stage projects to about {projected:.0f} s "
+                  "(target: 180 s)"]
     return "\n".join(lines) + "\n"
 
 
