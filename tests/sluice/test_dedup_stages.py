@@ -62,6 +62,11 @@ def test_a_planted_near_duplicate_and_a_paraphrase_are_found(embedder):
     ("How do I remove blackheads?", "How do I remove blackheads and whiteheads?"),  # an added qualifier
     ("What are some good songs to listen to when you're anxious?",
      "What are some good songs to listen to when you're angry?"),          # one content word swapped
+    # one template filled with different reviews: MiniLM scores these 0.93 (seen in the structured demo)
+    ("Extract the sentiment, the topic and a star rating (1-5) of this product review as JSON.\n"
+     "Review: Way too expensive for what you get.",
+     "Extract the sentiment, the topic and a star rating (1-5) of this product review as JSON.\n"
+     "Review: Arrived a day early and well packed. Great service!"),
 ])
 def test_a_changed_number_negation_entity_or_word_order_is_not_a_hit(a, b, embedder):
     assert not same_answer_allowed(a, b)
