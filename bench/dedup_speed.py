@@ -143,28 +143,25 @@ def measure(kind: str, n: int) -> dict:
         torch.set_num_threads(2)
         from sluice import semantic as sem
 
+        from sluice.embed import _load, embed, static_embed, static_table
+
+        def timed(fn, calls, count_pieces=False):
+            """`fn` that adds its rows and seconds (and MiniLM word pieces) to `calls`."""
+            def wrapper(batch):
+                t1 = t()
+                vec = fn(batch)
+                calls["rows"] += len(batch)
+                calls["seconds"] += t() - t1
+                if count_pieces:
+                    calls["pieces"] = calls.get("pieces", 0) + sum(
+                        min(len(p), 128) for p in _load()[0](list(batch))["input_ids"])
+                return vec
+            return wrapper
+
         calls = {"rows": 0, "seconds": 0.0}
-        from sluice.embed import embed
-
-        def timed_embed(batch):
-            t1 = t()
-            vec = embed(batch)
-            calls["rows"] += len(batch)
-            calls["seconds"] += t() - t1
-            calls["pieces"] = calls.get("pieces", 0) + sum(
-                min(len(p), 128) for p in _load()[0](list(batch))["input_ids"])
-            return vec
-
-        from sluice.embed import _load, static_embed, static_table
-
         static_calls = {"rows": 0, "seconds": 0.0}
-
-        def timed_static(batch):
-            t1 = t()
-            vec = static_embed(batch)
-            static_calls["rows"] += len(batch)
-            static_calls["seconds"] += t() - t1
-            return vec
+        timed_embed = timed(embed, calls, count_pieces=True)
+        timed_static = timed(static_embed, static_calls)
 
         sem._default_candidate_embedder = timed_static
         t0 = t()
