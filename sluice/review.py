@@ -34,6 +34,8 @@ from sluice.router.shadow import shadow_sample
 RETRY_TEMPERATURE = 0.7
 MAX_TOKENS_LIMIT = 32_768
 ATTEMPT_KINDS = ("first", "escalation", "retry", "shadow")
+# what an escalation partition adds to its rows: the decision, and the planned cost it charges to the budget
+ESCALATION_COLUMNS = ("escalated_from", "cascade_reason", "planned_usd")
 
 
 def read_answers(answers_dir: Path, tier: str = "*") -> pl.DataFrame | None:
@@ -92,8 +94,9 @@ def escalation_rows(
     k = max(math.floor(settings.cascade_share * n + 1e-9) - bad.height, 0)
     cands = pl.concat([bad, cands.filter(~invalid).sort("confidence", maintain_order=True).head(k)])
     if cands.height == 0:
-        return rows.clear().with_columns(pl.lit(None, pl.String).alias("escalated_from"),
-                                         pl.lit(None, pl.String).alias("cascade_reason")), 0.0
+        return rows.drop([c for c in ESCALATION_COLUMNS if c in rows.columns]).clear().with_columns(
+            pl.lit(None, pl.String).alias("escalated_from"), pl.lit(None, pl.String).alias("cascade_reason"),
+            pl.lit(None, pl.Float64).alias("planned_usd")), 0.0
     cands = cands.with_columns(escalation_costs(cands, next_price.usd_per_input_token,
                                                 next_price.usd_per_output_token))
     # no dollar cap: the share cap alone bounds the spend (the whole candidate set's cost always fits)
@@ -102,10 +105,19 @@ def escalation_rows(
     why = pl.when(pl.col("status") == "invalid").then(
         pl.format("schema: {} (after a retry on {})", pl.col("error"), pl.lit(from_tier))
     ).otherwise(pl.col("cascade_reason"))
-    picked = picked.select("row_id", "next_cost_usd", why.alias("cascade_reason"))
-    out = rows.join(picked, on="row_id", how="inner", maintain_order="left").with_columns(
+    picked = picked.select("row_id", pl.col("next_cost_usd").alias("planned_usd"), why.alias("cascade_reason"))
+    # a row escalated into this tier carries the earlier decision's columns: this decision replaces them
+    out = rows.drop([c for c in ESCALATION_COLUMNS if c in rows.columns]).join(
+        picked, on="row_id", how="inner", maintain_order="left").with_columns(
         pl.lit(from_tier).alias("escalated_from"), pl.lit(next_tier).alias("tier"))
-    return out.drop("next_cost_usd"), float(picked["next_cost_usd"].sum())
+    return out, float(picked["planned_usd"].sum())
+
+
+def planned_escalation_usd(escalated_dir: Path) -> float:
+    """Planned spend of every escalation decided so far in a run (each partition carries its rows' plan), so a
+    resumed run charges the cascade budget from the decisions on disk: nothing separate to keep in step."""
+    files = sorted(escalated_dir.glob("tier=*.parquet"))
+    return float(sum(pl.read_parquet(f, columns=["planned_usd"])["planned_usd"].sum() for f in files))
 
 
 def shadow_rows(rows: pl.DataFrame, answers: pl.DataFrame, share: float, last_tier: str) -> pl.DataFrame:

@@ -215,7 +215,15 @@ def review(
     import polars as pl
 
     from sluice.budget import tier_prices
-    from sluice.review import escalation_rows, latest, read_answers, retry_rows, shadow_rows, write_partition
+    from sluice.review import (
+        escalation_rows,
+        latest,
+        planned_escalation_usd,
+        read_answers,
+        retry_rows,
+        shadow_rows,
+        write_partition,
+    )
 
     logger = get_run_logger()
     names = catalogue.names
@@ -242,17 +250,15 @@ def review(
     nxt = names[i + 1]
     out = run_dir / "escalated" / f"tier={nxt}.parquet"
     if not out.is_file():
-        spent_file = run_dir / "escalated" / "planned_usd.json"
-        spent = float(spent_file.read_text()) if spent_file.is_file() else 0.0
+        spent = planned_escalation_usd(run_dir / "escalated")
         left = None if router.cascade_budget_usd is None else router.cascade_budget_usd - spent
         price = tier_prices(catalogue, router.self_hosted_tokens_per_s)[i + 1]
-        up, planned = escalation_rows(rows, answers, tier_name, nxt, price, router, left)
+        up, _ = escalation_rows(rows, answers, tier_name, nxt, price, router, left)
         if i == 0 and router.shadow_share > 0 and len(names) > 1:
             stay = rows.join(up.select("row_id"), on="row_id", how="anti", maintain_order="left")
             write_partition(shadow_rows(stay, answers, router.shadow_share, names[-1]),
                             run_dir / "shadow" / f"tier={names[-1]}.parquet")
-        write_partition(up, out)
-        spent_file.write_text(str(spent + planned))
+        write_partition(up, out)  # the decision and its planned cost, in one atomic file
     n = pq.read_metadata(out).num_rows
     logger.info("review %s: %d rows escalated to %s", tier_name, n, nxt)
     return out if n else None
