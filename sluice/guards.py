@@ -12,7 +12,8 @@ entity, number or polarity word. So a candidate pair is only accepted when all o
     order       the content words both sides share appear in the same order ("flights from Paris to Rome" vs
                 "flights from Rome to Paris"; PAWS-style swaps keep every word and change the meaning)
     template    (short prompts) both fill one template (a shared prefix/suffix of >= 6 content words) with
-                different text: the filled-in parts must share at least half their content words
+                different text (>= 2 content words each): the filled-in parts must share at least half their
+                content words
     qualifier   (short prompts) one side is the other plus a content word ("remove blackheads" vs "remove
                 blackheads and whiteheads", "credit cards" vs "credit cards for startups"), or the two differ in
                 exactly one content word that is not a typo of the other ("songs when anxious" vs "... angry",
@@ -178,14 +179,15 @@ def _shared_order_agrees(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 
 TEMPLATE_MIN_SHARED = 6  # content words of shared prefix + suffix that make a template
+TEMPLATE_MIN_FILL = 2  # content words each filled-in part needs for the template check to apply
 
 
 def _template_differs(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     """Both prompts are one template ("Extract the sentiment ... of this review: <text>") filled with different
     text. The template dominates MinHash and mean-pooled embeddings alike (two unrelated reviews under a 15-word
     instruction score 0.92-0.95 cosine), so the filled-in parts are compared on their own: a template of at least
-    TEMPLATE_MIN_SHARED content words around parts that share under half their content words is a different
-    request."""
+    TEMPLATE_MIN_SHARED content words around parts of at least TEMPLATE_MIN_FILL content words that share under
+    half of them is a different request."""
     n = min(len(a), len(b))
     pre = 0
     while pre < n and a[pre] == b[pre]:
@@ -196,8 +198,8 @@ def _template_differs(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     if pre + suf < TEMPLATE_MIN_SHARED:
         return False
     rest_a, rest_b = set(a[pre:len(a) - suf]), set(b[pre:len(b) - suf])
-    if not rest_a or not rest_b:
-        return False  # one is the other plus or minus words: the qualifier check decides
+    if min(len(rest_a), len(rest_b)) < TEMPLATE_MIN_FILL:
+        return False  # a word or two edited inside one text, not a template filled twice: the other checks decide
     return len(rest_a & rest_b) / len(rest_a | rest_b) < 0.5
 
 

@@ -105,8 +105,12 @@ def test_two_workers_share_one_batch_and_every_row_lands_once(tmp_path, prefect_
 
     with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
         n, distinct = con.execute("select count(*), count(distinct row_id) from results").fetchone()
+        # what was spent on the small tier: its attempts (a row's cost_usd also holds its shadow answer on premium)
         small_cost, answered = con.execute(
-            "select sum(cost_usd), count(*) from results where tier = 'small' and status = 'ok'").fetchone()
+            "select sum(cost_usd), count(distinct row_id) from attempts where tier = 'small' and kind = 'first' "
+            "and status = 'ok'").fetchone()
+        shadow = con.execute("select sum(cost_usd - shadow_cost_usd) from results where tier = 'small'").fetchone()[0]
+    assert shadow == pytest.approx(small_cost)  # the rows' own cost, less their shadow answers, is the tier's
     assert n == distinct == pq.read_metadata(SAMPLE).num_rows  # every row landed once
     assert answered == small_rows
     # the tier's cost is both workers' billed time (engine start + generation) at the worker's hourly price
