@@ -89,19 +89,25 @@ def _views(optional: dict[str, str]) -> dict[str, str]:
         # self-hosted workers: billed time, of which engine start (idle for the batch) and generation (busy)
         "utilisation": """
             WITH t AS (
-                SELECT run_id, dataset, started_at, unnest(json_keys(billing)) AS tier, billing
+                SELECT run_id, dataset, started_at, unnest(json_keys(billing)) AS k, billing
                 FROM runs WHERE billing IS NOT NULL
             ), b AS (
-                SELECT run_id, dataset, started_at, tier,
-                       coalesce(CAST(billing->tier->>'billed_seconds' AS DOUBLE), 0) AS billed_seconds,
-                       coalesce(CAST(billing->tier->>'engine_start_s' AS DOUBLE), 0) AS engine_start_s,
-                       coalesce(CAST(billing->tier->>'generate_s' AS DOUBLE), 0) AS generate_s,
-                       coalesce(CAST(billing->tier->>'cost_usd' AS DOUBLE), 0) AS cost_usd,
-                       coalesce(CAST(billing->tier->>'rows' AS DOUBLE), 0) AS rows
-                FROM t
+                -- a tier's passes ("mid", "mid/escalation", "mid/retry", ...) add up to its billing
+                SELECT run_id, dataset, started_at, split_part(k, '/', 1) AS tier,
+                       sum(coalesce(CAST(billing->k->>'billed_seconds' AS DOUBLE), 0)) AS billed_seconds,
+                       sum(coalesce(CAST(billing->k->>'engine_start_s' AS DOUBLE), 0)) AS engine_start_s,
+                       sum(coalesce(CAST(billing->k->>'generate_s' AS DOUBLE), 0)) AS generate_s,
+                       sum(coalesce(CAST(billing->k->>'cost_usd' AS DOUBLE), 0)) AS cost_usd,
+                       sum(coalesce(CAST(billing->k->>'rows' AS DOUBLE), 0)) AS rows
+                FROM t GROUP BY ALL
             ), o AS (
+                -- tokens each tier generated: from `attempts` (every request), or `results` for older runs
                 SELECT run_id, tier, sum(output_tokens) AS output_tokens, sum(input_tokens) AS input_tokens
-                FROM results WHERE tier IS NOT NULL GROUP BY ALL
+                FROM attempts WHERE tier IS NOT NULL GROUP BY ALL
+                UNION ALL
+                SELECT run_id, tier, sum(output_tokens), sum(input_tokens)
+                FROM results r WHERE tier IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.run_id = r.run_id) GROUP BY ALL
             )
             SELECT b.run_id, b.dataset, b.started_at, b.tier, b.rows, b.billed_seconds, b.engine_start_s,
                    b.generate_s, b.cost_usd,

@@ -138,3 +138,15 @@ def test_each_docs_query_runs(con, i):
     result = con.execute(sql).fetchall()
     if i < 10:  # the ten examples have something to show on the sample warehouse
         assert result, f"docs/analysts.md query {i + 1} returned no rows on the sample warehouse:\n{sql}"
+
+
+def test_utilisation_adds_up_a_tiers_passes(tmp_path):
+    # a tier answered in several passes (its routed rows, then rows escalated to it) bills each pass under
+    # "<tier>/<pass>": the view reports the tier once, with every pass's time, cost and rows
+    path = build_sample_warehouse(tmp_path / "wh.duckdb")
+    with duckdb.connect(str(path)) as c:
+        c.execute("""UPDATE runs SET billing = json_merge_patch(billing,
+                     '{"small/escalation": {"rows": 2, "billed_seconds": 10.0, "engine_start_s": 0.0,
+                                            "generate_s": 10.0, "cost_usd": 0.001}}') WHERE run_id = 'r2'""")
+        got = rows(c, "SELECT tier, billed_seconds, generate_s FROM utilisation WHERE run_id = 'r2'")
+    assert got == [("small", pytest.approx(60.0), pytest.approx(60.0))]  # 50 s + the 10 s pass
