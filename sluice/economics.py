@@ -90,10 +90,20 @@ def run_economics(warehouse: str | Path, run_id: str, catalogue: Catalogue) -> l
         row = con.execute("SELECT billing FROM runs WHERE run_id = ?", [run_id]).fetchone()
         if row is None:
             raise KeyError(f"no run {run_id!r} in {warehouse}")
-        billing = json.loads(row[0] or "{}")
+        billing: dict[str, dict[str, float]] = {}
+        for key, bill in json.loads(row[0] or "{}").items():  # a tier's passes ("mid", "mid/escalation") add up
+            tier = billing.setdefault(key.split("/")[0], {})
+            for k, v in bill.items():
+                if isinstance(v, (int, float)):
+                    tier[k] = tier.get(k, 0.0) + float(v)
         per_tier = {t: (n, out, api) for t, n, out, api in con.execute(
             "SELECT tier, count(*), sum(output_tokens), sum(baseline_cost_usd) FROM results "
             "WHERE run_id = ? AND tier IS NOT NULL GROUP BY tier", [run_id]).fetchall()}
+        # runs that land every request (`attempts`): what each tier itself answered, retries and escalations in
+        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'attempts'").fetchone()[0]:
+            per_tier.update({t: (n, out, per_tier.get(t, (0, 0, 0.0))[2]) for t, n, out in con.execute(
+                "SELECT tier, count(*), sum(output_tokens) FROM attempts WHERE run_id = ? AND tier IS NOT NULL "
+                "GROUP BY tier", [run_id]).fetchall()})
     result = []
     for name, bill in billing.items():
         if name not in catalogue.names or not catalogue.tier(name).self_hosted:
