@@ -61,9 +61,7 @@ def combine_attempts(attempts: list[tuple[str, pa.Table]], tier_order: list[str]
     every = every.with_columns(
         pl.col("tier").replace_strict(rank, default=len(rank)).alias("_tier_rank"),
         pl.col("kind").replace_strict(_KIND_ORDER, default=3).alias("_kind_rank"),
-    ).sort(["row_id", "_kind_rank", "_tier_rank"], maintain_order=True)
-    every = every.with_columns(
-        ((pl.col("kind") == "shadow").cast(pl.Int8)).alias("_is_shadow"),
+        (pl.col("kind") == "shadow").cast(pl.Int8).alias("_is_shadow"),
     ).sort(["row_id", "_is_shadow", "_tier_rank", "_kind_rank"])
     every = every.with_columns((pl.int_range(pl.len()).over("row_id") + 1).alias("attempt"))
     dup = every.group_by("row_id", "kind", "tier").len().filter(pl.col("len") > 1)

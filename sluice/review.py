@@ -38,6 +38,14 @@ ATTEMPT_KINDS = ("first", "escalation", "retry", "shadow")
 ESCALATION_COLUMNS = ("escalated_from", "cascade_reason", "planned_usd")
 
 
+def answers_dir(run_dir: Path, kind: str) -> Path:
+    """Where a run keeps the answers of one attempt kind: the routed rows' ("first") under answers/, the others
+    under answers/<kind>/ (each with one tier=<name>/ folder of shards)."""
+    if kind not in ATTEMPT_KINDS:
+        raise ValueError(f"unknown attempt kind {kind!r}: one of {', '.join(ATTEMPT_KINDS)}")
+    return run_dir / "answers" if kind == "first" else run_dir / "answers" / kind
+
+
 def read_answers(answers_dir: Path, tier: str = "*") -> pl.DataFrame | None:
     """Every shard answered under `answers_dir/tier=<tier>/` (None when there are none)."""
     files = sorted(answers_dir.glob(f"tier={tier}/shard-*.parquet"))

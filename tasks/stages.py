@@ -24,6 +24,7 @@ from sluice.ingest import MAX_PROMPT_CHARS, read_prompts, widest_context_window
 from sluice.land import assemble_results, land_results, summarise
 from sluice.route import OVER_BUDGET, route_batch, write_tier_partitions
 from sluice.report import summary_table
+from sluice.review import ATTEMPT_KINDS, answers_dir
 from sluice.shapes import RequestDefaults
 from sluice.summary import summary_markdown
 
@@ -120,7 +121,6 @@ def infer_tier(
     data_dir: str,
     default_max_tokens: int,
     shard_rows: int = 256,
-    release_engine: bool = False,
     kind: str = "first",
 ) -> dict[str, float]:
     """Answer a tier's partition: its routed rows (`kind` "first"), or rows the review sent to it again
@@ -129,19 +129,16 @@ def infer_tier(
     tier = catalogue.tier(tier_name)
     rows = pq.read_metadata(partition).num_rows
     logger.info("tier %s: %d rows (%s) -> %s backend, model %s", tier.name, rows, kind, tier.backend, tier.model)
-    answers_dir = run_dir / "answers" if kind == "first" else run_dir / "answers" / kind
     backend = make_backend(tier, data_dir=data_dir)
     try:
         billing = infer_tier_shards(
-            partition, answers_dir, tier, catalogue, backend, default_max_tokens, shard_rows
+            partition, answers_dir(run_dir, kind), tier, catalogue, backend, default_max_tokens, shard_rows
         )
     except BaseException:
         shutdown_engine()  # a failed shard may have left the engine dead: the retry starts a fresh one
         raise
     finally:
         backend.close()
-        if release_engine:
-            shutdown_engine()
     logger.info(
         "tier %s: done, billed %.1f s, $%.6f", tier.name, billing.get("billed_seconds", 0.0), billing["cost_usd"]
     )
@@ -227,12 +224,11 @@ def review(
 
     logger = get_run_logger()
     names = catalogue.names
-    here = run_dir / "answers" / "review" / f"tier={tier_name}"
     inputs = [p for p in (run_dir / "routed" / f"tier={tier_name}" / "part-0.parquet",
                           run_dir / "escalated" / f"tier={tier_name}.parquet") if p.is_file()]
     rows = pl.concat([pl.read_parquet(p) for p in inputs], how="diagonal_relaxed") if inputs else None
-    first = latest(read_answers(run_dir / "answers", tier_name),
-                   read_answers(run_dir / "answers" / "escalation", tier_name))
+    first = latest(read_answers(answers_dir(run_dir, "first"), tier_name),
+                   read_answers(answers_dir(run_dir, "escalation"), tier_name))
     if rows is None or first is None:
         return None
     if step == "retry":
@@ -243,7 +239,7 @@ def review(
         if n:
             logger.info("review %s: %d answers failed their schema, retried once on %s", tier_name, n, tier_name)
         return out if n else None
-    answers = latest(first, read_answers(run_dir / "answers" / "retry", tier_name))
+    answers = latest(first, read_answers(answers_dir(run_dir, "retry"), tier_name))
     i = names.index(tier_name)
     if i + 1 >= len(names):
         return None
@@ -272,11 +268,8 @@ def land(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | None 
     from sluice.router.shadow import labels_from_shadow
 
     routed = pq.read_table(run_dir / "routed.parquet")
-    root = run_dir / "answers"
-    attempts = []
-    for kind, folder in (("first", root), ("escalation", root / "escalation"), ("retry", root / "retry"),
-                         ("shadow", root / "shadow")):
-        attempts += [(kind, pq.read_table(p)) for p in sorted(folder.glob("tier=*/shard-*.parquet"))]
+    attempts = [(kind, pq.read_table(p)) for kind in ATTEMPT_KINDS
+                for p in sorted(answers_dir(run_dir, kind).glob("tier=*/shard-*.parquet"))]
     escalated = [pl.read_parquet(p, columns=["row_id", "escalated_from", "cascade_reason"])
                  for p in sorted((run_dir / "escalated").glob("tier=*.parquet"))]
     final, every, pairs = combine_attempts(
