@@ -203,32 +203,38 @@ def _template_differs(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return len(rest_a & rest_b) / len(rest_a | rest_b) < 0.5
 
 
+def _checks(a: TextFacts, b: TextFacts):
+    """(reason, objects) for every guard, lazily and in order of cost."""
+    num_a, pol_a, marked_a, low_a = _side(a.tokens - b.tokens)
+    num_b, pol_b, marked_b, low_b = _side(b.tokens - a.tokens)
+    yield "numbers differ", num_a != num_b
+    yield "negation differs", (pol_a & NEGATIONS) != (pol_b & NEGATIONS)
+    # a polarity word on one side only is fine ("fast" vs "quickly"); its opposite on the other side is not
+    yield "polarity differs", (any(OPPOSITE[w] in pol_b and w not in pol_b for w in pol_a - NEGATIONS)
+                               or any(OPPOSITE[w] in pol_a and w not in pol_a for w in pol_b - NEGATIONS))
+    # a name on one side only ("Texas" vs "Ohio"); the same word in another case on the other side is not a name
+    yield "named entity differs", bool((marked_a - low_b) or (marked_b - low_a))
+    short = a.content is not None and b.content is not None
+    yield "a shared template around different content", short and _template_differs(a.content, b.content)
+    yield "word order differs", short and not _shared_order_agrees(a.content, b.content)
+    yield "a qualifier is added or swapped", short and _qualifier_differs(a.content, b.content)
+
+
+GUARDS = ("numbers differ", "negation differs", "polarity differs", "named entity differs",
+          "a shared template around different content", "word order differs", "a qualifier is added or swapped")
+
+
 def veto_reason(a: TextFacts, b: TextFacts) -> str | None:
     """Why the two texts must not share an answer, or None when no guard objects.
 
     Only the tokens on one side only are inspected (shared tokens cannot differ in numbers, polarity or names),
     so the cost is that of the difference, not of the texts."""
-    num_a, pol_a, marked_a, low_a = _side(a.tokens - b.tokens)
-    num_b, pol_b, marked_b, low_b = _side(b.tokens - a.tokens)
-    if num_a != num_b:
-        return "numbers differ"
-    if (pol_a & NEGATIONS) != (pol_b & NEGATIONS):
-        return "negation differs"
-    # a polarity word on one side only is fine ("fast" vs "quickly"); its opposite on the other side is not
-    if any(OPPOSITE[w] in pol_b and w not in pol_b for w in pol_a - NEGATIONS) \
-            or any(OPPOSITE[w] in pol_a and w not in pol_a for w in pol_b - NEGATIONS):
-        return "polarity differs"
-    # a name on one side only ("Texas" vs "Ohio"); the same word in another case on the other side is not a name
-    if (marked_a - low_b) or (marked_b - low_a):
-        return "named entity differs"
-    if a.content is not None and b.content is not None:
-        if _template_differs(a.content, b.content):
-            return "a shared template around different content"
-        if not _shared_order_agrees(a.content, b.content):
-            return "word order differs"
-        if _qualifier_differs(a.content, b.content):
-            return "a qualifier is added or swapped"
-    return None
+    return next((reason for reason, objects in _checks(a, b) if objects), None)
+
+
+def guard_flags(a: TextFacts, b: TextFacts) -> dict[str, bool]:
+    """Every guard's verdict on the pair (not only the first objection)."""
+    return dict(_checks(a, b))
 
 
 def same_answer_allowed(a: str, b: str) -> bool:
