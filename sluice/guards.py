@@ -30,6 +30,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 NUMBER_WORDS = {
@@ -100,8 +101,25 @@ def text_facts(text: str) -> TextFacts:
     tokens = text.split()
     content = None
     if len(tokens) <= ORDER_CHECK_MAX_WORDS:
-        content = tuple(w for w in (_word(t).lower() for t in tokens) if w and w not in STOPWORDS)
+        content = tuple(info[0] for info in map(_token_info, tokens) if info is not None and info[0] not in STOPWORDS)
     return TextFacts(Counter(tokens), content)
+
+
+@lru_cache(maxsize=1 << 18)
+def _token_info(token: str) -> tuple[str, tuple[str, ...], bool, bool] | None:
+    """(lowered word, its numbers, polarity word?, marked?) of one whitespace token; None for punctuation only.
+    Cached: prompts share most of their tokens, and the guards see each one many times."""
+    word = _word(token)
+    if not word:
+        return None
+    low = word.lower()
+    numbers = [n.replace(",", "") for n in _NUMBER_TOKEN.findall(word)]
+    if low in NUMBER_WORDS:
+        numbers.append(NUMBER_WORDS[low])
+    has_digit = any(c.isdigit() for c in word)
+    has_alpha = any(c.isalpha() for c in word)
+    marked = (has_digit and has_alpha) or (word[0].isupper() and low not in STOPWORDS)
+    return low, tuple(numbers), low in POLARITY, marked
 
 
 def _side(tokens: Counter) -> tuple[list[str], set[str], set[str], set[str]]:
@@ -111,20 +129,16 @@ def _side(tokens: Counter) -> tuple[list[str], set[str], set[str], set[str]]:
     marked: set[str] = set()
     lower: set[str] = set()
     for token, count in tokens.items():
-        word = _word(token)
-        if not word:
+        info = _token_info(token)
+        if info is None:
             continue
-        low = word.lower()
+        low, nums, is_polarity, is_marked = info
         lower.add(low)
-        for n in _NUMBER_TOKEN.findall(word):
-            numbers += [n.replace(",", "")] * count
-        if low in NUMBER_WORDS:
-            numbers += [NUMBER_WORDS[low]] * count
-        if low in POLARITY:
+        if nums:
+            numbers += list(nums) * count
+        if is_polarity:
             polarity.add(low)
-        has_digit = any(c.isdigit() for c in word)
-        has_alpha = any(c.isalpha() for c in word)
-        if (has_digit and has_alpha) or (word[0].isupper() and low not in STOPWORDS):
+        if is_marked:
             marked.add(low)
     return sorted(numbers), polarity, marked, lower
 
@@ -133,6 +147,7 @@ FILLER = {"please", "thanks", "thank", "kindly", "hi", "hello", "hey", "quick", 
           "okay", "exactly", "actually", "briefly", "simply", "basically"}
 
 
+@lru_cache(maxsize=1 << 18)
 def _stem(word: str) -> str:
     """Crude plural/tense folding, enough that "annoys"/"annoy" or "stereotypes"/"stereotype" are not new words."""
     for suffix in ("ing", "ed", "es", "s"):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -75,6 +76,63 @@ def _default_candidate_embedder(texts: Sequence[str]) -> np.ndarray:
     return static_embed(texts, max_length=128)
 
 
+def _best_per_row(sims: np.ndarray, limits: np.ndarray, threshold: float, top_k: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, score) of each row's best top_k cells >= threshold among its first limits[row] columns, by
+    row, best first (ties: lower column first)."""
+    kernel = _compiled_best_per_row()
+    if kernel is not None:
+        cols = np.full((len(sims), top_k), -1, np.int64)
+        scores = np.zeros((len(sims), top_k), np.float32)
+        kernel(sims, limits.astype(np.int64), np.float32(threshold), cols, scores)
+        r, k = np.nonzero(cols >= 0)
+        return r, cols[r, k], scores[r, k]
+    # above-threshold cells are few: take them sparsely, then keep the best top_k per row
+    r, c = np.nonzero(sims >= threshold)
+    keep = c < limits[r]
+    r, c = r[keep], c[keep]
+    s = sims[r, c]
+    order = np.lexsort((-s, r))
+    r, c, s = r[order], c[order], s[order]
+    best = np.arange(len(r)) - np.searchsorted(r, r) < top_k
+    return r[best], c[best], s[best]
+
+
+@lru_cache(maxsize=1)
+def _compiled_best_per_row():
+    """`_best_per_row`'s scan compiled with numba (it comes with vLLM): one pass over the scores, rows split across
+    cores, no boolean matrix or index arrays the size of the block. None without numba."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba ships with vllm; the numpy path is the fallback
+        return None
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def kernel(sims, limits, threshold, cols, scores):  # pragma: no cover - compiled
+        top_k = cols.shape[1]
+        for row in numba.prange(sims.shape[0]):
+            count = 0
+            for col in range(limits[row]):
+                v = sims[row, col]
+                if v < threshold:
+                    continue
+                if count < top_k:
+                    pos = count
+                    count += 1
+                elif v > scores[row, top_k - 1]:
+                    pos = top_k - 1
+                else:
+                    continue
+                while pos > 0 and scores[row, pos - 1] < v:
+                    scores[row, pos] = scores[row, pos - 1]
+                    cols[row, pos] = cols[row, pos - 1]
+                    pos -= 1
+                scores[row, pos] = v
+                cols[row, pos] = col
+
+    return kernel
+
+
 def _top_neighbours(vectors: np.ndarray, used: np.ndarray, block: np.ndarray, dup_ok: np.ndarray,
                     can_ok: np.ndarray, cfg: SemanticConfig, threshold: float
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,18 +156,10 @@ def _top_neighbours(vectors: np.ndarray, used: np.ndarray, block: np.ndarray, du
             if n_t == 0:
                 continue
             sims = vectors[q] @ t_vec[:n_t].T
-            # above-threshold cells are few: take them sparsely, then keep the best top_k per query
-            r, c = np.nonzero(sims >= threshold)
-            earlier = targets[c] < q[r]
-            r, c = r[earlier], c[earlier]
-            s = sims[r, c]
-            order = np.lexsort((-s, r))
-            r, c, s = r[order], c[order], s[order]
-            rank = np.arange(len(r)) - np.searchsorted(r, r)
-            best = rank < cfg.top_k
-            cand_j.append(q[r[best]])
-            cand_i.append(targets[c[best]])
-            cand_s.append(s[best])
+            r, c, s = _best_per_row(sims, np.searchsorted(targets, q), threshold, cfg.top_k)
+            cand_j.append(q[r])
+            cand_i.append(targets[c])
+            cand_s.append(s)
     return np.concatenate(cand_j), np.concatenate(cand_i), np.concatenate(cand_s)
 
 
