@@ -3,7 +3,10 @@
 Each measurement runs in its own subprocess, so its peak RSS (ru_maxrss) is its own:
 
     cheap N      exact + near stages of `sluice.dedup.deduplicate` (what the flow runs before semantic), N rows;
-                 timed parts: shingle hashing, signatures (numba kernel), LSH banding + verification + guards
+                 timed parts: shingle hashing, signatures (numba kernel, on all numba threads and again on one,
+                 to compare with single-threaded rensa), LSH banding, verification + guards (worker processes
+                 counted). The one-off per-process setup (numba import, loading the cached compiled kernels) is
+                 timed on its own before the stage, so "peak - before" is what the rows cost
     rensa        the same shingle hashes through rensa 0.5 (RMinHash digest matrix + RMinHashLSH duplicate flags,
                  16 bands x 8 rows: rensa needs bands to divide num_perm), 100k rows
     datasketch   the same shingle hashes through datasketch 2.0 with one `MinHash.update` call per shingle,
@@ -25,6 +28,9 @@ magnitude, and never assert them in tests.
     .venv/bin/python bench/dedup_speed.py            # writes bench/results/dedup_speed.json and .md
     .venv/bin/python bench/dedup_speed.py --quick    # 10k and 100k only (no 1M row run)
     .venv/bin/python bench/dedup_speed.py --semantic-rows=2000   # semantic stage on fewer rows
+    .venv/bin/python bench/dedup_speed.py --cheap-only   # exact+near at 10k/100k/1M, rensa, datasketch; the
+                                                         # semantic sections are kept from the last JSON
+    .venv/bin/python bench/dedup_speed.py --markdown-only   # re-render the .md from the JSON
 """
 
 from __future__ import annotations
@@ -51,7 +57,23 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
+    """Peak RSS since the last `_reset_peak` (VmHWM), else since the process started (ru_maxrss)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> bool:
+    """Start the peak over from the current RSS (Linux: writing 5 to clear_refs resets VmHWM), so the peak is the
+    stage's, not that of building the corpus before it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def measure(kind: str, n: int) -> dict:
@@ -65,9 +87,24 @@ def measure(kind: str, n: int) -> dict:
     table = validate_prompts(prompt_corpus(n))
     texts = table["prompt"].to_pylist()
     cfg = NearConfig()
-    base_rss = _rss_mb()
-    out: dict = {"kind": kind, "rows": n, "rss_before_stage_mb": round(base_rss, 1)}
     t = time.perf_counter
+    setup: dict = {}
+    if kind == "cheap":
+        # once per process, whatever the rows: numba import and the compiled kernels loaded from their cache
+        from sluice import near
+
+        rss0, t0 = _rss_mb(), t()
+        near.near_duplicate_pairs(["warm up the kernels", "warm up the kernel"], np.zeros(2, np.int64),
+                                  np.ones(2, bool), np.ones(2, bool))
+        near._compiled_pair_kernels()[1](2, np.array([1]), np.array([0]))  # components (parallel verification)
+        setup = {"setup_seconds": round(t() - t0, 2), "setup_rss_mb": round(_rss_mb() - rss0, 1)}
+    import gc
+
+    gc.collect()
+    base_rss = _rss_mb()
+    out: dict = {"kind": kind, "rows": n, "rss_before_stage_mb": round(base_rss, 1), **setup,
+                 "peak_is_stage_only": _reset_peak(),
+                 "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
     if kind == "cheap":
         t0 = t()
         marked = deduplicate(table, DedupConfig(stages=("exact", "near")))
@@ -86,6 +123,16 @@ def measure(kind: str, n: int) -> dict:
         out["signature_seconds"] = found.seconds["signatures"]
         out["lsh_seconds"] = found.seconds["lsh"]
         out["verify_guard_seconds"] = found.seconds.get("verify_and_guards", 0.0)
+        out["verify_workers"] = found.workers
+        import numba
+
+        out["numba_threads"] = numba.get_num_threads()
+        hashes, off = shingle_hashes(texts, cfg)
+        numba.set_num_threads(1)
+        t0 = t()
+        signatures(hashes, off, cfg)
+        out["signature_seconds_1_thread"] = round(t() - t0, 3)
+        numba.set_num_threads(out["numba_threads"])
         out["lsh_verify_guard_seconds"] = round(out["lsh_seconds"] + out["verify_guard_seconds"], 2)
         out["near_guard_vetoes"] = found.vetoed
         out["shingles"] = int(sum(len(t.split()) for t in texts))  # words, an upper bound on word bigrams
@@ -243,26 +290,34 @@ def run_child(kind: str, n: int, timeout: int = 1800) -> dict:
     return result
 
 
-def main(quick: bool, semantic_rows: int) -> None:
+def main(quick: bool, semantic_rows: int, cheap_only: bool = False) -> None:
     sizes = [10_000, 100_000] + ([] if quick else [1_000_000])
     cheap = [run_child("cheap", n) for n in sizes]
     rensa = run_child("rensa", 100_000)
     datasketch = run_child("datasketch", 100_000)
-    semantic = run_child("semantic", semantic_rows)
-    semantic_plan = run_child("semantic_plan", 100_000)
+    semantic_from_earlier_run = cheap_only
+    if cheap_only:  # the semantic sections stay those of the last full run
+        last = json.loads((OUT / "dedup_speed.json").read_text())
+        semantic, semantic_plan = last["semantic"], last.get("semantic_plan_100k")
+    else:
+        semantic = run_child("semantic", semantic_rows)
+        semantic_plan = run_child("semantic_plan", 100_000)
     ours = next(c for c in cheap if c["rows"] == 100_000)
     ours_minhash_lsh = ours["signature_seconds"] + ours["lsh_seconds"]  # like rensa's: candidates, no guards
+    ours_1_thread = ours.get("signature_seconds_1_thread", ours["signature_seconds"]) + ours["lsh_seconds"]
     ratios = {
         "signatures_vs_rensa": round(ours["signature_seconds"] / max(rensa["signature_seconds"], 1e-3), 1),
         "signatures_vs_datasketch_update": round(ours["signature_seconds"] / datasketch["signature_seconds"], 3),
-        "minhash_lsh_vs_rensa": round(ours_minhash_lsh / (rensa["signature_seconds"] + rensa["lsh_seconds"]), 1),
+        "minhash_lsh_vs_rensa": round(ours_minhash_lsh / (rensa["signature_seconds"] + rensa["lsh_seconds"]), 2),
+        "minhash_lsh_1_thread_vs_rensa": round(ours_1_thread / (rensa["signature_seconds"] + rensa["lsh_seconds"]), 2),
         "minhash_lsh_vs_datasketch_update": round(
             ours_minhash_lsh / (datasketch["signature_seconds"] + datasketch["lsh_seconds"]), 3),
         "exact_near_stage_vs_exact_plus_rensa": round(ours["stage_seconds"] / (
             ours["exact_seconds"] + ours["shingle_seconds"] + rensa["signature_seconds"] + rensa["lsh_seconds"]), 1),
     }
     results = {"cheap_stages": cheap, "rensa": rensa, "datasketch_per_row_update": datasketch,
-               "semantic": semantic, "semantic_plan_100k": semantic_plan, "ratios_100k": ratios, "cpu_count": os.cpu_count()}
+               "semantic": semantic, "semantic_plan_100k": semantic_plan, "ratios_100k": ratios, "cpu_count": os.cpu_count(),
+               "semantic_from_earlier_run": semantic_from_earlier_run}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "dedup_speed.json").write_text(json.dumps(results, indent=2) + "\n")
     (OUT / "dedup_speed.md").write_text(markdown(results))
@@ -270,12 +325,16 @@ def main(quick: bool, semantic_rows: int) -> None:
 
 
 def markdown(r: dict) -> str:
+    loads = [c["loadavg_at_start"][0] for c in r["cheap_stages"] if "loadavg_at_start" in c]
     lines = ["# Dedup speed and memory (bench/dedup_speed.py)", "",
-             f"Machine: {r['cpu_count']} cores, shared with other jobs (wall-clock timings are noisy).", "",
+             f"Machine: {r['cpu_count']} cores, shared with another engineer's ML job (wall-clock timings are noisy"
+             + (f"; 1-minute load average {min(loads)}-{max(loads)} when the cheap-stage runs started" if loads else "")
+             + ").", "",
              "## Exact + near stages (`deduplicate(stages=('exact','near'))`)", "",
              "| rows | words | stage s | exact s | shingling s | signatures s | LSH candidates s | verify+guards s | "
-             "exact dups | near dups | RSS before MB | peak RSS MB | peak - before, bytes/row |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "exact dups | near dups | RSS before MB | peak RSS MB (from before the stage) | "
+             "peak - before, bytes/row | bytes/word |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in r["cheap_stages"]:
         if "error" in c:
             lines.append(f"| {c['rows']} | error: {c['error'][-200:]!r} |")
@@ -284,7 +343,22 @@ def markdown(r: dict) -> str:
         lines.append(f"| {c['rows']} | {c['shingles']} | {c['stage_seconds']} | {c['exact_seconds']} | "
                      f"{c['shingle_seconds']} | {c['signature_seconds']} | {c['lsh_seconds']} | {c['verify_guard_seconds']} | "
                      f"{c['duplicates']['exact']} | {c['duplicates']['near']} | {c['rss_before_stage_mb']} | "
-                     f"{c['peak_rss_mb']} | {per_row:.0f} |")
+                     f"{c['peak_rss_mb']} | {per_row:.0f} | {per_row * c['rows'] / c['shingles']:.0f} |")
+    per_row_words = ", ".join(f"{c['shingles'] / c['rows']:.0f}" for c in r["cheap_stages"] if "error" not in c)
+    lines += ["", "The corpus's first rows are the real prompts (long ShareGPT turns), the rest short variations, "
+              f"so words per row fall as rows grow ({per_row_words}): the stage's memory follows words, hence both columns."]
+    c0 = next((c for c in r["cheap_stages"] if "setup_seconds" in c), None)
+    if c0:
+        lines += ["", f"Stage times are of the first call in a fresh process, after a one-off setup timed on its own "
+                  f"(numba import and the cached compiled kernels: {c0['setup_seconds']} s, "
+                  f"{c0['setup_rss_mb']} MB, once per process). The parts are measured again on the same rows "
+                  "(one block). Signatures run on "
+                  f"{c0.get('numba_threads')} numba threads; verification + guards (Python) on "
+                  + ", ".join(f"{c['rows']} rows: {c.get('verify_workers')}"
+                              for c in r["cheap_stages"] if "error" not in c)
+                  + " process(es). On one numba thread, signatures took "
+                  + ", ".join(f"{c.get('signature_seconds_1_thread')} s ({c['rows']} rows)"
+                              for c in r["cheap_stages"] if "error" not in c) + "."]
     rs, ds = r["rensa"], r["datasketch_per_row_update"]
     lines += ["", "## MinHash + LSH on the same 100k rows and shingles", "",
               "| implementation | signatures s | LSH s | rows flagged | peak RSS MB |", "|---|---|---|---|---|",
@@ -297,6 +371,10 @@ def markdown(r: dict) -> str:
               "linearly to all rows (per-shingle calls are linear in shingles; LSH insert/query in rows).", "",
               "Ratios (ours / reference, lower is better):", ""]
     lines += [f"- {k}: {v}" for k, v in r["ratios_100k"].items()]
+    lines += [f"\n{note}" for note in r.get("notes", [])]
+    if r.get("semantic_from_earlier_run"):
+        lines += ["", "The semantic sections below are from the last full run (not re-measured with the cheap stages "
+                  "above; their cheap-stage seconds are that run's)."]
     s = r["semantic"]
     if "error" in s:
         lines += ["", f"Semantic run failed: {s['error'][-500:]}"]
@@ -336,4 +414,4 @@ if __name__ == "__main__":
         print(json.dumps(measure(sys.argv[2], int(sys.argv[3]))))
     else:
         rows = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("--semantic-rows=")), 100_000)
-        main(quick="--quick" in sys.argv, semantic_rows=rows)
+        main(quick="--quick" in sys.argv, semantic_rows=rows, cheap_only="--cheap-only" in sys.argv)

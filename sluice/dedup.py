@@ -56,11 +56,20 @@ def _shape_parts() -> list[pl.Expr]:
     ]
 
 
+def nfkc(texts: pl.Series) -> pl.Series:
+    """Unicode NFKC form. ASCII text is already in it, so only rows with other characters (a few percent of
+    prompts) go through the normaliser, which costs as much per character whatever the text."""
+    non_ascii = np.flatnonzero((texts.str.len_bytes() != texts.str.len_chars()).fill_null(False).to_numpy())
+    if not non_ascii.size:
+        return texts
+    return texts.scatter(non_ascii, texts.gather(non_ascii).str.normalize("NFKC"))
+
+
 def normalise(expr: pl.Expr) -> pl.Expr:
     """Text equal up to Unicode form, case and whitespace maps to the same string."""
     return (
         expr.fill_null("")
-        .str.normalize("NFKC")
+        .map_batches(nfkc, return_dtype=pl.String)
         .str.to_lowercase()
         .str.replace_all(r"\s+", " ")
         .str.strip_chars()
@@ -80,6 +89,13 @@ def request_key(default_max_tokens: int) -> pl.Expr:
     ).hash(seed=0x51_1CE)
 
 
+def _by_chunks(df: pl.DataFrame, expr: pl.Expr, chunk_rows: int = 1 << 15) -> pl.Series:
+    """A row-wise expression evaluated chunk_rows rows at a time: the normalised copies of the texts it makes
+    exist for one chunk at a time, so memory per row stays flat as batches grow."""
+    return pl.concat([df.slice(lo, chunk_rows).select(expr).to_series()
+                      for lo in range(0, max(df.height, 1), chunk_rows)])
+
+
 def exact_duplicates(rows: pa.Table, default_max_tokens: int = 256) -> pa.Table:
     """Mark exact duplicates among pending rows; returns the rows with dup_of / dup_kind / dup_score added."""
     df = pl.from_arrow(rows)
@@ -90,7 +106,7 @@ def exact_duplicates(rows: pa.Table, default_max_tokens: int = 256) -> pa.Table:
             df = df.with_columns(pl.lit(None, dtype=dtype).alias(name))
     pending = pl.col("status") == "pending"
     df = df.with_columns(
-        pl.when(pending).then(request_key(default_max_tokens)).otherwise(None).alias("_key")
+        _by_chunks(df, pl.when(pending).then(request_key(default_max_tokens)).otherwise(None).alias("_key"))
     ).with_columns(
         pl.col("row_id").first().over("_key", order_by="row_index").alias("_canonical")
     )
@@ -191,7 +207,7 @@ def deduplicate(
     both = pl.concat([entries.select("prompt", "system", "max_tokens", *SHAPE_COLUMNS),
                       df.select("prompt", "system", pl.col("max_tokens").cast(pl.Int32), *SHAPE_COLUMNS)])
     texts = both["prompt"].fill_null("").to_list()
-    block = both.select(request_fingerprint(cfg.default_max_tokens)).to_series().to_numpy().view(np.int64)
+    block = _by_chunks(both, request_fingerprint(cfg.default_max_tokens)).to_numpy().view(np.int64)
     is_prior = np.arange(m + n) < m
     row_ids = df["row_id"].to_list()
     refs = entries["cache_ref"].to_list()

@@ -14,11 +14,19 @@ Signatures are bit-for-bit those of `datasketch.MinHash(num_perm, seed, hashfunc
 "affine32") updated with the 32-bit shingle hashes returned by `shingle_hashes`; a test checks it. They are computed
 for all rows at once instead of one Python call per shingle: a numba kernel (one pass over the shingles, rows
 split across cores; numba comes with vLLM) or, without numba, numpy in chunks (permute, min-reduce per row) so
-memory stays bounded whatever the number of rows. Both paths are tested against datasketch.
+memory stays bounded whatever the number of rows. Both paths are tested against datasketch. The permutations and
+the LSH (bands, rows) are datasketch's, recomputed here with numpy (importing datasketch pulls in scipy: about 1.5 s
+per process), and tested against the library.
+
+Where the time goes (100k prompts, bench/dedup_speed.py): the guards on candidate pairs are most of it, because
+they are Python; the candidate graph splits into small connected components, and the greedy resolution of one
+component never looks at another, so components are verified in parallel worker processes (fork: the texts are
+shared, not copied) when there are enough pairs to pay for the processes.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -45,6 +53,10 @@ class NearConfig:
     max_words: only the first words of very long prompts are shingled (bounded cost per row); a pair still must
         pass the guards, which read the whole text.
     chunk_cells: shingles x permutations per numpy chunk (uint32 cells): bounds peak memory (4 bytes per cell).
+    chunk_rows: rows tokenised and hashed at a time: the word lists (the largest temporaries) stay bounded, so
+        memory per row does not grow with the batch.
+    workers: processes verifying candidate pairs (guards are Python); None: the cores this process may use.
+    parallel_min_pairs: below this many candidate pairs, verification stays in this process (a fork costs more).
     """
 
     threshold: float = 0.7
@@ -53,6 +65,9 @@ class NearConfig:
     seed: int = 1
     max_words: int = 512
     chunk_cells: int = 1 << 23
+    chunk_rows: int = 1 << 15
+    workers: int | None = None
+    parallel_min_pairs: int = 20_000
     bands_rows: tuple[int, int] | None = field(default=None)
 
     def lsh_params(self) -> tuple[int, int]:
@@ -61,19 +76,33 @@ class NearConfig:
 
 @lru_cache(maxsize=16)
 def optimal_bands_rows(threshold: float, num_perm: int) -> tuple[int, int]:
-    """datasketch's own choice of (bands, rows) for this threshold, so the S-curve is the library's."""
-    from datasketch.lsh import _optimal_param
+    """datasketch's choice of (bands, rows) for this threshold (`datasketch.lsh._optimal_param` with equal weights),
+    so the S-curve is the library's: the (b, r), b * r <= num_perm, minimising the area under the curve
+    P(s) = 1 - (1 - s^r)^b below the threshold (false positives) plus the area above 1 - P(s) past it (false
+    negatives). The curve is a polynomial of degree b * r <= num_perm in s, so Gauss-Legendre quadrature with
+    num_perm / 2 + 1 nodes integrates it exactly (datasketch integrates numerically with scipy); a test checks
+    the choice against datasketch over a grid of thresholds."""
+    nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
 
-    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+    def area(lo: float, hi: float, b: np.ndarray, r: np.ndarray, negative: bool) -> np.ndarray:
+        s = (hi - lo) / 2 * nodes + (hi + lo) / 2  # nodes mapped from [-1, 1] to [lo, hi]
+        p = 1 - (1 - s[None, :] ** r[:, None]) ** b[:, None]
+        return ((1 - p) if negative else p) @ weights * (hi - lo) / 2
+
+    b, r = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], float).T
+    error = area(0.0, threshold, b, r, False) * 0.5 + area(threshold, 1.0, b, r, True) * 0.5
+    best = int(np.argmin(error))  # the first minimum, in datasketch's loop order
+    return int(b[best]), int(r[best])
 
 
 @lru_cache(maxsize=16)
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The (a, b) of datasketch's affine32 scheme, taken from datasketch itself."""
-    from datasketch import MinHash
-
-    a, b = MinHash(num_perm=num_perm, seed=seed).permutations
-    return a.astype(_U32), b.astype(_U32)
+    """The (a, b) of datasketch's affine32 scheme (`MinHash._init_permutations`): from numpy's legacy
+    RandomState(seed), a = odd 32-bit multipliers, b = 32-bit offsets; a test checks them against datasketch."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=_U32) * _U32(2) + _U32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=_U32)
+    return a, b
 
 
 def _fmix32(h: np.ndarray) -> np.ndarray:
@@ -86,29 +115,27 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def normalised_words(texts: pl.Series, max_words: int) -> pl.Series:
-    """Lists of word tokens of the normalised text (NFKC, case-folded)."""
-    return (
-        texts.fill_null("").str.normalize("NFKC").str.to_lowercase()
-        .str.extract_all(r"[^\W_]+").list.head(max_words)
-    )
+    """Lists of word tokens of the normalised text (NFKC, case-folded).
 
-
-def shingle_hashes(texts: Sequence[str] | pl.Series, cfg: NearConfig) -> tuple[np.ndarray, np.ndarray]:
-    """32-bit hashes of each text's word k-grams, flat, with row offsets (row i owns hashes[off[i]:off[i+1]]).
-
-    A text with fewer than k words is one shingle of all its words; an empty text has none.
+    NFKC leaves ASCII text unchanged, so only the rows with other characters (a few percent of prompts) pay for it.
     """
-    series = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
-    words = normalised_words(series, cfg.max_words)
-    n = len(series)
-    lens = words.list.len().fill_null(0).to_numpy().astype(np.int64)
-    flat = words.explode().drop_nulls()
-    word_hash = flat.hash(seed=0x5EED).to_numpy()  # uint64 per word, in row order
+    non_ascii = np.flatnonzero((texts.str.len_bytes() != texts.str.len_chars()).fill_null(False).to_numpy())
+    texts = texts.fill_null("")
+    if non_ascii.size:
+        texts = texts.scatter(non_ascii, texts.gather(non_ascii).str.normalize("NFKC"))
+    return texts.str.to_lowercase().str.extract_all(r"[^\W_]+").list.head(max_words)
+
+
+_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _grams_numpy(word_hash: np.ndarray, lens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-gram hashes (folded to 32 bits) and grams per row, from the word hashes of consecutive rows: a polynomial
+    in wrapping uint64 over the k word hashes at every start position p with p + k <= row end; rows shorter than k
+    get one gram of all their words."""
+    n = len(lens)
     starts = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lens, out=starts[1:])
-    k = cfg.shingle_words
-    # k-gram hash: a polynomial in wrapping uint64 over the k word hashes, at every start position p with
-    # p + k <= row end; rows shorter than k get one gram of all their words
     n_grams = np.where(lens >= k, lens - k + 1, np.minimum(lens, 1))
     off = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(n_grams, out=off[1:])
@@ -116,14 +143,72 @@ def shingle_hashes(texts: Sequence[str] | pl.Series, cfg: NearConfig) -> tuple[n
     first_word = starts[row_of_gram] + (np.arange(off[-1]) - off[row_of_gram])
     width = np.minimum(lens[row_of_gram], k)
     gram = np.zeros(off[-1], dtype=np.uint64)
-    mult = np.uint64(0x9E3779B97F4A7C15)
     with np.errstate(over="ignore"):
         for i in range(k):
             take = i < width
             idx = np.where(take, first_word + i, 0)
-            gram = np.where(take, gram * mult + (word_hash[idx] if word_hash.size else np.uint64(0)), gram)
-    folded = (gram ^ (gram >> np.uint64(32))).astype(_U32)
-    return folded, off
+            gram = np.where(take, gram * _MULT + (word_hash[idx] if word_hash.size else np.uint64(0)), gram)
+    return (gram ^ (gram >> np.uint64(32))).astype(_U32), n_grams
+
+
+@lru_cache(maxsize=1)
+def _compiled_grams():
+    """`_grams_numpy` compiled: one pass, no per-gram index temporaries. None without numba."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba ships with vllm; the numpy path is the fallback
+        return None
+
+    @numba.njit(cache=True, nogil=True)
+    def grams(word_hash, lens, k):  # pragma: no cover - compiled
+        n = len(lens)
+        n_grams = np.empty(n, np.int64)
+        total = 0
+        for row in range(n):
+            g = lens[row] - k + 1 if lens[row] >= k else min(lens[row], 1)
+            n_grams[row] = g
+            total += g
+        out = np.empty(total, np.uint32)
+        word = 0
+        at = 0
+        for row in range(n):
+            width = min(lens[row], k)
+            for p in range(n_grams[row]):
+                gram = np.uint64(0)
+                for i in range(width):
+                    gram = gram * np.uint64(0x9E3779B97F4A7C15) + word_hash[word + p + i]
+                out[at] = np.uint32((gram ^ (gram >> np.uint64(32))) & np.uint64(0xFFFFFFFF))
+                at += 1
+            word += lens[row]
+        return out, n_grams
+
+    return grams
+
+
+def shingle_hashes(texts: Sequence[str] | pl.Series, cfg: NearConfig,
+                   compiled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes of each text's word k-grams, flat, with row offsets (row i owns hashes[off[i]:off[i+1]]).
+
+    A text with fewer than k words is one shingle of all its words; an empty text has none. The k-gram hash is a
+    polynomial in wrapping uint64 over the k word hashes (polars' string hash), folded to 32 bits. Rows are
+    tokenised cfg.chunk_rows at a time, so the word lists never exist for the whole batch at once.
+    """
+    series = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
+    grams = (_compiled_grams() if compiled else None) or _grams_numpy
+    parts, counts = [], []
+    for lo in range(0, len(series), cfg.chunk_rows):
+        words = normalised_words(series.slice(lo, cfg.chunk_rows), cfg.max_words)
+        lens = words.list.len().fill_null(0).to_numpy().astype(np.int64)
+        word_hash = words.explode().drop_nulls().hash(seed=0x5EED).to_numpy()  # uint64 per word, in row order
+        del words
+        folded, n_grams = grams(word_hash, lens, cfg.shingle_words)
+        parts.append(folded)
+        counts.append(n_grams)
+    off = np.zeros(len(series) + 1, dtype=np.int64)
+    if counts:
+        np.cumsum(np.concatenate(counts), out=off[1:])
+    hashes = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.empty(0, _U32))
+    return hashes, off
 
 
 def _signatures_numpy(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, chunk_cells: int,
@@ -158,23 +243,20 @@ def _compiled_kernel():
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def kernel(hashes, offsets, a, b, sig):  # pragma: no cover - compiled
-        # numba widens uint32 products to 64 bits: mask back to 32 to wrap as datasketch's uint32 arithmetic does
+        # every product is cast back to uint32 (numba would widen it to 64 bits): datasketch's wrapping uint32
+        # arithmetic, and 32-bit lanes, so the inner loop (an unconditional min) vectorises 8 or 16 wide
         n, num_perm = sig.shape
-        mask = np.uint64(0xFFFFFFFF)
         for row in numba.prange(n):
             out = sig[row]
             for s in range(offsets[row], offsets[row + 1]):
-                h = np.uint64(hashes[s])
-                h ^= h >> np.uint64(16)
-                h = (h * np.uint64(0x85EBCA6B)) & mask
-                h ^= h >> np.uint64(13)
-                h = (h * np.uint64(0xC2B2AE35)) & mask
-                h ^= h >> np.uint64(16)
-                h32 = np.uint32(h)
+                h = np.uint32(hashes[s])
+                h ^= h >> np.uint32(16)
+                h = np.uint32(h * np.uint32(0x85EBCA6B))
+                h ^= h >> np.uint32(13)
+                h = np.uint32(h * np.uint32(0xC2B2AE35))
+                h ^= h >> np.uint32(16)
                 for p in range(num_perm):
-                    v = np.uint32(a[p] * h32 + b[p])
-                    if v < out[p]:
-                        out[p] = v
+                    out[p] = min(out[p], np.uint32(a[p] * h + b[p]))
 
     return kernel
 
@@ -220,6 +302,159 @@ class NearMatches:
     score: np.ndarray  # estimated Jaccard similarity
     vetoed: int = 0  # candidates above the threshold the guards refused
     seconds: dict[str, float] = field(default_factory=dict)  # where the time went, for the speed benchmark
+    workers: int = 1  # processes that verified the candidate pairs
+
+
+def candidate_pairs(sig: np.ndarray, block: np.ndarray, live: np.ndarray, can_be_duplicate: np.ndarray,
+                    bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dup, canonical) position pairs, sorted by dup then canonical, each once: for every band, each live row
+    that may be a duplicate and the first live row of its bucket (same block, same band values), when that is
+    an earlier row."""
+    n = len(sig)
+    block64 = np.asarray(block).astype(np.int64).view(np.uint64)[live]
+    codes = []
+    for band in range(bands):
+        first = live[_bucket_firsts(_band_keys(block64, sig[live, band * rows:(band + 1) * rows]))]
+        pick = (first != live) & can_be_duplicate[live]
+        codes.append(live[pick] * n + first[pick])  # one int64 per pair: unique and sorted in one pass
+    code = np.unique(np.concatenate(codes)) if codes else np.empty(0, np.int64)
+    return code // n, code % n
+
+
+@lru_cache(maxsize=1)
+def _compiled_pair_kernels():
+    """Agreement counts of signature pairs (no pairs x num_perm temporaries) and connected components of the
+    candidate graph, compiled. None without numba."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba ships with vllm
+        return None
+
+    @numba.njit(cache=True, nogil=True)
+    def agreement(sig, a, b):  # pragma: no cover - compiled
+        out = np.empty(len(a), np.float64)
+        num_perm = sig.shape[1]
+        for k in range(len(a)):
+            same = 0
+            for p in range(num_perm):
+                same += sig[a[k], p] == sig[b[k], p]
+            out[k] = same / num_perm
+        return out
+
+    @numba.njit(cache=True, nogil=True)
+    def components(n, a, b):  # pragma: no cover - compiled
+        # union-find linking the larger root under the smaller, so parent[x] <= x always and one final pass in
+        # increasing order leaves every row pointing at its component's smallest row
+        parent = np.arange(n)
+        for k in range(len(a)):
+            x, y = a[k], b[k]
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            while parent[y] != y:
+                parent[y] = parent[parent[y]]
+                y = parent[y]
+            if x != y:
+                parent[max(x, y)] = min(x, y)
+        for x in range(n):
+            parent[x] = parent[parent[x]]
+        return parent
+
+    return agreement, components
+
+
+def agreement(sig: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
+    """Fraction of equal signature positions of each pair (a[k], b[k]): the MinHash estimate of their J."""
+    kernels = _compiled_pair_kernels()
+    if kernels is not None:
+        return kernels[0](sig, a.astype(np.int64), b.astype(np.int64))
+    return np.concatenate([(sig[a[k:k + chunk]] == sig[b[k:k + chunk]]).mean(axis=1)
+                           for k in range(0, len(a), chunk)] or [np.empty(0)])
+
+
+def _resolve(texts: Sequence[str], sig: np.ndarray, dup: np.ndarray, can: np.ndarray, est: np.ndarray,
+             can_be_canonical: np.ndarray, threshold: float) -> tuple[list[int], list[int], list[float], int]:
+    """Greedy, in (dup, canonical) order: a row's canonical is the canonical of its first candidate that is itself
+    allowed to be canonical, earlier, still >= threshold against it, and passes the guards."""
+    canonical_of: dict[int, int] = {}  # rows already resolved as duplicates
+    facts: dict[int, TextFacts] = {}
+
+    def fact(i: int) -> TextFacts:
+        if i not in facts:
+            facts[i] = text_facts(texts[i])
+        return facts[i]
+
+    out_dup, out_can, out_score, vetoed = [], [], [], 0
+    for j, i, est_ji in zip(dup.tolist(), can.tolist(), est.tolist()):
+        if j in canonical_of:
+            continue  # already matched through an earlier candidate
+        c = canonical_of.get(i, i)
+        if c >= j or not can_be_canonical[c]:
+            continue
+        score = est_ji if c == i else float((sig[j] == sig[c]).mean())
+        if score < threshold:
+            continue
+        if veto_reason(fact(j), fact(c)) is not None:
+            vetoed += 1
+            continue
+        canonical_of[j] = c
+        out_dup.append(j)
+        out_can.append(c)
+        out_score.append(score)
+    return out_dup, out_can, out_score, vetoed
+
+
+_FORKED: tuple | None = None  # what a forked verification worker reads (inherited, never pickled)
+
+
+def _resolve_part(pick: np.ndarray) -> tuple[list[int], list[int], list[float], int]:
+    assert _FORKED is not None
+    texts, sig, dup, can, est, can_be_canonical, threshold = _FORKED
+    return _resolve(texts, sig, dup[pick], can[pick], est[pick], can_be_canonical, threshold)
+
+
+def _verify_workers(cfg: NearConfig, pairs: int) -> int:
+    import multiprocessing
+
+    if pairs < cfg.parallel_min_pairs or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if _compiled_pair_kernels() is None:
+        return 1
+    return max(1, cfg.workers or len(os.sched_getaffinity(0)))
+
+
+def verify(texts: Sequence[str], sig: np.ndarray, dup: np.ndarray, can: np.ndarray, est: np.ndarray,
+           can_be_canonical: np.ndarray, cfg: NearConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """`_resolve` over all candidate pairs; with several workers, over connected components of the candidate
+    graph split between processes. A row's resolution only reads rows joined to it by candidate pairs, so each
+    component resolves the same on its own as in the whole: the result is identical to one process's."""
+    global _FORKED
+    workers = _verify_workers(cfg, len(dup))
+    if workers == 1:
+        parts = [_resolve(texts, sig, dup, can, est, can_be_canonical, cfg.threshold)]
+    else:
+        import multiprocessing
+
+        label = _compiled_pair_kernels()[1](len(sig), dup, can)[dup]  # component of each pair
+        # components in label order, cut into `workers` runs of about equal pair counts
+        order = np.argsort(label, kind="stable")
+        sizes = np.bincount(label)
+        start_of_label = np.cumsum(sizes) - sizes  # pairs before each component, in label order
+        part = np.empty(len(dup), np.int64)
+        part[order] = np.minimum(start_of_label[label[order]] * workers // len(dup), workers - 1)
+        picks = [np.flatnonzero(part == w) for w in range(workers)]  # each part keeps (dup, can) order
+        _FORKED = (texts, sig, dup, can, est, can_be_canonical, cfg.threshold)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers - 1) as pool:
+                others = pool.map_async(_resolve_part, picks[1:], chunksize=1)
+                parts = [_resolve_part(picks[0]), *others.get()]
+        finally:
+            _FORKED = None
+    out_dup = np.array([j for p in parts for j in p[0]], np.int64)
+    out_can = np.array([c for p in parts for c in p[1]], np.int64)
+    out_score = np.array([s for p in parts for s in p[2]], np.float64)
+    order = np.argsort(out_dup, kind="stable")
+    return out_dup[order], out_can[order], out_score[order], sum(p[3] for p in parts), workers
 
 
 def near_duplicate_pairs(
@@ -231,7 +466,6 @@ def near_duplicate_pairs(
 ) -> NearMatches:
     """Greedy, in position order: each row that may be a duplicate points at an earlier canonical row whose
     signature shares an LSH band, within the same block (request fingerprint), J >= threshold, guards silent."""
-    n = len(texts)
     clock = [time.perf_counter()]
     seconds: dict[str, float] = {}
 
@@ -239,56 +473,19 @@ def near_duplicate_pairs(
         clock.append(time.perf_counter())
         seconds[name] = round(clock[-1] - clock[-2], 3)
 
+    can_be_duplicate = np.asarray(can_be_duplicate, bool)
+    can_be_canonical = np.asarray(can_be_canonical, bool)
     hashes, offsets = shingle_hashes(texts, cfg)
     lap("shingles")
     sig = signatures(hashes, offsets, cfg)
+    del hashes
     lap("signatures")
-    eligible = np.diff(offsets) > 0
-    bands, rows = cfg.lsh_params()
-    block64 = np.asarray(block).astype(np.int64).view(np.uint64)
-    cand_dup: list[np.ndarray] = []
-    cand_can: list[np.ndarray] = []
-    live = np.flatnonzero(eligible & (can_be_duplicate | can_be_canonical))
-    for band in range(bands):
-        first = live[_bucket_firsts(_band_keys(block64[live], sig[live, band * rows:(band + 1) * rows]))]
-        pick = (first != live) & can_be_duplicate[live]
-        cand_dup.append(live[pick])
-        cand_can.append(first[pick])
-    if not cand_dup or not sum(len(c) for c in cand_dup):
-        lap("lsh")
-        return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), seconds=seconds)
-    pairs = np.unique(np.stack([np.concatenate(cand_dup), np.concatenate(cand_can)], axis=1), axis=0)
+    live = np.flatnonzero((np.diff(offsets) > 0) & (can_be_duplicate | can_be_canonical))
+    dup, can = candidate_pairs(sig, block, live, can_be_duplicate, *cfg.lsh_params())
     lap("lsh")
-    est = (sig[pairs[:, 0]] == sig[pairs[:, 1]]).mean(axis=1)
-    pairs, est = pairs[est >= cfg.threshold], est[est >= cfg.threshold]
-
-    # greedy resolution: a row's canonical is the canonical of its candidate; verify against that row
-    canonical_of = np.arange(n)
-    facts: dict[int, TextFacts] = {}
-
-    def fact(i: int) -> TextFacts:
-        if i not in facts:
-            facts[i] = text_facts(texts[i])
-        return facts[i]
-
-    out_dup, out_can, out_score, vetoed = [], [], [], 0
-    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-    for j, i, est_ji in zip(pairs[order, 0].tolist(), pairs[order, 1].tolist(), est[order].tolist()):
-        if canonical_of[j] != j:
-            continue  # already matched through an earlier candidate
-        c = int(canonical_of[i])
-        if not can_be_canonical[c] or c >= j:
-            continue
-        score = est_ji if c == i else float((sig[j] == sig[c]).mean())
-        if score < cfg.threshold:
-            continue
-        if veto_reason(fact(j), fact(c)) is not None:
-            vetoed += 1
-            continue
-        canonical_of[j] = c
-        out_dup.append(j)
-        out_can.append(c)
-        out_score.append(score)
+    est = agreement(sig, dup, can)
+    keep = est >= cfg.threshold
+    dup, can, est = dup[keep], can[keep], est[keep]
+    out_dup, out_can, out_score, vetoed, workers = verify(texts, sig, dup, can, est, can_be_canonical, cfg)
     lap("verify_and_guards")
-    return NearMatches(np.array(out_dup, np.int64), np.array(out_can, np.int64), np.array(out_score), vetoed,
-                       seconds)
+    return NearMatches(out_dup, out_can, out_score, vetoed, seconds, workers)

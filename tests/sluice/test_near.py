@@ -70,3 +70,50 @@ def test_rows_in_different_blocks_never_match():
     texts = ["Translate this sentence into French please", "Translate this sentence into French please!"]
     found = near_duplicate_pairs(texts, np.array([1, 2]), np.ones(2, bool), np.ones(2, bool))
     assert found.dup.size == 0
+
+
+@pytest.mark.parametrize("num_perm", [64, 128, 256])
+def test_permutations_and_bands_rows_match_datasketch_without_importing_it(num_perm):
+    from datasketch.lsh import _optimal_param
+
+    from sluice.near import optimal_bands_rows, permutations
+
+    for seed in (1, 7):
+        a, b = MinHash(num_perm=num_perm, seed=seed).permutations
+        ours = permutations(num_perm, seed)
+        assert np.array_equal(a, ours[0]) and np.array_equal(b, ours[1])
+    for threshold in np.round(np.arange(0.05, 1.0, 0.05), 2):
+        assert optimal_bands_rows(float(threshold), num_perm) == _optimal_param(float(threshold), num_perm, 0.5, 0.5)
+
+
+def test_shingles_are_the_same_whatever_the_chunking_and_with_or_without_numba():
+    texts = _corpus(300, seed=5) + ["Ｆｕｌｌ－ｗｉｄｔｈ ﬁle Café", "", "one", "snake_case words", None]
+    ref_h, ref_off = shingle_hashes(texts, NearConfig(chunk_rows=10_000), compiled=False)
+    for chunk_rows in (1, 7, 10_000):
+        h, off = shingle_hashes(texts, NearConfig(chunk_rows=chunk_rows))
+        assert np.array_equal(h, ref_h) and np.array_equal(off, ref_off)
+    assert np.diff(ref_off)[-4] == np.diff(ref_off)[-1] == 0  # the empty text and None have no shingles
+
+
+def test_parallel_verification_finds_what_one_process_finds():
+    rng = random.Random(11)
+    texts = _corpus(600, seed=9)
+    for _ in range(400):  # near duplicates of near duplicates (filler words the guards allow): chains and stars
+        texts.append(rng.choice(texts) + " " + rng.choice(["please", "thanks", "kindly", "ok"]))
+    n = len(texts)
+    args = (texts, np.zeros(n, np.int64), np.ones(n, bool), np.r_[np.ones(800, bool), np.zeros(n - 800, bool)])
+    one = near_duplicate_pairs(*args, NearConfig(threshold=0.6, workers=1))
+    two = near_duplicate_pairs(*args, NearConfig(threshold=0.6, workers=2, parallel_min_pairs=0))
+    assert two.workers == 2 and one.workers == 1
+    assert len(one.dup) > 150
+    assert np.array_equal(one.dup, two.dup) and np.array_equal(one.canonical, two.canonical)
+    assert np.array_equal(one.score, two.score) and one.vetoed == two.vetoed
+
+
+def test_agreement_is_the_fraction_of_equal_signature_positions():
+    from sluice.near import agreement
+
+    cfg = NearConfig()
+    sig = signatures(*shingle_hashes(_corpus(50, seed=2), cfg), cfg)
+    a, b = np.arange(50).repeat(50), np.tile(np.arange(50), 50)
+    assert np.array_equal(agreement(sig, a, b), (sig[a] == sig[b]).mean(axis=1))
