@@ -27,6 +27,7 @@ shared, not copied) when there are enough pairs to pay for the processes.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -151,12 +152,33 @@ def _grams_numpy(word_hash: np.ndarray, lens: np.ndarray, k: int) -> tuple[np.nd
     return (gram ^ (gram >> np.uint64(32))).astype(_U32), n_grams
 
 
+PARALLEL_LAUNCH = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def numba_module():
+    """numba (it comes with vLLM) set to its own workqueue threading layer, or None without numba.
+
+    Its default OpenMP layer loads a second OpenMP runtime beside torch's: once a parallel kernel has run, MiniLM
+    with torch on an explicit thread count slows ~20x (measured: 146 -> 8 rows/s on 2 cores) while both
+    runtimes' idle threads spin. The workqueue layer leaves torch alone (156 rows/s). The layer is fixed at the
+    first parallel launch, so every kernel of Sluice gets numba from here; NUMBA_THREADING_LAYER still wins.
+    The workqueue layer takes one parallel launch at a time: callers hold `PARALLEL_LAUNCH` around theirs
+    (Prefect may run tasks on threads)."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba ships with vllm
+        return None
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
+    return numba
+
+
 @lru_cache(maxsize=1)
 def _compiled_grams():
     """`_grams_numpy` compiled: one pass, no per-gram index temporaries. None without numba."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba ships with vllm; the numpy path is the fallback
+    numba = numba_module()
+    if numba is None:  # pragma: no cover - numba ships with vllm; the numpy path is the fallback
         return None
 
     @numba.njit(cache=True, nogil=True)
@@ -236,9 +258,8 @@ def _signatures_numpy(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b:
 def _compiled_kernel():
     """The same maths as `_signatures_numpy`, compiled with numba when it is installed (it comes with vLLM): one
     pass over the shingles, no (shingles x num_perm) temporary, rows split across cores. None without numba."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba ships with vllm; the numpy path is the fallback
+    numba = numba_module()
+    if numba is None:  # pragma: no cover - numba ships with vllm; the numpy path is the fallback
         return None
 
     @numba.njit(parallel=True, cache=True, nogil=True)
@@ -271,7 +292,8 @@ def signatures(hashes: np.ndarray, offsets: np.ndarray, cfg: NearConfig, compile
     sig = np.full((n, cfg.num_perm), np.iinfo(_U32).max, dtype=_U32)
     kernel = _compiled_kernel() if compiled else None
     if kernel is not None:
-        kernel(np.ascontiguousarray(hashes, dtype=_U32), np.ascontiguousarray(offsets, dtype=np.int64), a, b, sig)
+        with PARALLEL_LAUNCH:
+            kernel(np.ascontiguousarray(hashes, dtype=_U32), np.ascontiguousarray(offsets, dtype=np.int64), a, b, sig)
     else:
         _signatures_numpy(hashes, offsets, a, b, cfg.chunk_cells, sig)
     return sig
@@ -325,9 +347,8 @@ def candidate_pairs(sig: np.ndarray, block: np.ndarray, live: np.ndarray, can_be
 def _compiled_pair_kernels():
     """Agreement counts of signature pairs (no pairs x num_perm temporaries) and connected components of the
     candidate graph, compiled. None without numba."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba ships with vllm
+    numba = numba_module()
+    if numba is None:  # pragma: no cover - numba ships with vllm
         return None
 
     @numba.njit(cache=True, nogil=True)

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from sluice.guards import TextFacts, text_facts, veto_reason
-from sluice.near import NearMatches
+from sluice.near import PARALLEL_LAUNCH, NearMatches, numba_module
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ def _best_per_row(sims: np.ndarray, limits: np.ndarray, threshold: float, top_k:
     if kernel is not None:
         cols = np.full((len(sims), top_k), -1, np.int64)
         scores = np.zeros((len(sims), top_k), np.float32)
-        kernel(sims, limits.astype(np.int64), np.float32(threshold), cols, scores)
+        with PARALLEL_LAUNCH:
+            kernel(sims, limits.astype(np.int64), np.float32(threshold), cols, scores)
         r, k = np.nonzero(cols >= 0)
         return r, cols[r, k], scores[r, k]
     # above-threshold cells are few: take them sparsely, then keep the best top_k per row
@@ -102,9 +103,8 @@ def _best_per_row(sims: np.ndarray, limits: np.ndarray, threshold: float, top_k:
 def _compiled_best_per_row():
     """`_best_per_row`'s scan compiled with numba (it comes with vLLM): one pass over the scores, rows split across
     cores, no boolean matrix or index arrays the size of the block. None without numba."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba ships with vllm; the numpy path is the fallback
+    numba = numba_module()
+    if numba is None:  # pragma: no cover - numba ships with vllm; the numpy path is the fallback
         return None
 
     @numba.njit(parallel=True, cache=True, nogil=True)

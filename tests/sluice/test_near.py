@@ -1,3 +1,4 @@
+import os
 import random
 
 import numpy as np
@@ -117,3 +118,33 @@ def test_agreement_is_the_fraction_of_equal_signature_positions():
     sig = signatures(*shingle_hashes(_corpus(50, seed=2), cfg), cfg)
     a, b = np.arange(50).repeat(50), np.tile(np.arange(50), 50)
     assert np.array_equal(agreement(sig, a, b), (sig[a] == sig[b]).mean(axis=1))
+
+
+def test_parallel_kernels_use_the_workqueue_layer_and_survive_concurrent_threads():
+    """numba's OpenMP layer slows torch ~20x once a kernel has run beside it; the workqueue layer that replaces it
+    aborts the process on concurrent launches unless they hold PARALLEL_LAUNCH. A child process, so an abort
+    fails this test instead of killing the run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import threading
+        import numpy as np
+        import numba
+        from sluice import semantic
+        from sluice.near import NearConfig, shingle_hashes, signatures
+        texts = [f"text number {i} about things {i % 7}" for i in range(5000)]
+        def work():
+            for _ in range(5):
+                signatures(*shingle_hashes(texts, NearConfig()), NearConfig())
+                semantic._best_per_row(np.random.rand(200, 2000).astype(np.float32), np.full(200, 2000), 0.9, 4)
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print("layer", numba.threading_layer())
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("layer workqueue")
