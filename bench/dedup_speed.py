@@ -330,7 +330,7 @@ def markdown(r: dict) -> str:
     lines = ["# Dedup speed and memory (bench/dedup_speed.py)", "",
              f"Machine: {r['cpu_count']} cores, shared with other jobs (wall-clock timings are noisy"
              + (f"; 1-minute load average {min(loads)}-{max(loads)} when the cheap-stage runs started, the decaying "
-                "tail of earlier work: nothing else ran during this run" if loads else "")
+                "tail of earlier work: nothing else heavy ran during this run" if loads else "")
              + ").", "",
              "## Exact + near stages (`deduplicate(stages=('exact','near'))`)", "",
              "| rows | words | stage s | exact s | shingling s | signatures s | LSH candidates s | verify+guards s | "

@@ -38,10 +38,11 @@ from sluice.near import PARALLEL_LAUNCH, NearMatches, numba_module
 
 @dataclass(frozen=True)
 class SemanticConfig:
-    """threshold: cosine of MiniLM embeddings. Cosine alone on QQP gives precision 0.69 at 0.80 and 0.84 at 0.92
-        (bench/results/dedup_quality.md). With the guards, on the QQP tuning part: 0.88 -> precision 0.92 /
-        recall 0.18, 0.92 -> 0.96 / 0.15. 0.92 is the lowest threshold reaching precision 0.95 there: a false
-        hit returns a wrong answer, a miss only costs one inference.
+    """threshold: cosine of MiniLM embeddings. Cosine alone on the QQP report part gives precision 0.68 at 0.80 and
+        0.83 at 0.92 (bench/results/dedup_quality.md, every pair). With the guards, on the whole QQP tuning part:
+        0.88 -> precision 0.87 / recall 0.18, 0.92 -> 0.91 / 0.14, 0.94 -> 0.92 / 0.12; no threshold reaches 0.95
+        there (the top of every ranking tried, learned ones included, holds label noise). 0.92 keeps precision
+        above 0.9: a false hit returns a wrong answer, a miss only costs one inference.
     max_words: prompts longer than this (whitespace words) are left to the exact and near stages.
     top_k: earlier neighbours kept per query before the guards: the nearest one may be vetoed while the next
         is a true paraphrase.
