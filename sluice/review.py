@@ -136,12 +136,3 @@ def shadow_rows(rows: pl.DataFrame, answers: pl.DataFrame, share: float, last_ti
         return ok.clear()
     mask = shadow_sample(ok["row_id"].to_list(), share)
     return ok.filter(pl.Series(mask)).with_columns(pl.lit(last_tier).alias("tier"))
-
-
-def write_partition(df: pl.DataFrame, path: Path) -> Path:
-    """Atomically, so a resumed run finds either the whole decision or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    df.write_parquet(tmp)
-    tmp.replace(path)
-    return path

@@ -25,6 +25,20 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def write_parquet(table, path: Path) -> Path:
+    """A stage hand-off (Arrow table or Polars frame), atomically: a resumed run finds the whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    if hasattr(table, "write_parquet"):  # Polars
+        table.write_parquet(tmp)
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
+
+
 def fingerprint(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 

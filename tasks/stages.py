@@ -23,18 +23,11 @@ from sluice.infer import infer_tier_shards
 from sluice.ingest import MAX_PROMPT_CHARS, read_prompts, widest_context_window
 from sluice.land import assemble_results, land_results, summarise
 from sluice.route import OVER_BUDGET, route_batch, write_tier_partitions
+from sluice.runs import write_parquet
 from sluice.report import summary_table
 from sluice.review import ATTEMPT_KINDS, answers_dir
 from sluice.shapes import RequestDefaults
 from sluice.summary import summary_markdown
-
-
-def _write(table, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-    return path
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -55,7 +48,7 @@ def ingest(
     get_run_logger().info("ingested %d rows from %s (%d quarantined)", rows.num_rows, dataset_path, bad)
     for err in [e for e in rows["error"].to_pylist() if e][:20]:
         get_run_logger().warning("quarantined: %s", err)
-    return _write(rows, run_dir / "ingested.parquet")
+    return write_parquet(rows, run_dir / "ingested.parquet")
 
 
 @task(name="dedup", cache_policy=NO_CACHE)
@@ -87,7 +80,7 @@ def dedup(
     kinds = Counter(k for k, s in zip(rows["dup_kind"].to_pylist(), rows["status"].to_pylist()) if s == "duplicate")
     get_run_logger().info("dedup (%s): %d duplicates answered without inference (%s)", "+".join(stages),
                           sum(kinds.values()), ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())) or "none")
-    return _write(rows, run_dir / "deduped.parquet")
+    return write_parquet(rows, run_dir / "deduped.parquet")
 
 
 @task(name="route", cache_policy=NO_CACHE)
@@ -100,7 +93,7 @@ def route(
     default_max_tokens: int = 256,
 ) -> dict[str, Path]:
     routed = route_batch(pq.read_table(in_path), tiers, router, catalogue, default_max_tokens)
-    _write(routed, run_dir / "routed.parquet")
+    write_parquet(routed, run_dir / "routed.parquet")
     parts = write_tier_partitions(routed, run_dir / "routed", tiers)
     counts = {t: pq.read_metadata(p).num_rows for t, p in parts.items()}
     get_run_logger().info("route: %s", ", ".join(f"{t}={n}" for t, n in counts.items()) or "nothing to send")
@@ -219,7 +212,6 @@ def review(
         read_answers,
         retry_rows,
         shadow_rows,
-        write_partition,
     )
 
     logger = get_run_logger()
@@ -234,7 +226,7 @@ def review(
     if step == "retry":
         out = run_dir / "retry" / f"tier={tier_name}.parquet"
         if not out.is_file():
-            write_partition(retry_rows(rows, first, default_max_tokens), out)
+            write_parquet(retry_rows(rows, first, default_max_tokens), out)
         n = pq.read_metadata(out).num_rows
         if n:
             logger.info("review %s: %d answers failed their schema, retried once on %s", tier_name, n, tier_name)
@@ -252,9 +244,9 @@ def review(
         up, _ = escalation_rows(rows, answers, tier_name, nxt, price, router, left)
         if i == 0 and router.shadow_share > 0 and len(names) > 1:
             stay = rows.join(up.select("row_id"), on="row_id", how="anti", maintain_order="left")
-            write_partition(shadow_rows(stay, answers, router.shadow_share, names[-1]),
+            write_parquet(shadow_rows(stay, answers, router.shadow_share, names[-1]),
                             run_dir / "shadow" / f"tier={names[-1]}.parquet")
-        write_partition(up, out)  # the decision and its planned cost, in one atomic file
+        write_parquet(up, out)  # the decision and its planned cost, in one atomic file
     n = pq.read_metadata(out).num_rows
     logger.info("review %s: %d rows escalated to %s", tier_name, n, nxt)
     return out if n else None
@@ -276,7 +268,7 @@ def land(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | None 
         attempts, tier_order or sorted({str(t) for _, a in attempts for t in a["tier"].to_pylist()}),
         pl.concat(escalated) if escalated else None)
     results = assemble_results(routed, final, run["run_id"], run["dataset"])
-    _write(results.to_arrow(), run_dir / "results.parquet")
+    write_parquet(results.to_arrow(), run_dir / "results.parquet")
     labels = None
     if pairs.height:
         prompts = results.select("row_id", "prompt")

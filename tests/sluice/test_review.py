@@ -80,12 +80,13 @@ def test_the_shadow_sample_is_deterministic_and_sized():
 
 
 def test_the_cascade_budget_is_charged_from_the_decisions_on_disk(tmp_path):
-    from sluice.review import planned_escalation_usd, write_partition
+    from sluice.review import planned_escalation_usd
+    from sluice.runs import write_parquet
 
     lp = [math.log(0.1)] * 6
     s = RouterSettings(cascade_share=1.0, cascade_min_confidence=0.9)
     up, planned = escalation_rows(rows(6), answers(6, lp), "small", "mid", PRICE, s, 0.0004)
-    write_partition(up, tmp_path / "escalated" / "tier=mid.parquet")
+    write_parquet(up, tmp_path / "escalated" / "tier=mid.parquet")
     assert planned_escalation_usd(tmp_path / "escalated") == pytest.approx(planned) and planned <= 0.0004
     # the next tier's decision replaces the earlier one's columns (rows escalated twice)
     again, _ = escalation_rows(up, answers(6, lp), "mid", "premium", PRICE, s, 1.0)
