@@ -290,8 +290,9 @@ def land_results(
     run: dict,
     attempts: pl.DataFrame | None = None,
     labels: pl.DataFrame | None = None,
-) -> None:
-    """Replace this run's rows in the warehouse and record the run, in one short transaction.
+) -> dict:
+    """Replace this run's rows in the warehouse and record the run, in one short transaction; returns the run's
+    summary (`summarise`), as recorded in `runs`.
 
     The rows are first staged as a Parquet part beside the warehouse (`<warehouse>.staging/`), before the file
     is opened: the lock is then held only for the delete + insert, and a writer that finds the file locked by
@@ -351,3 +352,4 @@ def land_results(
                 raise
     finally:
         staged.unlink(missing_ok=True)
+    return summary

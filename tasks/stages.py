@@ -21,7 +21,7 @@ from models.catalogue import Catalogue
 from sluice.config import RouterSettings
 from sluice.infer import infer_tier_shards
 from sluice.ingest import MAX_PROMPT_CHARS, read_prompts, widest_context_window
-from sluice.land import assemble_results, land_results, summarise
+from sluice.land import assemble_results, land_results
 from sluice.route import OVER_BUDGET, route_batch, write_tier_partitions
 from sluice.runs import write_parquet
 from sluice.report import summary_table
@@ -275,8 +275,7 @@ def land(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | None 
         labels = labels_from_shadow(pairs.join(prompts, on="row_id").select(
             pl.lit(run["run_id"]).alias("run_id"), "row_id", "prompt",
             pl.col("response").alias("cheap_response"), pl.col("_shadow_response").alias("premium_response")))
-    land_results(warehouse, results, run, attempts=every, labels=labels)
-    summary = summarise(results)
+    summary = land_results(warehouse, results, run, attempts=every, labels=labels)
     get_run_logger().info("landed %d rows into %s (results)", results.height, warehouse)
     create_markdown_artifact(
         key="sluice-run-summary", markdown=summary_markdown(summary, run), description="Sluice run summary"

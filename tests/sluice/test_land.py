@@ -87,3 +87,13 @@ def test_landing_twice_replaces_the_run(tmp_path):
     assert con.execute("select count(*), sum(rows) from runs").fetchone() == (1, 5)
     assert con.execute("select status, count(*) from results group by 1 order by 1").fetchall() == [
         ("duplicate", 1), ("failed", 1), ("ok", 2), ("quarantined", 1)]
+
+
+def test_landing_returns_the_summary_it_recorded(tmp_path):
+    wh = tmp_path / "wh.duckdb"
+    res = assemble_results(routed(), answers(), "r9", "ds")
+    summary = land_results(wh, res, {"run_id": "r9", "dataset": "ds"})
+    assert summary == summarise(res)
+    with duckdb.connect(str(wh), read_only=True) as con:
+        rows, cost = con.execute("select rows, cost_usd from runs where run_id = 'r9'").fetchone()
+    assert rows == summary["rows"] == res.height == 5 and cost == pytest.approx(summary["cost_usd"])
