@@ -91,7 +91,7 @@ def sluice_run(
         run_id = find_unfinished_run(settings.runs_dir, input_sha, config)
         if run_id:
             logger.info("resuming unfinished run %s of %s", run_id, dataset_path)
-    run_id = validate_dataset_name(run_id) if run_id else new_run_id()
+    run_id = validate_dataset_name(run_id, "run id") if run_id else new_run_id()
     run_dir = settings.runs_dir / run_id
     manifest = read_manifest(run_dir) or {
         "run_id": run_id,

@@ -86,10 +86,11 @@ def dataset_name_for(path: str | Path) -> str:
     return validate_dataset_name(name[:128])
 
 
-def validate_dataset_name(name: str) -> str:
+def validate_dataset_name(name: str, what: str = "dataset name") -> str:
+    """`name` if it is safe in paths, SQL and S3 keys; `what` names it in the error (run ids follow the same rule)."""
     if not isinstance(name, str) or not _DATASET_NAME.fullmatch(name):
         raise ValueError(
-            f"invalid dataset name {name!r}: use letters, digits, '.', '_' or '-' (at most 128, not starting "
+            f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (at most 128, not starting "
             "with a symbol)"
         )
     return name

@@ -81,7 +81,7 @@ def test_the_flow_refuses_hostile_run_ids_and_datasets_before_writing_anything(n
     kw = dict(warehouse=str(tmp_path / "wh.duckdb"), catalogue=str(api_catalogue("http://127.0.0.1:9/v1")),
               data_dir=str(tmp_path / "data"))
     if name:  # an empty run id means "make one"
-        with pytest.raises(ValueError, match="invalid dataset name"):
+        with pytest.raises(ValueError, match="invalid run id"):
             flow_fn(str(src), run_id=name, **kw)
     with pytest.raises(ValueError, match="invalid dataset name"):
         flow_fn(str(src), dataset=name or " ", run_id="r1", **kw)
