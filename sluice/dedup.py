@@ -31,7 +31,7 @@ import polars as pl
 import pyarrow as pa
 
 from sluice.cache import CACHE_COLUMNS, CacheConfig, load_cache_entries
-from sluice.near import NearConfig, near_duplicate_pairs
+from sluice.near import NearConfig, near_duplicate_pairs, nfkc
 from sluice.semantic import Embedder, SemanticConfig, semantic_duplicate_pairs
 
 DUP_COLUMNS = {"dup_of": pl.String, "dup_kind": pl.String, "dup_score": pl.Float64}
@@ -54,15 +54,6 @@ def _shape_parts() -> list[pl.Expr]:
         pl.col("stop").fill_null(""),
         pl.col("response_schema").fill_null(""),
     ]
-
-
-def nfkc(texts: pl.Series) -> pl.Series:
-    """Unicode NFKC form. ASCII text is already in it, so only rows with other characters (a few percent of
-    prompts) go through the normaliser, which costs as much per character whatever the text."""
-    non_ascii = np.flatnonzero((texts.str.len_bytes() != texts.str.len_chars()).fill_null(False).to_numpy())
-    if not non_ascii.size:
-        return texts
-    return texts.scatter(non_ascii, texts.gather(non_ascii).str.normalize("NFKC"))
 
 
 def normalise(expr: pl.Expr) -> pl.Expr:

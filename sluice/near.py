@@ -115,16 +115,18 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> _U32(16))
 
 
-def normalised_words(texts: pl.Series, max_words: int) -> pl.Series:
-    """Lists of word tokens of the normalised text (NFKC, case-folded).
-
-    NFKC leaves ASCII text unchanged, so only the rows with other characters (a few percent of prompts) pay for it.
-    """
+def nfkc(texts: pl.Series) -> pl.Series:
+    """Unicode NFKC form. ASCII text is already in it, so only rows with other characters (a few percent of
+    prompts) go through the normaliser, which costs as much per character whatever the text."""
     non_ascii = np.flatnonzero((texts.str.len_bytes() != texts.str.len_chars()).fill_null(False).to_numpy())
-    texts = texts.fill_null("")
-    if non_ascii.size:
-        texts = texts.scatter(non_ascii, texts.gather(non_ascii).str.normalize("NFKC"))
-    return texts.str.to_lowercase().str.extract_all(r"[^\W_]+").list.head(max_words)
+    if not non_ascii.size:
+        return texts
+    return texts.scatter(non_ascii, texts.gather(non_ascii).str.normalize("NFKC"))
+
+
+def normalised_words(texts: pl.Series, max_words: int) -> pl.Series:
+    """Lists of word tokens of the normalised text (NFKC, case-folded)."""
+    return nfkc(texts.fill_null("")).str.to_lowercase().str.extract_all(r"[^\W_]+").list.head(max_words)
 
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)

@@ -22,10 +22,10 @@ from sluice.config import RouterSettings
 from sluice.infer import infer_tier_shards
 from sluice.ingest import MAX_PROMPT_CHARS, read_prompts, widest_context_window
 from sluice.land import assemble_results, land_results
-from sluice.route import OVER_BUDGET, route_batch, write_tier_partitions
-from sluice.runs import write_parquet
 from sluice.report import summary_table
 from sluice.review import ATTEMPT_KINDS, answers_dir
+from sluice.route import OVER_BUDGET, route_batch, write_tier_partitions
+from sluice.runs import write_parquet
 from sluice.shapes import RequestDefaults
 from sluice.summary import summary_markdown
 
@@ -245,7 +245,7 @@ def review(
         if i == 0 and router.shadow_share > 0 and len(names) > 1:
             stay = rows.join(up.select("row_id"), on="row_id", how="anti", maintain_order="left")
             write_parquet(shadow_rows(stay, answers, router.shadow_share, names[-1]),
-                            run_dir / "shadow" / f"tier={names[-1]}.parquet")
+                          run_dir / "shadow" / f"tier={names[-1]}.parquet")
         write_parquet(up, out)  # the decision and its planned cost, in one atomic file
     n = pq.read_metadata(out).num_rows
     logger.info("review %s: %d rows escalated to %s", tier_name, n, nxt)
