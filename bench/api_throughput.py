@@ -1,7 +1,7 @@
 """API tier under rate limits: what a provider sees per 60 s window, the throughput reached, and a fault storm.
 
 Runs the OpenAI backend (models/backends/openai_http.py) against the loopback server
-(sluice/testing/openai_server.py) with the tier's client-side limits over REAL 60-second windows:
+(tests/support/openai_server.py) with the tier's client-side limits over REAL 60-second windows:
 
     1. throughput: faults off, RPM-bound; rows answered per minute vs the configured RPM;
     2. tpm-bound: the same rows under a TPM limit that binds first; tokens billed per minute vs the TPM;
@@ -27,7 +27,7 @@ from pathlib import Path
 from models.backends import Request
 from models.backends.openai_http import OpenAIBackend
 from models.catalogue import Tier
-from sluice.testing.openai_server import Faults, OpenAICompatServer
+from tests.support.openai_server import Faults, OpenAICompatServer
 
 RESULTS = Path(__file__).parent / "results"
 

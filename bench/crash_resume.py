@@ -11,7 +11,7 @@ completes. Checked against an uninterrupted reference run of the same command:
     the same review decisions: the landed attempts (row, kind, tier, status) equal the reference's;
     provider-side re-sends: requests the loopback provider answered more than once (work in flight at the kill).
 The tiers are API tiers on a loopback OpenAI-compatible server with a small per-request delay (so kills land
-inside every stage); shards of 16 rows. The run is the crash harness's review scenario (sluice/testing/crash.py):
+inside every stage); shards of 16 rows. The run is the crash harness's review scenario (tests/support/crash.py):
 every answer under a JSON Schema, chosen rows answered invalidly by the provider (some retried once, some
 escalated once or twice, some failing everywhere), a 10% shadow sample of the small tier answered by premium.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sluice.testing.crash import (MILESTONES, REVIEW_MILESTONES, ReplayingServer, all_api_catalogue,  # noqa: E402
+from tests.support.crash import (MILESTONES, REVIEW_MILESTONES, ReplayingServer, all_api_catalogue,  # noqa: E402
                                  crash_and_resume, reference_run, review_args, review_faults)
 
 

@@ -10,7 +10,7 @@
                  changes. Should almost never be a hit.
     edits        a number changed or "not" inserted into a QQP report question: different questions.
 
-A pair is a hit when `sluice.dedup` would put the second row in the first one's cluster: equal after
+A pair is a hit when `sluice.stages.dedup.deduplicate` would put the second row in the first one's cluster: equal after
 normalisation (exact), or MinHash Jaccard >= near threshold, or (short prompts) MiniLM cosine >= semantic threshold,
 and, for near and semantic, the content guards pass. This is computed per pair from the same library functions
 (signatures, embeddings, guards) rather than by 20k two-row runs; a sample is cross-checked against
@@ -38,12 +38,13 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sluice.dedup import DedupConfig, deduplicate, normalise  # noqa: E402
-from sluice.embed import embed, static_embed  # noqa: E402
-from sluice.guards import GUARDS, STOPWORDS, guard_flags, text_facts, veto_reason  # noqa: E402
-from sluice.ingest import validate_prompts  # noqa: E402
-from sluice.near import NearConfig, shingle_hashes, signatures  # noqa: E402
-from sluice.semantic import SemanticConfig  # noqa: E402
+from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate  # noqa: E402
+from models.embeddings import embed, static_embed  # noqa: E402
+from sluice.stages.dedup.guards import GUARDS, STOPWORDS, guard_flags, text_facts, veto_reason  # noqa: E402
+from sluice.stages.ingest.read import validate_prompts  # noqa: E402
+from sluice.stages.dedup.minhash import shingle_hashes, signatures  # noqa: E402
+from sluice.stages.dedup.near import NearConfig  # noqa: E402
+from sluice.stages.dedup.semantic import SemanticConfig  # noqa: E402
 
 PAIRS = ROOT.parent / "shared" / "data" / "pairs"
 OUT = ROOT / "bench" / "results"
@@ -330,9 +331,9 @@ def main(sizes: dict[str, int]) -> None:
         "settings": {"near_threshold": near.threshold, "shingle_words": near.shingle_words,
                      "num_perm": near.num_perm, "lsh_bands_rows": list(near.lsh_params()),
                      "semantic_threshold": semantic.threshold, "semantic_max_words": semantic.max_words,
-                     "embedding": "all-MiniLM-L6-v2 (sluice.embed, mean pooling, max_length 128)",
+                     "embedding": "all-MiniLM-L6-v2 (models.embeddings, mean pooling, max_length 128)",
                      "candidate_threshold": semantic.candidate_threshold,
-                     "candidates": "static vectors distilled from MiniLM (sluice.embed.static_embed)"},
+                     "candidates": "static vectors distilled from MiniLM (models.embeddings.static_embed)"},
         "split": "QQP dev: pair id % 5 in {0,1} = tuning part, {2,3,4} = report part",
         "pairs_drawn": sizes,
         "population": population,
@@ -426,7 +427,7 @@ def markdown(r: dict) -> str:
                       "(what caps precision at the top of every ranking):", ""]
             lines += [f"- {c:.3f}: \"{q1}\" / \"{q2}\"" for c, q1, q2 in examples]
     c = r["consistency_with_deduplicate"]
-    lines += ["", f"Hits by kind at defaults: " + "; ".join(f"{k}: {m['hits_by_kind']}" for k, m in r["defaults"].items()),
+    lines += ["", "Hits by kind at defaults: " + "; ".join(f"{k}: {m['hits_by_kind']}" for k, m in r["defaults"].items()),
               "", f"Cross-check: the per-pair decision agreed with `deduplicate()` on {c['agree']} of {c['pairs']} "
               "two-row tables.", "", f"{r['texts_embedded']} texts embedded in {r['embed_seconds']} s; "
               f"whole benchmark {r['seconds']} s.", ""]

@@ -2,7 +2,7 @@
 
 Each measurement runs in its own subprocess, so its peak RSS (ru_maxrss) is its own:
 
-    cheap N      exact + near stages of `sluice.dedup.deduplicate` (what the flow runs before semantic), N rows;
+    cheap N      exact + near stages of `sluice.stages.dedup.deduplicate.deduplicate` (what the flow runs before semantic), N rows;
                  timed parts: shingle hashing, signatures (numba kernel, on all numba threads and again on one,
                  to compare with single-threaded rensa), LSH banding, verification + guards (worker processes
                  counted). The one-off per-process setup (numba import, loading the cached compiled kernels) is
@@ -80,9 +80,10 @@ def measure(kind: str, n: int) -> dict:
     import numpy as np
 
     from bench.dedup_corpus import prompt_corpus
-    from sluice.dedup import DedupConfig, deduplicate, exact_duplicates
-    from sluice.ingest import validate_prompts
-    from sluice.near import NearConfig, near_duplicate_pairs, shingle_hashes, signatures
+    from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate, exact_duplicates
+    from sluice.stages.ingest.read import validate_prompts
+    from sluice.stages.dedup.minhash import shingle_hashes, signatures
+    from sluice.stages.dedup.near import NearConfig, near_duplicate_pairs
 
     table = validate_prompts(prompt_corpus(n))
     texts = table["prompt"].to_pylist()
@@ -91,7 +92,7 @@ def measure(kind: str, n: int) -> dict:
     setup: dict = {}
     if kind == "cheap":
         # once per process, whatever the rows: numba import and the compiled kernels loaded from their cache
-        from sluice import near
+        from sluice.stages.dedup import near
 
         rss0, t0 = _rss_mb(), t()
         near.near_duplicate_pairs(["warm up the kernels", "warm up the kernel"], np.zeros(2, np.int64),
@@ -188,9 +189,9 @@ def measure(kind: str, n: int) -> dict:
         import torch
 
         torch.set_num_threads(2)
-        from sluice import semantic as sem
+        from sluice.stages.dedup import semantic as sem
 
-        from sluice.embed import _load, embed, static_embed, static_table
+        from models.embeddings import _load, embed, static_embed, static_table
 
         def timed(fn, calls, count_pieces=False):
             """`fn` that adds its rows and seconds (and MiniLM word pieces) to `calls`."""
@@ -238,7 +239,7 @@ def measure(kind: str, n: int) -> dict:
     elif kind == "semantic_plan":
         # everything of the semantic stage but MiniLM itself, at full size: the static pass, the search, the guards
         # and how many rows (and word pieces) MiniLM would have to embed
-        from sluice.embed import _load, static_table
+        from models.embeddings import _load, static_table
 
         tok, _ = _load()
         static_table()
@@ -263,7 +264,7 @@ def measure(kind: str, n: int) -> dict:
         # MiniLM's speed on these very rows, now, in this process: a fixed random sample of the candidate rows
         import torch
 
-        from sluice.embed import embed
+        from models.embeddings import embed
 
         torch.set_num_threads(2)
         embed(["warm up"])

@@ -2,7 +2,7 @@
 
 Same engine, same prompts, same sampling settings, same process, alternating order:
     raw       LLM.chat(messages, [SamplingParams(max_tokens, temperature=0)])
-    pipeline  sluice.infer.infer_tier_shards, as the flow runs it: read the tier partition (Parquet), build
+    pipeline  sluice.stages.infer.answer.infer_tier_shards, as the flow runs it: read the tier partition (Parquet), build
               requests, template and tokenize them, run the backend (one LLM.generate call per shard), price
               every row, write each shard's answers and billing (Parquet + JSON)
 The engine is started once, before timing (its start is billed to rows, but is not overhead of the stage).
@@ -55,8 +55,8 @@ def main() -> None:
     from models.packaged import PACKAGED_PREFIX
     from models.tiny import build_tiny_llama
     from sluice.config import Settings
-    from sluice.infer import infer_tier_shards
-    from sluice.ingest import validate_prompts
+    from sluice.stages.infer.answer import infer_tier_shards
+    from sluice.stages.ingest.read import validate_prompts
 
     work = ROOT / "bench" / ".work"
     model = (str(build_tiny_llama(work / "tiny-llama")) if args.model == "tiny"

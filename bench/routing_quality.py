@@ -13,7 +13,7 @@ those rows and cheap_ok on the others.
     share@95     the smallest premium share whose accuracy reaches 95% of all-premium accuracy
 Baselines: random (mean of 200 random orders), length (longest prompts to premium), oracle (rows only premium
 gets right first). The cascade variant is measured too: the cheap tier answers every row first and a scorer (the
-same logistic model over the prompt's text features and `sluice.cascade.answer_signals` of the cheap answer) picks
+same logistic model over the prompt's text features and `sluice.stages.review.cascade.answer_signals` of the cheap answer) picks
 which answers to redo on premium; its premium share is on top of one cheap call per row.
 Because 396 test rows make "share for 95%" noisy (one row is 0.25 points), every method is also scored on all
 1,319 rows with 5-fold out-of-fold scores (same settings as chosen on the training split): `all_rows_5fold`.
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from sluice.cascade import answer_signals
-from sluice.router.features import EMBED_MAX_TOKENS, router_features, text_features
-from sluice.router.model import fit_logistic, train_router
+from sluice.stages.review.cascade import answer_signals
+from sluice.stages.route.features import EMBED_MAX_TOKENS, router_features, text_features
+from sluice.stages.route.learned import fit_logistic, train_router
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "routing" / "gsm8k_responses.csv"
@@ -53,7 +53,7 @@ def cached_embeddings(name: str, texts: list[str]) -> np.ndarray:
         e = np.load(path)
         if len(e) == len(texts):
             return e
-    from sluice.embed import embed
+    from models.embeddings import embed
 
     WORK.mkdir(parents=True, exist_ok=True)
     e = embed(texts, max_length=EMBED_MAX_TOKENS)
@@ -212,7 +212,7 @@ def main() -> dict:
     }
 
     # speed of the gatekeeper (per row, this machine)
-    from sluice.router import load_router  # noqa: F401  (import cost not counted)
+    from sluice.stages.route.learned import load_router  # noqa: F401  (import cost not counted)
     reps = 5
     t0 = time.perf_counter()
     for _ in range(reps):
@@ -222,12 +222,12 @@ def main() -> dict:
     for _ in range(reps):
         router.score(labels["prompt"], emb)
     score_us = (time.perf_counter() - t0) / reps / len(prompts) * 1e6
-    from sluice.cascade import answer_signals as _signals
+    from sluice.stages.review.cascade import answer_signals as _signals
 
     t0 = time.perf_counter()
     _signals(responses)
     answer_us = (time.perf_counter() - t0) / len(responses) * 1e6
-    from sluice.embed import embed
+    from models.embeddings import embed
 
     sample = prompts[:128]
     embed(sample[:8], max_length=EMBED_MAX_TOKENS)  # load the model outside the timing
@@ -250,9 +250,10 @@ PRICES = {"cheap": (0.60, 0.60), "premium": (10.0, 30.0)}
 
 
 def budget_sweep(prompts: list[str], scores: np.ndarray, cheap_ok: np.ndarray, premium_ok: np.ndarray) -> dict:
-    """`sluice.budget.route_by_budget` on the test rows: accuracy and spend for budgets between all-cheap and
+    """`sluice.stages.route.policies.route_by_budget` on the test rows: accuracy and spend for budgets between all-cheap and
     all-premium (planned with the router's scores, 8 + chars/4 input tokens and 256 output tokens a row)."""
-    from sluice.budget import TierPrice, estimate_input_tokens, expected_quality, route_by_budget, row_tier_costs
+    from models.pricing import TierPrice
+    from sluice.stages.route.policies import estimate_input_tokens, expected_quality, route_by_budget, row_tier_costs
 
     prices = [TierPrice(k, i / 1e6, o / 1e6, "list") for k, (i, o) in PRICES.items()]
     costs = row_tier_costs(estimate_input_tokens(prompts), np.full(len(prompts), 256.0), prices)
@@ -270,13 +271,13 @@ def budget_sweep(prompts: list[str], scores: np.ndarray, cheap_ok: np.ndarray, p
 
 
 def brevity_on_sharegpt() -> dict:
-    """Tokens `sluice.brevity` trims from 8,700 real first user turns (ShareGPT), and the max_tokens caps it sets."""
-    from sluice.brevity import apply_brevity
+    """Tokens `sluice.stages.route.brevity` trims from 8,700 real first user turns (ShareGPT), and the max_tokens caps it sets."""
+    from sluice.stages.route.brevity import apply_brevity
 
-    from sluice.brevity import estimate_tokens
+    from models.tokens import estimate_tokens
 
     rows = pl.read_ndjson(SHAREGPT).select("prompt")
-    count, how = estimate_tokens, "word-piece estimate (sluice.brevity.estimate_tokens)"
+    count, how = estimate_tokens, "word-piece estimate (sluice.stages.route.brevity.estimate_tokens)"
     tok_file = ROOT / "data" / "models" / "smollm2-135m-instruct" / "tokenizer.json"
     if tok_file.exists():  # the demo model's BPE tokenizer (made by `sluice prepare`): exact counts
         from tokenizers import Tokenizer
@@ -335,7 +336,7 @@ def markdown(r: dict) -> str:
         lines.append(f"| {x['budget_usd']} | {x['share_of_premium_cost']} | {x['planned_usd']} | {x['premium_share']} | "
                      f"{x['accuracy']} |")
     b = r["brevity"]
-    lines += ["", "## Prompt brevity (`sluice.brevity`) on real prompts", "",
+    lines += ["", "## Prompt brevity (`sluice.stages.route.brevity`) on real prompts", "",
               f"{b['rows']} ShareGPT first user turns (`{b['data']}`): {b['rows_trimmed']} rows trimmed, "
               f"{b['tokens_before']:,} -> {b['tokens_after']:,} tokens ({b['tokens_saved']:,} saved, "
               f"{b['saved_pct']}%; counted with the {b['token_count']}), {b['us_per_row_including_token_counting']} "

@@ -33,14 +33,18 @@ from prefect import flow, get_run_logger
 
 import pyarrow.parquet as pq
 
+from models.backends import release_engines
+from models.stand_in import keep_stand_ins
 from sluice.config import RouterSettings, load_settings
-from sluice.ingest import dataset_name_for, validate_dataset_name
-from sluice.route import write_tier_partitions
-from sluice.shapes import RequestDefaults
-from sluice.stand_in import keep_stand_ins
+from sluice.contracts.names import dataset_name_for, validate_dataset_name
+from sluice.contracts.shapes import RequestDefaults
 from sluice.runs import file_sha256, find_unfinished_run, fingerprint, mark_landed, read_manifest, write_manifest
-from models.backends.vllm_offline import shutdown_engine
-from tasks.stages import dedup, dispatch_tier, infer_tier, ingest, land, review, route, validate_quantisation
+from sluice.stages.context import StageContext
+from sluice.stages.route import write_tier_partitions
+from tasks.infer import dispatch_tier, infer_tier, validate_quantisation
+from tasks.land import land
+from tasks.review import review
+from tasks.stage import run_stage
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -69,7 +73,7 @@ def sluice_run(
     cascade_share: float | None = None,
     shadow_share: float | None = None,
 ) -> dict:
-    """`response_schema`: JSON Schema text (or a choice list, `sluice.shapes.schema_from_choices`) for rows
+    """`response_schema`: JSON Schema text (or a choice list, `sluice.contracts.shapes.schema_from_choices`) for rows
     without their own; `temperature`: for rows without their own (default greedy)."""
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
     overrides = {k: v for k, v in {"model": router, "premium_share": premium_share, "budget_usd": budget_usd,
@@ -108,17 +112,13 @@ def sluice_run(
     logger.info("run %s: dataset %s from %s", run_id, run["dataset"], dataset_path)
 
     # Each stage writes its output atomically in the run folder; a resumed run starts after the last one written.
-    ingested = _done(run_dir / "ingested.parquet") or ingest(
-        dataset_path, run_dir, tiers, settings.default_max_tokens, settings.max_prompt_chars, defaults)
     # answers landed by earlier runs are reused (cache) while the tier's model is still the one that answered them
     cache = str(settings.warehouse) if use_cache and Path(settings.warehouse).exists() else None
-    deduped = _done(run_dir / "deduped.parquet") or dedup(
-        ingested, run_dir, settings.default_max_tokens, cache, {t.name: t.model for t in tiers.tiers}
-    )
-    if _done(run_dir / "routed.parquet"):
-        partitions = write_tier_partitions(pq.read_table(run_dir / "routed.parquet"), run_dir / "routed", tiers.names)
-    else:
-        partitions = route(deduped, run_dir, tiers.names, settings.router, tiers, settings.default_max_tokens)
+    ctx = StageContext(catalogue=tiers, source=dataset_path, defaults=defaults, cache_warehouse=cache)
+    ingested = _done(run_dir / "ingested.parquet") or run_stage("ingest", run_dir, settings, ctx)
+    deduped = _done(run_dir / "deduped.parquet") or run_stage("dedup", run_dir, settings, ctx, ingested)
+    routed = _done(run_dir / "routed.parquet") or run_stage("route", run_dir, settings, ctx, deduped)
+    partitions = write_tier_partitions(pq.read_table(routed), run_dir / "routed", tiers.names)
     # Cheapest tier first, one at a time: a worker holds one engine, and the premium API goes last. Each tier
     # answers its routed rows and the rows escalated to it, retries its schema failures while its engine is warm,
     # then hands its least confident answers to the next tier. The engine is released after the last
@@ -141,7 +141,7 @@ def _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue,
         if t.name not in partitions:
             _follow_ups(t, run_dir, tiers, settings, billing)
             if i == last_self_hosted:
-                shutdown_engine()
+                release_engines()
             continue
         if t.self_hosted and t.quantization:
             validate_quantisation(
@@ -162,12 +162,12 @@ def _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue,
             )
         _follow_ups(t, run_dir, tiers, settings, billing)
         if i == last_self_hosted:
-            shutdown_engine()
+            release_engines()
 
 
 def _follow_ups(t, run_dir: Path, tiers, settings, billing: dict) -> None:
     """After tier `t`'s routed rows: answer the rows escalated to it and its shadow sample, retry its schema
-    failures on it, then decide what goes on to the next tier (tasks.stages.review)."""
+    failures on it, then decide what goes on to the next tier (tasks.review)."""
     args = (run_dir, tiers, str(settings.data_dir), settings.default_max_tokens)
     for kind, part in (("escalation", run_dir / "escalated" / f"tier={t.name}.parquet"),
                        ("shadow", run_dir / "shadow" / f"tier={t.name}.parquet")):

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
-from models.backends import make_backend
-from models.backends.vllm_offline import shutdown_engine
 from sluice.config import load_settings
-from sluice.infer import answer_shard
+from tasks.infer import infer_one_shard
 
 
 @flow(name="infer-shard")
@@ -35,13 +33,5 @@ def infer_shard(
     data_dir: str | None = None,
 ) -> dict[str, float]:
     settings = load_settings(catalogue_path=catalogue, data_dir=data_dir)
-    tiers = settings.catalogue()
-    tier = tiers.tier(tier_name)
-    get_run_logger().info("tier %s shard %d of %s", tier_name, shard, partition)
-    backend = make_backend(tier, data_dir=str(settings.data_dir))
-    try:
-        return answer_shard(Path(partition), shard, Path(run_dir) / "answers", tier, tiers, backend,
-                            default_max_tokens, shard_rows)
-    finally:
-        backend.close()
-        shutdown_engine()  # a process worker runs one flow per process: release before it exits
+    return infer_one_shard(Path(run_dir), tier_name, Path(partition), shard, shard_rows, settings.catalogue(),
+                           str(settings.data_dir), default_max_tokens)

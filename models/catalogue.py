@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.pricing import api_price, cost_usd
+
 DEFAULT_CATALOGUE = "catalogue.toml"
 
 
@@ -27,7 +29,7 @@ class Worker(BaseModel):
     model_config = ConfigDict(extra="forbid")
     usd_per_hour: float = Field(ge=0)
     # spec-sheet memory bandwidth, GB/s: decoding is bandwidth-bound, so a throughput measured on one worker
-    # class scales to another by this ratio when nothing better is known (sluice/economics.py)
+    # class scales to another by this ratio when nothing better is known (sluice/reports/economics.py)
     memory_bandwidth_gbs: float | None = Field(default=None, gt=0)
 
 
@@ -131,17 +133,10 @@ class Tier(BaseModel):
         """
         if self.input_usd_per_1m is None or self.output_usd_per_1m is None:
             raise CatalogueError(f"tier {self.name!r} has no per-token prices")
-        if batch:
-            if self.batch_input_usd_per_1m is None or self.batch_output_usd_per_1m is None:
-                raise CatalogueError(f"tier {self.name!r} has no batch prices")
-            in_price, out_price = self.batch_input_usd_per_1m, self.batch_output_usd_per_1m
-            cached_price = self.batch_cached_input_usd_per_1m
-        else:
-            in_price, out_price = self.input_usd_per_1m, self.output_usd_per_1m
-            cached_price = self.cached_input_usd_per_1m
+        if batch and (self.batch_input_usd_per_1m is None or self.batch_output_usd_per_1m is None):
+            raise CatalogueError(f"tier {self.name!r} has no batch prices")
         cached = min(max(cached_input_tokens, 0), input_tokens)
-        cached_price = in_price if cached_price is None else cached_price
-        return ((input_tokens - cached) * in_price + cached * cached_price + output_tokens * out_price) / 1e6
+        return cost_usd(api_price(self, batch), input_tokens, output_tokens, cached)
 
 
 class Catalogue(BaseModel):

@@ -14,7 +14,7 @@ from models.catalogue import Catalogue, load_catalogue
 
 
 class RouterSettings(BaseModel):
-    """How rows are assigned to tiers (`sluice.route.route_batch`).
+    """How rows are assigned to tiers (`sluice.stages.route.assign.route_batch`).
 
     The score is the heuristic gatekeeper's complexity in [0, 1], or, with `model` (a folder saved by
     `sluice router train`), the learned router's probability that the premium tier is needed. It picks the tier:
@@ -23,7 +23,7 @@ class RouterSettings(BaseModel):
         premium_share     the top `premium_share` of this batch's scores -> premium (RouteLLM's calibration: the
                           threshold is a quantile of the batch itself), the next `mid_share` -> the middle tier(s)
         budget_usd        fill a dollar budget for the whole batch with the upgrades that buy the most expected
-                          quality per dollar (`sluice.budget`); rows it cannot afford land as `over_budget`
+                          quality per dollar (`sluice.stages.route.policies`); rows it cannot afford land as `over_budget`
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -33,12 +33,12 @@ class RouterSettings(BaseModel):
     premium_share: float | None = Field(default=None, ge=0, le=1)
     mid_share: float = Field(default=0.20, ge=0, le=1)
     budget_usd: float | None = Field(default=None, ge=0)
-    # share of a cheap tier's failures a middle tier is assumed to recover (budget mode; see sluice/budget.py)
+    # share of a cheap tier's failures a middle tier is assumed to recover (budget mode; see sluice/stages/route/policies.py)
     mid_recovery: float = Field(default=0.5, ge=0, le=1)
     # tokens (in + out) per second a self-hosted worker sustains, for tiers whose catalogue entry gives none:
     # prices self-hosted rows per token in budget mode (worker $/hour / 3600 / this)
     self_hosted_tokens_per_s: float = Field(default=500.0, gt=0)
-    # Batch cascade (sluice/review.py): after a tier has answered, its least confident answers (and answers that
+    # Batch cascade (sluice/stages/review/decide.py): after a tier has answered, its least confident answers (and answers that
     # fail their schema twice) are escalated to the next tier: at most `cascade_share` of the tier's answered
     # rows, only rows with confidence exp(mean token logprob) below `cascade_min_confidence` (tiers with
     # `logprobs = true`), and at most `cascade_budget_usd` of planned extra spend over the run (None: no dollar cap)
@@ -69,10 +69,10 @@ class Settings(BaseModel):
     # rows per infer shard: each shard's answers are checkpointed when it finishes (resume redoes at most one)
     shard_rows: int = Field(default=256, gt=0)
     # a quantised self-hosted tier is first compared with its full-precision model on this many of its rows; the
-    # run refuses the tier when their greedy answers agree less than the threshold (sluice/quantisation.py)
+    # run refuses the tier when their greedy answers agree less than the threshold (sluice/stages/infer/quantisation.py)
     quantisation_sample_rows: int = Field(default=8, ge=1)
     quantisation_threshold: float = Field(default=0.6, ge=0, le=1)
-    # characters of prompt + system per row; a longer row is quarantined at ingest (sluice.ingest.MAX_PROMPT_CHARS)
+    # characters of prompt + system per row; a longer row is quarantined at ingest (sluice.stages.ingest.read.MAX_PROMPT_CHARS)
     max_prompt_chars: int = Field(default=200_000, gt=0)
     router: RouterSettings = Field(default_factory=RouterSettings)
 

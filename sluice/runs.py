@@ -14,6 +14,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sluice.contracts.columns import ATTEMPT_KINDS
+
 MANIFEST = "manifest.json"
 
 
@@ -74,3 +76,11 @@ def mark_landed(run_dir: Path) -> None:
     m = read_manifest(run_dir) or {}
     m.update(status="landed", landed_at=datetime.now(timezone.utc).isoformat())
     write_manifest(run_dir, m)
+
+
+def answers_dir(run_dir: Path, kind: str) -> Path:
+    """Where a run keeps the answers of one attempt kind: the routed rows' ("first") under answers/, the others
+    under answers/<kind>/ (each with one tier=<name>/ folder of shards)."""
+    if kind not in ATTEMPT_KINDS:
+        raise ValueError(f"unknown attempt kind {kind!r}: one of {', '.join(ATTEMPT_KINDS)}")
+    return run_dir / "answers" if kind == "first" else run_dir / "answers" / kind

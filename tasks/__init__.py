@@ -1,1 +1,8 @@
-"""Prefect tasks: thin wrappers that move files between the plain stage functions in `sluice/`."""
+"""Thin Prefect wrappers over the stages (`sluice.stages`): each reads its hand-off from the run folder, calls one
+plain function, writes its result atomically beside it and logs what happened.
+
+    stage.py   the generic task for the table stages (ingest, dedup, route)
+    infer.py   a tier's partition answered (locally or dispatched to workers), quantisation checked
+    review.py  a tier's retry / escalation decisions
+    land.py    the run landed in the warehouse, its summary published as artifacts
+"""

@@ -20,7 +20,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 
-from sluice.testing.openai_server import OpenAICompatServer  # noqa: E402
+from tests.support.openai_server import OpenAICompatServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +87,6 @@ output_usd_per_1m = 10.00
 @pytest.fixture
 def api_catalogue(tmp_path):
     """Three API tiers on one loopback server: the whole pipeline without a vLLM engine."""
-    from sluice.testing.crash import all_api_catalogue
+    from tests.support.crash import all_api_catalogue
 
     return lambda base_url: all_api_catalogue(tmp_path / "api_catalogue.toml", base_url)

@@ -20,9 +20,9 @@ import json
 import time
 from typing import Sequence
 
-from models.backends import BatchResult, Completion, Request
 from models.backends.api_rows import (Answer, AnswerShape, ApiBackend, answer_rows, answer_shape, completion_from,
                                       error_text, make_limiter, structured_text)
+from models.backends.base import BatchResult, Completion, Request
 from models.backends.provider_batch import is_transient_batch_failure, polling_deadline_s, split_by_limits
 from models.backends.ratelimit import anthropic_limits
 from models.catalogue import Tier

@@ -36,7 +36,7 @@ from typing import Awaitable, Callable, Sequence
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tqdm.asyncio import tqdm_asyncio
 
-from models.backends import BatchResult, Completion, Request
+from models.backends.base import BatchResult, Completion, Request
 from models.backends.ratelimit import RateLimiter, ServerLimits, estimate_message_tokens, estimate_tokens
 from models.catalogue import Tier
 

@@ -4,7 +4,7 @@ Two ways to answer a partition, chosen per run:
     - real time (default): one chat completion per row through `api_rows.answer_rows`: bounded concurrency,
       client-side RPM + TPM limits that follow the server's `x-ratelimit-*` headers, retries with backoff that
       honour `Retry-After`. List prices.
-    - the provider's Batch API (openai_batch.py) when the tier allows it (`batch_api = "always"`, or "auto" with a
+    - the provider's Batch API (below) when the tier allows it (`batch_api = "always"`, or "auto" with a
       deadline that leaves the whole completion window): half the price, answers within 24 h. Rows the batch
       could not answer (expired, cancelled, transient errors) go through the real-time path.
 A row that fails becomes a Completion with `error` set: one bad row never aborts the batch. Tokens come from the
@@ -14,16 +14,32 @@ for a choice list, the label). Answers are not validated here: the infer stage d
 
 The API key is read from the environment variable (or Prefect Secret block) the catalogue names, at call time,
 and is never logged, landed or put in an error.
+
+The Batch API: upload the rows as JSONL files, one batch per file, poll, download the answers.
+
+    POST /v1/files (purpose "batch") -> POST /v1/batches (endpoint /v1/chat/completions, window 24h)
+    -> GET /v1/batches/{id} until completed | failed | expired | cancelled
+    -> GET /v1/files/{output_file_id}/content and /v1/files/{error_file_id}/content (JSONL keyed by custom_id)
+
+A file holds at most 50,000 requests and 200 MB (OpenAI's limits; `batch_max_requests` / `batch_max_bytes` on the
+tier lower them, which is how a test forces a split). The row id is the `custom_id`. Expired and cancelled
+batches still return what they finished; the rest of their rows, and rows that failed for a transient reason, are
+answered in real time (see provider_batch.py). Batch management calls use the SDK's own retries: they are few and
+not rate-critical, unlike the per-row calls.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import time
 from typing import Sequence
 
-from models.backends import BatchResult, Completion, Request
-from models.backends.api_rows import (Answer, AnswerShape, ApiBackend, answer_rows, answer_shape, make_limiter,
-                                      structured_text)
+from models.backends.api_rows import (Answer, AnswerShape, ApiBackend, answer_rows, answer_shape, completion_from,
+                                      error_text, make_limiter, structured_text)
+from models.backends.base import BatchResult, Completion, Request
+from models.backends.provider_batch import is_transient_batch_failure, polling_deadline_s, split_by_limits
 from models.backends.ratelimit import openai_limits
 from models.catalogue import Tier
 
@@ -57,21 +73,25 @@ def strict_compatible(schema: object) -> bool:
     return all(strict_compatible(v) for k, v in schema.items() if k not in ("enum", "const", "required"))
 
 
+def _field(o, k):
+    """A field of an SDK object or of its JSON (a dict)."""
+    return o.get(k) if isinstance(o, dict) else getattr(o, k, None)
+
+
 def answer_from_chat(resp, req: Request | None = None) -> Answer:
     """Parse a chat completion (an SDK object or the JSON of a batch output line); with the request, a structured
     answer is unwrapped to what its schema describes."""
-    get = (lambda o, k: o.get(k) if isinstance(o, dict) else getattr(o, k, None))
-    choices = get(resp, "choices") or []
+    choices = _field(resp, "choices") or []
     choice = choices[0] if choices else None
-    message = get(choice, "message") if choice else None
-    usage = get(resp, "usage")
-    details = get(usage, "prompt_tokens_details") if usage else None
+    message = _field(choice, "message") if choice else None
+    usage = _field(resp, "usage")
+    details = _field(usage, "prompt_tokens_details") if usage else None
     return Answer(
-        text=structured_text(req, get(message, "content") if message else None),
-        input_tokens=get(usage, "prompt_tokens") if usage else None,
-        output_tokens=get(usage, "completion_tokens") if usage else None,
-        finish_reason=get(choice, "finish_reason") if choice else None,
-        cached_input_tokens=(get(details, "cached_tokens") or 0) if details else 0,
+        text=structured_text(req, _field(message, "content") if message else None),
+        input_tokens=_field(usage, "prompt_tokens") if usage else None,
+        output_tokens=_field(usage, "completion_tokens") if usage else None,
+        finish_reason=_field(choice, "finish_reason") if choice else None,
+        cached_input_tokens=(_field(details, "cached_tokens") or 0) if details else 0,
     )
 
 
@@ -106,14 +126,144 @@ async def answer_in_real_time(tier: Tier, requests: Sequence[Request], key: str)
         return await answer_rows(requests, send, tier, limiter, secret=key)
 
 
+# ---- the Batch API ------------------------------------------------------------------------------------------
+
+MAX_REQUESTS_PER_FILE = 50_000
+MAX_BYTES_PER_FILE = 200 * 1024 * 1024
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+def batch_line(tier: Tier, req: Request) -> bytes:
+    line = {"custom_id": req.row_id, "method": "POST", "url": "/v1/chat/completions", "body": chat_body(tier, req)}
+    return (json.dumps(line, ensure_ascii=False) + "\n").encode()
+
+
+def read_result_lines(text: str, by_id: dict[str, Request], out: dict[str, Completion],
+                      retry: dict[str, str]) -> None:
+    """Sort a downloaded output or error file's lines into answered/failed rows (`out`) and rows to send again in
+    real time (`retry`, with why). The first line for a custom_id wins: no row is answered twice."""
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        line = json.loads(raw)
+        row_id = line.get("custom_id")
+        if row_id not in by_id or row_id in out or row_id in retry:
+            continue
+        response = line.get("response") or {}
+        status = response.get("status_code")
+        body = response.get("body") or {}
+        if status == 200:
+            out[row_id] = completion_from(by_id[row_id], answer_from_chat(body, by_id[row_id]), via_batch_api=True)
+            continue
+        err = line.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
+        code, message = err.get("code") or err.get("type"), str(err.get("message", ""))[:300]
+        reason = f"batch request failed{f' (HTTP {status})' if status else ''}: {code or ''} {message}".strip()
+        if is_transient_batch_failure(status, code):
+            retry[row_id] = reason
+        else:
+            out[row_id] = Completion(row_id, None, error=reason, via_batch_api=True)
+
+
+async def answer_with_batch_api(tier: Tier, requests: Sequence[Request], key: str,
+                                deadline_s: float | None) -> BatchResult:
+    by_id = {r.row_id: r for r in requests}
+    t_end = time.monotonic() + polling_deadline_s(tier, deadline_s)
+    chunks, too_big = split_by_limits(
+        (((r.row_id, line), len(line)) for r in requests for line in [batch_line(tier, r)]),
+        tier.batch_max_requests or MAX_REQUESTS_PER_FILE,
+        tier.batch_max_bytes or MAX_BYTES_PER_FILE,
+    )
+    out: dict[str, Completion] = {}
+    retry: dict[str, str] = {rid: "larger than a batch file may be" for rid, _ in too_big}  # type: ignore[misc]
+    submitted: list[tuple[str, list[str]]] = []
+    async with openai_client(tier, key, max_retries=tier.max_retries) as client:
+        for i, chunk in enumerate(chunks):
+            ids = [rid for rid, _ in chunk]  # type: ignore[misc]
+            try:
+                data = b"".join(line for _, line in chunk)  # type: ignore[misc]
+                f = await client.files.create(file=(f"sluice-{tier.name}-{i}.jsonl", data), purpose="batch")
+                b = await client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                                completion_window="24h", metadata={"sluice_tier": tier.name})
+                submitted.append((b.id, ids))
+            except Exception as exc:  # could not submit this file: its rows go in real time
+                retry.update({rid: f"batch not submitted: {error_text(exc, 1, key)}" for rid in ids})
+
+        final = await _wait_for(client, tier, [bid for bid, _ in submitted], t_end)
+        for bid, ids in submitted:
+            b = final.get(bid)
+            for file_id in (getattr(b, "output_file_id", None), getattr(b, "error_file_id", None)):
+                if file_id:
+                    try:
+                        content = await client.files.content(file_id)
+                        read_result_lines(content.text, by_id, out, retry)
+                    except Exception as exc:
+                        why = f"batch results not downloaded: {error_text(exc, 1, key)}"
+                        retry.update({rid: why for rid in ids if rid not in out and rid not in retry})
+            status = getattr(b, "status", "unfinished")
+            for rid in ids:
+                if rid not in out and rid not in retry:
+                    retry[rid] = f"not answered by batch {bid} ({status})"
+
+    leftovers = [by_id[rid] for rid in by_id if rid in retry and rid not in out]
+    if leftovers:
+        for c in await answer_in_real_time(tier, leftovers, key):
+            if c.error:
+                c.error = f"{c.error}; batch API first: {retry[c.row_id]}"
+            out[c.row_id] = c
+    completions = [out[r.row_id] for r in requests]
+    return BatchResult(completions, details={
+        "batch_api_batches": len(submitted),
+        "batch_api_rows": sum(1 for c in completions if c.via_batch_api and c.ok),
+        "batch_api_realtime_fallback_rows": len(leftovers),
+    })
+
+
+async def _wait_for(client, tier: Tier, batch_ids: list[str], t_end: float) -> dict[str, object]:
+    """Poll until every batch is terminal or the deadline passes; then cancel the rest (their finished answers
+    still come back) and give them a few more polls to settle."""
+    final: dict[str, object] = {}
+    pending = list(batch_ids)
+    while pending:
+        for bid in list(pending):
+            try:
+                b = await client.batches.retrieve(bid)
+            except Exception:  # a failed poll is retried at the next interval, until the deadline
+                continue
+            if b.status in TERMINAL:
+                final[bid] = b
+                pending.remove(bid)
+        if not pending:
+            break
+        now = time.monotonic()
+        if now >= t_end:
+            break
+        await asyncio.sleep(min(tier.batch_poll_interval_s, t_end - now))
+    for bid in pending:
+        try:
+            await client.batches.cancel(bid)
+        except Exception:
+            pass
+    for _ in range(3):
+        if not pending:
+            break
+        await asyncio.sleep(tier.batch_poll_interval_s)
+        for bid in list(pending):
+            try:
+                b = await client.batches.retrieve(bid)
+            except Exception:
+                continue
+            if b.status in TERMINAL:
+                final[bid] = b
+                pending.remove(bid)
+    return final
+
+
 class OpenAIBackend(ApiBackend):
     def __init__(self, tier: Tier, data_dir: str = "data", deadline_s: float | None = None) -> None:
         super().__init__(tier, deadline_s)
         self.data_dir = data_dir
 
     async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
-        from models.backends.openai_batch import answer_with_batch_api
-
         return await answer_with_batch_api(self.tier, requests, key, self.deadline_s)
 
     async def _real_time(self, requests: Sequence[Request], key: str) -> list[Completion]:
@@ -127,7 +277,7 @@ class OpenAIBackend(ApiBackend):
         from urllib.parse import urlparse
 
         from models.packaged import resolve_model
-        from sluice.stand_in import openai_stand_in
+        from models.stand_in import openai_stand_in
 
         url = urlparse(self.tier.base_url or "")
         if url.hostname not in ("127.0.0.1", "localhost") or not url.port:

@@ -15,7 +15,7 @@ window at half the list price, and hand back one result per request: an answer, 
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from models.catalogue import Tier
 
@@ -66,7 +66,3 @@ def is_transient_batch_failure(status: int | None, code: str | None) -> bool:
         return True
     return status is not None and (status in (408, 409, 429) or status >= 500)
 
-
-def missing_ids(expected: Sequence[str], seen: Iterable[str]) -> list[str]:
-    seen = set(seen)
-    return [i for i in expected if i not in seen]

@@ -24,7 +24,7 @@ import time
 from multiprocessing import connection
 from typing import Sequence
 
-from models.backends import BatchResult, Completion, Request
+from models.backends.base import BatchResult, Completion, Request
 from models.catalogue import Tier
 from models.packaged import resolve_model
 
@@ -304,4 +304,4 @@ class VLLMBackend:
         return list(ids)
 
     def close(self) -> None:
-        """The engine stays warm for the next shard; `shutdown_engine()` releases it."""
+        """The engine stays warm for the next shard; `shutdown_engine()` (`registry.release_engines()`) releases it."""

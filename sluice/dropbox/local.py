@@ -19,7 +19,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from sluice.dropbox import CLAIMS, DropBox, DropObject, dumps
+from sluice.dropbox.base import CLAIMS, DropBox, DropObject, dumps
 
 
 _MD5_CACHE: dict[tuple[str, int, int, int], str] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sluice.dropbox import DropBox, DropObject, dumps
+from sluice.dropbox.base import DropBox, DropObject, dumps
 
 
 def _code(exc: Exception) -> str:

@@ -20,9 +20,8 @@ def checkout_root() -> Path:
     home = os.environ.get("SLUICE_HOME")
     if home:
         return Path(home).expanduser().resolve()
-    import flows
-
-    root = Path(flows.__file__).resolve().parents[1]
+    # this file is <checkout>/sluice/dropbox/workspace.py (an editable install runs it from the clone)
+    root = Path(__file__).resolve().parents[2]
     if not (root / "prefect.yaml").is_file():
         raise RuntimeError(
             f"{root} is not a Sluice checkout (no prefect.yaml): install with `pip install -e .` from a clone, "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from sluice.testing.crash import (ReplayingServer, all_api_catalogue, crash_and_resume, reference_run, review_args,
+from tests.support.crash import (ReplayingServer, all_api_catalogue, crash_and_resume, reference_run, review_args,
                                   review_faults)
 
 SAMPLE = Path("data/samples/prompts.parquet")

@@ -8,7 +8,6 @@ import json
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from flows.drop_box import process_drop_box
 from sluice.dropbox import open_drop_box

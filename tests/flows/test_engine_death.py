@@ -62,7 +62,7 @@ def kill_engine_during_second_shard(answers_dir, limit_s: float) -> dict:
 
 
 def test_an_engine_killed_mid_shard_is_retried_and_every_row_is_charged_once(tmp_path, tiny_model_dir, monkeypatch):
-    from tasks.stages import infer_tier
+    from tasks.infer import infer_tier
 
     cat = catalogue(tiny_model_dir)
     run_dir = tmp_path / "run"

@@ -8,7 +8,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from flows.batch_run import sluice_run
-from sluice.testing.openai_server import Faults, OpenAICompatServer
+from tests.support.openai_server import Faults, OpenAICompatServer
 
 SAMPLE = "data/samples/prompts.parquet"
 RPM, TPM, WINDOW = 12, 3000, 1.0

@@ -4,7 +4,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-import tasks.stages
+import sluice.stages.land
 from flows.batch_run import sluice_run
 
 SAMPLE = "data/samples/prompts.parquet"
@@ -26,7 +26,7 @@ def test_a_run_that_died_before_landing_resumes_without_resending(tmp_path, open
         raise RuntimeError("power cut while landing")
 
     with monkeypatch.context() as m:
-        m.setattr(tasks.stages, "land_results", crash)
+        m.setattr(sluice.stages.land, "land_results", crash)
         state = sluice_run(SAMPLE, return_state=True, **kw)
     assert state.is_failed()
     sent_first = len(openai_server.received)
@@ -56,9 +56,9 @@ def test_a_half_answered_tier_redoes_only_its_unfinished_shards(tmp_path, openai
     cat = api_catalogue(openai_server.base_url)
     kw = dict(warehouse=str(tmp_path / "wh.duckdb"), catalogue=str(cat), data_dir=str(tmp_path / "data"))
     monkeypatch.setenv("SLUICE_SHARD_ROWS", "10")
-    import sluice.infer
+    import sluice.stages.infer.answer
 
-    real = sluice.infer.answer_partition
+    real = sluice.stages.infer.answer.answer_partition
     calls = {"n": 0}
 
     def dies_on_third_shard(*a, **k):
@@ -68,7 +68,7 @@ def test_a_half_answered_tier_redoes_only_its_unfinished_shards(tmp_path, openai
         return real(*a, **k)
 
     with monkeypatch.context() as m:
-        m.setattr(sluice.infer, "answer_partition", dies_on_third_shard)
+        m.setattr(sluice.stages.infer.answer, "answer_partition", dies_on_third_shard)
         state = sluice_run(SAMPLE, return_state=True, **kw)
     assert state.is_failed()
     sent_before = len(openai_server.received)

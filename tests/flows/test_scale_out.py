@@ -18,7 +18,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from sluice.testing.openai_server import Faults, OpenAICompatServer
+from tests.support.openai_server import Faults, OpenAICompatServer
 
 pytestmark = pytest.mark.engine
 

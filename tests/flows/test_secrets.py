@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from flows.batch_run import sluice_run
 from models.backends.api_rows import error_text
-from sluice.testing.openai_server import Faults, OpenAICompatServer, _OpenAIHandler
+from tests.support.openai_server import Faults, OpenAICompatServer, _OpenAIHandler
 
 KEY = "sk-test-SECRET-abc123"
 FRAGMENTS = (KEY, KEY[:12], KEY[-10:], "SECRET-abc")

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.batch_run import sluice_run
-from sluice.testing.openai_server import Faults, InvalidAnswers, OpenAICompatServer
+from tests.support.openai_server import Faults, InvalidAnswers, OpenAICompatServer
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["sentiment", "stars", "topic"],
           "properties": {"sentiment": {"enum": ["positive", "negative", "neutral"]},

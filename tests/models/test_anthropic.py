@@ -6,9 +6,9 @@ import pytest
 from models.backends import Request, make_backend
 from models.backends.anthropic_http import AnthropicBackend
 from models.catalogue import Catalogue, Tier
-from sluice.infer import answer_partition
-from sluice.testing.anthropic_server import AnthropicCompatServer
-from sluice.testing.openai_server import Faults, ProviderLimits
+from sluice.stages.infer.answer import answer_partition
+from tests.support.anthropic_server import AnthropicCompatServer
+from tests.support.openai_server import Faults, ProviderLimits
 
 
 def tier(root_url, **kw):

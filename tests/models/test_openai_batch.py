@@ -9,8 +9,8 @@ from models.backends import Request, make_backend
 from models.backends.openai_http import OpenAIBackend
 from models.backends.provider_batch import split_by_limits, use_batch_api
 from models.catalogue import Catalogue, Tier
-from sluice.infer import answer_partition
-from sluice.testing.openai_server import Faults, OpenAICompatServer
+from sluice.stages.infer.answer import answer_partition
+from tests.support.openai_server import Faults, OpenAICompatServer
 
 
 def tier(base_url, **kw):

@@ -15,8 +15,8 @@ from models.backends import Request
 from models.backends.api_rows import api_key
 from models.backends.openai_http import OpenAIBackend
 from models.catalogue import Catalogue, Tier
-from sluice.infer import answer_partition
-from sluice.testing.openai_server import Faults, OpenAICompatServer, ProviderLimits
+from sluice.stages.infer.answer import answer_partition
+from tests.support.openai_server import Faults, OpenAICompatServer, ProviderLimits
 
 
 def tier(base_url, **kw):

@@ -17,8 +17,8 @@ from models.backends.anthropic_http import AnthropicBackend
 from models.backends.api_rows import answer_shape, structured_text
 from models.backends.openai_http import OpenAIBackend
 from models.catalogue import Tier
-from sluice.testing.anthropic_server import AnthropicCompatServer
-from sluice.testing.openai_server import (
+from tests.support.anthropic_server import AnthropicCompatServer
+from tests.support.openai_server import (
     Faults,
     InvalidAnswers,
     OpenAICompatServer,

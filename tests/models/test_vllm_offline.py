@@ -5,7 +5,7 @@ import pytest
 from models.backends import Request
 from models.backends.vllm_offline import VLLMBackend, acquire_engine
 from models.catalogue import Catalogue, Tier
-from sluice.infer import row_costs
+from sluice.stages.infer.answer import row_costs
 
 pytestmark = pytest.mark.engine
 

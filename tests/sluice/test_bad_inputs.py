@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sluice.ingest import MAX_PROMPT_CHARS, IngestError, read_prompts, validate_prompts, widest_context_window
+from sluice.contracts.columns import MAX_PROMPT_CHARS
+from sluice.stages.ingest.read import IngestError, read_prompts, validate_prompts, widest_context_window
 
 GOOD = ["What is the capital of France?", "Summarise: the cat sat on the mat.", "Translate 'hello' to Spanish."]
 

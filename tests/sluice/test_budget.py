@@ -4,10 +4,11 @@ import pyarrow as pa
 import pytest
 
 from models.catalogue import load_catalogue
-from sluice.budget import expected_quality, route_by_budget, row_tier_costs, tier_prices
+from sluice.stages.route.policies import expected_quality, route_by_budget, row_tier_costs
+from models.pricing import tier_prices
 from sluice.config import RouterSettings
-from sluice.ingest import validate_prompts
-from sluice.route import route_batch
+from sluice.stages.ingest.read import validate_prompts
+from sluice.stages.route.assign import route_batch
 
 TIERS = ["small", "mid", "premium"]
 
@@ -94,7 +95,7 @@ def test_route_batch_under_a_budget_lands_unaffordable_rows_with_a_reason():
 def test_cli_route_under_a_budget_too_small_marks_rows_and_says_why(tmp_path):
     from typer.testing import CliRunner
 
-    from sluice.cli import app
+    from sluice.cli.app import app
 
     batch = tmp_path / "in.parquet"
     pl.DataFrame({"prompt": ["hi", "Prove that 7 is prime, step by step."] * 3}).write_parquet(batch)

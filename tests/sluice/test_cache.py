@@ -6,13 +6,13 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from sluice.cache import CacheConfig
+from sluice.stages.dedup.cache import CacheConfig
 from sluice.config import RouterSettings
-from sluice.dedup import DedupConfig, deduplicate
-from sluice.infer import ANSWER_SCHEMA
-from sluice.ingest import validate_prompts
-from sluice.land import assemble_results, land_results
-from sluice.route import heuristic_route
+from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
+from sluice.contracts.columns import ANSWER_SCHEMA
+from sluice.stages.ingest.read import validate_prompts
+from sluice.stages.land.results import assemble_results, land_results
+from sluice.stages.route.assign import heuristic_route
 
 TIERS = ["small", "mid", "premium"]
 SERVED = {"small": "small-model", "mid": "mid-model", "premium": "premium-model"}

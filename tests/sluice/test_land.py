@@ -3,11 +3,11 @@ import pyarrow as pa
 import pytest
 
 from sluice.config import RouterSettings
-from sluice.dedup import exact_duplicates
-from sluice.infer import ANSWER_SCHEMA
-from sluice.ingest import validate_prompts
-from sluice.land import assemble_results, land_results, summarise
-from sluice.route import heuristic_route
+from sluice.stages.dedup.deduplicate import exact_duplicates
+from sluice.contracts.columns import ANSWER_SCHEMA
+from sluice.stages.ingest.read import validate_prompts
+from sluice.stages.land.results import assemble_results, land_results, summarise
+from sluice.stages.route.assign import heuristic_route
 
 
 def routed():

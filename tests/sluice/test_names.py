@@ -14,7 +14,7 @@ import pytest
 
 import flows.batch_run
 from sluice.dropbox import open_drop_box
-from sluice.ingest import dataset_name_for, validate_dataset_name
+from sluice.contracts.names import dataset_name_for, validate_dataset_name
 
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 HOSTILE = [

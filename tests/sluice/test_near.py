@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from sluice.near import NearConfig, near_duplicate_pairs, shingle_hashes, signatures
+from sluice.stages.dedup.minhash import shingle_hashes, signatures
+from sluice.stages.dedup.near import NearConfig, near_duplicate_pairs
 
 TEXTS = ["How can I lose weight fast?", "how can I lose weight quickly", "a", "",
          "Summarise the following meeting notes in three bullet points: the team agreed to ship on Friday."]
@@ -77,7 +78,7 @@ def test_rows_in_different_blocks_never_match():
 def test_permutations_and_bands_rows_match_datasketch_without_importing_it(num_perm):
     from datasketch.lsh import _optimal_param
 
-    from sluice.near import optimal_bands_rows, permutations
+    from sluice.stages.dedup.minhash import optimal_bands_rows, permutations
 
     for seed in (1, 7):
         a, b = MinHash(num_perm=num_perm, seed=seed).permutations
@@ -112,7 +113,7 @@ def test_parallel_verification_finds_what_one_process_finds():
 
 
 def test_agreement_is_the_fraction_of_equal_signature_positions():
-    from sluice.near import agreement
+    from sluice.stages.dedup.minhash import agreement
 
     cfg = NearConfig()
     sig = signatures(*shingle_hashes(_corpus(50, seed=2), cfg), cfg)
@@ -132,8 +133,9 @@ def test_parallel_kernels_use_the_workqueue_layer_and_survive_concurrent_threads
         import threading
         import numpy as np
         import numba
-        from sluice import semantic
-        from sluice.near import NearConfig, shingle_hashes, signatures
+        from sluice.stages.dedup import semantic
+        from sluice.stages.dedup.minhash import shingle_hashes, signatures
+        from sluice.stages.dedup.near import NearConfig
         texts = [f"text number {i} about things {i % 7}" for i in range(5000)]
         def work():
             for _ in range(5):

@@ -8,20 +8,22 @@ import pytest
 
 from models.catalogue import Catalogue
 from sluice.config import RouterSettings
-from sluice.plan import (
+from sluice.reports.assumptions import (
     DEFAULT_ENGINE_START_S,
     DEFAULT_FILL_RATIO,
     DEFAULT_OUTPUT_TOKENS_PER_S,
     TierAssumptions,
     _approx_counter,
+    learn_assumptions,
+)
+from sluice.reports.forecast import (
     compare_forecast,
     forecast_dataset,
     forecast_routed,
-    learn_assumptions,
     store_forecast,
 )
-from sluice.testing.sample_warehouse import build_sample_warehouse
-from sluice.warehouse import connect
+from tests.support.sample_warehouse import build_sample_warehouse
+from sluice.warehouse.db import connect
 
 CATALOGUE = Catalogue.model_validate({
     "baseline": "premium",
@@ -55,7 +57,7 @@ def test_assumptions_are_learned_from_earlier_runs(warehouse):
 
 
 def test_fill_ratio_per_max_tokens_value_when_there_are_enough_rows(warehouse, monkeypatch):
-    monkeypatch.setattr("sluice.plan.MIN_BUCKET_ROWS", 2)
+    monkeypatch.setattr("sluice.reports.assumptions.MIN_BUCKET_ROWS", 2)
     with connect(warehouse, read_only=True) as con:
         a = learn_assumptions(con, CATALOGUE, default_max_tokens=256)
     # small at 256 (default): r1, s1, s2 wrote 40 + 80 + 20 of 3 x 256; at 100 only one row: the tier's ratio
@@ -131,7 +133,8 @@ def test_near_duplicates_and_cache_hits_marked_by_dedup():
 
 
 def test_rows_in_the_cache_are_forecast_as_free(tmp_path):
-    from sluice.dedup import request_key, with_shape_columns
+    from sluice.stages.dedup.deduplicate import request_key
+    from sluice.contracts.columns import with_shape_columns
 
     df = routed_frame()
     key = with_shape_columns(df).select(request_key(200).cast(pl.String)).to_series()[3]  # row d
@@ -186,7 +189,7 @@ def test_forecast_against_actual(warehouse):
 def test_sluice_plan_command_stores_the_forecast(tmp_path, warehouse):
     from typer.testing import CliRunner
 
-    from sluice.cli import app
+    from sluice.cli.app import app
 
     path = tmp_path / "batch.parquet"
     pq.write_table(pa.table({"prompt": ["What is 2+2?", "what is 2+2?", "Summarise the plot of Hamlet."]}), path)

@@ -2,7 +2,7 @@ import pytest
 
 from models.backends import Completion, Request
 from models.catalogue import Tier
-from sluice.quantisation import agreement, compare, reference_tier
+from sluice.stages.infer.quantisation import agreement, compare, reference_tier
 
 
 def test_agreement_is_the_shared_leading_words_over_the_longer_answer():

@@ -8,11 +8,12 @@ import subprocess
 import duckdb
 import pytest
 
-from sluice.land import summarise
-from sluice.plan import store_forecast
-from sluice.report import render_html, report_data, summary_table, write_report
-from sluice.testing.sample_warehouse import R1, build_sample_warehouse, results_frame
-from sluice.warehouse import connect
+from sluice.stages.land.results import summarise
+from sluice.reports.forecast import store_forecast
+from sluice.reports.html import render_html, report_data, write_report
+from sluice.reports.summary import summary_table
+from tests.support.sample_warehouse import R1, build_sample_warehouse, results_frame
+from sluice.warehouse.db import connect
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -56,7 +57,7 @@ def test_an_unknown_run_is_a_clear_error(report, tmp_path):
 
 def test_a_run_without_requests_still_renders_every_plot(tmp_path):
     wh = tmp_path / "wh.duckdb"
-    from sluice.land import land_results
+    from sluice.stages.land.results import land_results
 
     land_results(wh, results_frame("q", [r for r in R1 if r[1] == "quarantined"]), {"run_id": "q", "dataset": "ds"})
     with connect(wh, read_only=True) as con:
@@ -115,7 +116,7 @@ def test_the_report_renders_in_headless_chromium(report, tmp_path):
 def test_sluice_report_command(report, tmp_path):
     from typer.testing import CliRunner
 
-    from sluice.cli import app
+    from sluice.cli.app import app
 
     out = tmp_path / "r.html"
     res = CliRunner().invoke(app, ["report", "r2", "-o", str(out), "--warehouse", str(report.parent / "wh.duckdb")])

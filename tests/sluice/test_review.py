@@ -5,9 +5,9 @@ import math
 import polars as pl
 import pytest
 
-from sluice.budget import TierPrice
+from models.pricing import TierPrice
 from sluice.config import RouterSettings
-from sluice.review import RETRY_TEMPERATURE, escalation_rows, retry_rows, shadow_rows
+from sluice.stages.review.decide import RETRY_TEMPERATURE, escalation_rows, retry_rows, shadow_rows
 
 PRICE = TierPrice("mid", 1e-6, 2e-6, "test")
 
@@ -80,7 +80,7 @@ def test_the_shadow_sample_is_deterministic_and_sized():
 
 
 def test_the_cascade_budget_is_charged_from_the_decisions_on_disk(tmp_path):
-    from sluice.review import planned_escalation_usd
+    from sluice.stages.review.decide import planned_escalation_usd
     from sluice.runs import write_parquet
 
     lp = [math.log(0.1)] * 6

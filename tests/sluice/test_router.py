@@ -5,14 +5,15 @@ import pytest
 from typer.testing import CliRunner
 
 from models.catalogue import load_catalogue
-from sluice.budget import premium_threshold, route_by_share
+from sluice.stages.route.policies import premium_threshold, route_by_share
 from sluice.config import RouterSettings
-from sluice.ingest import validate_prompts
-from sluice.route import heuristic_route, route_batch
-from sluice.router import load_router, shadow_sample, train_router
-from sluice.router.features import router_features
-from sluice.router.model import RouterError
-from sluice.router.warehouse import add_labels, read_labels
+from sluice.stages.ingest.read import validate_prompts
+from sluice.stages.route.assign import heuristic_route, route_batch
+from sluice.stages.review.shadow import shadow_sample
+from sluice.stages.route.learned import load_router, train_router
+from sluice.stages.route.features import router_features
+from sluice.stages.route.learned import RouterError
+from sluice.warehouse.labels import add_labels, read_labels
 
 TIERS = ["small", "mid", "premium"]
 EASY = ["hi there", "thanks a lot", "what is the capital of France?", "say hello to my friend",
@@ -96,7 +97,7 @@ def test_shadow_sample_is_deterministic_and_the_right_size():
 
 def test_train_from_warehouse_and_the_cli(tmp_path):
     wh = tmp_path / "w.duckdb"
-    from sluice.warehouse import connect
+    from sluice.warehouse.db import connect
 
     lab = labels().with_columns(pl.lit("run-1").alias("run_id"), pl.Series("row_id", [str(i) for i in range(20)]),
                                 pl.lit(None, pl.Boolean).alias("premium_ok"), pl.lit("shadow").alias("source"))
@@ -105,7 +106,7 @@ def test_train_from_warehouse_and_the_cli(tmp_path):
         assert add_labels(con, lab) == 20  # re-adding the same run's labels replaces them
     assert read_labels(wh).height == 20
 
-    from sluice.cli import app
+    from sluice.cli.app import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["router", "train", "--from-warehouse", str(wh), "-o", str(tmp_path / "r"),
@@ -131,7 +132,8 @@ def test_train_from_warehouse_and_the_cli(tmp_path):
 
 
 def test_shadow_pairs_become_labels_by_agreement(tmp_path):
-    from sluice.router.shadow import answers_agree, labels_from_shadow
+    from sluice.contracts.answers import answers_agree
+    from sluice.stages.land.labels import labels_from_shadow
 
     assert answers_agree("The answer is 1,200.", "So she pays $1200")
     assert answers_agree("Paris", "paris ") and not answers_agree("Paris", "Lyon") and not answers_agree("", "")
@@ -139,7 +141,7 @@ def test_shadow_pairs_become_labels_by_agreement(tmp_path):
                           "cheap_response": ["4", "6"], "premium_response": ["#### 4", "9"]})
     lab = labels_from_shadow(pairs)
     assert lab["cheap_ok"].to_list() == [True, False] and lab["source"].to_list() == ["shadow"] * 2
-    from sluice.warehouse import connect
+    from sluice.warehouse.db import connect
 
     with connect(tmp_path / "w.duckdb") as con:
         assert add_labels(con, lab) == 2

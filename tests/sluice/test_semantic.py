@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sluice import semantic
+from sluice.stages.dedup import semantic
 
 
 @pytest.mark.parametrize("seed", range(4))

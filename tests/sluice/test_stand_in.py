@@ -12,7 +12,7 @@ import pytest
 from models.backends import Request
 from models.backends.openai_http import OpenAIBackend
 from models.catalogue import Tier
-from sluice.stand_in import openai_stand_in
+from models.stand_in import openai_stand_in
 
 pytestmark = pytest.mark.engine
 

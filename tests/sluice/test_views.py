@@ -1,4 +1,4 @@
-"""The analyst views on the hand-built warehouse of sluice/testing/sample_warehouse.py: numbers worked by hand."""
+"""The analyst views on the hand-built warehouse of tests/support/sample_warehouse.py: numbers worked by hand."""
 
 import re
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from sluice.testing.sample_warehouse import build_sample_warehouse
+from tests.support.sample_warehouse import build_sample_warehouse
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "analysts.md"
 

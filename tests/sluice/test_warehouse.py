@@ -9,12 +9,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from sluice.testing.sample_warehouse import R1, RUNS, build_sample_warehouse, results_frame
-from sluice.land import land_results
-from sluice.views import VIEW_NAMES
-from sluice.warehouse import SCHEMA_VERSION, connect, migrate, schema_version
+from tests.support.sample_warehouse import R1, RUNS, build_sample_warehouse, results_frame
+from sluice.stages.land.results import land_results
+from sluice.warehouse.views import VIEW_NAMES
+from sluice.warehouse.db import SCHEMA_VERSION, connect, migrate, schema_version
 
-# The schema files were written with before migrations existed (sluice/warehouse.py at version 1).
+# The schema files were written with before migrations existed (sluice/warehouse/db.py at version 1).
 V1_DDL = [
     "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP DEFAULT now())",
     """CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, dataset VARCHAR NOT NULL, source VARCHAR,
@@ -95,8 +95,8 @@ def test_relanding_a_run_replaces_never_duplicates(tmp_path):
 
 LANDER = textwrap.dedent("""
     import sys
-    from sluice.land import land_results
-    from sluice.testing.sample_warehouse import R1, RUNS, results_frame
+    from sluice.stages.land.results import land_results
+    from tests.support.sample_warehouse import R1, RUNS, results_frame
     path, run_id, times = sys.argv[1], sys.argv[2], int(sys.argv[3])
     print("ready", flush=True)
     for _ in range(times):
@@ -150,7 +150,7 @@ def test_threads_of_one_process_landing_at_once_take_turns(tmp_path):
 def test_the_router_training_table_is_the_one_the_router_writes(tmp_path):
     import polars as pl
 
-    from sluice.router.warehouse import add_labels, read_labels
+    from sluice.warehouse.labels import add_labels, read_labels
 
     path = tmp_path / "wh.duckdb"
     with connect(path) as con:  # created by the migration, then filled by sluice.router

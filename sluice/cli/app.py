@@ -1,0 +1,315 @@
+"""The `sluice` command.
+
+    sluice run DATASET.parquet [--warehouse PATH] [--catalogue PATH]   answer a dataset, land it in DuckDB
+    sluice prepare                                                     convert the packaged demo model (first use)
+    sluice submit DATASET.parquet [--drop s3://bucket/prefix | PATH]   put a dataset into the drop box
+    sluice plan DATASET.parquet [--run-id ID]                          forecast cost and savings before a run
+    sluice report RUN_ID [-o report.html]                              one run as a self-contained HTML report
+    sluice dedup IN.parquet -o OUT.parquet [--only exact,near,semantic,cache --warehouse PATH]   mark duplicates
+"""
+
+from __future__ import annotations
+
+import os
+
+# Prefect reads these when it is imported: no telemetry host to reach, and a patient temporary server.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Optional  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sluice: make the inference bill small.")
+console = Console()
+
+WarehouseOpt = Annotated[Optional[Path], typer.Option(help="DuckDB file to land results in [data/warehouse.duckdb]")]
+CatalogueOpt = Annotated[Optional[Path], typer.Option(help="tier catalogue TOML [models/catalogue.toml]")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(help="data folder: models cache, run folders [data]")]
+
+
+def _print_summary(summary: dict, seconds: float) -> None:
+    from sluice.reports.summary import summary_lines
+
+    table = Table(title=f"Sluice run {summary['run_id']} ({summary['dataset']})", show_header=False)
+    for k, v in summary_lines(summary):
+        table.add_row(k, v)
+    table.add_row("wall time", f"{seconds:.1f} s")
+    table.add_row("warehouse", f"{summary['warehouse']} (table `results`)")
+    console.print(table)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line: greppable
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    dataset: Annotated[Path, typer.Argument(help="Parquet file with a `prompt` column")],
+    warehouse: WarehouseOpt = None,
+    catalogue: CatalogueOpt = None,
+    data_dir: DataDirOpt = None,
+    run_id: Annotated[Optional[str], typer.Option(help="run id (default: time + random suffix)")] = None,
+    cache: Annotated[bool, typer.Option(help="reuse answers landed by earlier runs")] = True,
+    premium_share: Annotated[Optional[float], typer.Option(help="send this share of rows to the premium tier")] = None,
+    budget_usd: Annotated[Optional[float], typer.Option(help="route the whole batch under this dollar budget")] = None,
+    router: Annotated[Optional[Path], typer.Option(help="a router trained with `sluice router train`")] = None,
+    deadline_h: Annotated[Optional[float], typer.Option(help="hours until answers are needed (batch APIs)")] = None,
+    schema: Annotated[Optional[Path], typer.Option(
+        help="JSON Schema file every answer must satisfy (rows may also carry a `response_schema` column)")] = None,
+    choices: Annotated[Optional[str], typer.Option(
+        help="classification: each answer is one of these comma-separated labels")] = None,
+    temperature: Annotated[Optional[float], typer.Option(
+        help="sampling temperature for rows without a `temperature` column [greedy]")] = None,
+    cascade_share: Annotated[Optional[float], typer.Option(
+        help="at most this share of a tier's answers is escalated to the next tier [0.10]")] = None,
+    shadow_share: Annotated[Optional[float], typer.Option(
+        help="this share of the cheapest tier's answers is also answered by premium, to retrain the router [0.05]",
+    )] = None,
+) -> None:
+    """Answer every row of DATASET on the cheapest tier that will do, and land the results in DuckDB."""
+    from models.catalogue import CatalogueError
+    from sluice.stages.ingest.read import IngestError
+    from sluice.contracts.shapes import ShapeError, schema_from_choices, schema_from_file
+
+    t0 = time.perf_counter()
+    try:
+        from flows.batch_run import sluice_run
+
+        if schema and choices:
+            raise ValueError("give --schema or --choices, not both")
+        response_schema = schema_from_file(schema) if schema else schema_from_choices(choices) if choices else None
+
+        summary = sluice_run(
+            str(dataset),
+            warehouse=str(warehouse) if warehouse else None,
+            catalogue=str(catalogue) if catalogue else None,
+            data_dir=str(data_dir) if data_dir else None,
+            run_id=run_id,
+            use_cache=cache,
+            premium_share=premium_share,
+            budget_usd=budget_usd,
+            router=str(router) if router else None,
+            deadline_h=deadline_h,
+            response_schema=response_schema,
+            temperature=temperature,
+            cascade_share=cascade_share,
+            shadow_share=shadow_share,
+        )
+    except (IngestError, CatalogueError, ShapeError, ValueError) as exc:
+        _fail(str(exc))
+    _print_summary(summary, time.perf_counter() - t0)
+
+
+@app.command()
+def prepare(data_dir: DataDirOpt = None) -> None:
+    """Convert the packaged SmolLM2 model into data/models/ (done on first use anyway)."""
+    from models.packaged import PACKAGED_PREFIX, resolve_model
+    from sluice.config import load_settings
+
+    settings = load_settings(data_dir=data_dir)
+    console.print(resolve_model(PACKAGED_PREFIX + "smollm2-135m-instruct", settings.data_dir))
+
+
+@app.command()
+def submit(
+    dataset: Annotated[Path, typer.Argument(help="Parquet file with a `prompt` column")],
+    drop: Annotated[Optional[str], typer.Option(
+        help="drop box: s3://bucket/prefix or a folder [SLUICE_DROP_URL, else data/drop]")] = None,
+    name: Annotated[Optional[str], typer.Option(help="name in the drop box [the file's name]")] = None,
+    notify: Annotated[Optional[bool], typer.Option(
+        help="emit a `sluice.drop.submitted` event so `drop-watch` starts now [when PREFECT_API_URL is set]")] = None,
+) -> None:
+    """Put DATASET into the drop box's incoming/; the `process-drop-box` flow answers it on its next pass."""
+    from sluice.config import load_settings
+    from sluice.dropbox import announce, open_drop_box, results_location
+    from sluice.contracts.names import dataset_name_for
+
+    if not dataset.is_file():
+        _fail(f"{dataset}: no such file")
+    box = open_drop_box(drop, default_root=load_settings().data_dir / "drop")
+    try:
+        key = box.submit(dataset, name)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"submitted {box.locate(key)}", highlight=False, soft_wrap=True)
+    if notify if notify is not None else bool(os.environ.get("PREFECT_API_URL")):
+        announce(box, key)
+        console.print("drop-watch notified (event sluice.drop.submitted)", highlight=False)
+    console.print(f"results will appear at {results_location(box, dataset_name_for(name or dataset.name))}"
+                  f" (bad files: {box.locate('failed/')}<run_id>/, with a .error.json reason)",
+                  highlight=False, soft_wrap=True)
+
+
+# the learned router: `sluice router train`, `sluice route` (sluice/cli/router.py)
+from sluice.cli.router import route_command, router_app  # noqa: E402
+
+app.add_typer(router_app, name="router")
+app.command("route")(route_command)
+
+@app.command()
+def plan(
+    dataset: Annotated[Path, typer.Argument(help="Parquet file with a `prompt` column")],
+    warehouse: WarehouseOpt = None,
+    catalogue: CatalogueOpt = None,
+    data_dir: DataDirOpt = None,
+    run_id: Annotated[Optional[str], typer.Option(
+        help="the run id you will give `sluice run` [none: matched to the next run of this dataset]")] = None,
+    cache: Annotated[bool, typer.Option(
+        "--cache", help="count answers of earlier runs as cache hits (when the run uses the cache stage)")] = False,
+) -> None:
+    """Forecast rows per tier, tokens, cost and savings of DATASET before spending (sluice/reports/forecast.py)."""
+    from models.catalogue import CatalogueError
+    from sluice.config import load_settings
+    from sluice.stages.ingest.read import IngestError
+    from sluice.contracts.names import dataset_name_for
+    from sluice.reports.forecast import forecast_dataset, load_history, store_forecast
+    from sluice.warehouse.db import connect
+
+    try:
+        settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
+        tiers = settings.catalogue()
+        history = None
+        if settings.warehouse.is_file():  # learn from earlier runs; closed again before the slow part
+            with connect(settings.warehouse, read_only=True) as con:
+                history = load_history(con, tiers, settings.default_max_tokens)
+        f = forecast_dataset(dataset, tiers, settings.data_dir, settings.default_max_tokens, settings.router,
+                             history=history,
+                             cache_warehouse=settings.warehouse if cache and settings.warehouse.is_file() else None)
+    except (IngestError, CatalogueError, ValueError) as exc:
+        _fail(str(exc))
+    with connect(settings.warehouse) as con:
+        fid = store_forecast(con, f, dataset_name_for(dataset), str(dataset), run_id)
+    table = Table(title=f"Sluice plan for {dataset} (forecast {fid})")
+    for col in ("tier", "rows", "input tokens", "output tokens", "cost (USD)", "all-premium (USD)", "assumptions"):
+        table.add_column(col, justify="left" if col in ("tier", "assumptions") else "right")
+    for name, t in f["tiers"].items():
+        a = f["assumptions"][name]
+        how = f"{t['output_tokens'] / max(t['rows'], 1):.0f} output tok/row ({a['fill_ratio_source']} fill)"
+        if a.get("output_tokens_per_s"):
+            how += (f"; {a['output_tokens_per_s']:.0f} tok/s, {t.get('engine_start_s', 0):.0f} s start "
+                    f"({a['throughput_source']})")
+        table.add_row(name, f"{t['rows']}", f"{t['input_tokens']:,}", f"{t['output_tokens']:,}",
+                      f"{t['cost_usd']:.6f}", f"{t['baseline_cost_usd']:.6f}", how)
+    table.add_row("total", f"{f['rows']}", f"{f['input_tokens']:,}", f"{f['output_tokens']:,}",
+                  f"{f['cost_usd']:.6f}", f"{f['baseline_cost_usd']:.6f}",
+                  f"{f['duplicates']} duplicates, {f['cache_hits']} cache hits, {f['quarantined']} quarantined")
+    console.print(table)
+    console.print(f"expected saving ${f['baseline_cost_usd'] - f['cost_usd']:.6f}: dedup ${f['dedup_saving_usd']:.6f},"
+                  f" cache ${f['cache_saving_usd']:.6f}, routing ${f['routing_saving_usd']:.6f}", highlight=False)
+    counted = sorted({a["tokenizer"] for a in f["assumptions"].values()})
+    console.print(f"input tokens counted with: {', '.join(counted)}; compare after the run: sluice report RUN_ID",
+                  highlight=False)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="the run to report on")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path("report.html"),
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Write RUN_ID's report (plots, key table, forecast against actual) as one self-contained HTML file."""
+    from sluice.config import load_settings
+    from sluice.reports.html import ReportError, write_report
+
+    settings = load_settings(warehouse=warehouse)
+    if not settings.warehouse.is_file():
+        _fail(f"{settings.warehouse}: no warehouse (run `sluice run` first)")
+    try:
+        out = write_report(settings.warehouse, run_id, output)
+    except ReportError as exc:
+        _fail(str(exc))
+    console.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def dedup(
+    dataset: Annotated[Path, typer.Argument(help="Parquet file with a `prompt` column")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write")],
+    only: Annotated[str, typer.Option(help="stages, comma-separated: exact,near,semantic,cache")] = "exact,near,semantic",
+    warehouse: Annotated[Optional[Path], typer.Option(help="DuckDB warehouse of earlier runs (cache stage)")] = None,
+    default_max_tokens: Annotated[int, typer.Option(help="max_tokens of rows that set none")] = 256,
+) -> None:
+    """Mark duplicates: every input row, its columns plus row_id, dup_of, dup_kind, dup_score."""
+    from sluice.stages.dedup.deduplicate import DedupConfig
+    from sluice.cli.dedup import dedup_file
+    from sluice.stages.ingest.read import IngestError
+
+    stages = tuple(s.strip() for s in only.split(",") if s.strip())
+    try:
+        counts = dedup_file(dataset, output, DedupConfig(stages=stages, default_max_tokens=default_max_tokens),
+                            warehouse=warehouse)
+    except (IngestError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"{output}: {counts['rows']} rows, " + ", ".join(f"{k} {v}" for k, v in counts.items() if k != "rows"))
+
+
+@app.command()
+def economics(
+    run_id: Annotated[str, typer.Argument(help="a landed run")],
+    warehouse: WarehouseOpt = None,
+    catalogue: CatalogueOpt = None,
+) -> None:
+    """Which worker class is cheapest for each self-hosted tier, self-host vs API, per run vs always on."""
+    from sluice.config import load_settings
+    from sluice.reports.economics import economics_lines, run_economics
+
+    settings = load_settings(warehouse=warehouse, catalogue_path=catalogue)
+    try:
+        items = run_economics(str(settings.warehouse), run_id, settings.catalogue())
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+    for line in economics_lines(items) or ["this run has no self-hosted tier"]:
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command("validate-quant")
+def validate_quant(
+    dataset: Annotated[Path, typer.Argument(help="Parquet file whose first rows are the sample")],
+    tier: Annotated[str, typer.Option(help="self-hosted tier to validate")],
+    quantization: Annotated[Optional[str], typer.Option(help="override the tier's quantisation")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="override the tier's dtype (CPU: bfloat16 with int8/fp8)")] = None,
+    rows: Annotated[int, typer.Option(help="sampled rows")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="answer length per row")] = 32,
+    threshold: Annotated[float, typer.Option(help="mean agreement needed")] = 0.6,
+    catalogue: CatalogueOpt = None,
+    warehouse: WarehouseOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Compare a quantised tier with its full-precision model on a sample; exit 1 when it is refused."""
+    from sluice.config import load_settings
+    from sluice.stages.infer.answer import requests_from
+    from sluice.stages.ingest.read import read_prompts
+    from dataclasses import replace
+
+    from sluice.stages.infer.quantisation import land_validation, validate_quantised_tier
+
+    settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
+    t = settings.catalogue().tier(tier)
+    t = t.model_copy(update={k: v for k, v in {"quantization": quantization, "dtype": dtype}.items() if v})
+    table = read_prompts(dataset)
+    sample = requests_from(table.slice(0, rows), max_tokens)
+    sample = [replace(r, max_tokens=min(r.max_tokens, max_tokens)) for r in sample]
+    t0 = time.perf_counter()
+    v = validate_quantised_tier(t, sample, str(settings.data_dir), threshold)
+    run_id = f"validate-{time.strftime('%Y%m%dT%H%M%S')}"
+    land_validation(str(settings.warehouse), run_id, v)
+    for r in v.rows[:3]:
+        console.print(f"[dim]{r['row_id']}[/] agreement {r['agreement']:.2f}\n  full: {r['reference'][:120]!r}"
+                      f"\n  {v.quantization}: {r['candidate'][:120]!r}", highlight=False)
+    console.print(f"{v.message()} in {time.perf_counter() - t0:.0f} s; landed as {run_id} in `validations`",
+                  highlight=False)
+    if not v.passed:
+        raise typer.Exit(code=1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,51 @@
+"""The run summary, as people read it: in the terminal and as a Prefect markdown artifact."""
+
+from __future__ import annotations
+
+
+def summary_lines(summary: dict) -> list[tuple[str, str]]:
+    lines = [
+        ("rows", f"{summary['rows']}"),
+        ("duplicates (answered free)", f"{summary['duplicates']}" + (
+            f"  ({', '.join(f'{k} {v}' for k, v in summary['duplicates_by_kind'].items())})"
+            if summary.get("duplicates_by_kind") else "")),
+        ("quarantined", f"{summary['quarantined']}"),
+        ("failed", f"{summary['failed']}"),
+    ]
+    for tier, n in summary["rows_per_tier"].items():
+        lines.append((f"rows on tier {tier}", f"{n}  (${summary['cost_per_tier_usd'][tier]:.6f})"))
+    if summary.get("escalated"):
+        lines.append(("escalated by the cascade", f"{summary['escalated']}"))
+    if summary.get("shadow"):
+        lines.append(("shadow-sampled on premium", f"{summary['shadow']}  (${summary['shadow_cost_usd']:.6f}, "
+                                                   f"{summary['shadow_agreed']} agreed)"))
+    if summary.get("structured"):
+        lines.append(("structured answers valid", f"{summary['structured_valid']} of {summary['structured']}"))
+    lines += [
+        ("total cost", f"${summary['cost_usd']:.6f}"),
+        ("all-premium cost", f"${summary['baseline_cost_usd']:.6f}"),
+        ("saving", f"${summary['saving_usd']:.6f} ({summary['saving_pct']:.1f}%)"),
+    ]
+    return lines
+
+
+def summary_markdown(summary: dict, run: dict) -> str:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in summary_lines(summary))
+    return f"# Sluice run `{run['run_id']}` — dataset `{run['dataset']}`\n\n| | |\n|---|---|\n{rows}\n"
+
+
+def summary_table(summary: dict) -> list[dict]:
+    """Per tier rows and cost, then the run's totals: from `sluice.stages.land.results.summarise`."""
+    rows = [
+        {"tier": tier, "rows": n, "cost_usd": round(summary["cost_per_tier_usd"][tier], 6)}
+        for tier, n in summary["rows_per_tier"].items()
+    ]
+    rows += [
+        {"tier": "duplicates (answered free)", "rows": summary["duplicates"], "cost_usd": 0.0},
+        {"tier": "quarantined", "rows": summary["quarantined"], "cost_usd": 0.0},
+        {"tier": "failed", "rows": summary["failed"], "cost_usd": None},
+        {"tier": "total", "rows": summary["rows"], "cost_usd": round(summary["cost_usd"], 6)},
+        {"tier": "all-premium baseline", "rows": summary["rows"], "cost_usd": round(summary["baseline_cost_usd"], 6)},
+        {"tier": f"saving ({summary['saving_pct']:.1f}%)", "rows": None, "cost_usd": round(summary["saving_usd"], 6)},
+    ]
+    return rows

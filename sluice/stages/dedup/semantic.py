@@ -1,0 +1,249 @@
+"""Semantic duplicates: two short prompts asking the same thing in other words share one answer.
+
+Two passes, so the transformer only runs on the few rows that have a candidate:
+
+    candidates  static vectors distilled from MiniLM (`models.embeddings.static_embed`: a weighted mean of word-piece
+                vectors, no transformer per row; 100k prompts in seconds). Search is blocked and exact: queries
+                are taken a block at a time and scored against the earlier rows of the same request fingerprint,
+                so memory is block x rows floats (bounded by `block_cells`), never the n x n matrix. Each row
+                keeps its `top_k` earlier neighbours at static cosine >= `candidate_threshold`.
+    decision    all-MiniLM-L6-v2 (`models.embeddings.embed`, L2-normalised, so cosine = dot product) embeds only the
+                rows of candidate pairs; a pair must clear the MiniLM cosine `threshold` and then the content
+                guards (`sluice.stages.dedup.guards`): cosine alone is blind to negation, numbers and swapped names (a question
+                and its negation score 0.83-0.99).
+
+The guards run on the candidate pairs before MiniLM (they veto whatever the cosine), so MiniLM embeds only rows of
+pairs the guards allow. A hit is exactly "MiniLM cosine >= threshold and guards silent", as before; the static pass
+can only lose a pair whose static cosine falls below `candidate_threshold` (on the QQP tuning pairs, 1.1% of the pairs with MiniLM
+cosine >= 0.92; a random pair of corpus prompts passes 0.80 about once in 2,000).
+
+Only short prompts are compared (`max_words`): on long prompts a shared template dominates the mean-pooled
+embedding, and MiniLM truncates at 128 word pieces anyway, so two long prompts that differ after the cut-off would
+look identical.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import numpy as np
+
+from sluice.stages.dedup.guards import TextFacts, text_facts, veto_reason
+from sluice.stages.dedup.minhash import PARALLEL_LAUNCH, numba_module
+from sluice.stages.dedup.near import NearMatches
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """threshold: cosine of MiniLM embeddings. Cosine alone on the QQP report part gives precision 0.68 at 0.80 and
+        0.83 at 0.92 (bench/results/dedup_quality.md, every pair). With the guards, on the whole QQP tuning part:
+        0.88 -> precision 0.87 / recall 0.18, 0.92 -> 0.91 / 0.14, 0.94 -> 0.92 / 0.12; no threshold reaches 0.95
+        there (the top of every ranking tried, learned ones included, holds label noise). 0.92 keeps precision
+        above 0.9: a false hit returns a wrong answer, a miss only costs one inference.
+    max_words: prompts longer than this (whitespace words) are left to the exact and near stages.
+    top_k: earlier neighbours kept per query before the guards: the nearest one may be vetoed while the next
+        is a true paraphrase.
+    block_cells: query block x candidate rows, in float32 cells (4 bytes each): the memory bound of the search
+        (64 MB by default).
+    candidate_threshold: static (distilled) cosine a pair needs to be embedded with MiniLM at all. On the QQP
+        tuning part 0.80 keeps 98.9% of the pairs with MiniLM cosine >= 0.92 (0.75: 99.6%, 0.85: 96.3%); lower
+        costs MiniLM rows (a random pair of corpus prompts passes 0.80 about once in 2,000). None: skip the static
+        pass and embed every short row with MiniLM (slow: MiniLM does tens to a few hundred rows/s on 2 cores).
+    """
+
+    threshold: float = 0.92
+    max_words: int = 48
+    top_k: int = 4
+    block_cells: int = 1 << 24
+    candidate_threshold: float | None = 0.80
+
+
+Embedder = Callable[[Sequence[str]], np.ndarray]
+log = logging.getLogger(__name__)
+
+
+def _default_embedder(texts: Sequence[str]) -> np.ndarray:
+    from models.embeddings import embed
+
+    return embed(texts, max_length=128)
+
+
+def _default_candidate_embedder(texts: Sequence[str]) -> np.ndarray:
+    from models.embeddings import static_embed
+
+    return static_embed(texts, max_length=128)
+
+
+def _best_per_row(sims: np.ndarray, limits: np.ndarray, threshold: float, top_k: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, score) of each row's best top_k cells >= threshold among its first limits[row] columns, by
+    row, best first (ties: lower column first)."""
+    kernel = _compiled_best_per_row()
+    if kernel is not None:
+        cols = np.full((len(sims), top_k), -1, np.int64)
+        scores = np.zeros((len(sims), top_k), np.float32)
+        with PARALLEL_LAUNCH:
+            kernel(sims, limits.astype(np.int64), np.float32(threshold), cols, scores)
+        r, k = np.nonzero(cols >= 0)
+        return r, cols[r, k], scores[r, k]
+    # above-threshold cells are few: take them sparsely, then keep the best top_k per row
+    r, c = np.nonzero(sims >= threshold)
+    keep = c < limits[r]
+    r, c = r[keep], c[keep]
+    s = sims[r, c]
+    order = np.lexsort((-s, r))
+    r, c, s = r[order], c[order], s[order]
+    best = np.arange(len(r)) - np.searchsorted(r, r) < top_k
+    return r[best], c[best], s[best]
+
+
+@lru_cache(maxsize=1)
+def _compiled_best_per_row():
+    """`_best_per_row`'s scan compiled with numba (it comes with vLLM): one pass over the scores, rows split across
+    cores, no boolean matrix or index arrays the size of the block. None without numba."""
+    numba = numba_module()
+    if numba is None:  # pragma: no cover - numba ships with vllm; the numpy path is the fallback
+        return None
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def kernel(sims, limits, threshold, cols, scores):  # pragma: no cover - compiled
+        top_k = cols.shape[1]
+        for row in numba.prange(sims.shape[0]):
+            count = 0
+            for col in range(limits[row]):
+                v = sims[row, col]
+                if v < threshold:
+                    continue
+                if count < top_k:
+                    pos = count
+                    count += 1
+                elif v > scores[row, top_k - 1]:
+                    pos = top_k - 1
+                else:
+                    continue
+                while pos > 0 and scores[row, pos - 1] < v:
+                    scores[row, pos] = scores[row, pos - 1]
+                    cols[row, pos] = cols[row, pos - 1]
+                    pos -= 1
+                scores[row, pos] = v
+                cols[row, pos] = col
+
+    return kernel
+
+
+def _top_neighbours(vectors: np.ndarray, used: np.ndarray, block: np.ndarray, dup_ok: np.ndarray,
+                    can_ok: np.ndarray, cfg: SemanticConfig, threshold: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each possible duplicate, its top_k earlier neighbours in the same block with cosine >= threshold:
+    (duplicate, neighbour, cosine) arrays. Blocked: at most block_cells scores in memory at once."""
+    cand_j: list[np.ndarray] = [np.empty(0, np.int64)]
+    cand_i: list[np.ndarray] = [np.empty(0, np.int64)]
+    cand_s: list[np.ndarray] = [np.empty(0, np.float32)]
+    for value in np.unique(block[used]):
+        members = used[block[used] == value]
+        targets = members[can_ok[members]]
+        queries = members[dup_ok[members]]
+        if not len(targets) or not len(queries):
+            continue
+        step = max(1, cfg.block_cells // len(targets))
+        t_vec = vectors[targets]
+        for lo in range(0, len(queries), step):
+            q = queries[lo:lo + step]
+            # only earlier rows can be canonical: targets sorted, so score just the prefix before the last query
+            n_t = int(np.searchsorted(targets, q[-1]))
+            if n_t == 0:
+                continue
+            sims = vectors[q] @ t_vec[:n_t].T
+            r, c, s = _best_per_row(sims, np.searchsorted(targets, q), threshold, cfg.top_k)
+            cand_j.append(q[r])
+            cand_i.append(targets[c])
+            cand_s.append(s)
+    return np.concatenate(cand_j), np.concatenate(cand_i), np.concatenate(cand_s)
+
+
+def semantic_duplicate_pairs(
+    texts: Sequence[str],
+    block: np.ndarray,
+    can_be_duplicate: np.ndarray,
+    can_be_canonical: np.ndarray,
+    cfg: SemanticConfig = SemanticConfig(),
+    embedder: Embedder | None = None,
+    candidate_embedder: Embedder | None = None,
+) -> NearMatches:
+    """Greedy in position order: each row that may be a duplicate points at the earlier canonical row of its block
+    with the highest cosine >= threshold that the guards accept."""
+    n = len(texts)
+    short = np.fromiter((len(t.split()) <= cfg.max_words for t in texts), bool, n)
+    dup_ok = can_be_duplicate & short
+    can_ok = can_be_canonical & short
+    used = np.flatnonzero(dup_ok | can_ok)
+    if not dup_ok.any() or not can_ok.any():
+        return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+    block = np.asarray(block)
+    facts: dict[int, TextFacts] = {}
+
+    def fact(i: int) -> TextFacts:
+        if i not in facts:
+            facts[i] = text_facts(texts[i])
+        return facts[i]
+
+    vetoed_early = 0
+    if cfg.candidate_threshold is None:
+        search_rows, search_threshold = used, cfg.threshold
+    else:
+        # pass 1: static vectors propose candidates; only their rows go through MiniLM
+        t0 = time.perf_counter()
+        static = (candidate_embedder or _default_candidate_embedder)([texts[i] for i in used])
+        log.debug("semantic: %d static vectors in %.1f s", len(used), time.perf_counter() - t0)
+        static_vectors = np.zeros((n, static.shape[1]), np.float32)
+        static_vectors[used] = static
+        j_c, i_c, _ = _top_neighbours(static_vectors, used, block, dup_ok, can_ok, cfg, cfg.candidate_threshold)
+        del static_vectors
+        log.debug("semantic: %d candidate pairs after %.1f s", len(j_c), time.perf_counter() - t0)
+        # the guards veto whatever the cosine: a candidate pair they refuse needs no MiniLM (changed numbers and
+        # added qualifiers are most static candidates in a batch of templated or edited prompts)
+        allowed = np.fromiter((veto_reason(fact(j), fact(i)) is None for j, i in zip(j_c.tolist(), i_c.tolist())),
+                              bool, len(j_c))
+        vetoed_early = int((~allowed).sum())
+        j_c, i_c = j_c[allowed], i_c[allowed]
+        search_rows, search_threshold = np.unique(np.concatenate([j_c, i_c])), cfg.threshold
+        log.debug("semantic: %d pairs vetoed by the guards, %d rows to embed, after %.1f s", vetoed_early,
+                  len(search_rows), time.perf_counter() - t0)
+        if not len(search_rows):
+            return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+    emb = (embedder or _default_embedder)([texts[i] for i in search_rows])
+    vectors = np.zeros((n, emb.shape[1]), np.float32)
+    vectors[search_rows] = emb
+    if cfg.candidate_threshold is None:
+        j_all, i_all, s_all = _top_neighbours(vectors, used, block, dup_ok, can_ok, cfg, search_threshold)
+    else:
+        s_all = np.einsum("ij,ij->i", vectors[j_c], vectors[i_c])
+        keep = s_all >= search_threshold
+        j_all, i_all, s_all = j_c[keep], i_c[keep], s_all[keep]
+    if not len(j_all):
+        return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+    order = np.lexsort((-s_all, j_all))  # by duplicate position, best neighbour first
+
+    canonical_of = np.arange(n)
+    out_dup, out_can, out_score, vetoed = [], [], [], vetoed_early
+    for j, i in zip(j_all[order].tolist(), i_all[order].tolist()):
+        if canonical_of[j] != j:
+            continue
+        c = int(canonical_of[i])
+        if c >= j or not can_ok[c]:
+            continue
+        score = float(vectors[j] @ vectors[c])  # 0 for a canonical reached only through vetoed pairs
+        if score < cfg.threshold:
+            continue
+        if veto_reason(fact(j), fact(c)) is not None:
+            vetoed += 1
+            continue
+        canonical_of[j] = c
+        out_dup.append(j)
+        out_can.append(c)
+        out_score.append(score)
+    return NearMatches(np.array(out_dup, np.int64), np.array(out_can, np.int64), np.array(out_score), vetoed)

@@ -1,0 +1,189 @@
+"""Infer: answer one tier's partition on its backend and price every row.
+
+Cost per row:
+    - API tiers: the row's returned token usage x the tier's prices: list prices, the cached-input price for
+      prompt-cache reads, batch prices for rows answered through a provider batch API. A row whose response
+      carried no usage is priced from the backend's token estimate and flagged `usage_estimated`.
+    - self-hosted tiers: the worker's billed time (engine start + generation) x its $/hour, apportioned to rows
+      in proportion to their tokens (input + output). The rows of a batch therefore add up exactly to the bill.
+Baseline per row: what the same tokens would have cost on the catalogue's baseline (premium) tier. Output tokens
+of rows answered elsewhere stand in for the premium answer's length (an estimate; the shadow sample measures it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.backends import Backend, BatchResult, Request
+from models.catalogue import Catalogue, Tier
+from models.pricing import cost_usd, worker_price
+from sluice.contracts.shapes import history_turns, stop_strings
+from sluice.contracts.answers import validate_answer
+from sluice.contracts.columns import ANSWER_SCHEMA
+
+log = logging.getLogger(__name__)
+
+def requests_from(partition: pa.Table, default_max_tokens: int) -> list[Request]:
+    shape = [c for c in ("history", "temperature", "stop", "response_schema") if c in partition.column_names]
+    return [
+        Request(
+            row_id=r["row_id"],
+            prompt=r["prompt"],
+            system=r["system"],
+            max_tokens=r["max_tokens"] or default_max_tokens,
+            history=history_turns(r.get("history")),
+            temperature=r.get("temperature"),
+            stop=stop_strings(r.get("stop")),
+            response_schema=r.get("response_schema"),
+        )
+        for r in partition.select(["row_id", "prompt", "system", "max_tokens", *shape]).to_pylist()
+    ]
+
+
+def row_costs(result: BatchResult, tier: Tier, catalogue: Catalogue) -> list[float]:
+    comps = result.completions
+    if not tier.self_hosted:
+        return [
+            tier.token_cost_usd(c.input_tokens, c.output_tokens, c.cached_input_tokens, batch=c.via_batch_api)
+            if c.ok else 0.0
+            for c in comps
+        ]
+    bill = cost_usd(worker_price(tier.name, catalogue.worker_usd_per_hour(tier)), seconds=result.billed_seconds or 0.0)
+    weights = [c.input_tokens + c.output_tokens for c in comps]
+    total = sum(weights)
+    if total == 0:
+        return [bill / len(comps)] * len(comps) if comps else []
+    return [bill * w / total for w in weights]
+
+
+def answer_partition(
+    partition: pa.Table, tier: Tier, catalogue: Catalogue, backend: Backend, default_max_tokens: int = 256
+) -> tuple[pa.Table, dict[str, float]]:
+    """Run one tier's rows through its backend; returns the answers table and the batch's billing facts."""
+    requests = requests_from(partition, default_max_tokens)
+    result = backend.complete(requests)
+    costs = row_costs(result, tier, catalogue)
+    base = catalogue.baseline_tier
+    rows = []
+    asked = {r.row_id: r for r in requests}
+    for c, cost in zip(result.completions, costs, strict=True):
+        req = asked[c.row_id]
+        status, error, parsed, valid = ("ok" if c.ok else "failed"), c.error, None, None
+        if req.response_schema and c.ok:
+            parsed, why = validate_answer(c.text, req.response_schema)
+            valid = why is None
+            if not valid:
+                status, error = "invalid", why
+        rows.append(
+            {
+                "row_id": c.row_id,
+                "tier": tier.name,
+                "model": tier.model,
+                "response": c.text,
+                "status": status,
+                "error": error,
+                "input_tokens": c.input_tokens,
+                "output_tokens": c.output_tokens,
+                "latency_ms": c.latency_ms,
+                "finish_reason": c.finish_reason,
+                "cost_usd": cost,
+                "baseline_cost_usd": base.token_cost_usd(c.input_tokens, c.output_tokens) if c.ok else 0.0,
+                "price_basis": "worker" if tier.self_hosted else "batch" if c.via_batch_api else "list",
+                "cached_input_tokens": c.cached_input_tokens,
+                "usage_estimated": c.usage_estimated,
+                "mean_logprob": c.mean_logprob,
+                "parsed": parsed,
+                "schema_valid": valid,
+            }
+        )
+    billing = {
+        "rows": float(len(rows)),
+        "billed_seconds": float(result.billed_seconds or 0.0),
+        "cost_usd": float(sum(costs)),
+        "rows_usage_estimated": float(sum(1 for c in result.completions if c.usage_estimated)),
+        **{k: float(v) for k, v in result.details.items() if isinstance(v, (int, float))},
+    }
+    return pa.Table.from_pylist(rows, schema=ANSWER_SCHEMA), billing
+
+
+def shard_count(partition_path: Path, shard_rows: int) -> int:
+    return -(-pq.read_metadata(partition_path).num_rows // shard_rows)
+
+
+def answer_shard(
+    partition_path: Path,
+    shard: int,
+    answers_dir: Path,
+    tier: Tier,
+    catalogue: Catalogue,
+    backend: Backend,
+    default_max_tokens: int = 256,
+    shard_rows: int = 256,
+) -> dict[str, float]:
+    """Answer shard `shard` (rows shard*shard_rows ...) of a tier's partition, unless its answers are on disk.
+
+    The shard's answers and billing are written atomically (`shard-NNNNN.parquet` + `.billing.json`) the moment
+    it finishes, so a run killed anywhere resumes with only unfinished shards to redo, and every landed row is
+    charged once. Any process that sees the run folder can answer any shard: that is how workers on several
+    machines share one tier (flows/infer_shard.py).
+    """
+    rows = pq.read_table(partition_path).slice(shard * shard_rows, shard_rows)
+    tier_dir = answers_dir / f"tier={tier.name}"
+    tier_dir.mkdir(parents=True, exist_ok=True)
+    out = tier_dir / f"shard-{shard:05d}.parquet"
+    bill_path = out.with_suffix(".billing.json")
+    if out.exists() and bill_path.exists():
+        done = pq.read_table(out, columns=["row_id"])["row_id"].to_pylist()
+        if done != rows["row_id"].to_pylist():
+            raise RuntimeError(f"{out}: answers on disk do not match this shard's rows; the run folder was "
+                               "changed underneath the run (start a new run id)")
+        log.info("tier %s shard %d: already answered, skipped (resume)", tier.name, shard)
+        return json.loads(bill_path.read_text())
+    answers, billing = answer_partition(rows, tier, catalogue, backend, default_max_tokens)
+    # which process answered (and, under a Prefect process worker, which worker: the parent)
+    billing["worker_pid"], billing["worker_ppid"] = float(os.getpid()), float(os.getppid())
+    tmp = out.with_suffix(".parquet.tmp")
+    pq.write_table(answers, tmp)
+    tmp_bill = bill_path.with_suffix(".json.tmp")
+    tmp_bill.write_text(json.dumps(billing))
+    # billing first, answers last: the answers file is the commit marker of the shard
+    tmp_bill.replace(bill_path)
+    tmp.replace(out)
+    return billing
+
+
+def tier_billing(answers_dir: Path, tier: str) -> dict[str, float]:
+    """A tier's billing: the sum over its shards' billing files (whichever worker answered them)."""
+    totals: dict[str, float] = {}
+    files = sorted((answers_dir / f"tier={tier}").glob("shard-*.billing.json"))
+    for f in files:
+        for key, value in json.loads(f.read_text()).items():
+            if key not in ("worker_pid", "worker_ppid"):
+                totals[key] = totals.get(key, 0.0) + float(value)
+    totals["shards"] = float(len(files))
+    return totals
+
+
+def infer_tier_shards(
+    partition_path: Path,
+    answers_dir: Path,
+    tier: Tier,
+    catalogue: Catalogue,
+    backend: Backend,
+    default_max_tokens: int = 256,
+    shard_rows: int = 256,
+) -> dict[str, float]:
+    """Answer a tier's partition shard by shard in this process (see `answer_shard`); returns its billing.
+
+    The shard size bounds the work lost to a crash: large enough to keep vLLM's continuous batching full
+    (hundreds of rows), small enough to checkpoint often.
+    """
+    for k in range(shard_count(partition_path, shard_rows)):
+        answer_shard(partition_path, k, answers_dir, tier, catalogue, backend, default_max_tokens, shard_rows)
+    return tier_billing(answers_dir, tier.name)

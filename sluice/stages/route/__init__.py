@@ -1,0 +1,32 @@
+"""Route: score every prompt and assign a tier for the whole batch.
+
+    assign.py      the stage: route_batch, and the per-tier partitions infer reads
+    scorers.py     the Scorer interface; gatekeeper.py (heuristic) and learned.py (trained router) implement it
+    features.py    the learned router's features
+    policies.py    scores -> tiers: thresholds, a share calibrated on the batch, a dollar budget
+    brevity.py     prompt trimming and answer caps by intent
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from sluice.config import Settings
+from sluice.stages.context import StageContext
+from sluice.stages.route.assign import OVER_BUDGET, route_batch, write_tier_partitions
+
+__all__ = ["OVER_BUDGET", "describe", "route_batch", "run", "write_tier_partitions"]
+
+
+def run(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
+    return route_batch(table, ctx.catalogue.names, settings.router, ctx.catalogue, settings.default_max_tokens)
+
+
+def describe(routed: pa.Table) -> list[str]:
+    pending = [t for s, t in zip(routed["status"].to_pylist(), routed["tier"].to_pylist()) if s == "pending" and t]
+    counts = {t: pending.count(t) for t in dict.fromkeys(pending)}
+    lines = ["route: " + (", ".join(f"{t}={n}" for t, n in counts.items()) or "nothing to send")]
+    over = [e for s, e in zip(routed["status"].to_pylist(), routed["error"].to_pylist()) if s == OVER_BUDGET]
+    if over:
+        lines.append(f"route: {len(over)} rows over budget, landed unanswered: {over[0]}")
+    return lines

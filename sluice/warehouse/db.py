@@ -1,0 +1,324 @@
+"""The DuckDB warehouse: one file, one writer at a time, analysts read it with plain SQL.
+
+DuckDB locks a database file for a single writing process (a second process fails at once with "Could not set
+lock on file", even read-only). Sluice therefore writes in short transactions and retries on the lock with
+backoff, and everything slow (inference, assembling and staging the rows) happens before the connection is
+opened. Analysts read with `connect(path, read_only=True)` (or `duckdb -readonly`) while nothing writes, and
+close the connection when done: an open reader holds the lock too, and a landing waits for it (up to
+`LOCK_TIMEOUT_S`). For long sessions, copy the file first (`cp` is safe while nothing writes). docs/analysts.md
+has the schema, the views and example queries.
+
+Schema changes are ordered migrations (`MIGRATIONS`), each applied once in its own transaction and recorded in
+`schema_version`, so an existing file upgrades in place the next time a writer opens it. The analyst views
+(`sluice/warehouse/views.py`) are derived, not data: every writer recreates them after migrating, so they always match the
+columns `results` has.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
+
+log = logging.getLogger(__name__)
+
+# How long a writer waits for another process's lock on the file before giving up.
+LOCK_TIMEOUT_S = 300
+
+# (version, what it does, statements). Append new migrations at the end with the next version; never edit one
+# that has shipped (files in the field have recorded it as applied). Adding a column to `results` is a migration
+# (`ALTER TABLE results ADD COLUMN IF NOT EXISTS ...`) plus its name in RESULT_COLUMNS.
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "runs and results",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS runs (
+                run_id VARCHAR PRIMARY KEY,
+                dataset VARCHAR NOT NULL,
+                source VARCHAR,
+                started_at TIMESTAMPTZ,
+                finished_at TIMESTAMPTZ,
+                rows BIGINT,
+                duplicates BIGINT,
+                quarantined BIGINT,
+                failed BIGINT,
+                cost_usd DOUBLE,
+                baseline_cost_usd DOUBLE,
+                billing JSON
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS results (
+                run_id VARCHAR NOT NULL,
+                dataset VARCHAR NOT NULL,
+                row_id VARCHAR NOT NULL,
+                prompt VARCHAR,
+                response VARCHAR,
+                tier VARCHAR,
+                model VARCHAR,
+                status VARCHAR NOT NULL,
+                dup_of VARCHAR,
+                input_tokens BIGINT,
+                output_tokens BIGINT,
+                latency_ms DOUBLE,
+                cost_usd DOUBLE,
+                baseline_cost_usd DOUBLE,
+                system VARCHAR,
+                max_tokens INTEGER,
+                dup_kind VARCHAR,
+                dup_score DOUBLE,
+                route_score DOUBLE,
+                route_reason VARCHAR,
+                error VARCHAR,
+                finish_reason VARCHAR,
+                row_index BIGINT,
+                PRIMARY KEY (run_id, row_id)
+            )
+            """,
+        ],
+    ),
+    (
+        2,
+        "errors, cache, router_training, validations, forecasts",
+        [
+            # one row per problem met by any stage (a row's failure, a retried shard, a stage that gave up)
+            """
+            CREATE TABLE IF NOT EXISTS errors (
+                run_id VARCHAR NOT NULL,
+                stage VARCHAR NOT NULL,          -- ingest, dedup, route, infer, land, ...
+                tier VARCHAR,
+                row_id VARCHAR,                  -- NULL when the error is not about one row
+                error VARCHAR NOT NULL,
+                attempt INTEGER DEFAULT 1,
+                created_at TIMESTAMPTZ DEFAULT now()
+            )
+            """,
+            # answers kept for reuse across runs; a later row with the same request_key is answered from here
+            """
+            CREATE TABLE IF NOT EXISTS cache (
+                request_key VARCHAR PRIMARY KEY, -- fingerprint of system prompt, prompt, max_tokens (and model)
+                prompt VARCHAR,
+                system VARCHAR,
+                max_tokens INTEGER,
+                response VARCHAR NOT NULL,
+                tier VARCHAR,
+                model VARCHAR,
+                input_tokens BIGINT,
+                output_tokens BIGINT,
+                baseline_cost_usd DOUBLE,        -- what answering it on the baseline tier costs: the saving per hit
+                source_run_id VARCHAR,
+                source_row_id VARCHAR,
+                created_at TIMESTAMPTZ DEFAULT now(),
+                hits BIGINT DEFAULT 0,
+                last_hit_at TIMESTAMPTZ
+            )
+            """,
+            # what the learned router trains on: a verdict on the cheap tier's answer per (run, row), from the
+            # shadow sample ('shadow'), a review ('review') or a labelled file ('import'); premium_ok NULL when only
+            # the cheap answer was judged. The schema of sluice/warehouse/labels.py (ROUTER_TRAINING_DDL), adopted.
+            """
+            CREATE TABLE IF NOT EXISTS router_training (
+                run_id VARCHAR NOT NULL,
+                row_id VARCHAR NOT NULL,
+                prompt VARCHAR NOT NULL,
+                cheap_ok BOOLEAN NOT NULL,
+                premium_ok BOOLEAN,
+                source VARCHAR NOT NULL,
+                labelled_at TIMESTAMPTZ DEFAULT now(),
+                PRIMARY KEY (run_id, row_id)
+            )
+            """,
+            # checks run on answers (format, schema, judge): one row per row per validator
+            """
+            CREATE TABLE IF NOT EXISTS validations (
+                run_id VARCHAR NOT NULL,
+                row_id VARCHAR NOT NULL,
+                validator VARCHAR NOT NULL,
+                passed BOOLEAN,
+                score DOUBLE,
+                detail VARCHAR,
+                created_at TIMESTAMPTZ DEFAULT now(),
+                PRIMARY KEY (run_id, row_id, validator)
+            )
+            """,
+            # `sluice plan`: what a run was expected to cost before it ran (sluice/reports/forecast.py)
+            """
+            CREATE TABLE IF NOT EXISTS forecasts (
+                forecast_id VARCHAR PRIMARY KEY,
+                run_id VARCHAR,                  -- set when planned for a given run id; else matched by dataset
+                dataset VARCHAR NOT NULL,
+                source VARCHAR,
+                created_at TIMESTAMPTZ DEFAULT now(),
+                rows BIGINT,
+                duplicates BIGINT,
+                quarantined BIGINT,
+                cache_hits BIGINT,
+                input_tokens BIGINT,
+                output_tokens BIGINT,
+                cost_usd DOUBLE,
+                baseline_cost_usd DOUBLE,
+                dedup_saving_usd DOUBLE,
+                cache_saving_usd DOUBLE,
+                routing_saving_usd DOUBLE,
+                tiers JSON,                      -- per tier: rows, input_tokens, output_tokens, cost_usd, seconds
+                assumptions JSON                 -- fill ratios, throughputs, engine start: learned or default
+            )
+            """,
+        ],
+    ),
+    (
+        3,
+        "request shapes, structured answers, retries, escalations and shadow answers",
+        [
+            *(f"ALTER TABLE results ADD COLUMN IF NOT EXISTS {c}" for c in (
+                # the request's shape (sluice/contracts/shapes.py): part of its fingerprint, so the cache can match on it
+                "history VARCHAR", "temperature DOUBLE", "stop VARCHAR", "response_schema VARCHAR",
+                # the answer's schema check: `parsed` is the validated JSON value, NULL for free-text rows
+                "parsed JSON", "schema_valid BOOLEAN",
+                # every attempt at the row (first answer, retry, escalation, shadow): their sum is the row's cost
+                "attempts INTEGER", "escalated BOOLEAN", "escalated_from VARCHAR", "cascade_reason VARCHAR",
+                "shadow BOOLEAN", "shadow_agrees BOOLEAN", "shadow_cost_usd DOUBLE",
+                # pricing facts of the final answer (sluice/stages/infer/answer.py)
+                "price_basis VARCHAR", "cached_input_tokens BIGINT", "usage_estimated BOOLEAN",
+                "mean_logprob DOUBLE",
+            )),
+            # one row per request sent for a row: what each attempt cost and why it was made
+            """
+            CREATE TABLE IF NOT EXISTS attempts (
+                run_id VARCHAR NOT NULL,
+                row_id VARCHAR NOT NULL,
+                attempt INTEGER NOT NULL,        -- 1 = first answer, then in the order they were made
+                kind VARCHAR NOT NULL,           -- first | retry | escalation | shadow
+                tier VARCHAR,
+                model VARCHAR,
+                status VARCHAR,
+                error VARCHAR,
+                schema_valid BOOLEAN,
+                input_tokens BIGINT,
+                output_tokens BIGINT,
+                latency_ms DOUBLE,
+                cost_usd DOUBLE,
+                mean_logprob DOUBLE,
+                response VARCHAR,
+                PRIMARY KEY (run_id, row_id, attempt)
+            )
+            """,
+        ],
+    ),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+RESULT_COLUMNS = [
+    "run_id", "dataset", "row_id", "prompt", "response", "tier", "model", "status", "dup_of", "input_tokens",
+    "output_tokens", "latency_ms", "cost_usd", "baseline_cost_usd", "system", "max_tokens", "dup_kind",
+    "dup_score", "route_score", "route_reason", "error", "finish_reason", "row_index",
+    "history", "temperature", "stop", "response_schema", "parsed", "schema_valid", "attempts", "escalated",
+    "escalated_from", "cascade_reason", "shadow", "shadow_agrees", "shadow_cost_usd", "price_basis",
+    "cached_input_tokens", "usage_estimated", "mean_logprob",
+]
+ATTEMPT_COLUMNS = ["run_id", "row_id", "attempt", "kind", "tier", "model", "status", "error", "schema_valid",
+                   "input_tokens", "output_tokens", "latency_ms", "cost_usd", "mean_logprob", "response"]
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """DuckDB's answer when another process holds the file: 'Could not set lock on file ...'."""
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
+@retry(
+    retry=retry_if_exception(is_lock_error),
+    wait=wait_random_exponential(multiplier=0.2, max=5),
+    stop=stop_after_delay(LOCK_TIMEOUT_S),
+    reraise=True,
+)
+def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(path, read_only=read_only)
+
+
+# Within one process DuckDB shares one database per file among connections, and two threads writing at once meet
+# in DuckDB's optimistic transactions ("write-write conflict"): writers of the same file take turns on this lock.
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.RLock:
+    key = str(path.resolve())
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.RLock())
+
+
+@contextmanager
+def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse (migrating it when writing), waiting politely for another writer.
+
+    Writers in other processes: DuckDB's file lock, retried with backoff for up to LOCK_TIMEOUT_S. Writers in
+    other threads of this process: a lock per file.
+    """
+    path = Path(path)
+    if read_only:
+        con = _open(str(path), True)
+        try:
+            yield con
+        finally:
+            con.close()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(path):
+        con = _open(str(path), False)
+        try:
+            migrate(con)
+            yield con
+        finally:
+            con.close()
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The highest migration applied to this file (0 for an empty file)."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply every migration newer than the file's version, each in one transaction; refresh the views.
+
+    A v1 file (written before migrations existed) has `schema_version` = 1 and its tables, so it gets 2 and
+    later. Returns the version the file is at afterwards.
+    """
+    from sluice.warehouse.views import create_views
+
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP DEFAULT now())"
+    )
+    current = schema_version(con)
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"warehouse schema is at version {current}, newer than this Sluice ({SCHEMA_VERSION}): upgrade Sluice"
+        )
+    for version, what, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for stmt in statements:
+                con.execute(stmt)
+            con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        log.info("warehouse migrated to version %d (%s)", version, what)
+        current = version
+    create_views(con)
+    return current

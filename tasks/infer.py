@@ -1,0 +1,120 @@
+"""Inference tasks: a tier's partition answered here or dispatched to a work pool, and the check a quantised tier
+passes first. Engines are reached only through the backend interface (`models.backends`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from models.backends import make_backend, release_engines
+from models.catalogue import Catalogue
+from sluice.runs import answers_dir
+from sluice.stages.infer import answer_shard, infer_tier_shards, requests_from, shard_count, tier_billing
+
+
+# Retried once: a dead engine or a broken connection fails the whole shard before its answers are written, so a
+# retry re-runs the shard without double-charging (answers are only written, and costs only counted, on success).
+@task(name="infer-tier", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def infer_tier(
+    tier_name: str,
+    partition: Path,
+    run_dir: Path,
+    catalogue: Catalogue,
+    data_dir: str,
+    default_max_tokens: int,
+    shard_rows: int = 256,
+    kind: str = "first",
+) -> dict[str, float]:
+    """Answer a tier's partition: its routed rows (`kind` "first"), or rows the review sent to it again
+    ("retry", "escalation", "shadow"; answers under answers/<kind>/)."""
+    logger = get_run_logger()
+    tier = catalogue.tier(tier_name)
+    rows = pq.read_metadata(partition).num_rows
+    logger.info("tier %s: %d rows (%s) -> %s backend, model %s", tier.name, rows, kind, tier.backend, tier.model)
+    backend = make_backend(tier, data_dir=data_dir)
+    try:
+        billing = infer_tier_shards(
+            partition, answers_dir(run_dir, kind), tier, catalogue, backend, default_max_tokens, shard_rows
+        )
+    except BaseException:
+        release_engines()  # a failed shard may have left the engine dead: the retry starts a fresh one
+        raise
+    finally:
+        backend.close()
+    logger.info(
+        "tier %s: done, billed %.1f s, $%.6f", tier.name, billing.get("billed_seconds", 0.0), billing["cost_usd"]
+    )
+    return billing
+
+
+@task(name="dispatch-tier", cache_policy=NO_CACHE)
+def dispatch_tier(
+    tier_name: str, partition: Path, run_dir: Path, deployment: str, shard_rows: int,
+    catalogue_path: str | None, data_dir: str, default_max_tokens: int,
+) -> dict[str, float]:
+    """Scale out: one flow run of the `infer-shard` deployment per unanswered shard, taken by whichever workers
+    of its pool are free; wait for all, then add up the shards' billing files."""
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    logger = get_run_logger()
+    answers = run_dir / "answers" / f"tier={tier_name}"
+    todo = [k for k in range(shard_count(partition, shard_rows))
+            if not (answers / f"shard-{k:05d}.parquet").exists()]
+    params = {"run_dir": str(run_dir.resolve()), "tier_name": tier_name, "partition": str(partition.resolve()),
+              "shard_rows": shard_rows, "default_max_tokens": default_max_tokens,
+              "catalogue": str(Path(catalogue_path).resolve()) if catalogue_path else None,
+              "data_dir": str(Path(data_dir).resolve())}
+    submitted = [run_deployment(deployment, parameters={**params, "shard": k}, timeout=0) for k in todo]
+    logger.info("tier %s: %d shards dispatched to %s", tier_name, len(submitted), deployment)
+    failed = []
+    with get_client(sync_client=True) as client:
+        for run in submitted:
+            while not (state := client.read_flow_run(run.id).state) or not state.is_final():
+                time.sleep(2)
+            if not state.is_completed():
+                failed.append(f"{run.name}: {state.name}")
+    if failed:
+        raise RuntimeError(f"tier {tier_name}: {len(failed)} shard run(s) did not complete ({'; '.join(failed)});"
+                           " rerun to resume: answered shards are kept")
+    return tier_billing(run_dir / "answers", tier_name)
+
+
+@task(name="validate-quantisation", cache_policy=NO_CACHE)
+def validate_quantisation(
+    tier_name: str, partition: Path, catalogue: Catalogue, data_dir: str, warehouse: str, run_id: str,
+    sample_rows: int, threshold: float, default_max_tokens: int,
+) -> dict:
+    """Compare the quantised tier with its full-precision model on a sample of its own rows; refuse it if they
+    disagree too much. The per-row comparison lands in `validations` either way."""
+    from sluice.stages.infer.quantisation import QuantisationRejected, land_validation, validate_quantised_tier
+
+    tier = catalogue.tier(tier_name)
+    rows = pq.read_table(partition)
+    sample = requests_from(rows.slice(0, sample_rows), default_max_tokens)
+    v = validate_quantised_tier(tier, sample, data_dir, threshold)
+    land_validation(warehouse, run_id, v)
+    get_run_logger().info(v.message())
+    if not v.passed:
+        raise QuantisationRejected(v.message() + "; fix the catalogue (another quantisation or none) and rerun")
+    return {"mean_agreement": v.mean_agreement, "exact_rate": v.exact_rate, "rows": len(v.rows)}
+
+
+@task(name="infer-shard", cache_policy=NO_CACHE)
+def infer_one_shard(run_dir: Path, tier_name: str, partition: Path, shard: int, shard_rows: int,
+                    catalogue: Catalogue, data_dir: str, default_max_tokens: int) -> dict[str, float]:
+    """One shard of a tier's partition, on whichever worker runs it (flows/infer_shard.py); a process worker runs
+    one flow per process, so the engine is released before it exits."""
+    tier = catalogue.tier(tier_name)
+    get_run_logger().info("tier %s shard %d of %s", tier_name, shard, partition)
+    backend = make_backend(tier, data_dir=data_dir)
+    try:
+        return answer_shard(partition, shard, run_dir / "answers", tier, catalogue, backend, default_max_tokens,
+                            shard_rows)
+    finally:
+        backend.close()
+        release_engines()

@@ -1,0 +1,1 @@
+"""Test servers and harnesses the tests and benches share (never imported by the product)."""

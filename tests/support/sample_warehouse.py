@@ -1,0 +1,101 @@
+"""A small hand-built warehouse whose every view has numbers worked out by hand (tests and docs examples).
+
+Two runs of dataset `ds`, landed through `land_results` like a real run:
+
+run r1 (2026-01-05 10:00 UTC): small worker billed 100 s (40 s engine start, 60 s generating) = $0.0025;
+premium API $0.009.
+    row  status       tier     in   out  latency  cost    baseline  dup
+    r1   ok           small    100   40    100    0.0010  0.0040
+    r2   ok           small    200   60    200    0.0010  0.0060
+    r3   failed       small     50    0    300    0.0005  0
+    r4   ok           premium  300  100   1000    0.0050  0.0050
+    r5   ok           premium  100   50   2000    0.0040  0.0040
+    r6   duplicate    -          0    0      -    0       0.0040    exact of r1
+    r7   duplicate    -          0    0      -    0       0.0030    cache
+    r8   quarantined  -          0    0      -    0       0
+
+run r2 (2026-01-06 09:00 UTC): small worker billed 50 s (engine reused, 50 s generating) = $0.0020.
+    s1   ok           small    100   80    400    0.0010  0.0050
+    s2   ok           small    100   20    500    0.0010  0.0020
+    s3   duplicate    -          0    0      -    0       0.0050    near of s1
+    s4   failed       premium    0    0     50    0       0
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from sluice.stages.land.results import land_results
+from sluice.warehouse.db import RESULT_COLUMNS
+
+R1 = [
+    # row_id, status, tier, model, in, out, latency, cost, baseline, dup_of, dup_kind, max_tokens, error
+    ("r1", "ok", "small", "small-model", 100, 40, 100.0, 0.0010, 0.0040, None, None, None, None),
+    ("r2", "ok", "small", "small-model", 200, 60, 200.0, 0.0010, 0.0060, None, None, 100, None),
+    ("r3", "failed", "small", "small-model", 50, 0, 300.0, 0.0005, 0.0, None, None, None, "engine died"),
+    ("r4", "ok", "premium", "premium-model", 300, 100, 1000.0, 0.0050, 0.0050, None, None, None, None),
+    ("r5", "ok", "premium", "premium-model", 100, 50, 2000.0, 0.0040, 0.0040, None, None, None, None),
+    ("r6", "duplicate", None, "small-model", 0, 0, None, 0.0, 0.0040, "r1", "exact", None, None),
+    ("r7", "duplicate", None, "premium-model", 0, 0, None, 0.0, 0.0030, None, "cache", None, None),
+    ("r8", "quarantined", None, None, 0, 0, None, 0.0, 0.0, None, None, None, "prompt is null"),
+]
+R2 = [
+    ("s1", "ok", "small", "small-model", 100, 80, 400.0, 0.0010, 0.0050, None, None, None, None),
+    ("s2", "ok", "small", "small-model", 100, 20, 500.0, 0.0010, 0.0020, None, None, None, None),
+    ("s3", "duplicate", None, "small-model", 0, 0, None, 0.0, 0.0050, "s1", "near", None, None),
+    ("s4", "failed", "premium", "premium-model", 0, 0, 50.0, 0.0, 0.0, None, None, None, "HTTP 500: boom"),
+]
+RUNS = {
+    "r1": {
+        "run_id": "r1", "dataset": "ds", "source": "ds.parquet",
+        "started_at": datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc),
+        "finished_at": datetime(2026, 1, 5, 10, 5, tzinfo=timezone.utc),
+        "billing": {
+            "small": {"rows": 3.0, "billed_seconds": 100.0, "cost_usd": 0.0025, "engine_start_s": 40.0,
+                      "generate_s": 60.0},
+            "premium": {"rows": 2.0, "billed_seconds": 0.0, "cost_usd": 0.009},
+        },
+    },
+    "r2": {
+        "run_id": "r2", "dataset": "ds", "source": "ds.parquet",
+        "started_at": datetime(2026, 1, 6, 9, 0, tzinfo=timezone.utc),
+        "finished_at": datetime(2026, 1, 6, 9, 2, tzinfo=timezone.utc),
+        "billing": {
+            "small": {"rows": 2.0, "billed_seconds": 50.0, "cost_usd": 0.0020, "engine_start_s": 0.0,
+                      "generate_s": 50.0},
+            "premium": {"rows": 1.0, "billed_seconds": 0.0, "cost_usd": 0.0},
+        },
+    },
+}
+
+
+def results_frame(run_id: str, rows: list[tuple]) -> pl.DataFrame:
+    recs = []
+    for i, (rid, status, tier, model, inp, out, lat, cost, base, dup_of, kind, mx, err) in enumerate(rows):
+        recs.append({
+            "run_id": run_id, "dataset": "ds", "row_id": rid, "prompt": f"prompt {rid}",
+            "response": None if status in ("failed", "quarantined") else f"answer {rid}", "tier": tier,
+            "model": model, "status": status, "dup_of": dup_of, "input_tokens": inp, "output_tokens": out,
+            "latency_ms": lat, "cost_usd": cost, "baseline_cost_usd": base, "system": None, "max_tokens": mx,
+            "dup_kind": kind, "dup_score": None if kind is None else 0.95, "route_score": None,
+            "route_reason": None, "error": err, "finish_reason": "stop" if status == "ok" else None,
+            "row_index": i,
+        })
+    schema = {"input_tokens": pl.Int64, "output_tokens": pl.Int64, "latency_ms": pl.Float64, "max_tokens": pl.Int32,
+              "dup_score": pl.Float64, "route_score": pl.Float64, "row_index": pl.Int64, "cost_usd": pl.Float64,
+              "baseline_cost_usd": pl.Float64, "temperature": pl.Float64, "schema_valid": pl.Boolean,
+              "attempts": pl.Int32, "escalated": pl.Boolean, "shadow": pl.Boolean, "shadow_agrees": pl.Boolean,
+              "shadow_cost_usd": pl.Float64, "cached_input_tokens": pl.Int64, "usage_estimated": pl.Boolean,
+              "mean_logprob": pl.Float64}
+    str_cols = {c: pl.String for c in RESULT_COLUMNS if c not in schema}
+    return pl.DataFrame(recs, schema={c: {**schema, **str_cols}[c] for c in RESULT_COLUMNS})
+
+
+def build_sample_warehouse(path: str | Path) -> Path:
+    path = Path(path)
+    land_results(path, results_frame("r1", R1), RUNS["r1"])
+    land_results(path, results_frame("r2", R2), RUNS["r2"])
+    return path
