@@ -10,7 +10,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export HF_HUB_OFFLINE := 1
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 
-.PHONY: setup demo test bench clean-runs
+.PHONY: setup demo test lint bench clean-runs
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,11 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest -q
+
+# the import picture (docs/architecture.md) and pyflakes-level checks; CI runs both
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean-runs:
 	rm -rf data/runs data/logs

@@ -1,6 +1,6 @@
 """Hostile names: dataset names, run ids and drop-box file names end up in paths, SQL and S3 keys, so they are
 validated (or mapped to a safe name) before use; values inside files (ids, column names) only ever travel as
-data (see tests/sluice/test_bad_inputs.py and tests/flows/test_bad_inputs_flow.py)."""
+data (see tests/sluice/stages/ingest/test_bad_inputs.py and tests/flows/test_bad_inputs_flow.py)."""
 
 from __future__ import annotations
 

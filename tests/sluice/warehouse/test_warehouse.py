@@ -109,7 +109,7 @@ def test_two_processes_landing_at_once_both_complete(tmp_path):
     path = tmp_path / "wh.duckdb"
     with connect(path):
         pass
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     # hold the file while both start, so both meet the lock and must wait for it rather than fail
     holder = duckdb.connect(str(path))
     procs = [subprocess.Popen([sys.executable, "-c", LANDER, str(path), run_id, "3"], cwd=repo,

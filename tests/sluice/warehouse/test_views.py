@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.sample_warehouse import build_sample_warehouse
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "analysts.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "analysts.md"
 
 
 @pytest.fixture(scope="module")
