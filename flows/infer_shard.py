@@ -18,6 +18,7 @@ from pathlib import Path
 from prefect import flow
 
 from sluice.config import load_settings
+from sluice.contracts.columns import DEFAULT_MAX_TOKENS
 from tasks.infer import infer_one_shard
 
 
@@ -28,7 +29,7 @@ def infer_shard(
     partition: str,
     shard: int,
     shard_rows: int,
-    default_max_tokens: int = 256,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
     catalogue: str | None = None,
     data_dir: str | None = None,
 ) -> dict[str, float]:

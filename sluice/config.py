@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.catalogue import Catalogue, load_catalogue
+from sluice.contracts.columns import DEFAULT_MAX_TOKENS, MAX_PROMPT_CHARS
 
 
 class RouterSettings(BaseModel):
@@ -65,15 +66,15 @@ class Settings(BaseModel):
     warehouse: Path | None = None  # default: <data_dir>/warehouse.duckdb
     runs_dir: Path | None = None  # default: <data_dir>/runs (stage hand-off files, one folder per run)
     catalogue_path: Path | None = None  # default: the packaged models/catalogue.toml
-    default_max_tokens: int = Field(default=256, gt=0)
+    default_max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, gt=0)
     # rows per infer shard: each shard's answers are checkpointed when it finishes (resume redoes at most one)
     shard_rows: int = Field(default=256, gt=0)
     # a quantised self-hosted tier is first compared with its full-precision model on this many of its rows; the
     # run refuses the tier when their greedy answers agree less than the threshold (sluice/stages/infer/quantisation.py)
     quantisation_sample_rows: int = Field(default=8, ge=1)
     quantisation_threshold: float = Field(default=0.6, ge=0, le=1)
-    # characters of prompt + system per row; a longer row is quarantined at ingest (sluice.stages.ingest.read.MAX_PROMPT_CHARS)
-    max_prompt_chars: int = Field(default=200_000, gt=0)
+    # characters of prompt + system per row; a longer row is quarantined at ingest (sluice.contracts.columns.MAX_PROMPT_CHARS)
+    max_prompt_chars: int = Field(default=MAX_PROMPT_CHARS, gt=0)
     router: RouterSettings = Field(default_factory=RouterSettings)
 
     @model_validator(mode="after")
@@ -103,3 +104,20 @@ def load_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {k: os.environ[v] for k, v in _ENV.items() if os.environ.get(v)}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings.model_validate(values)
+
+
+# Read by the libraries Sluice drives when they are imported or started, so the `sluice` command sets them (unless
+# the user did) before it imports any: no telemetry host to reach (there is none offline), a patient temporary
+# Prefect server, no model hub, and the CPU KV cache vLLM needs (it reads the NUMA node's memory otherwise).
+RUNTIME_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
+
+
+def apply_runtime_env() -> None:
+    for name, value in RUNTIME_ENV.items():
+        os.environ.setdefault(name, value)

@@ -14,16 +14,15 @@ schema is the row's schema, and `tool_choice` forcing it; the tool call's input,
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import json
-import time
 from typing import Sequence
 
-from models.backends.api_rows import (Answer, AnswerShape, ApiBackend, answer_rows, answer_shape, completion_from,
-                                      error_text, make_limiter, structured_text)
+from models.backends.api_rows import (Answer, httpx_response, AnswerShape, ApiBackend, answer_shape, completion_from,
+                                      structured_text)
 from models.backends.base import BatchResult, Completion, Request
-from models.backends.provider_batch import is_transient_batch_failure, polling_deadline_s, split_by_limits
+from models.backends.batch_loop import answer_in_batches
+from models.backends.provider_batch import is_transient_batch_failure
 from models.backends.ratelimit import anthropic_limits
 from models.catalogue import Tier
 
@@ -89,77 +88,6 @@ def anthropic_client(tier: Tier, key: str, max_retries: int = 0):
                           timeout=tier.request_timeout_s, max_retries=max_retries)
 
 
-def _response_class():
-    try:
-        import httpx2 as http
-    except ImportError:
-        import httpx as http
-    return http.Response
-
-
-async def answer_in_real_time(tier: Tier, requests: Sequence[Request], key: str) -> list[Completion]:
-    limiter = make_limiter(tier)
-    async with anthropic_client(tier, key) as client:
-
-        async def send(req: Request) -> Answer:
-            # the SDK's generic `post`: its auth, errors and timeouts, the headers with the body (see openai_http)
-            resp = await client.post("/v1/messages", body=message_params(tier, req), cast_to=_response_class())
-            ans = answer_from_message(resp.json(), req)
-            ans.limits = anthropic_limits(resp.headers)
-            return ans
-
-        return await answer_rows(requests, send, tier, limiter, secret=key)
-
-
-async def answer_with_message_batches(tier: Tier, requests: Sequence[Request], key: str,
-                                      deadline_s: float | None) -> BatchResult:
-    by_id = {r.row_id: r for r in requests}
-    t_end = time.monotonic() + polling_deadline_s(tier, deadline_s)
-    sized = []
-    for r in requests:
-        item = {"custom_id": r.row_id, "params": message_params(tier, r)}
-        sized.append((item, len(json.dumps(item).encode())))
-    chunks, too_big = split_by_limits(sized, tier.batch_max_requests or MAX_REQUESTS_PER_BATCH,
-                                      tier.batch_max_bytes or MAX_BYTES_PER_BATCH)
-    out: dict[str, Completion] = {}
-    retry: dict[str, str] = {i["custom_id"]: "larger than a batch may be" for i in too_big}  # type: ignore[index]
-    submitted: list[tuple[str, list[str]]] = []
-    async with anthropic_client(tier, key, max_retries=tier.max_retries) as client:
-        for chunk in chunks:
-            ids = [i["custom_id"] for i in chunk]  # type: ignore[index]
-            try:
-                b = await client.messages.batches.create(requests=chunk)  # type: ignore[arg-type]
-                submitted.append((b.id, ids))
-            except Exception as exc:
-                retry.update({rid: f"batch not submitted: {error_text(exc, 1, key)}" for rid in ids})
-
-        ended = await _wait_for(client, tier, [bid for bid, _ in submitted], t_end)
-        for bid, ids in submitted:
-            if bid in ended:
-                try:
-                    async for entry in await client.messages.batches.results(bid):
-                        _read_result(entry.model_dump(), by_id, out, retry)
-                except Exception as exc:
-                    why = f"batch results not downloaded: {error_text(exc, 1, key)}"
-                    retry.update({rid: why for rid in ids if rid not in out and rid not in retry})
-            for rid in ids:
-                if rid not in out and rid not in retry:
-                    retry[rid] = f"not answered by batch {bid} ({'ended' if bid in ended else 'unfinished'})"
-
-    leftovers = [by_id[rid] for rid in by_id if rid in retry and rid not in out]
-    if leftovers:
-        for c in await answer_in_real_time(tier, leftovers, key):
-            if c.error:
-                c.error = f"{c.error}; batch API first: {retry[c.row_id]}"
-            out[c.row_id] = c
-    completions = [out[r.row_id] for r in requests]
-    return BatchResult(completions, details={
-        "batch_api_batches": len(submitted),
-        "batch_api_rows": sum(1 for c in completions if c.via_batch_api and c.ok),
-        "batch_api_realtime_fallback_rows": len(leftovers),
-    })
-
-
 def _read_result(entry: dict, by_id: dict[str, Request], out: dict[str, Completion], retry: dict[str, str]) -> None:
     rid = entry.get("custom_id")
     if rid not in by_id or rid in out or rid in retry:  # the first result for a row wins
@@ -182,43 +110,47 @@ def _read_result(entry: dict, by_id: dict[str, Request], out: dict[str, Completi
         out[rid] = Completion(rid, None, error=reason, via_batch_api=True)
 
 
-async def _wait_for(client, tier: Tier, batch_ids: list[str], t_end: float) -> set[str]:
-    """Poll until every batch has ended or the deadline passes; cancel the rest and let them settle briefly
-    (a cancelled batch ends with its finished answers)."""
-    ended: set[str] = set()
-
-    async def poll() -> None:
-        for bid in batch_ids:
-            if bid not in ended:
-                try:
-                    if (await client.messages.batches.retrieve(bid)).processing_status == "ended":
-                        ended.add(bid)
-                except Exception:  # a failed poll is retried at the next interval
-                    pass
-
-    while True:
-        await poll()
-        now = time.monotonic()
-        if len(ended) == len(batch_ids) or now >= t_end:
-            break
-        await asyncio.sleep(min(tier.batch_poll_interval_s, t_end - now))
-    for bid in batch_ids:
-        if bid not in ended:
-            try:
-                await client.messages.batches.cancel(bid)
-            except Exception:
-                pass
-    for _ in range(3):
-        if len(ended) == len(batch_ids):
-            break
-        await asyncio.sleep(tier.batch_poll_interval_s)
-        await poll()
-    return ended
-
-
 class AnthropicBackend(ApiBackend):
-    async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
-        return await answer_with_message_batches(self.tier, requests, key, self.deadline_s)
+    max_requests_per_batch = MAX_REQUESTS_PER_BATCH
+    max_bytes_per_batch = MAX_BYTES_PER_BATCH
+    too_big = "larger than a batch may be"
 
-    async def _real_time(self, requests: Sequence[Request], key: str) -> list[Completion]:
-        return await answer_in_real_time(self.tier, requests, key)
+    def client(self, key: str, max_retries: int = 0):
+        return anthropic_client(self.tier, key, max_retries)
+
+    async def send(self, client, req: Request) -> Answer:
+        # the SDK's generic `post`: its auth, errors and timeouts, the headers with the body (see openai_http)
+        resp = await client.post("/v1/messages", body=message_params(self.tier, req), cast_to=httpx_response())
+        ans = answer_from_message(resp.json(), req)
+        ans.limits = anthropic_limits(resp.headers)
+        return ans
+
+    # Message Batches, driven by batch_loop.answer_in_batches: a list of {custom_id, params} per batch
+
+    async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
+        return await answer_in_batches(self, requests, key, self.deadline_s)
+
+    def batch_items(self, requests: Sequence[Request]) -> list[tuple[object, int]]:
+        items = [{"custom_id": r.row_id, "params": message_params(self.tier, r)} for r in requests]
+        return [(item, len(json.dumps(item).encode())) for item in items]
+
+    def item_id(self, item) -> str:
+        return item["custom_id"]
+
+    async def submit(self, client, index: int, chunk: list) -> str:
+        return (await client.messages.batches.create(requests=chunk)).id
+
+    async def ended(self, client, batch_id: str):
+        b = await client.messages.batches.retrieve(batch_id)
+        return b if b.processing_status == "ended" else None
+
+    async def cancel(self, client, batch_id: str) -> None:
+        await client.messages.batches.cancel(batch_id)
+
+    async def collect(self, client, batch, ids: list[str], by_id: dict[str, Request], out: dict[str, Completion],
+                      retry: dict[str, str], key: str) -> None:
+        async for entry in await client.messages.batches.results(batch.id):
+            _read_result(entry.model_dump(), by_id, out, retry)
+
+    def batch_status(self, batch) -> str:
+        return "ended" if batch is not None else "unfinished"

@@ -282,10 +282,20 @@ def make_limiter(tier: Tier) -> RateLimiter:
         return _LIMITERS[key]
 
 
+def httpx_response():
+    """The HTTP response class the installed SDK is built on (httpx, or httpx2 in newer releases)."""
+    try:
+        import httpx2 as http
+    except ImportError:
+        import httpx as http
+    return http.Response
+
+
 class ApiBackend:
     """What every API backend shares: the key, the choice between the provider's batch API and real time (real
     time when the batch path itself breaks), and turning any unexpected error into a reason on every row, so a
-    run lands the tier instead of aborting. A provider supplies `_batch` and `_real_time`."""
+    run lands the tier instead of aborting. A provider supplies its SDK client (`client`), how one request is
+    sent in real time (`send`), and its batch API (`_batch`, usually `batch_loop.answer_in_batches`)."""
 
     def __init__(self, tier: Tier, deadline_s: float | None = None) -> None:
         self.tier = tier
@@ -294,8 +304,23 @@ class ApiBackend:
     async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
         raise NotImplementedError
 
-    async def _real_time(self, requests: Sequence[Request], key: str) -> list[Completion]:
+    def client(self, key: str, max_retries: int = 0):
+        """The provider's async SDK client, an async context manager."""
         raise NotImplementedError
+
+    async def send(self, client, req: Request) -> Answer:
+        """One request in real time: the provider's answer, with the rate-limit headers it returned."""
+        raise NotImplementedError
+
+    def batch_client(self, key: str):
+        # batch management calls are few and not rate-critical: the SDK's own retries, unlike per-row calls
+        return self.client(key, max_retries=self.tier.max_retries)
+
+    async def real_time(self, requests: Sequence[Request], key: str) -> list[Completion]:
+        """Every row through `answer_rows`: bounded concurrency, the tier's RPM/TPM limiter, retries."""
+        limiter = make_limiter(self.tier)
+        async with self.client(key) as client:
+            return await answer_rows(requests, lambda req: self.send(client, req), self.tier, limiter, secret=key)
 
     def _serving(self) -> contextlib.AbstractContextManager:
         """Held while the tier answers (a local stand-in server, for one); nothing by default."""
@@ -310,7 +335,7 @@ class ApiBackend:
             except Exception as exc:  # the batch path itself broke: answer every row in real time instead
                 log.warning("tier %s: batch API path failed (%s); answering in real time", self.tier.name,
                             error_text(exc, 1, key))
-        return BatchResult(await self._real_time(requests, key), details={"batch_api_rows": 0})
+        return BatchResult(await self.real_time(requests, key), details={"batch_api_rows": 0})
 
     def complete(self, requests: Sequence[Request]) -> BatchResult:
         if not requests:

@@ -30,16 +30,15 @@ not rate-critical, unlike the per-row calls.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
 from typing import Sequence
 
-from models.backends.api_rows import (Answer, AnswerShape, ApiBackend, answer_rows, answer_shape, completion_from,
-                                      error_text, make_limiter, structured_text)
+from models.backends.api_rows import (Answer, httpx_response, AnswerShape, ApiBackend, answer_shape, completion_from,
+                                      error_text, structured_text)
 from models.backends.base import BatchResult, Completion, Request
-from models.backends.provider_batch import is_transient_batch_failure, polling_deadline_s, split_by_limits
+from models.backends.batch_loop import answer_in_batches
+from models.backends.provider_batch import is_transient_batch_failure
 from models.backends.ratelimit import openai_limits
 from models.catalogue import Tier
 
@@ -95,35 +94,10 @@ def answer_from_chat(resp, req: Request | None = None) -> Answer:
     )
 
 
-def httpx_response():
-    """The HTTP response class the installed SDK is built on (httpx, or httpx2 in newer releases)."""
-    try:
-        import httpx2 as http
-    except ImportError:
-        import httpx as http
-    return http.Response
-
-
 def openai_client(tier: Tier, key: str, max_retries: int = 0):
     from openai import AsyncOpenAI
 
     return AsyncOpenAI(base_url=tier.base_url, api_key=key, timeout=tier.request_timeout_s, max_retries=max_retries)
-
-
-async def answer_in_real_time(tier: Tier, requests: Sequence[Request], key: str) -> list[Completion]:
-    limiter = make_limiter(tier)
-    async with openai_client(tier, key) as client:
-
-        async def send(req: Request) -> Answer:
-            # the SDK's generic `post` (its documented way to reach any endpoint) rather than
-            # `chat.completions.create`: same auth, errors and timeouts, but it skips the typed-parameter
-            # transform, which cost ~15 ms of CPU per request here, and hands back the headers with the body
-            resp = await client.post("/chat/completions", body=chat_body(tier, req), cast_to=httpx_response())
-            ans = answer_from_chat(resp.json(), req)
-            ans.limits = openai_limits(resp.headers)
-            return ans
-
-        return await answer_rows(requests, send, tier, limiter, secret=key)
 
 
 # ---- the Batch API ------------------------------------------------------------------------------------------
@@ -164,110 +138,67 @@ def read_result_lines(text: str, by_id: dict[str, Request], out: dict[str, Compl
             out[row_id] = Completion(row_id, None, error=reason, via_batch_api=True)
 
 
-async def answer_with_batch_api(tier: Tier, requests: Sequence[Request], key: str,
-                                deadline_s: float | None) -> BatchResult:
-    by_id = {r.row_id: r for r in requests}
-    t_end = time.monotonic() + polling_deadline_s(tier, deadline_s)
-    chunks, too_big = split_by_limits(
-        (((r.row_id, line), len(line)) for r in requests for line in [batch_line(tier, r)]),
-        tier.batch_max_requests or MAX_REQUESTS_PER_FILE,
-        tier.batch_max_bytes or MAX_BYTES_PER_FILE,
-    )
-    out: dict[str, Completion] = {}
-    retry: dict[str, str] = {rid: "larger than a batch file may be" for rid, _ in too_big}  # type: ignore[misc]
-    submitted: list[tuple[str, list[str]]] = []
-    async with openai_client(tier, key, max_retries=tier.max_retries) as client:
-        for i, chunk in enumerate(chunks):
-            ids = [rid for rid, _ in chunk]  # type: ignore[misc]
-            try:
-                data = b"".join(line for _, line in chunk)  # type: ignore[misc]
-                f = await client.files.create(file=(f"sluice-{tier.name}-{i}.jsonl", data), purpose="batch")
-                b = await client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
-                                                completion_window="24h", metadata={"sluice_tier": tier.name})
-                submitted.append((b.id, ids))
-            except Exception as exc:  # could not submit this file: its rows go in real time
-                retry.update({rid: f"batch not submitted: {error_text(exc, 1, key)}" for rid in ids})
-
-        final = await _wait_for(client, tier, [bid for bid, _ in submitted], t_end)
-        for bid, ids in submitted:
-            b = final.get(bid)
-            for file_id in (getattr(b, "output_file_id", None), getattr(b, "error_file_id", None)):
-                if file_id:
-                    try:
-                        content = await client.files.content(file_id)
-                        read_result_lines(content.text, by_id, out, retry)
-                    except Exception as exc:
-                        why = f"batch results not downloaded: {error_text(exc, 1, key)}"
-                        retry.update({rid: why for rid in ids if rid not in out and rid not in retry})
-            status = getattr(b, "status", "unfinished")
-            for rid in ids:
-                if rid not in out and rid not in retry:
-                    retry[rid] = f"not answered by batch {bid} ({status})"
-
-    leftovers = [by_id[rid] for rid in by_id if rid in retry and rid not in out]
-    if leftovers:
-        for c in await answer_in_real_time(tier, leftovers, key):
-            if c.error:
-                c.error = f"{c.error}; batch API first: {retry[c.row_id]}"
-            out[c.row_id] = c
-    completions = [out[r.row_id] for r in requests]
-    return BatchResult(completions, details={
-        "batch_api_batches": len(submitted),
-        "batch_api_rows": sum(1 for c in completions if c.via_batch_api and c.ok),
-        "batch_api_realtime_fallback_rows": len(leftovers),
-    })
-
-
-async def _wait_for(client, tier: Tier, batch_ids: list[str], t_end: float) -> dict[str, object]:
-    """Poll until every batch is terminal or the deadline passes; then cancel the rest (their finished answers
-    still come back) and give them a few more polls to settle."""
-    final: dict[str, object] = {}
-    pending = list(batch_ids)
-    while pending:
-        for bid in list(pending):
-            try:
-                b = await client.batches.retrieve(bid)
-            except Exception:  # a failed poll is retried at the next interval, until the deadline
-                continue
-            if b.status in TERMINAL:
-                final[bid] = b
-                pending.remove(bid)
-        if not pending:
-            break
-        now = time.monotonic()
-        if now >= t_end:
-            break
-        await asyncio.sleep(min(tier.batch_poll_interval_s, t_end - now))
-    for bid in pending:
-        try:
-            await client.batches.cancel(bid)
-        except Exception:
-            pass
-    for _ in range(3):
-        if not pending:
-            break
-        await asyncio.sleep(tier.batch_poll_interval_s)
-        for bid in list(pending):
-            try:
-                b = await client.batches.retrieve(bid)
-            except Exception:
-                continue
-            if b.status in TERMINAL:
-                final[bid] = b
-                pending.remove(bid)
-    return final
-
-
 class OpenAIBackend(ApiBackend):
+    max_requests_per_batch = MAX_REQUESTS_PER_FILE
+    max_bytes_per_batch = MAX_BYTES_PER_FILE
+    too_big = "larger than a batch file may be"
+
     def __init__(self, tier: Tier, data_dir: str = "data", deadline_s: float | None = None) -> None:
         super().__init__(tier, deadline_s)
         self.data_dir = data_dir
 
-    async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
-        return await answer_with_batch_api(self.tier, requests, key, self.deadline_s)
+    def client(self, key: str, max_retries: int = 0):
+        return openai_client(self.tier, key, max_retries)
 
-    async def _real_time(self, requests: Sequence[Request], key: str) -> list[Completion]:
-        return await answer_in_real_time(self.tier, requests, key)
+    async def send(self, client, req: Request) -> Answer:
+        # the SDK's generic `post` (its documented way to reach any endpoint) rather than `chat.completions.create`:
+        # same auth, errors and timeouts, but it skips the typed-parameter transform, which cost ~15 ms of CPU per
+        # request here, and hands back the headers with the body
+        resp = await client.post("/chat/completions", body=chat_body(self.tier, req), cast_to=httpx_response())
+        ans = answer_from_chat(resp.json(), req)
+        ans.limits = openai_limits(resp.headers)
+        return ans
+
+    # the Batch API, driven by batch_loop.answer_in_batches: one JSONL file per batch
+
+    async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
+        return await answer_in_batches(self, requests, key, self.deadline_s)
+
+    def batch_items(self, requests: Sequence[Request]) -> list[tuple[object, int]]:
+        return [((r.row_id, line), len(line)) for r in requests for line in [batch_line(self.tier, r)]]
+
+    def item_id(self, item) -> str:
+        return item[0]
+
+    async def submit(self, client, index: int, chunk: list) -> str:
+        data = b"".join(line for _, line in chunk)
+        f = await client.files.create(file=(f"sluice-{self.tier.name}-{index}.jsonl", data), purpose="batch")
+        b = await client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                        completion_window="24h", metadata={"sluice_tier": self.tier.name})
+        return b.id
+
+    async def ended(self, client, batch_id: str):
+        b = await client.batches.retrieve(batch_id)
+        return b if b.status in TERMINAL else None
+
+    async def cancel(self, client, batch_id: str) -> None:
+        await client.batches.cancel(batch_id)
+
+    async def collect(self, client, batch, ids: list[str], by_id: dict[str, Request], out: dict[str, Completion],
+                      retry: dict[str, str], key: str) -> None:
+        """The output file (answers) and the error file (failed requests), each read on its own: a file that
+        cannot be downloaded sends only its rows back to real time."""
+        for file_id in (getattr(batch, "output_file_id", None), getattr(batch, "error_file_id", None)):
+            if file_id:
+                try:
+                    content = await client.files.content(file_id)
+                    read_result_lines(content.text, by_id, out, retry)
+                except Exception as exc:
+                    why = f"batch results not downloaded: {error_text(exc, 1, key)}"
+                    retry.update({rid: why for rid in ids if rid not in out and rid not in retry})
+
+    def batch_status(self, batch) -> str:
+        return getattr(batch, "status", "unfinished")
 
     def _serving(self):
         return self._stand_in() if self.tier.local_server else super()._serving()

@@ -33,21 +33,20 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
+from models import tokens
+
+
+# one token per 3 UTF-8 bytes over-counts English BPE (about 4) by a third: a reservation must not come in low
+RESERVE_BYTES_PER_TOKEN = 3.0
+
 
 def estimate_tokens(text: str) -> int:
-    """A deliberately high token estimate for text the client cannot tokenize the way the provider does.
-
-    English runs at about 4 characters per token for BPE tokenizers; one token per 3 UTF-8 bytes over-counts it
-    by about a third, and stays above one token per word, which is what short words and CJK text need.
-    """
-    if not text:
-        return 0
-    return max(len(text.split()), math.ceil(len(text.encode("utf-8")) / 3))
+    """A deliberately high token estimate for text the client cannot tokenize the way the provider does."""
+    return tokens.estimate_tokens(text, RESERVE_BYTES_PER_TOKEN)
 
 
 def estimate_message_tokens(messages: list[dict[str, str]]) -> int:
-    # a few tokens of framing per message (role, separators), as providers bill them
-    return sum(estimate_tokens(str(m.get("content", ""))) + 4 for m in messages)
+    return tokens.estimate_message_tokens(messages, RESERVE_BYTES_PER_TOKEN)
 
 
 @dataclass

@@ -11,24 +11,24 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
+from typing import Annotated, Optional
 
-# Prefect reads these when it is imported: no telemetry host to reach, and a patient temporary server.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Annotated, Optional  # noqa: E402
-
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import typer
+from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Sluice: make the inference bill small.")
 console = Console()
+
+
+@app.callback()
+def _runtime_environment() -> None:
+    """Before any command imports Prefect, transformers or vLLM: their environment defaults (sluice.config)."""
+    from sluice.config import apply_runtime_env
+
+    apply_runtime_env()
 
 WarehouseOpt = Annotated[Optional[Path], typer.Option(help="DuckDB file to land results in [data/warehouse.duckdb]")]
 CatalogueOpt = Annotated[Optional[Path], typer.Option(help="tier catalogue TOML [models/catalogue.toml]")]

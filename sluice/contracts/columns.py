@@ -10,6 +10,8 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
+# a row's answer budget (max_tokens) when neither the row nor the run sets one (Settings.default_max_tokens)
+DEFAULT_MAX_TOKENS = 256
 # the largest answer budget a row may ask for (ingest checks it; a retry of a cut-short answer doubles up to it)
 MAX_TOKENS_LIMIT = 32_768
 # Characters of prompt + system per row. 200k characters is ~50k tokens of English, beyond every self-hosted

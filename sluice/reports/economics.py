@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.catalogue import Catalogue
+from models.pricing import cost_usd, worker_price
 
 
 @dataclass
@@ -59,8 +60,9 @@ class TierEconomics:
         best = self.cheapest
         if best is None:
             return {}
+        always_on = cost_usd(worker_price(best.worker, best.usd_per_hour), seconds=24 * 3600.0 * nights)
         return {"worker": best.worker, "scale_to_zero_usd_month": best.batch_usd * nights,
-                "always_on_usd_month": 24 * best.usd_per_hour * nights, "api_usd_month": self.api_usd * nights}
+                "always_on_usd_month": always_on, "api_usd_month": self.api_usd * nights}
 
 
 def worker_options(catalogue: Catalogue, tier_name: str, measured_tok_s: float, engine_start_s: float,
@@ -77,8 +79,10 @@ def worker_options(catalogue: Catalogue, tier_name: str, measured_tok_s: float, 
             tok_s, source = measured_tok_s * w.memory_bandwidth_gbs / home.memory_bandwidth_gbs, "estimate (bandwidth)"
         else:
             tok_s, source = None, "unknown"
-        per_1m = w.usd_per_hour / (3600 * tok_s) * 1e6 if tok_s else None
-        batch = (engine_start_s + output_tokens / tok_s) / 3600 * w.usd_per_hour if tok_s else None
+        # output tokens only: the throughput measured and declared here is output tokens per second
+        price = worker_price(name, w.usd_per_hour, tok_s)
+        per_1m = cost_usd(price, output_tokens=1_000_000) if tok_s else None
+        batch = cost_usd(price, seconds=engine_start_s + output_tokens / tok_s) if tok_s else None
         options.append(WorkerOption(name, w.usd_per_hour, tok_s, source, per_1m, batch))
     return options
 

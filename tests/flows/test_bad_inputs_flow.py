@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from sluice.cli.app import app
+from sluice.cli import app
 
 HOSTILE_ID = "x'; DROP TABLE results; --"
 

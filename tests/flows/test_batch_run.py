@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.batch_run import sluice_run
-from sluice.cli.app import app
+from sluice.cli import app
 
 pytestmark = pytest.mark.engine
 

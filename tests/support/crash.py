@@ -104,7 +104,7 @@ class ReplayingServer(OpenAICompatServer):
 
 
 def sluice_cmd(dataset: Path, workdir: Path, catalogue: Path, args: list[str] | tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, "-m", "sluice.cli.app", "run", str(dataset), "--warehouse", str(workdir / "wh.duckdb"),
+    return [sys.executable, "-m", "sluice.cli", "run", str(dataset), "--warehouse", str(workdir / "wh.duckdb"),
             "--catalogue", str(catalogue), "--data-dir", str(workdir / "data"), *args]
 
 

@@ -33,7 +33,7 @@ import pyarrow as pa
 from sluice.stages.dedup.cache import CACHE_COLUMNS, CacheConfig, load_cache_entries
 from sluice.stages.dedup.near import NearConfig, near_duplicate_pairs, nfkc
 from sluice.stages.dedup.semantic import Embedder, SemanticConfig, semantic_duplicate_pairs
-from sluice.contracts.columns import DUP_COLUMNS, SHAPE_COLUMNS, with_shape_columns
+from sluice.contracts.columns import DEFAULT_MAX_TOKENS, DUP_COLUMNS, SHAPE_COLUMNS, with_shape_columns
 
 def _shape_parts() -> list[pl.Expr]:
     """Everything besides the prompt and system prompt that changes the answer, as text: a conversation's earlier
@@ -77,7 +77,7 @@ def _by_chunks(df: pl.DataFrame, expr: pl.Expr, chunk_rows: int = 1 << 15) -> pl
                       for lo in range(0, max(df.height, 1), chunk_rows)])
 
 
-def exact_duplicates(rows: pa.Table, default_max_tokens: int = 256) -> pa.Table:
+def exact_duplicates(rows: pa.Table, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> pa.Table:
     """Mark exact duplicates among pending rows; returns the rows with dup_of / dup_kind / dup_score added."""
     df = pl.from_arrow(rows)
     assert isinstance(df, pl.DataFrame)
@@ -109,7 +109,7 @@ class DedupConfig:
     """Which stages run and their settings. The cache stage needs a warehouse to read."""
 
     stages: tuple[str, ...] = ("exact", "near", "semantic")
-    default_max_tokens: int = 256
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
     near: NearConfig = field(default_factory=NearConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

@@ -25,7 +25,7 @@ from models.catalogue import Catalogue, Tier
 from models.pricing import cost_usd, worker_price
 from sluice.contracts.shapes import history_turns, stop_strings
 from sluice.contracts.answers import validate_answer
-from sluice.contracts.columns import ANSWER_SCHEMA
+from sluice.contracts.columns import ANSWER_SCHEMA, DEFAULT_MAX_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def row_costs(result: BatchResult, tier: Tier, catalogue: Catalogue) -> list[flo
             if c.ok else 0.0
             for c in comps
         ]
-    bill = cost_usd(worker_price(tier.name, catalogue.worker_usd_per_hour(tier)), seconds=result.billed_seconds or 0.0)
+    worker = worker_price(tier.name, catalogue.worker_usd_per_hour(tier))
+    bill = cost_usd(worker, seconds=result.billed_seconds or 0.0)
     weights = [c.input_tokens + c.output_tokens for c in comps]
     total = sum(weights)
     if total == 0:
@@ -63,7 +64,7 @@ def row_costs(result: BatchResult, tier: Tier, catalogue: Catalogue) -> list[flo
 
 
 def answer_partition(
-    partition: pa.Table, tier: Tier, catalogue: Catalogue, backend: Backend, default_max_tokens: int = 256
+    partition: pa.Table, tier: Tier, catalogue: Catalogue, backend: Backend, default_max_tokens: int = DEFAULT_MAX_TOKENS
 ) -> tuple[pa.Table, dict[str, float]]:
     """Run one tier's rows through its backend; returns the answers table and the batch's billing facts."""
     requests = requests_from(partition, default_max_tokens)
@@ -123,7 +124,7 @@ def answer_shard(
     tier: Tier,
     catalogue: Catalogue,
     backend: Backend,
-    default_max_tokens: int = 256,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
     shard_rows: int = 256,
 ) -> dict[str, float]:
     """Answer shard `shard` (rows shard*shard_rows ...) of a tier's partition, unless its answers are on disk.
@@ -176,7 +177,7 @@ def infer_tier_shards(
     tier: Tier,
     catalogue: Catalogue,
     backend: Backend,
-    default_max_tokens: int = 256,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
     shard_rows: int = 256,
 ) -> dict[str, float]:
     """Answer a tier's partition shard by shard in this process (see `answer_shard`); returns its billing.

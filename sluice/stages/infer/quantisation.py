@@ -88,13 +88,13 @@ def compare(sample: list[Request], reference: list, candidate: list, tier: Tier,
 def validate_quantised_tier(tier: Tier, sample: list[Request], data_dir: str = "data",
                             threshold: float = 0.6) -> Validation:
     """Answer the sample with the full-precision reference, then with the quantised tier (one engine at a time)."""
-    from models.backends.vllm_offline import VLLMBackend, shutdown_engine
+    from models.backends import make_backend, release_engines
 
     if not tier.quantization:
         raise ValueError(f"tier {tier.name!r} is not quantised: nothing to validate")
-    reference = VLLMBackend(reference_tier(tier), data_dir).complete(sample).completions
-    shutdown_engine()
-    candidate = VLLMBackend(tier, data_dir).complete(sample).completions
+    reference = make_backend(reference_tier(tier), data_dir).complete(sample).completions
+    release_engines()
+    candidate = make_backend(tier, data_dir).complete(sample).completions
     return compare(sample, reference, candidate, tier, threshold)
 
 

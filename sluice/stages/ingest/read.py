@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from models.tokens import estimate_tokens
-from sluice.contracts.columns import MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT, ROW_SCHEMA
+from sluice.contracts.columns import DEFAULT_MAX_TOKENS, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT, ROW_SCHEMA
 from sluice.contracts.shapes import RequestDefaults
 from sluice.stages.ingest.columns import (
     OPTIONAL,
@@ -68,7 +68,7 @@ def read_prompts(
     *,
     max_prompt_chars: int | None = MAX_PROMPT_CHARS,
     max_context_tokens: int | None = None,
-    default_max_tokens: int = 256,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
     defaults: RequestDefaults | None = None,
 ) -> pa.Table:
     """Read and validate one Parquet file; returns the row schema above (quarantined rows included).
@@ -109,7 +109,7 @@ def validate_prompts(
     *,
     max_prompt_chars: int | None = MAX_PROMPT_CHARS,
     max_context_tokens: int | None = None,
-    default_max_tokens: int = 256,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
     defaults: RequestDefaults | None = None,
 ) -> pa.Table:
     """Validate an in-memory table the same way `read_prompts` validates a file (a table may have no rows)."""

@@ -34,6 +34,7 @@ from sluice.stages.route.gatekeeper import gatekeeper_features
 import sluice.stages.route.policies as bud
 from sluice.stages.route.learned import LearnedRouter
 from sluice.stages.route.scorers import Scorer, scorer_for
+from sluice.contracts.columns import DEFAULT_MAX_TOKENS
 
 if TYPE_CHECKING:
     from models.catalogue import Catalogue
@@ -84,7 +85,7 @@ def route_batch(
     tiers: list[str],
     settings: RouterSettings,
     catalogue: "Catalogue | None" = None,
-    default_max_tokens: int = 256,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
     router: "Scorer | LearnedRouter | None" = None,
 ) -> pa.Table:
     """Route a batch as `settings` asks: today's heuristic thresholds unless a router model, a premium share or a
@@ -104,7 +105,7 @@ def learned_route(
     settings: RouterSettings,
     router: "Scorer | LearnedRouter | None" = None,
     catalogue: "Catalogue | None" = None,
-    default_max_tokens: int = 256,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
 ) -> pa.Table:
     """Add `tier`, `route_score`, `route_reason` for the whole batch (pending rows when there is a `status`).
 

@@ -28,6 +28,7 @@ from typing import Callable
 import polars as pl
 
 from models.tokens import count_word_pieces as estimate_tokens
+from sluice.contracts.columns import DEFAULT_MAX_TOKENS
 
 MIN_REPEATED_LINE = 30
 _RUNS = re.compile(r"(?<=\S)[ \t]{2,}")
@@ -109,7 +110,7 @@ def apply_brevity(
     count_tokens: Callable[[str], int] = estimate_tokens,
     cap_max_tokens: bool = True,
     drop_repeated_lines: bool = False,
-    default_max_tokens: int = 256,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
 ) -> tuple[pl.DataFrame, BrevityReport]:
     """Trim `prompt`, and fill a null `max_tokens` with min(intent's cap, default); returns the table and what it
     saved."""

@@ -161,7 +161,7 @@ def test_open_drop_box_reads_the_url(tmp_path, monkeypatch):
 def test_sluice_submit_uploads_and_says_where_results_appear(where, tmp_path, monkeypatch, request):
     from typer.testing import CliRunner
 
-    from sluice.cli.app import app
+    from sluice.cli import app
 
     src = tmp_path / "my batch.parquet"
     src.write_bytes(b"PAR1")
@@ -270,7 +270,7 @@ def test_submit_refuses_names_it_would_never_process_or_that_escape(box, tmp_pat
 def test_sluice_submit_refuses_a_hidden_name_with_a_reason(tmp_path):
     from typer.testing import CliRunner
 
-    from sluice.cli.app import app
+    from sluice.cli import app
 
     src = tmp_path / "ok.parquet"
     src.write_bytes(b"PAR1")

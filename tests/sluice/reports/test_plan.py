@@ -189,7 +189,7 @@ def test_forecast_against_actual(warehouse):
 def test_sluice_plan_command_stores_the_forecast(tmp_path, warehouse):
     from typer.testing import CliRunner
 
-    from sluice.cli.app import app
+    from sluice.cli import app
 
     path = tmp_path / "batch.parquet"
     pq.write_table(pa.table({"prompt": ["What is 2+2?", "what is 2+2?", "Summarise the plot of Hamlet."]}), path)

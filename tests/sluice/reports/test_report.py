@@ -116,7 +116,7 @@ def test_the_report_renders_in_headless_chromium(report, tmp_path):
 def test_sluice_report_command(report, tmp_path):
     from typer.testing import CliRunner
 
-    from sluice.cli.app import app
+    from sluice.cli import app
 
     out = tmp_path / "r.html"
     res = CliRunner().invoke(app, ["report", "r2", "-o", str(out), "--warehouse", str(report.parent / "wh.duckdb")])

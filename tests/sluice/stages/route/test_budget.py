@@ -95,7 +95,7 @@ def test_route_batch_under_a_budget_lands_unaffordable_rows_with_a_reason():
 def test_cli_route_under_a_budget_too_small_marks_rows_and_says_why(tmp_path):
     from typer.testing import CliRunner
 
-    from sluice.cli.app import app
+    from sluice.cli import app
 
     batch = tmp_path / "in.parquet"
     pl.DataFrame({"prompt": ["hi", "Prove that 7 is prime, step by step."] * 3}).write_parquet(batch)

@@ -106,7 +106,7 @@ def test_train_from_warehouse_and_the_cli(tmp_path):
         assert add_labels(con, lab) == 20  # re-adding the same run's labels replaces them
     assert read_labels(wh).height == 20
 
-    from sluice.cli.app import app
+    from sluice.cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["router", "train", "--from-warehouse", str(wh), "-o", str(tmp_path / "r"),
