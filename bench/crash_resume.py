@@ -34,8 +34,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.crash import (MILESTONES, REVIEW_MILESTONES, ReplayingServer, all_api_catalogue,  # noqa: E402
-                                 crash_and_resume, reference_run, review_args, review_faults)
+from tests.support.crash import (  # noqa: E402
+    MILESTONES,
+    REVIEW_MILESTONES,
+    ReplayingServer,
+    all_api_catalogue,
+    crash_and_resume,
+    reference_run,
+    review_args,
+    review_faults,
+)
 
 
 def main() -> None:

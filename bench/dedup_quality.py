@@ -38,13 +38,13 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate  # noqa: E402
 from models.embeddings import embed, static_embed  # noqa: E402
+from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate  # noqa: E402
 from sluice.stages.dedup.guards import GUARDS, STOPWORDS, guard_flags, text_facts, veto_reason  # noqa: E402
-from sluice.stages.ingest.read import validate_prompts  # noqa: E402
 from sluice.stages.dedup.minhash import shingle_hashes, signatures  # noqa: E402
 from sluice.stages.dedup.near import NearConfig  # noqa: E402
 from sluice.stages.dedup.semantic import SemanticConfig  # noqa: E402
+from sluice.stages.ingest.read import validate_prompts  # noqa: E402
 
 PAIRS = ROOT.parent / "shared" / "data" / "pairs"
 OUT = ROOT / "bench" / "results"

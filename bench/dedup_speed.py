@@ -81,9 +81,9 @@ def measure(kind: str, n: int) -> dict:
 
     from bench.dedup_corpus import prompt_corpus
     from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate, exact_duplicates
-    from sluice.stages.ingest.read import validate_prompts
     from sluice.stages.dedup.minhash import shingle_hashes, signatures
     from sluice.stages.dedup.near import NearConfig, near_duplicate_pairs
+    from sluice.stages.ingest.read import validate_prompts
 
     table = validate_prompts(prompt_corpus(n))
     texts = table["prompt"].to_pylist()
@@ -189,9 +189,8 @@ def measure(kind: str, n: int) -> dict:
         import torch
 
         torch.set_num_threads(2)
-        from sluice.stages.dedup import semantic as sem
-
         from models.embeddings import _load, embed, static_embed, static_table
+        from sluice.stages.dedup import semantic as sem
 
         def timed(fn, calls, count_pieces=False):
             """`fn` that adds its rows and seconds (and MiniLM word pieces) to `calls`."""

@@ -272,9 +272,8 @@ def budget_sweep(prompts: list[str], scores: np.ndarray, cheap_ok: np.ndarray, p
 
 def brevity_on_sharegpt() -> dict:
     """Tokens `sluice.stages.route.brevity` trims from 8,700 real first user turns (ShareGPT), and the max_tokens caps it sets."""
-    from sluice.stages.route.brevity import apply_brevity
-
     from models.tokens import estimate_tokens
+    from sluice.stages.route.brevity import apply_brevity
 
     rows = pl.read_ndjson(SHAREGPT).select("prompt")
     count, how = estimate_tokens, "word-piece estimate (sluice.stages.route.brevity.estimate_tokens)"

@@ -29,9 +29,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefect import flow, get_run_logger
-
 import pyarrow.parquet as pq
+from prefect import flow, get_run_logger
 
 from models.backends import release_engines
 from models.stand_in import keep_stand_ins

@@ -25,9 +25,9 @@ from prefect import flow, get_run_logger
 
 from flows.batch_run import new_run_id, sluice_run
 from sluice.config import Settings, load_settings
+from sluice.contracts.names import dataset_name_for
 from sluice.dropbox import DEFAULT_STALE_AFTER_S, Claim, ClaimLost, DropBox, Heartbeat, Skipped, open_drop_box
 from sluice.stages.ingest.read import IngestError, read_prompts
-from sluice.contracts.names import dataset_name_for
 
 
 class BadFile(ValueError):

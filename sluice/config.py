@@ -76,6 +76,11 @@ class Settings(BaseModel):
     # characters of prompt + system per row; a longer row is quarantined at ingest (sluice.contracts.columns.MAX_PROMPT_CHARS)
     max_prompt_chars: int = Field(default=MAX_PROMPT_CHARS, gt=0)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    # the drop box the scheduled runs serve (`s3://bucket/prefix` or a folder; None: <data_dir>/drop)
+    drop_url: str | None = None
+    # the checkout deployments run from (the pull step `sluice.dropbox.workspace.enter_checkout`; None: the
+    # checkout holding the installed package)
+    home: Path | None = None
 
     @model_validator(mode="after")
     def _derived_paths(self) -> "Settings":
@@ -96,6 +101,8 @@ _ENV = {
     "catalogue_path": "SLUICE_CATALOGUE",
     "shard_rows": "SLUICE_SHARD_ROWS",
     "max_prompt_chars": "SLUICE_MAX_PROMPT_CHARS",
+    "drop_url": "SLUICE_DROP_URL",
+    "home": "SLUICE_HOME",
 }
 
 

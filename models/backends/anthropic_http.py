@@ -14,12 +14,19 @@ schema is the row's schema, and `tool_choice` forcing it; the tool call's input,
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from typing import Sequence
 
-from models.backends.api_rows import (Answer, httpx_response, AnswerShape, ApiBackend, answer_shape, completion_from,
-                                      structured_text)
+from models.backends.api_rows import (
+    Answer,
+    AnswerShape,
+    ApiBackend,
+    answer_shape,
+    completion_from,
+    httpx_response,
+    structured_text,
+)
 from models.backends.base import BatchResult, Completion, Request
 from models.backends.batch_loop import answer_in_batches
 from models.backends.provider_batch import is_transient_batch_failure

@@ -34,8 +34,16 @@ import json
 import logging
 from typing import Sequence
 
-from models.backends.api_rows import (Answer, httpx_response, AnswerShape, ApiBackend, answer_shape, completion_from,
-                                      error_text, structured_text)
+from models.backends.api_rows import (
+    Answer,
+    AnswerShape,
+    ApiBackend,
+    answer_shape,
+    completion_from,
+    error_text,
+    httpx_response,
+    structured_text,
+)
 from models.backends.base import BatchResult, Completion, Request
 from models.backends.batch_loop import answer_in_batches
 from models.backends.provider_batch import is_transient_batch_failure

@@ -35,7 +35,6 @@ from typing import Callable, Mapping
 
 from models import tokens
 
-
 # one token per 3 UTF-8 bytes over-counts English BPE (about 4) by a third: a reservation must not come in low
 RESERVE_BYTES_PER_TOKEN = 3.0
 

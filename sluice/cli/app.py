@@ -77,8 +77,8 @@ def run(
 ) -> None:
     """Answer every row of DATASET on the cheapest tier that will do, and land the results in DuckDB."""
     from models.catalogue import CatalogueError
-    from sluice.stages.ingest.read import IngestError
     from sluice.contracts.shapes import ShapeError, schema_from_choices, schema_from_file
+    from sluice.stages.ingest.read import IngestError
 
     t0 = time.perf_counter()
     try:
@@ -130,8 +130,8 @@ def submit(
 ) -> None:
     """Put DATASET into the drop box's incoming/; the `process-drop-box` flow answers it on its next pass."""
     from sluice.config import load_settings
-    from sluice.dropbox import announce, open_drop_box, results_location
     from sluice.contracts.names import dataset_name_for
+    from sluice.dropbox import announce, open_drop_box, results_location
 
     if not dataset.is_file():
         _fail(f"{dataset}: no such file")
@@ -169,9 +169,9 @@ def plan(
     """Forecast rows per tier, tokens, cost and savings of DATASET before spending (sluice/reports/forecast.py)."""
     from models.catalogue import CatalogueError
     from sluice.config import load_settings
-    from sluice.stages.ingest.read import IngestError
     from sluice.contracts.names import dataset_name_for
     from sluice.reports.forecast import forecast_dataset, load_history, store_forecast
+    from sluice.stages.ingest.read import IngestError
     from sluice.warehouse.db import connect
 
     try:
@@ -239,8 +239,8 @@ def dedup(
     default_max_tokens: Annotated[int, typer.Option(help="max_tokens of rows that set none")] = 256,
 ) -> None:
     """Mark duplicates: every input row, its columns plus row_id, dup_of, dup_kind, dup_score."""
-    from sluice.stages.dedup.deduplicate import DedupConfig
     from sluice.cli.dedup import dedup_file
+    from sluice.stages.dedup.deduplicate import DedupConfig
     from sluice.stages.ingest.read import IngestError
 
     stages = tuple(s.strip() for s in only.split(",") if s.strip())
@@ -285,12 +285,12 @@ def validate_quant(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Compare a quantised tier with its full-precision model on a sample; exit 1 when it is refused."""
-    from sluice.config import load_settings
-    from sluice.stages.infer.answer import requests_from
-    from sluice.stages.ingest.read import read_prompts
     from dataclasses import replace
 
+    from sluice.config import load_settings
+    from sluice.stages.infer.answer import requests_from
     from sluice.stages.infer.quantisation import land_validation, validate_quantised_tier
+    from sluice.stages.ingest.read import read_prompts
 
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
     t = settings.catalogue().tier(tier)

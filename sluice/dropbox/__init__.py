@@ -11,11 +11,26 @@ here.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from sluice.dropbox.base import (CLAIMS, DEFAULT_STALE_AFTER_S, DONE, FAILED, INCOMING, PROCESSING, RESULTS, Claim,
-                                 ClaimLost, DropBox, DropObject, Heartbeat, Skipped, check_submitted_name, dumps)
+from sluice.config import load_settings
+from sluice.dropbox.base import (
+    CLAIMS,
+    DEFAULT_STALE_AFTER_S,
+    DONE,
+    FAILED,
+    INCOMING,
+    PROCESSING,
+    RESULTS,
+    Claim,
+    ClaimLost,
+    DropBox,
+    DropObject,
+    Heartbeat,
+    Skipped,
+    check_submitted_name,
+    dumps,
+)
 
 __all__ = [
     "CLAIMS", "DEFAULT_STALE_AFTER_S", "DONE", "FAILED", "INCOMING", "PROCESSING", "RESULTS", "SUBMITTED_EVENT",
@@ -29,7 +44,7 @@ def open_drop_box(url: str | Path | None = None, default_root: str | Path = "dat
 
     With no url: SLUICE_DROP_URL, else `default_root` (the embedded local drop box).
     """
-    url = str(url or os.environ.get("SLUICE_DROP_URL") or default_root)
+    url = str(url or load_settings().drop_url or default_root)
     if url.startswith("s3://"):
         from sluice.dropbox.s3 import S3DropBox
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from sluice.dropbox.base import CLAIMS, DropBox, DropObject, dumps
 
-
 _MD5_CACHE: dict[tuple[str, int, int, int], str] = {}
 
 

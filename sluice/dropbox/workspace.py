@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sluice.config import load_settings
+
 
 def checkout_root() -> Path:
-    home = os.environ.get("SLUICE_HOME")
+    home = load_settings().home
     if home:
-        return Path(home).expanduser().resolve()
+        return home.expanduser().resolve()
     # this file is <checkout>/sluice/dropbox/workspace.py (an editable install runs it from the clone)
     root = Path(__file__).resolve().parents[2]
     if not (root / "prefect.yaml").is_file():

@@ -49,7 +49,6 @@ from sluice.reports.assumptions import (
     token_counter,
 )
 
-
 # --- forecast -----------------------------------------------------------------------------------------------
 
 
@@ -77,8 +76,8 @@ def forecast_routed(
     base = catalogue.baseline_tier
     df = routed.with_columns(pl.col("max_tokens").fill_null(default_max_tokens).alias("_max"))
     if cache_keys:
-        from sluice.stages.dedup.deduplicate import request_key
         from sluice.contracts.columns import with_shape_columns
+        from sluice.stages.dedup.deduplicate import request_key
 
         df = with_shape_columns(df).with_columns(request_key(default_max_tokens).cast(pl.String).alias("_key"))
         hit = (pl.col("status") == "pending") & pl.col("_key").is_in(list(cache_keys))

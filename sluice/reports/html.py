@@ -343,8 +343,8 @@ def render_html(data: dict) -> str:
 
 def write_report(warehouse: str | Path, run_id: str, out: str | Path) -> Path:
     """Render RUN_ID's report from the warehouse (read-only) into OUT."""
-    from sluice.warehouse.views import VIEW_NAMES
     from sluice.warehouse.db import SCHEMA_VERSION, connect, schema_version
+    from sluice.warehouse.views import VIEW_NAMES
 
     with connect(warehouse, read_only=True) as con:
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}

@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+
 def add_labels(con: duckdb.DuckDBPyConnection, labels: pl.DataFrame) -> int:
     """Upsert labels (columns run_id, row_id, prompt, cheap_ok, premium_ok, source) through a connection opened
     with `sluice.warehouse.db.connect`; returns rows written."""

@@ -225,8 +225,8 @@ def create_structured_view(con: duckdb.DuckDBPyConnection, dataset: str, schema_
     The dataset name is validated at ingest (letters, digits, '.', '_', '-'); field names that are not plain
     identifiers are left out of the columns (they stay readable in `parsed`); the schema text is matched as an
     escaped string literal (a view cannot take bound parameters)."""
-    from sluice.contracts.names import validate_dataset_name
     from sluice.contracts.answers import top_level_fields
+    from sluice.contracts.names import validate_dataset_name
 
     validate_dataset_name(dataset)
     fields = {k: t for k, t in top_level_fields(schema_text).items() if _FIELD.fullmatch(k)}

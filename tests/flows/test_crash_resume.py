@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tests.support.crash import (ReplayingServer, all_api_catalogue, crash_and_resume, reference_run, review_args,
-                                  review_faults)
+from tests.support.crash import (
+    ReplayingServer,
+    all_api_catalogue,
+    crash_and_resume,
+    reference_run,
+    review_args,
+    review_faults,
+)
 
 SAMPLE = Path("data/samples/prompts.parquet")
 

@@ -21,9 +21,9 @@ import hashlib
 import json
 import os
 import signal
-import threading
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -31,8 +31,15 @@ from pathlib import Path
 
 import duckdb
 
-from tests.support.openai_server import (Faults, InvalidAnswers, OpenAICompatServer, ProviderLimits, ServerState,
-                                          StructuredAnswer, _OpenAIHandler)
+from tests.support.openai_server import (
+    Faults,
+    InvalidAnswers,
+    OpenAICompatServer,
+    ProviderLimits,
+    ServerState,
+    StructuredAnswer,
+    _OpenAIHandler,
+)
 
 # The review scenario. Rules are tried in order; the first that matches a request decides (InvalidAnswers).
 ANSWER_SCHEMA = {

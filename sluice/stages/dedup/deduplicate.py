@@ -30,10 +30,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from sluice.contracts.columns import DEFAULT_MAX_TOKENS, DUP_COLUMNS, SHAPE_COLUMNS, with_shape_columns
 from sluice.stages.dedup.cache import CACHE_COLUMNS, CacheConfig, load_cache_entries
 from sluice.stages.dedup.near import NearConfig, near_duplicate_pairs, nfkc
 from sluice.stages.dedup.semantic import Embedder, SemanticConfig, semantic_duplicate_pairs
-from sluice.contracts.columns import DEFAULT_MAX_TOKENS, DUP_COLUMNS, SHAPE_COLUMNS, with_shape_columns
+
 
 def _shape_parts() -> list[pl.Expr]:
     """Everything besides the prompt and system prompt that changes the answer, as text: a conversation's earlier

@@ -32,7 +32,6 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
-
 _U32 = np.uint32
 
 

@@ -22,15 +22,15 @@ from typing import Sequence
 import numpy as np
 
 from sluice.stages.dedup.guards import TextFacts, text_facts, veto_reason
-from sluice.stages.dedup.minhash import _compiled_pair_kernels, agreement, candidate_pairs, shingle_hashes, signatures
-from sluice.stages.dedup.minhash import optimal_bands_rows as optimal_bands_rows
+from sluice.stages.dedup.minhash import PARALLEL_LAUNCH as PARALLEL_LAUNCH
 
 # moved to sluice.stages.dedup.minhash; re-exported so `from sluice.stages.dedup.near import ...` keeps working
 from sluice.stages.dedup.minhash import NearConfig as NearConfig
-from sluice.stages.dedup.minhash import PARALLEL_LAUNCH as PARALLEL_LAUNCH
+from sluice.stages.dedup.minhash import _compiled_pair_kernels, agreement, candidate_pairs, shingle_hashes, signatures
 from sluice.stages.dedup.minhash import nfkc as nfkc
 from sluice.stages.dedup.minhash import normalised_words as normalised_words
 from sluice.stages.dedup.minhash import numba_module as numba_module
+from sluice.stages.dedup.minhash import optimal_bands_rows as optimal_bands_rows
 from sluice.stages.dedup.minhash import permutations as permutations
 
 

@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 from models.backends import Backend, BatchResult, Request
 from models.catalogue import Catalogue, Tier
 from models.pricing import cost_usd, worker_price
-from sluice.contracts.shapes import history_turns, stop_strings
 from sluice.contracts.answers import validate_answer
 from sluice.contracts.columns import ANSWER_SCHEMA, DEFAULT_MAX_TOKENS
+from sluice.contracts.shapes import history_turns, stop_strings
+from sluice.runs import write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +150,11 @@ def answer_shard(
     answers, billing = answer_partition(rows, tier, catalogue, backend, default_max_tokens)
     # which process answered (and, under a Prefect process worker, which worker: the parent)
     billing["worker_pid"], billing["worker_ppid"] = float(os.getpid()), float(os.getppid())
-    tmp = out.with_suffix(".parquet.tmp")
-    pq.write_table(answers, tmp)
     tmp_bill = bill_path.with_suffix(".json.tmp")
     tmp_bill.write_text(json.dumps(billing))
     # billing first, answers last: the answers file is the commit marker of the shard
     tmp_bill.replace(bill_path)
-    tmp.replace(out)
+    write_parquet(answers, out)
     return billing
 
 

@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.pricing import TierPrice
-from sluice.stages.review.cascade import confidence_from_logprobs, escalate_within_budget, escalation_costs
 from sluice.config import RouterSettings
 from sluice.contracts.columns import MAX_TOKENS_LIMIT
+from sluice.stages.review.cascade import confidence_from_logprobs, escalate_within_budget, escalation_costs
 from sluice.stages.review.shadow import shadow_sample
 
 RETRY_TEMPERATURE = 0.7

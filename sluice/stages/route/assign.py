@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+import sluice.stages.route.policies as bud
 from models.pricing import tier_prices
 from sluice.config import RouterSettings
+from sluice.contracts.columns import DEFAULT_MAX_TOKENS
 from sluice.contracts.shapes import conversation_texts
+from sluice.runs import write_parquet
 from sluice.stages.route.gatekeeper import gatekeeper_features
-import sluice.stages.route.policies as bud
 from sluice.stages.route.learned import LearnedRouter
 from sluice.stages.route.scorers import Scorer, scorer_for
-from sluice.contracts.columns import DEFAULT_MAX_TOKENS
 
 if TYPE_CHECKING:
     from models.catalogue import Catalogue
@@ -186,11 +186,6 @@ def write_tier_partitions(routed: pa.Table, out_dir: Path, tiers: list[str]) -> 
         part = df.filter((pl.col("status") == "pending") & (pl.col("tier") == name))
         if part.height == 0:
             continue
-        folder = out_dir / f"tier={name}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "part-0.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(part.to_arrow(), tmp)
-        tmp.replace(path)  # readers never see a half-written partition
-        files[name] = path
+        # atomically: readers never see a half-written partition
+        files[name] = write_parquet(part.to_arrow(), out_dir / f"tier={name}" / "part-0.parquet")
     return files

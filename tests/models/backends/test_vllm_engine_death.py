@@ -11,8 +11,7 @@ import time
 import psutil
 import pytest
 
-from models.backends import Request
-from models.backends import vllm_offline
+from models.backends import Request, vllm_offline
 from models.backends.vllm_offline import EngineDiedError, VLLMBackend, acquire_engine, shutdown_engine
 from models.catalogue import Tier
 

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import flows.batch_run
-from sluice.dropbox import open_drop_box
 from sluice.contracts.names import dataset_name_for, validate_dataset_name
+from sluice.dropbox import open_drop_box
 
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 HOSTILE = [

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sluice.contracts.shapes import RequestDefaults, ShapeError, schema_from_choices, schema_from_file
 from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
 from sluice.stages.ingest.read import IngestError, read_prompts, validate_prompts
-from sluice.contracts.shapes import RequestDefaults, ShapeError, schema_from_choices, schema_from_file
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 

@@ -1,7 +1,7 @@
 import json
 
-from sluice.contracts.shapes import schema_from_choices
 from sluice.contracts.answers import top_level_fields, validate_answer
+from sluice.contracts.shapes import schema_from_choices
 
 SCHEMA = json.dumps({"type": "object", "required": ["label", "n"], "additionalProperties": False,
                      "properties": {"label": {"enum": ["a", "b"]}, "n": {"type": "integer"}, "tags": {"type": "array"}}})

@@ -22,8 +22,8 @@ from sluice.reports.forecast import (
     forecast_routed,
     store_forecast,
 )
-from tests.support.sample_warehouse import build_sample_warehouse
 from sluice.warehouse.db import connect
+from tests.support.sample_warehouse import build_sample_warehouse
 
 CATALOGUE = Catalogue.model_validate({
     "baseline": "premium",
@@ -133,8 +133,8 @@ def test_near_duplicates_and_cache_hits_marked_by_dedup():
 
 
 def test_rows_in_the_cache_are_forecast_as_free(tmp_path):
-    from sluice.stages.dedup.deduplicate import request_key
     from sluice.contracts.columns import with_shape_columns
+    from sluice.stages.dedup.deduplicate import request_key
 
     df = routed_frame()
     key = with_shape_columns(df).select(request_key(200).cast(pl.String)).to_series()[3]  # row d

@@ -8,12 +8,12 @@ import subprocess
 import duckdb
 import pytest
 
-from sluice.stages.land.results import summarise
 from sluice.reports.forecast import store_forecast
 from sluice.reports.html import render_html, report_data, write_report
 from sluice.reports.summary import summary_table
-from tests.support.sample_warehouse import R1, build_sample_warehouse, results_frame
+from sluice.stages.land.results import summarise
 from sluice.warehouse.db import connect
+from tests.support.sample_warehouse import R1, build_sample_warehouse, results_frame
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

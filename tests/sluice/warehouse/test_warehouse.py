@@ -9,10 +9,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.support.sample_warehouse import R1, RUNS, build_sample_warehouse, results_frame
 from sluice.stages.land.results import land_results
-from sluice.warehouse.views import VIEW_NAMES
 from sluice.warehouse.db import SCHEMA_VERSION, connect, migrate, schema_version
+from sluice.warehouse.views import VIEW_NAMES
+from tests.support.sample_warehouse import R1, RUNS, build_sample_warehouse, results_frame
 
 # The schema files were written with before migrations existed (sluice/warehouse/db.py at version 1).
 V1_DDL = [

@@ -6,10 +6,10 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from sluice.stages.dedup.cache import CacheConfig
 from sluice.config import RouterSettings
-from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
 from sluice.contracts.columns import ANSWER_SCHEMA
+from sluice.stages.dedup.cache import CacheConfig
+from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
 from sluice.stages.ingest.read import validate_prompts
 from sluice.stages.land.results import assemble_results, land_results
 from sluice.stages.route.assign import heuristic_route

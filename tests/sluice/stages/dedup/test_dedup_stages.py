@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
 from sluice.cli.dedup import dedup_file
+from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
 from sluice.stages.dedup.guards import same_answer_allowed
 from sluice.stages.ingest.read import validate_prompts
 

@@ -2,8 +2,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sluice.stages.ingest.read import IngestError, read_prompts
 from sluice.contracts.names import dataset_name_for
+from sluice.stages.ingest.read import IngestError, read_prompts
 
 
 def test_missing_prompt_column_names_file_and_column(tmp_path, write_parquet):

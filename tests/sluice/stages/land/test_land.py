@@ -3,8 +3,8 @@ import pyarrow as pa
 import pytest
 
 from sluice.config import RouterSettings
-from sluice.stages.dedup.deduplicate import exact_duplicates
 from sluice.contracts.columns import ANSWER_SCHEMA
+from sluice.stages.dedup.deduplicate import exact_duplicates
 from sluice.stages.ingest.read import validate_prompts
 from sluice.stages.land.results import assemble_results, land_results, summarise
 from sluice.stages.route.assign import heuristic_route

@@ -80,8 +80,8 @@ def test_the_shadow_sample_is_deterministic_and_sized():
 
 
 def test_the_cascade_budget_is_charged_from_the_decisions_on_disk(tmp_path):
-    from sluice.stages.review.decide import planned_escalation_usd
     from sluice.runs import write_parquet
+    from sluice.stages.review.decide import planned_escalation_usd
 
     lp = [math.log(0.1)] * 6
     s = RouterSettings(cascade_share=1.0, cascade_min_confidence=0.9)

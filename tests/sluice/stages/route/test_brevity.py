@@ -1,7 +1,7 @@
 import polars as pl
 
-from sluice.stages.route.brevity import MAX_TOKENS_BY_INTENT, apply_brevity, trim_prompt
 from models.tokens import count_word_pieces as estimate_tokens
+from sluice.stages.route.brevity import MAX_TOKENS_BY_INTENT, apply_brevity, trim_prompt
 
 DISCLAIMER = "This message is confidential and intended only for its recipient."
 

@@ -4,11 +4,11 @@ import pyarrow as pa
 import pytest
 
 from models.catalogue import load_catalogue
-from sluice.stages.route.policies import expected_quality, route_by_budget, row_tier_costs
 from models.pricing import tier_prices
 from sluice.config import RouterSettings
 from sluice.stages.ingest.read import validate_prompts
 from sluice.stages.route.assign import route_batch
+from sluice.stages.route.policies import expected_quality, route_by_budget, row_tier_costs
 
 TIERS = ["small", "mid", "premium"]
 

@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 from sluice.config import RouterSettings
 from sluice.stages.dedup.deduplicate import exact_duplicates
 from sluice.stages.ingest.read import validate_prompts
-from sluice.stages.route.gatekeeper import gatekeeper_features
 from sluice.stages.route.assign import heuristic_route, write_tier_partitions
+from sluice.stages.route.gatekeeper import gatekeeper_features
 
 TIERS = ["small", "mid", "premium"]
 EASY = ["What is the capital of France?", "Translate 'good morning' into Spanish.",

@@ -5,14 +5,13 @@ import pytest
 from typer.testing import CliRunner
 
 from models.catalogue import load_catalogue
-from sluice.stages.route.policies import premium_threshold, route_by_share
 from sluice.config import RouterSettings
 from sluice.stages.ingest.read import validate_prompts
-from sluice.stages.route.assign import heuristic_route, route_batch
 from sluice.stages.review.shadow import shadow_sample
-from sluice.stages.route.learned import load_router, train_router
+from sluice.stages.route.assign import heuristic_route, route_batch
 from sluice.stages.route.features import router_features
-from sluice.stages.route.learned import RouterError
+from sluice.stages.route.learned import RouterError, load_router, train_router
+from sluice.stages.route.policies import premium_threshold, route_by_share
 from sluice.warehouse.labels import add_labels, read_labels
 
 TIERS = ["small", "mid", "premium"]
