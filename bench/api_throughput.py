@@ -19,15 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from models.backends import Request
-from models.backends.openai_http import OpenAIBackend
-from models.catalogue import Tier
-from tests.support.openai_server import Faults, OpenAICompatServer
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the loopback server lives with the tests (tests/support), not in the package
+
+from models.backends import Request  # noqa: E402
+from models.backends.openai_http import OpenAIBackend  # noqa: E402
+from models.catalogue import Tier  # noqa: E402
+from tests.support.openai_server import Faults, OpenAICompatServer  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

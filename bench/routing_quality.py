@@ -272,11 +272,11 @@ def budget_sweep(prompts: list[str], scores: np.ndarray, cheap_ok: np.ndarray, p
 
 def brevity_on_sharegpt() -> dict:
     """Tokens `sluice.stages.route.brevity` trims from 8,700 real first user turns (ShareGPT), and the max_tokens caps it sets."""
-    from models.tokens import estimate_tokens
+    from models.tokens import count_word_pieces as estimate_tokens
     from sluice.stages.route.brevity import apply_brevity
 
     rows = pl.read_ndjson(SHAREGPT).select("prompt")
-    count, how = estimate_tokens, "word-piece estimate (sluice.stages.route.brevity.estimate_tokens)"
+    count, how = estimate_tokens, "word-piece estimate (models.tokens.count_word_pieces)"
     tok_file = ROOT / "data" / "models" / "smollm2-135m-instruct" / "tokenizer.json"
     if tok_file.exists():  # the demo model's BPE tokenizer (made by `sluice prepare`): exact counts
         from tokenizers import Tokenizer
