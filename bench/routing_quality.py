@@ -34,7 +34,8 @@ import polars as pl
 
 from sluice.stages.review.cascade import answer_signals
 from sluice.stages.route.features import EMBED_MAX_TOKENS, router_features, text_features
-from sluice.stages.route.learned import fit_logistic, train_router
+from sluice.stages.route.learned import train_router
+from sluice.stats import fit_logistic
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "routing" / "gsm8k_responses.csv"

@@ -46,6 +46,9 @@ class RouterSettings(BaseModel):
     cascade_share: float = Field(default=0.10, ge=0, le=1)
     cascade_min_confidence: float = Field(default=0.5, ge=0, le=1)
     cascade_budget_usd: float | None = Field(default=None, ge=0)
+    # answer checks as the confidence of tiers without logprobs (sluice/stages/review/verifier.py): a
+    # verifier.json, or a folder holding one; None: the one beside `model`, if any
+    verifier: Path | None = None
     # Shadow sampling: this share of the cheapest tier's answered rows is also answered by the last (premium) tier;
     # agreement lands in `router_training` for `sluice router train --from-warehouse`
     shadow_share: float = Field(default=0.05, ge=0, le=1)

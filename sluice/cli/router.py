@@ -36,7 +36,8 @@ def _read_table(path: Path):
 
 @router_app.command("train")
 def train(
-    labels: Annotated[Optional[Path], typer.Argument(help="Parquet with `prompt`, `cheap_ok` [, `premium_ok`]")] = None,
+    labels: Annotated[Optional[Path], typer.Argument(
+        help="Parquet with `prompt`, `cheap_ok` [, `premium_ok`, `cheap_response`]")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="folder to save the router in")] = Path("router"),
     from_warehouse: Annotated[Optional[Path], typer.Option(help="train on the warehouse's router_training table")] = None,
     embeddings: Annotated[bool, typer.Option("--embeddings/--no-embeddings", help="use MiniLM embeddings")] = True,
@@ -64,6 +65,17 @@ def train(
     router.trained_on["source"] = source
     router.save(output)
     console.print(f"router trained on {df.height} rows of {source} (target: {router.target}) -> {output}")
+    if "cheap_response" in df.columns:  # the cheap tier's answers too: answer checks for the cascade
+        from sluice.stages.review.verifier import train_verifier
+
+        known = df.filter(df["cheap_response"].is_not_null() & df["cheap_ok"].is_not_null())
+        try:
+            verifier = train_verifier(known["cheap_response"].to_list(), known["cheap_ok"].to_list())
+        except ValueError as exc:
+            _fail(f"{source}: answer verifier: {exc}")
+        verifier.trained_on["source"] = source
+        path = verifier.save(output)
+        console.print(f"answer verifier trained on {known.height} cheap answers -> {path}")
 
 
 def route_command(

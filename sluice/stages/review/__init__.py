@@ -3,6 +3,7 @@
     decide.py   retry, escalation and shadow partitions (each decision written once, read back on resume)
     cascade.py  confidence from logprobs, escalation within a budget, answer signals
     shadow.py   the deterministic shadow sample
+    verifier.py answer checks as a confidence, for tiers that report no logprobs
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sluice.stages.review.decide import (
     retry_rows,
     shadow_rows,
 )
+from sluice.stages.review.verifier import find_verifier
 
 __all__ = ["review_tier"]
 
@@ -58,7 +60,8 @@ def review_tier(run_dir: Path, tier_name: str, catalogue: Catalogue, router: Rou
         spent = planned_escalation_usd(run_dir / "escalated")
         left = None if router.cascade_budget_usd is None else router.cascade_budget_usd - spent
         price = tier_prices(catalogue, router.self_hosted_tokens_per_s)[i + 1]
-        up, _ = escalation_rows(rows, answers, tier_name, nxt, price, router, left)
+        verifier = find_verifier(router.verifier, router.model)
+        up, _ = escalation_rows(rows, answers, tier_name, nxt, price, router, left, verifier)
         if i == 0 and router.shadow_share > 0 and len(names) > 1:
             stay = rows.join(up.select("row_id"), on="row_id", how="anti", maintain_order="left")
             write_parquet(shadow_rows(stay, answers, router.shadow_share, names[-1]),

@@ -31,6 +31,7 @@ from sluice.config import RouterSettings
 from sluice.contracts.columns import MAX_TOKENS_LIMIT
 from sluice.stages.review.cascade import confidence_from_logprobs, escalate_within_budget, escalation_costs
 from sluice.stages.review.shadow import shadow_sample
+from sluice.stages.review.verifier import AnswerVerifier
 
 RETRY_TEMPERATURE = 0.7
 # what an escalation partition adds to its rows: the decision, and the planned cost it charges to the budget
@@ -75,15 +76,22 @@ def escalation_rows(
     next_price: TierPrice,
     settings: RouterSettings,
     budget_left_usd: float | None,
+    verifier: AnswerVerifier | None = None,
 ) -> tuple[pl.DataFrame, float]:
     """Rows to answer again on `next_tier`, with `escalated_from` and `cascade_reason`; and their planned cost.
 
-    `answers`: the latest answer of each row on `from_tier`. Invalid answers count as confidence 0; answers with
-    no logprobs are not candidates (an unknown confidence is not a low one)."""
+    `answers`: the latest answer of each row on `from_tier`. Invalid answers count as confidence 0. An answer's
+    confidence is exp(mean token logprob) where the tier reported logprobs, else the `verifier`'s (answer checks)
+    when one is given; answers with neither are not candidates (an unknown confidence is not a low one)."""
     ans = answers.join(rows.select("row_id", "max_tokens"), on="row_id", how="inner")
     n = ans.height
     invalid = pl.col("status") == "invalid"
     conf = confidence_from_logprobs(pl.col("mean_logprob").cast(pl.Float64))
+    if verifier is not None and n:
+        texts = ans.select(pl.coalesce("parsed", "response") if "parsed" in ans.columns else "response").to_series()
+        checked = pl.Series("_checked", verifier.confidence(texts.to_list()), dtype=pl.Float64)
+        ans = ans.with_columns(checked)
+        conf = pl.coalesce(conf, pl.col("_checked"))
     cands = ans.with_columns(pl.when(invalid).then(0.0).otherwise(conf).alias("confidence")).filter(
         invalid | ((pl.col("status") == "ok") & (pl.col("confidence") < settings.cascade_min_confidence))
     )
@@ -96,7 +104,7 @@ def escalation_rows(
         return rows.drop([c for c in ESCALATION_COLUMNS if c in rows.columns]).clear().with_columns(
             pl.lit(None, pl.String).alias("escalated_from"), pl.lit(None, pl.String).alias("cascade_reason"),
             pl.lit(None, pl.Float64).alias("planned_usd")), 0.0
-    cands = cands.with_columns(escalation_costs(cands, next_price.usd_per_input_token,
+    cands = cands.drop("_checked", strict=False).with_columns(escalation_costs(cands, next_price.usd_per_input_token,
                                                 next_price.usd_per_output_token))
     # no dollar cap: the share cap alone bounds the spend (the whole candidate set's cost always fits)
     budget = float(cands["next_cost_usd"].sum()) if budget_left_usd is None else max(budget_left_usd, 0.0)

@@ -25,30 +25,13 @@ import numpy as np
 import polars as pl
 
 from sluice.stages.route.features import TEXT_FEATURES, router_features
+from sluice.stats import fit_logistic
 
 FORMAT_VERSION = 2
 
 
 class RouterError(ValueError):
     """Labels or a saved router that cannot be used."""
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> tuple[np.ndarray, float]:
-    """Weights and bias minimising mean log-loss + l2/(2n)·|w|² (the bias is not penalised); Newton steps."""
-    n, d = x.shape
-    xa = np.hstack([x, np.ones((n, 1))])
-    w = np.zeros(d + 1)
-    reg = np.full(d + 1, l2)
-    reg[-1] = 0.0
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-np.clip(xa @ w, -30, 30)))
-        grad = xa.T @ (p - y) + reg * w
-        hess = (xa * (p * (1 - p))[:, None]).T @ xa + np.diag(reg) + 1e-9 * np.eye(d + 1)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.max(np.abs(step)) < 1e-8:
-            break
-    return w[:-1], float(w[-1])
 
 
 @dataclass
