@@ -185,6 +185,7 @@ class Answer:
     finish_reason: str | None
     cached_input_tokens: int = 0
     limits: ServerLimits | None = None
+    mean_logprob: float | None = None  # mean logprob of the answer's tokens, when the provider returned them
 
 
 Send = Callable[[Request], Awaitable[Answer]]
@@ -254,6 +255,7 @@ def completion_from(req: Request, ans: Answer, latency_ms: float = 0.0, via_batc
         cached_input_tokens=ans.cached_input_tokens,
         usage_estimated=estimated,
         via_batch_api=via_batch_api,
+        mean_logprob=ans.mean_logprob,
         error=None if ans.text is not None else "response had no text",
     )
 

@@ -75,7 +75,7 @@ class Completion:
     usage_estimated: bool = False
     # answered through a provider batch API, billed at batch prices
     via_batch_api: bool = False
-    # self-hosted tiers with `logprobs = true`: mean log-probability of the answer's tokens, the confidence the
+    # tiers with `logprobs = true` (vLLM, OpenAI-compatible APIs): mean log-probability of the answer's tokens, the confidence the
     # batch cascade escalates on (closer to 0 = surer)
     mean_logprob: float | None = None
 

@@ -60,6 +60,8 @@ def chat_body(tier: Tier, req: Request) -> dict:
                   "temperature": 0.0 if req.temperature is None else req.temperature}
     if req.stop:
         body["stop"] = list(req.stop)
+    if tier.logprobs:  # each generated token's logprob: the cascade's confidence, exp(mean)
+        body["logprobs"] = True
     if shape := answer_shape(req):
         body["response_format"] = {"type": "json_schema", "json_schema": {
             "name": AnswerShape.NAME, "schema": shape.schema, "strict": strict_compatible(shape.schema)}}
@@ -93,12 +95,16 @@ def answer_from_chat(resp, req: Request | None = None) -> Answer:
     message = _field(choice, "message") if choice else None
     usage = _field(resp, "usage")
     details = _field(usage, "prompt_tokens_details") if usage else None
+    content_logprobs = _field(_field(choice, "logprobs"), "content") if choice and _field(choice, "logprobs") else None
+    values = [_field(t, "logprob") for t in content_logprobs or []]
+    values = [v for v in values if v is not None]
     return Answer(
         text=structured_text(req, _field(message, "content") if message else None),
         input_tokens=_field(usage, "prompt_tokens") if usage else None,
         output_tokens=_field(usage, "completion_tokens") if usage else None,
         finish_reason=_field(choice, "finish_reason") if choice else None,
         cached_input_tokens=(_field(details, "cached_tokens") or 0) if details else 0,
+        mean_logprob=sum(values) / len(values) if values else None,
     )
 
 

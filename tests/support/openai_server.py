@@ -616,7 +616,9 @@ class _OpenAIHandler(JSONHandler):
             time.sleep(f.delay_s)
         self._send(200, chat_completion(body.get("model", srv.model), text, prompt_tokens, max_tokens,
                                         srv.new_id("chatcmpl-"), f.omit_usage, f.cached_prompt_tokens,
-                                        finish_reason="stop" if answer else None), headers)
+                                        finish_reason="stop" if answer else None,
+                                        logprobs=bool(body.get("logprobs")),
+                                        unsure=UNSURE in prompt_of(messages)), headers)
 
     def _upload(self) -> None:
         ctype = self.headers.get("Content-Type", "")
@@ -664,8 +666,12 @@ class _OpenAIHandler(JSONHandler):
         self._send(200, _batch_object(snapshot))
 
 
+UNSURE = "[unsure]"  # a prompt with this marker is answered with low token logprobs (when logprobs are asked for)
+
+
 def chat_completion(model: str, text: str, prompt_tokens: int, max_tokens: int, cid: str,
-                    omit_usage: bool = False, cached_tokens: int = 0, finish_reason: str | None = None) -> dict:
+                    omit_usage: bool = False, cached_tokens: int = 0, finish_reason: str | None = None,
+                    logprobs: bool = False, unsure: bool = False) -> dict:
     completion_tokens = count_tokens(text)
     out = {
         "id": cid,
@@ -675,6 +681,10 @@ def chat_completion(model: str, text: str, prompt_tokens: int, max_tokens: int, 
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                      "finish_reason": finish_reason or ("length" if completion_tokens >= max_tokens else "stop")}],
     }
+    if logprobs:  # OpenAI's shape: one entry per generated token (here: per whitespace word)
+        value = -2.0 if unsure else -0.05
+        out["choices"][0]["logprobs"] = {"content": [{"token": w, "logprob": value, "top_logprobs": []}
+                                                     for w in text.split()]}
     if not omit_usage:
         out["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                         "total_tokens": prompt_tokens + completion_tokens,
@@ -747,7 +757,8 @@ def _run_openai_batch(srv: ServerState, bid: str, lines: list[dict]) -> None:
         if status == 200:
             rbody = chat_completion(body.get("model", srv.model), text, prompt_tokens, max_tokens,
                                     srv.new_id("chatcmpl-"), srv.faults.omit_usage,
-                                    srv.faults.cached_prompt_tokens, finish_reason="stop" if answer else None)
+                                    srv.faults.cached_prompt_tokens, finish_reason="stop" if answer else None,
+                                    logprobs=bool(body.get("logprobs")), unsure=UNSURE in prompt_of(messages))
             output.append({"id": srv.new_id("batch_req_"), "custom_id": cid,
                            "response": {"status_code": 200, "request_id": cid, "body": rbody}, "error": None})
         else:

@@ -184,3 +184,16 @@ def test_limits_hold_across_successive_calls_as_a_sharded_partition_makes_them()
         peak = srv.max_in_window(period)
     assert all(c.ok for s in shards for c in s.completions)
     assert peak.requests <= rpm  # a new call does not start with an empty window
+
+
+
+def test_a_tier_with_logprobs_asks_for_them_and_reports_each_answers_mean(openai_server, monkeypatch):
+    monkeypatch.setenv("SLUICE_TEST_PREMIUM_KEY", "sk-test-not-a-real-key")
+    result = OpenAIBackend(tier(openai_server.base_url, logprobs=True)).complete(
+        [Request("a", "What is 2 + 2?", None, 16), Request("b", "[unsure] What is 2 + 2?", None, 16)])
+    sure, unsure = result.completions
+    assert sure.ok and unsure.ok
+    assert sure.mean_logprob == pytest.approx(-0.05) and unsure.mean_logprob == pytest.approx(-2.0)
+    assert all(r.body.get("logprobs") is True for r in openai_server.received)
+    plain = OpenAIBackend(tier(openai_server.base_url)).complete([Request("c", "What is 2 + 2?", None, 16)])
+    assert plain.completions[0].mean_logprob is None and "logprobs" not in openai_server.received[-1].body

@@ -1,0 +1,139 @@
+"""Cascade signals on GSM8K: how well each confidence signal predicts a wrong answer, and what escalating by it buys.
+
+Data: ../shared/data/routing/gsm8k_responses.csv (read by path): 1,319 GSM8K test questions with Mixtral-8x7B's and
+GPT-4's recorded answers and whether each was right. The cheap tier is Mixtral, the next tier GPT-4.
+
+Signals, each scored 5-fold out of fold where it is learned (same folds for all):
+    answer_checks   the review stage's verifier: a logistic over `answer_signals` of the cheap answer
+                    (`sluice.stages.review.verifier`), what Sluice uses for tiers without logprobs
+    router          the router's text features of the prompt (a logistic on the same target): what routing knows
+                    before any answer exists
+    both            prompt features and answer checks together
+    length          the cheap answer's length (longer: less sure)
+    random          no signal
+Token logprobs and n-sample agreement need the model itself: the recorded answers have neither, so they are
+measured on the live small tier when `--live N` is given (SmolLM2-135M on vLLM, N questions; slow on CPU).
+
+For each signal: AUROC for "the cheap answer is wrong", and the accuracy of the cascade that re-asks the next tier
+for the least confident share f of rows, f in 0.1..0.5, with the gain per escalated row against random escalation.
+
+    .venv/bin/python bench/cascade_signals.py     # writes bench/results/cascade_signals.{json,md}
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sluice.stages.review.cascade import answer_signals  # noqa: E402
+from sluice.stages.review.verifier import train_verifier  # noqa: E402
+from sluice.stages.route.features import text_features  # noqa: E402
+from sluice.stats import auroc, fit_logistic  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "routing" / "gsm8k_responses.csv"
+OUT = ROOT / "bench" / "results"
+CHEAP, PREMIUM = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+SEED = 20261204
+SHARES = [0.1, 0.2, 0.3, 0.35, 0.4, 0.5]
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, folds: np.ndarray, l2: float = 10.0) -> np.ndarray:
+    """P(wrong) for every row from a logistic fitted on the other folds."""
+    s = np.zeros(len(y))
+    for k in range(folds.max() + 1):
+        tr, te = folds != k, folds == k
+        mean, scale = x[tr].mean(0), x[tr].std(0)
+        scale[scale < 1e-9] = 1.0
+        w, b = fit_logistic((x[tr] - mean) / scale, y[tr].astype(float), l2=l2)
+        s[te] = ((x[te] - mean) / scale) @ w + b
+    return s
+
+
+def cascade_accuracy(p_wrong: np.ndarray, cheap_ok: np.ndarray, next_ok: np.ndarray, share: float) -> float:
+    """Accuracy when the `share` of rows with the highest p_wrong are answered again by the next tier."""
+    k = int(round(share * len(p_wrong)))
+    redo = np.zeros(len(p_wrong), bool)
+    redo[np.lexsort((np.arange(len(p_wrong)), -p_wrong))[:k]] = True
+    return float(np.where(redo, next_ok, cheap_ok).mean())
+
+
+def main() -> dict:
+    df = pl.read_csv(DATA)
+    cheap_ok = df[CHEAP].to_numpy().astype(bool)
+    next_ok = df[PREMIUM].to_numpy().astype(bool)
+    answers = df[f"{CHEAP}_response"].to_list()
+    wrong = ~cheap_ok
+    folds = np.random.default_rng(SEED).permutation(len(df)) % 5
+    t0 = time.perf_counter()
+    xa = answer_signals(answers)
+    checks_s = (time.perf_counter() - t0) / len(df)
+    xt = text_features(df["prompt"])
+    verifier_oof = np.zeros(len(df))
+    for k in range(5):  # the product's own training function, fold by fold
+        tr, te = folds != k, folds == k
+        v = train_verifier([a for a, t in zip(answers, tr) if t], cheap_ok[tr].tolist())
+        verifier_oof[te] = v.p_wrong([a for a, t in zip(answers, te) if t])
+    rng = np.random.default_rng(SEED)
+    signals = {
+        "answer_checks": verifier_oof,
+        "router": out_of_fold(xt, wrong, folds),
+        "both": out_of_fold(np.hstack([xt, xa]), wrong, folds),
+        "length": np.array([len(a or "") for a in answers], dtype=float),
+        "random": rng.random(len(df)),
+    }
+    base = float(cheap_ok.mean())
+    table = {}
+    for name, s in signals.items():
+        accs = {f"{f:.2f}": round(cascade_accuracy(s, cheap_ok, next_ok, f), 4) for f in SHARES}
+        table[name] = {"auroc_wrong": round(auroc(s, wrong), 4), "accuracy_by_share": accs}
+    for name in signals:
+        rand = table["random"]["accuracy_by_share"]
+        table[name]["gain_per_escalated_row_vs_random"] = {
+            f: round((table[name]["accuracy_by_share"][f] - base) / max(rand[f] - base, 1e-9), 2) for f in rand}
+    return {
+        "data": str(DATA.relative_to(ROOT.parent)), "rows": len(df), "cheap": CHEAP, "next": PREMIUM,
+        "cheap_accuracy": round(base, 4), "next_accuracy": round(float(next_ok.mean()), 4),
+        "target_95pct_of_next": round(0.95 * float(next_ok.mean()), 4), "signals": table,
+        "answer_checks_us_per_row": round(checks_s * 1e6, 1),
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+    }
+
+
+def markdown(r: dict) -> str:
+    lines = [f"# Cascade signals on GSM8K ({r['rows']} questions; cheap Mixtral-8x7B, next GPT-4)", "",
+             "`bench/cascade_signals.py`, recorded answers (`shared/data/routing/gsm8k_responses.csv`), 5-fold out of "
+             f"fold. Cheap accuracy {r['cheap_accuracy']}, next-tier accuracy {r['next_accuracy']} (95%: "
+             f"{r['target_95pct_of_next']}).", "",
+             "AUROC: how well the signal ranks wrong cheap answers above right ones (0.5 = chance). Accuracy: the "
+             "cascade that re-asks the next tier for the least confident share of rows. Gain: accuracy bought over "
+             "the cheap tier, as a multiple of what escalating the same number of random rows buys.", "",
+             "| signal | AUROC (wrong) | " + " | ".join(f"acc @ {f}" for f in r["signals"]["random"]["accuracy_by_share"])
+             + " | gain vs random @ 0.35 |",
+             "|---|---|" + "---|" * len(r["signals"]["random"]["accuracy_by_share"]) + "---|"]
+    for name, s in r["signals"].items():
+        lines.append(f"| {name} | {s['auroc_wrong']} | " + " | ".join(str(v) for v in s["accuracy_by_share"].values())
+                     + f" | {s['gain_per_escalated_row_vs_random']['0.35']} |")
+    lines += ["", f"Answer checks cost {r['answer_checks_us_per_row']} µs a row ({r['machine']}).", "",
+              "Wired: tiers that report token logprobs (vLLM; OpenAI-compatible APIs that return them) escalate on "
+              "exp(mean logprob); tiers that do not (Anthropic, replayed answers) on the answer checks, when a "
+              "verifier is trained (`sluice router train` with `cheap_response` in the labels).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    OUT.mkdir(parents=True, exist_ok=True)
+    if "--markdown-only" not in sys.argv:
+        result = main()
+        (OUT / "cascade_signals.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = json.loads((OUT / "cascade_signals.json").read_text())
+    (OUT / "cascade_signals.md").write_text(markdown(result))
+    print(markdown(result))
