@@ -71,16 +71,18 @@ def sluice_run(
     temperature: float | None = None,
     cascade_share: float | None = None,
     shadow_share: float | None = None,
+    grader: str | None = None,
 ) -> dict:
     """`response_schema`: JSON Schema text (or a choice list, `sluice.contracts.shapes.schema_from_choices`) for rows
-    without their own; `temperature`: for rows without their own (default greedy)."""
+    without their own; `temperature`: for rows without their own (default greedy); `grader`: how rows with a
+    `reference` are graded when they have no `grader` column (`sluice.contracts.grading`; default auto)."""
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
     overrides = {k: v for k, v in {"model": router, "premium_share": premium_share, "budget_usd": budget_usd,
                                    "cascade_share": cascade_share, "shadow_share": shadow_share}.items()
                  if v is not None}
     if overrides:  # the learned router / batch calibration / cascade and shadow shares
         settings.router = RouterSettings.model_validate({**settings.router.model_dump(), **overrides})
-    defaults = RequestDefaults(response_schema=response_schema, temperature=temperature)
+    defaults = RequestDefaults(response_schema=response_schema, temperature=temperature, grader=grader)
     # hours the run may take: API tiers with batch_api = "auto" use their provider's batch API (-50%) if it fits
     tiers = settings.catalogue().with_run_deadline(deadline_h)
     logger = get_run_logger()
@@ -130,7 +132,9 @@ def sluice_run(
                       run["billing"])
     summary = land(run_dir, str(settings.warehouse), run, tiers.names)
     mark_landed(run_dir)
-    return {**summary, "run_id": run_id, "dataset": run["dataset"], "warehouse": str(settings.warehouse)}
+    return {**summary, "run_id": run_id, "dataset": run["dataset"], "warehouse": str(settings.warehouse),
+            # replay tiers answered from recorded answers, not a model: the output always says so
+            "replayed_tiers": [t.name for t in tiers.tiers if t.replayed]}
 
 
 def _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue, dispatch, dispatch_api_tiers,

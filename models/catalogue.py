@@ -1,8 +1,10 @@
 """The tier catalogue: which models Sluice may send a row to, how they run, and what they cost.
 
 A tier is either self-hosted (a vLLM worker billed by the hour: its cost per row is the worker's billed time
-apportioned to rows by tokens) or an API (billed per token at list prices). Tiers are ordered from cheapest to
-most expensive; `baseline` names the tier every row would go to without Sluice.
+apportioned to rows by tokens), an API (billed per token at list prices), or a replay tier: recorded answers of a
+real model (a Parquet file), priced like an API tier at its list prices, never sent anywhere
+(models/backends/replay.py). Tiers are ordered from cheapest to most expensive; `baseline` names the tier every
+row would go to without Sluice.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from models.pricing import api_price, cost_usd
 
 DEFAULT_CATALOGUE = "catalogue.toml"
+# a replay tier's answers file: `response`, and the request as `prompt` (+ `system`) or `messages` (OpenAI chat)
+REPLAY_REQUEST_COLUMNS = ("prompt", "messages")
 
 
 class CatalogueError(ValueError):
@@ -37,7 +41,7 @@ class Tier(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
-    backend: Literal["vllm", "openai", "anthropic"]
+    backend: Literal["vllm", "openai", "anthropic", "replay"]
     model: str = Field(min_length=1)
     # self-hosted (vllm)
     dtype: str = "auto"
@@ -95,19 +99,43 @@ class Tier(BaseModel):
     # demo and tests only: serve this model (a `packaged:` name or a local folder) on `base_url` with vLLM's
     # OpenAI-compatible server while the tier runs, standing in for a paid API that cannot be reached
     local_server: str | None = None
+    # replay: a Parquet file of recorded answers (`prompt`/`system` or `messages`, `response`, optional
+    # `input_tokens`, `output_tokens`, `finish_reason`, `latency_ms`); relative to the catalogue file's folder
+    answers: Path | None = None
+    # replay: counts the tokens a recorded answer lacks (a local Hugging Face tokenizer folder, relative to the
+    # catalogue's folder, or a `packaged:` name); unset: `models.tokens.estimate_tokens`, flagged as estimated
+    tokenizer: str | None = None
+
+    @field_validator("answers", "tokenizer", mode="after")
+    @classmethod
+    def _relative_to_catalogue(cls, value, info: ValidationInfo):
+        """Relative paths are read from the catalogue file's folder (`load_catalogue` passes it as context)."""
+        base = (info.context or {}).get("catalogue_dir")
+        if value is None or base is None or str(value).startswith("packaged:") or Path(value).is_absolute():
+            return value
+        resolved = Path(base) / value
+        return resolved if isinstance(value, Path) else str(resolved)
 
     @model_validator(mode="after")
     def _backend_fields(self) -> "Tier":
         if self.backend == "vllm" and not self.worker:
             raise ValueError(f"tier {self.name!r}: a vllm tier needs `worker` (the worker class it is billed as)")
-        if self.backend in ("openai", "anthropic"):
+        if self.backend in ("openai", "anthropic", "replay"):
             needed = ("base_url", "input_usd_per_1m", "output_usd_per_1m") if self.backend == "openai" else (
+                "answers", "input_usd_per_1m", "output_usd_per_1m") if self.backend == "replay" else (
                 "input_usd_per_1m", "output_usd_per_1m")
             missing = [f for f in needed if getattr(self, f) is None]
             if missing:
-                raise ValueError(f"tier {self.name!r}: an {self.backend} tier needs {', '.join(missing)}")
+                article = "a" if self.backend == "replay" else "an"
+                raise ValueError(f"tier {self.name!r}: {article} {self.backend} tier needs {', '.join(missing)}")
         if self.local_server and self.backend != "openai":
             raise ValueError(f"tier {self.name!r}: `local_server` is for openai tiers")
+        if self.backend != "replay" and (self.answers is not None or self.tokenizer is not None):
+            raise ValueError(f"tier {self.name!r}: `answers` and `tokenizer` are for replay tiers")
+        if self.replayed:
+            if self.batch_api != "off":
+                raise ValueError(f"tier {self.name!r}: a replay tier answers at once at list prices: no `batch_api`")
+            check_answers_file(self.name, self.answers)
         if self.batch_api != "off":
             if self.self_hosted:
                 raise ValueError(f"tier {self.name!r}: `batch_api` is for API tiers")
@@ -121,6 +149,11 @@ class Tier(BaseModel):
     @property
     def self_hosted(self) -> bool:
         return self.backend == "vllm"
+
+    @property
+    def replayed(self) -> bool:
+        """Answered from recorded answers (priced like an API tier, no network, no rate limits)."""
+        return self.backend == "replay"
 
     def token_cost_usd(
         self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, batch: bool = False
@@ -137,6 +170,32 @@ class Tier(BaseModel):
             raise CatalogueError(f"tier {self.name!r} has no batch prices")
         cached = min(max(cached_input_tokens, 0), input_tokens)
         return cost_usd(api_price(self, batch), input_tokens, output_tokens, cached)
+
+
+def check_answers_file(tier: str, path: Path | None) -> None:
+    """A replay tier's answers file exists, is Parquet and has the columns replay needs, of usable types."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path is None or not Path(path).is_file():
+        raise ValueError(f"tier {tier!r}: answers file {path} does not exist")
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"tier {tier!r}: answers file {path} is not a readable Parquet file ({exc})") from exc
+    cols = set(schema.names)
+    missing = [c for c in ("response",) if c not in cols]
+    if not cols & set(REPLAY_REQUEST_COLUMNS):
+        missing.append(" or ".join(REPLAY_REQUEST_COLUMNS))
+    if missing:
+        raise ValueError(f"tier {tier!r}: answers file {path} has no {', '.join(missing)} column "
+                         f"(it has: {', '.join(schema.names) or 'none'})")
+    text = (pa.types.is_string, pa.types.is_large_string)
+    for col, ok in (("prompt", text), ("system", text), ("response", text),
+                    ("input_tokens", (pa.types.is_integer,)), ("output_tokens", (pa.types.is_integer,))):
+        if col in cols and not any(f(schema.field(col).type) for f in ok):
+            raise ValueError(f"tier {tier!r}: answers file {path}: column `{col}` is {schema.field(col).type}, "
+                             f"expected {'text' if ok is text else 'integers'}")
 
 
 class Catalogue(BaseModel):
@@ -195,8 +254,10 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
     if path is None:
         text = resources.files("models").joinpath(DEFAULT_CATALOGUE).read_text()
         source = f"models/{DEFAULT_CATALOGUE}"
+        folder = Path(str(resources.files("models")))
     else:
         source = str(path)
+        folder = Path(path).resolve().parent
         try:
             text = Path(path).read_text()
         except OSError as exc:
@@ -206,7 +267,7 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
     except tomllib.TOMLDecodeError as exc:
         raise CatalogueError(f"{source}: not valid TOML: {exc}") from exc
     try:
-        return Catalogue.model_validate(data)
+        return Catalogue.model_validate(data, context={"catalogue_dir": folder})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()

@@ -35,6 +35,8 @@ def infer_tier(
     tier = catalogue.tier(tier_name)
     rows = pq.read_metadata(partition).num_rows
     logger.info("tier %s: %d rows (%s) -> %s backend, model %s", tier.name, rows, kind, tier.backend, tier.model)
+    if tier.replayed:
+        logger.info("tier %s: replayed from %s (recorded answers, no network)", tier.name, tier.answers)
     backend = make_backend(tier, data_dir=data_dir)
     try:
         billing = infer_tier_shards(
@@ -48,6 +50,9 @@ def infer_tier(
     logger.info(
         "tier %s: done, billed %.1f s, $%.6f", tier.name, billing.get("billed_seconds", 0.0), billing["cost_usd"]
     )
+    if tier.replayed:
+        logger.info("tier %s: %d rows replayed, %d without a recorded answer (failed)", tier.name,
+                    billing.get("replay_hits", 0), billing.get("replay_misses", 0))
     return billing
 
 
@@ -111,6 +116,8 @@ def infer_one_shard(run_dir: Path, tier_name: str, partition: Path, shard: int, 
     one flow per process, so the engine is released before it exits."""
     tier = catalogue.tier(tier_name)
     get_run_logger().info("tier %s shard %d of %s", tier_name, shard, partition)
+    if tier.replayed:
+        get_run_logger().info("tier %s: replayed from %s (recorded answers, no network)", tier.name, tier.answers)
     backend = make_backend(tier, data_dir=data_dir)
     try:
         return answer_shard(partition, shard, run_dir / "answers", tier, catalogue, backend, default_max_tokens,

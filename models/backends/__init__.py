@@ -9,6 +9,7 @@ import either from here; modules inside the package import from `models.backends
     vllm_offline.py    self-hosted tier: vLLM's offline engine
     openai_http.py     API tier: OpenAI-compatible chat completions (real time and the Batch API)
     anthropic_http.py  API tier: Anthropic Messages (real time and Message Batches)
+    replay.py          replay tier: recorded answers of a real model (Parquet), priced like an API, no network
     api_rows.py, provider_batch.py, ratelimit.py   helpers the API backends share
 """
 

@@ -29,6 +29,10 @@ def make_backend(tier: Tier, data_dir: str = "data", deadline_s: float | None = 
         from models.backends.anthropic_http import AnthropicBackend
 
         return AnthropicBackend(tier, deadline_s=deadline_s)
+    if tier.backend == "replay":
+        from models.backends.replay import ReplayBackend
+
+        return ReplayBackend(tier, data_dir=data_dir)
     raise ValueError(f"tier {tier.name!r}: unknown backend {tier.backend!r}")
 
 

@@ -6,6 +6,7 @@
     sluice plan DATASET.parquet [--run-id ID]                          forecast cost and savings before a run
     sluice report RUN_ID [-o report.html]                              one run as a self-contained HTML report
     sluice dedup IN.parquet -o OUT.parquet [--only exact,near,semantic,cache --warehouse PATH]   mark duplicates
+    sluice answers export --tier premium -o answers.parquet [--warehouse PATH]   a tier's answers, for replay tiers
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def _print_summary(summary: dict, seconds: float) -> None:
     table = Table(title=f"Sluice run {summary['run_id']} ({summary['dataset']})", show_header=False)
     for k, v in summary_lines(summary):
         table.add_row(k, v)
+    if summary.get("replayed_tiers"):
+        table.add_row("replayed tiers", f"{', '.join(summary['replayed_tiers'])} (recorded answers, no network)")
     table.add_row("wall time", f"{seconds:.1f} s")
     table.add_row("warehouse", f"{summary['warehouse']} (table `results`)")
     console.print(table)
@@ -74,6 +77,9 @@ def run(
     shadow_share: Annotated[Optional[float], typer.Option(
         help="this share of the cheapest tier's answers is also answered by premium, to retrain the router [0.05]",
     )] = None,
+    grader: Annotated[Optional[str], typer.Option(
+        help="how answers are compared with a `reference` column, for rows without a `grader` column: auto, exact, "
+             "number, choice, contains or json [auto]")] = None,
 ) -> None:
     """Answer every row of DATASET on the cheapest tier that will do, and land the results in DuckDB."""
     from models.catalogue import CatalogueError
@@ -87,6 +93,10 @@ def run(
         if schema and choices:
             raise ValueError("give --schema or --choices, not both")
         response_schema = schema_from_file(schema) if schema else schema_from_choices(choices) if choices else None
+        if grader is not None:  # an unknown grader name fails here, before the flow starts
+            from sluice.contracts.grading import check_grader
+
+            check_grader(grader)
 
         summary = sluice_run(
             str(dataset),
@@ -103,6 +113,7 @@ def run(
             temperature=temperature,
             cascade_share=cascade_share,
             shadow_share=shadow_share,
+            grader=grader,
         )
     except (IngestError, CatalogueError, ShapeError, ValueError) as exc:
         _fail(str(exc))
@@ -154,6 +165,11 @@ from sluice.cli.router import route_command, router_app  # noqa: E402
 
 app.add_typer(router_app, name="router")
 app.command("route")(route_command)
+
+# recorded answers for replay tiers: `sluice answers export` (sluice/cli/answers.py)
+from sluice.cli.answers import answers_app  # noqa: E402
+
+app.add_typer(answers_app, name="answers")
 
 @app.command()
 def plan(

@@ -31,6 +31,10 @@ ROW_SCHEMA = pa.schema(
         ("temperature", pa.float64()),
         ("stop", pa.string()),
         ("response_schema", pa.string()),
+        # reference grading (sluice.contracts.grading): the correct answer as text, and how to compare (null: the
+        # run's --grader, else auto). Carried to land, never sent to a model, never part of the request fingerprint
+        ("reference", pa.string()),
+        ("grader", pa.string()),
         ("status", pa.string()),
         ("error", pa.string()),
     ]
@@ -39,6 +43,16 @@ ROW_SCHEMA = pa.schema(
 DUP_COLUMNS = {"dup_of": pl.String, "dup_kind": pl.String, "dup_score": pl.Float64}
 # the request shape (sluice.contracts.shapes): earlier turns of a conversation, sampling parameters, the schema
 SHAPE_COLUMNS = {"history": pl.String, "temperature": pl.Float64, "stop": pl.String, "response_schema": pl.String}
+
+
+# reference grading: carried from ingest to land (sluice.stages.land.grading), which adds correct and grade_reason
+GRADE_COLUMNS = {"reference": pl.String, "grader": pl.String}
+
+
+def with_grade_columns(df: pl.DataFrame) -> pl.DataFrame:
+    """Tables written before reference grading existed (or built by hand) have no reference: all null."""
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in GRADE_COLUMNS.items() if c not in df.columns]
+    return df.with_columns(missing) if missing else df
 
 
 def with_shape_columns(df: pl.DataFrame) -> pl.DataFrame:

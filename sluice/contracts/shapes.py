@@ -16,9 +16,12 @@ Both become the same carried columns, so dedup, routing, caching and token estim
     response_schema  JSON Schema the answer must satisfy (structured output), or a choice list written as
                      {"enum": [labels]} (classification), or null for free text; canonical JSON text
 
-Dataset-level values (`sluice run --schema FILE`, `--choices a,b,c`, `--temperature`) fill rows that leave
-them null. A row whose value is unusable is quarantined with the reason; a dataset-level value that is unusable
-is an error of the whole run, raised before anything is read.
+Dataset-level values (`sluice run --schema FILE`, `--choices a,b,c`, `--temperature`, `--grader`) fill rows that
+leave them null. A row whose value is unusable is quarantined with the reason; a dataset-level value that is
+unusable is an error of the whole run, raised before anything is read.
+
+Reference grading (`sluice.contracts.grading`) is not part of the request: a row's `reference` and `grader` are
+carried beside it to land, never sent to a model and never part of its fingerprint.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+
+from sluice.contracts.grading import check_grader
 
 ROLES = ("system", "user", "assistant")
 MAX_TURNS = 1_000
@@ -56,6 +61,8 @@ class RequestDefaults:
     response_schema: str | None = None
     temperature: float | None = None
     stop: str | None = None
+    # how rows with a `reference` are graded when their `grader` column is null (sluice.contracts.grading; None: auto)
+    grader: str | None = None
 
     def __post_init__(self) -> None:
         if self.response_schema is not None:
@@ -64,6 +71,11 @@ class RequestDefaults:
             object.__setattr__(self, "temperature", check_temperature(self.temperature))
         if self.stop is not None:
             object.__setattr__(self, "stop", canonical_stop(self.stop))
+        if self.grader is not None:
+            try:
+                object.__setattr__(self, "grader", check_grader(self.grader))
+            except ValueError as exc:
+                raise ShapeError(str(exc)) from exc
 
 
 def schema_from_file(path: str | Path) -> str:

@@ -4,8 +4,9 @@
 
 It reads the warehouse read-only (the views of docs/analysts.md): the key numbers, forecast against actual when
 `sluice plan` was run first, cost by tier, the savings waterfall, latency and token distributions, errors, and
-the self-hosted workers' utilisation and break-even. `summary_table` is the same key table as a list of rows, for
-the Prefect table artifact of the flow run.
+the self-hosted workers' utilisation and break-even; when the dataset had references, accuracy per tier next to
+the cost (the numbers of the view `quality_per_run`). `summary_table` is the same key table as a list of rows,
+for the Prefect table artifact of the flow run.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def report_data(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
                    count(*) FILTER (status = 'failed') AS failed,
                    sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
                    sum(cost_usd) AS cost_usd, sum(baseline_cost_usd) AS baseline_cost_usd,
+                   count(correct) AS graded, avg(CAST(correct AS DOUBLE)) AS accuracy,
                    quantile_cont(latency_ms, 0.5) FILTER (status = 'ok') AS p50_ms,
                    quantile_cont(latency_ms, 0.9) FILTER (status = 'ok') AS p90_ms,
                    quantile_cont(latency_ms, 0.99) FILTER (status = 'ok') AS p99_ms
@@ -277,13 +279,18 @@ def render_html(data: dict) -> str:
         ("duplicates", f"{run['duplicates']}", ""),
         ("failed / quarantined", f"{run['failed']} / {run['quarantined']}", ""),
     ]
+    graded = sum(t.get("graded") or 0 for t in data["tiers"])
+    if graded:  # answers graded against the dataset's references: accuracy next to cost
+        correct = sum((t.get("accuracy") or 0) * (t.get("graded") or 0) for t in data["tiers"])
+        cards.insert(4, ("accuracy (graded rows)", f"{correct / graded:.1%} of {graded:,}", ""))
     card_html = "".join(f'<div class="card {c}"><div class="v">{html.escape(v)}</div>'
                         f'<div class="k">{html.escape(k)}</div></div>' for k, v, c in cards)
     key_table = _table(data["tiers"], [
         ("tier", "tier"), ("model", "model"), ("rows", "rows"), ("ok", "ok"), ("failed", "failed"),
         ("input_tokens", "input tokens"), ("output_tokens", "output tokens"), ("cost_usd", "cost (USD)"),
-        ("baseline_cost_usd", "all-premium (USD)"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
-        ("p99_ms", "p99 ms")])
+        ("baseline_cost_usd", "all-premium (USD)"),
+        *([("graded", "graded"), ("accuracy", "accuracy")] if graded else []),
+        ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms")])
     savings_rows = [{"part": k.replace("_usd", "").replace("_", " "), "usd": float(s[k] or 0)} for k in (
         "baseline_cost_usd", "dedup_saving_usd", "cache_saving_usd", "routing_saving_usd", "trim_saving_usd",
         "batch_saving_usd", "waste_usd", "cost_usd", "saving_usd")]

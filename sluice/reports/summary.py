@@ -26,7 +26,19 @@ def summary_lines(summary: dict) -> list[tuple[str, str]]:
         ("all-premium cost", f"${summary['baseline_cost_usd']:.6f}"),
         ("saving", f"${summary['saving_usd']:.6f} ({summary['saving_pct']:.1f}%)"),
     ]
+    lines += accuracy_lines(summary)
     return lines
+
+
+def accuracy_lines(summary: dict) -> list[tuple[str, str]]:
+    """Accuracy against the references, next to the cost (nothing when no row was graded)."""
+    if not summary.get("graded"):
+        return []
+    per_tier = "; ".join(f"{tier} {v['accuracy']:.2f} ({v['correct']}/{v['graded']})"
+                         for tier, v in summary.get("accuracy_per_tier", {}).items())
+    return [("accuracy (graded rows)", f"{summary['accuracy']:.3f}  ({summary['correct']} of {summary['graded']} "
+                                       f"rows correct)"),
+            ("accuracy per tier", per_tier)]
 
 
 def summary_markdown(summary: dict, run: dict) -> str:
@@ -48,4 +60,10 @@ def summary_table(summary: dict) -> list[dict]:
         {"tier": "all-premium baseline", "rows": summary["rows"], "cost_usd": round(summary["baseline_cost_usd"], 6)},
         {"tier": f"saving ({summary['saving_pct']:.1f}%)", "rows": None, "cost_usd": round(summary["saving_usd"], 6)},
     ]
+    if summary.get("graded"):  # accuracy next to cost: per tier, duplicates (never sent), the whole run
+        per_tier = {**summary["accuracy_per_tier"], "total": {"accuracy": summary["accuracy"]}}
+        per_tier["duplicates (answered free)"] = per_tier.pop("(not sent)", {"accuracy": None})
+        for row in rows:
+            acc = per_tier.get(row["tier"], {}).get("accuracy")
+            row["accuracy"] = None if acc is None else round(acc, 4)
     return rows

@@ -212,6 +212,23 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        4,
+        "reference grading: results.reference, grader, correct, grade_reason; runs.accuracy per run and per tier",
+        [
+            *(f"ALTER TABLE results ADD COLUMN IF NOT EXISTS {c}" for c in (
+                # the row's correct answer and how it was compared (sluice/contracts/grading.py)
+                "reference VARCHAR", "grader VARCHAR",
+                # the verdict on the final answer: NULL without a reference or for quarantined rows
+                "correct BOOLEAN", "grade_reason VARCHAR",
+            )),
+            *(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {c}" for c in (
+                "accuracy DOUBLE", "graded_rows BIGINT",
+                # {tier: {graded, correct, accuracy}}; rows never sent under "(not sent)"
+                "accuracy_per_tier JSON",
+            )),
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -223,6 +240,7 @@ RESULT_COLUMNS = [
     "history", "temperature", "stop", "response_schema", "parsed", "schema_valid", "attempts", "escalated",
     "escalated_from", "cascade_reason", "shadow", "shadow_agrees", "shadow_cost_usd", "price_basis",
     "cached_input_tokens", "usage_estimated", "mean_logprob",
+    "reference", "grader", "correct", "grade_reason",
 ]
 ATTEMPT_COLUMNS = ["run_id", "row_id", "attempt", "kind", "tier", "model", "status", "error", "schema_valid",
                    "input_tokens", "output_tokens", "latency_ms", "cost_usd", "mean_logprob", "response"]

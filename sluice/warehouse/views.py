@@ -160,6 +160,29 @@ def _views(optional: dict[str, str]) -> dict[str, str]:
             FROM savings_per_row s LEFT JOIN runs u USING (run_id)
             GROUP BY s.run_id, s.dataset
         """,
+        # accuracy next to cost, per run and tier (rows never sent: '(not sent)'), plus the whole run ('(all)').
+        # graded: rows with a verdict (`results.correct` not NULL); accuracy = correct / graded, NULL if none
+        "quality_per_run": """
+            WITH r AS (
+                SELECT run_id, dataset, coalesce(tier, '(not sent)') AS tier, correct AS is_correct,
+                       coalesce(cost_usd, 0) AS cost, coalesce(baseline_cost_usd, 0) AS baseline
+                FROM results
+            ), g AS (
+                SELECT run_id, dataset, tier, is_correct, cost, baseline FROM r
+                UNION ALL
+                SELECT run_id, dataset, '(all)' AS tier, is_correct, cost, baseline FROM r
+            )
+            SELECT run_id, dataset, tier,
+                   count(*) AS rows,
+                   count(is_correct) AS graded,
+                   count(*) FILTER (is_correct) AS correct,
+                   CASE WHEN count(is_correct) > 0
+                        THEN count(*) FILTER (is_correct) / count(is_correct) END AS accuracy,
+                   sum(cost) AS cost_usd,
+                   sum(baseline) AS baseline_cost_usd
+            FROM g
+            GROUP BY run_id, dataset, tier
+        """,
         # self-hosting against sending the same rows to the baseline API, per run:
         #   api_usd       what the self-hosted tiers' answered rows would have cost on the baseline tier
         #   start_usd     billed engine start (a fixed cost per run), gen_usd: billed generation (grows with rows)

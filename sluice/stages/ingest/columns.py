@@ -3,11 +3,14 @@ be used (the row is quarantined) and `IngestError` for what makes the whole file
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pyarrow as pa
 
+from sluice.contracts.grading import check_grader
 from sluice.contracts.shapes import (
     RequestDefaults,
     ShapeError,
@@ -19,7 +22,7 @@ from sluice.contracts.shapes import (
 )
 
 REQUIRED = "prompt"  # or `messages` (a chat-shaped dataset, `sluice.contracts.shapes`)
-OPTIONAL = ("id", "system", "max_tokens", "messages", "temperature", "stop", "response_schema")
+OPTIONAL = ("id", "system", "max_tokens", "messages", "temperature", "stop", "response_schema", "reference", "grader")
 
 
 class IngestError(ValueError):
@@ -200,6 +203,62 @@ def _request_shapes(raw: pa.Table, source: str, prompts: list, systems: list, de
             else:
                 out.response_schema[i] = seen[v]
     return out
+
+
+def _grading(raw: pa.Table, source: str, defaults: RequestDefaults
+             ) -> tuple[list[str | None], list[str | None], list[str | None]]:
+    """Per row: the reference as text (numbers, booleans and nested values written as text / JSON; blank: none),
+    the grader name (the column's, else the run's default) and why either is unusable (None when fine)."""
+    n = raw.num_rows
+    refs: list[str | None] = [None] * n
+    bad: list[str | None] = [None] * n
+    if "reference" in raw.column_names:
+        t = _plain(raw.column("reference")).type
+        if _is_string(t) or _is_binary(t) or pa.types.is_null(t):
+            refs, why = _text_column(raw, "reference", source)
+            bad = [f"reference {w}" if w else None for w in why]
+        elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t) \
+                or pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_struct(t):
+            for i, v in enumerate(column_values(raw.column("reference"))):
+                refs[i], bad[i] = _reference_text(v)
+        else:
+            raise IngestError(f"{source}: column 'reference' must hold text, numbers or JSON values, found {t}")
+        refs = [r if r is not None and r.strip() else None for r in refs]
+    graders: list[str | None] = [defaults.grader] * n
+    if "grader" in raw.column_names:
+        values, why = _text_column(raw, "grader", source)
+        for i, v in enumerate(values):
+            if why[i]:
+                bad[i] = bad[i] or f"grader {why[i]}"
+            elif v is not None:
+                try:
+                    graders[i] = check_grader(v)
+                except ValueError as exc:
+                    bad[i] = bad[i] or str(exc)
+    return refs, graders, bad
+
+
+def _reference_text(v: object) -> tuple[str | None, str | None]:
+    """One non-text reference value as text: 42.0 -> "42", Decimal("1.50") -> "1.5", True -> "true", a list or struct
+    -> JSON; NaN is null (pandas), an infinity a row problem."""
+    if v is None:
+        return None, None
+    if isinstance(v, bool):
+        return ("true" if v else "false"), None
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None, None
+        if math.isinf(v):
+            return None, f"reference={v!r} is not a finite number"
+        return (str(int(v)) if v.is_integer() and abs(v) < 1e16 else repr(v)), None
+    if isinstance(v, Decimal):
+        return format(v.normalize(), "f"), None
+    if isinstance(v, int):
+        return str(v), None
+    try:
+        return json.dumps(v, ensure_ascii=False, default=str), None
+    except (TypeError, ValueError) as exc:  # a nested value JSON cannot hold (NaN is written as NaN, not raised)
+        return None, f"reference cannot be written as JSON ({_short(exc)})"
 
 
 def _clip(text: str, limit: int = 80) -> str:

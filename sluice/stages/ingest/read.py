@@ -16,13 +16,20 @@ Request shapes (`sluice.contracts.shapes`): a chat-shaped dataset has `messages`
 `temperature`, `stop` and `response_schema` columns, and dataset-level `RequestDefaults`. An unusable conversation,
 temperature, stop list or schema quarantines its row with the reason.
 
-Columns other than `prompt`, `messages`, `id`, `system`, `max_tokens`, `temperature`, `stop` and `response_schema`
-are never read (however they are typed or nested).
+Reference grading (`sluice.contracts.grading`): an optional `reference` column (the correct answer: text; numbers,
+booleans, lists and structs are written as text / JSON; null or blank: the row is not graded) and `grader` column
+(auto, exact, number, choice, contains, json; null: the run's `RequestDefaults.grader`, else auto). A grader name
+that is not one of these quarantines its row (a bad `sluice run --grader` is an error of the whole run, raised by
+`RequestDefaults`); a reference the grader cannot use does not: the row is answered and lands ungraded with the
+reason (`sluice.stages.land.grading`). Neither column is sent to a model or part of the request fingerprint.
+
+Columns other than `prompt`, `messages`, `id`, `system`, `max_tokens`, `temperature`, `stop`, `response_schema`,
+`reference` and `grader` are never read (however they are typed or nested).
 
 Row schema produced here and carried through every stage:
     row_id (str), row_index (int64), prompt (str), system (str|null), max_tokens (int32|null),
     history (str|null), temperature (float64|null), stop (str|null), response_schema (str|null),
-    status ("pending" | "quarantined"), error (str|null)
+    reference (str|null), grader (str|null), status ("pending" | "quarantined"), error (str|null)
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from sluice.stages.ingest.columns import (
     IngestError,
     _check_columns,
     _clip,
+    _grading,
     _id_column,
     _number_column,
     _request_shapes,
@@ -118,7 +126,9 @@ def validate_prompts(
     n = raw.num_rows
     prompts, prompt_bad = _text_column(raw, "prompt", source) if "prompt" in cols else ([None] * n, [None] * n)
     systems, system_bad = _text_column(raw, "system", source) if "system" in cols else ([None] * n, [None] * n)
-    shape = _request_shapes(raw, source, prompts, systems, defaults or RequestDefaults())
+    defaults = defaults or RequestDefaults()
+    shape = _request_shapes(raw, source, prompts, systems, defaults)
+    references, graders, grade_bad = _grading(raw, source, defaults)
     max_tokens, mt_bad = _number_column(raw, "max_tokens", source) if "max_tokens" in cols else ([None] * n, {})
     if "id" in cols:
         ids, id_bad = _id_column(raw, source)
@@ -142,6 +152,8 @@ def validate_prompts(
             reason = f"duplicate id {_clip(rid)!r} (first seen at row {first_seen[rid]})"
         elif shape.bad[i]:
             reason = shape.bad[i]
+        elif grade_bad[i]:
+            reason = grade_bad[i]
         elif prompt_bad[i]:
             reason = f"prompt {prompt_bad[i]}"
         elif prompt is None:
@@ -193,6 +205,8 @@ def validate_prompts(
             pa.array(shape.temperature, pa.float64()),
             pa.array(shape.stop, pa.string()),
             pa.array(shape.response_schema, pa.string()),
+            pa.array(references, pa.string()),
+            pa.array(graders, pa.string()),
             pa.array(status, pa.string()),
             pa.array(errors, pa.string()),
         ],

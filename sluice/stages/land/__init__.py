@@ -1,6 +1,7 @@
 """Land: one `results` row per input row, every attempt in `attempts`, the run in `runs`.
 
     results.py  combine a row's attempts, assemble the results table, land it in one transaction
+    grading.py  each row's answer against its reference (correct, grade_reason); the run's accuracy per tier
     labels.py   router labels from the shadow pairs
 """
 

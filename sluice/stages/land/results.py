@@ -8,6 +8,9 @@
                     response and model copied (carried by dedup in cache_response / cache_model), cost 0,
                     baseline = the earlier row's baseline; in-batch duplicates of a cache hit get the same answer
 
+Every row with a `reference` is graded (sluice/stages/land/grading.py): `correct`, `grade_reason`, the `grader`
+used; the run's accuracy, overall and per tier, goes to `summarise` and `runs`.
+
 Rows answered more than once (a schema retry, a cascade escalation, a shadow answer: sluice/stages/review/decide.py) land once,
 with the final answer (the last attempt that is not a shadow), `attempts`, `escalated`, `shadow`, and the sum of
 every attempt's tokens and cost: what was spent on the row. Each attempt is also landed in `attempts`. An answer
@@ -29,6 +32,7 @@ import polars as pl
 import pyarrow as pa
 
 from sluice.contracts.columns import ANSWER_SCHEMA
+from sluice.stages.land.grading import accuracy_summary, grade_results
 from sluice.warehouse.db import ATTEMPT_COLUMNS, RESULT_COLUMNS, connect
 
 ANSWER_FIELDS = ["response", "model", "input_tokens", "output_tokens", "latency_ms", "cost_usd",
@@ -184,7 +188,7 @@ def assemble_results(routed: pa.Table, answers: list[pa.Table] | pl.DataFrame, r
         status.alias("status"),
         error.alias("error"),
     )
-    out = _parse_reused_answers(out)
+    out = grade_results(_parse_reused_answers(out))
     return out.select(RESULT_COLUMNS).sort("row_index")
 
 
@@ -263,6 +267,7 @@ def summarise(results: pl.DataFrame) -> dict:
         "baseline_cost_usd": baseline,
         "saving_usd": baseline - cost,
         "saving_pct": (100.0 * (baseline - cost) / baseline) if baseline > 0 else 0.0,
+        **accuracy_summary(results),  # graded, correct, accuracy, accuracy_per_tier (sluice.stages.land.grading)
     }
 
 
@@ -329,23 +334,19 @@ def land_results(
 
                     create_structured_view(con, run["dataset"], schemas.mode().sort()[0])
                 con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
-                con.execute(
-                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        run_id,
-                        run["dataset"],
-                        run.get("source"),
-                        run.get("started_at"),
-                        run.get("finished_at") or datetime.now().astimezone(),
-                        summary["rows"],
-                        summary["duplicates"],
-                        summary["quarantined"],
-                        summary["failed"],
-                        summary["cost_usd"],
-                        summary["baseline_cost_usd"],
-                        json.dumps(run.get("billing", {})),
-                    ],
-                )
+                values = {
+                    "run_id": run_id, "dataset": run["dataset"], "source": run.get("source"),
+                    "started_at": run.get("started_at"),
+                    "finished_at": run.get("finished_at") or datetime.now().astimezone(),
+                    "rows": summary["rows"], "duplicates": summary["duplicates"],
+                    "quarantined": summary["quarantined"], "failed": summary["failed"],
+                    "cost_usd": summary["cost_usd"], "baseline_cost_usd": summary["baseline_cost_usd"],
+                    "billing": json.dumps(run.get("billing", {})),
+                    "accuracy": summary["accuracy"], "graded_rows": summary["graded"],
+                    "accuracy_per_tier": json.dumps(summary["accuracy_per_tier"]),
+                }
+                con.execute(f"INSERT INTO runs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                            list(values.values()))
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
