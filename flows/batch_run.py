@@ -71,6 +71,7 @@ def sluice_run(
     temperature: float | None = None,
     cascade_share: float | None = None,
     shadow_share: float | None = None,
+    cascade_min_confidence: float | None = None,
     grader: str | None = None,
 ) -> dict:
     """`response_schema`: JSON Schema text (or a choice list, `sluice.contracts.shapes.schema_from_choices`) for rows
@@ -78,7 +79,8 @@ def sluice_run(
     `reference` are graded when they have no `grader` column (`sluice.contracts.grading`; default auto)."""
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
     overrides = {k: v for k, v in {"model": router, "premium_share": premium_share, "budget_usd": budget_usd,
-                                   "cascade_share": cascade_share, "shadow_share": shadow_share}.items()
+                                   "cascade_share": cascade_share, "shadow_share": shadow_share,
+                                   "cascade_min_confidence": cascade_min_confidence}.items()
                  if v is not None}
     if overrides:  # the learned router / batch calibration / cascade and shadow shares
         settings.router = RouterSettings.model_validate({**settings.router.model_dump(), **overrides})
@@ -130,7 +132,7 @@ def sluice_run(
     with keep_stand_ins():
         _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue, dispatch, dispatch_api_tiers,
                       run["billing"])
-    summary = land(run_dir, str(settings.warehouse), run, tiers.names)
+    summary = land(run_dir, str(settings.warehouse), run, tiers.names, tiers.baseline_tier)
     mark_landed(run_dir)
     return {**summary, "run_id": run_id, "dataset": run["dataset"], "warehouse": str(settings.warehouse),
             # replay tiers answered from recorded answers, not a model: the output always says so

@@ -74,6 +74,8 @@ def run(
         help="sampling temperature for rows without a `temperature` column [greedy]")] = None,
     cascade_share: Annotated[Optional[float], typer.Option(
         help="at most this share of a tier's answers is escalated to the next tier [0.10]")] = None,
+    cascade_min_confidence: Annotated[Optional[float], typer.Option(
+        help="only answers less confident than this are escalated (1.0: the share alone decides) [0.5]")] = None,
     shadow_share: Annotated[Optional[float], typer.Option(
         help="this share of the cheapest tier's answers is also answered by premium, to retrain the router [0.05]",
     )] = None,
@@ -113,6 +115,7 @@ def run(
             temperature=temperature,
             cascade_share=cascade_share,
             shadow_share=shadow_share,
+            cascade_min_confidence=cascade_min_confidence,
             grader=grader,
         )
     except (IngestError, CatalogueError, ShapeError, ValueError) as exc:

@@ -36,9 +36,15 @@ def accuracy_lines(summary: dict) -> list[tuple[str, str]]:
         return []
     per_tier = "; ".join(f"{tier} {v['accuracy']:.2f} ({v['correct']}/{v['graded']})"
                          for tier, v in summary.get("accuracy_per_tier", {}).items())
-    return [("accuracy (graded rows)", f"{summary['accuracy']:.3f}  ({summary['correct']} of {summary['graded']} "
-                                       f"rows correct)"),
-            ("accuracy per tier", per_tier)]
+    lines = [("accuracy (graded rows)", f"{summary['accuracy']:.3f}  ({summary['correct']} of {summary['graded']} "
+                                        f"rows correct)")]
+    if summary.get("baseline_graded"):  # the all-premium baseline's own answers are known (a replay baseline)
+        kept = summary["accuracy"] / summary["baseline_accuracy"] if summary.get("baseline_accuracy") else None
+        lines.append(("all-premium accuracy", f"{summary['baseline_accuracy']:.3f}  ({summary['baseline_correct']} of "
+                                              f"{summary['baseline_graded']}; this run kept "
+                                              f"{kept:.1%} of it)" if kept is not None else "0"))
+    lines.append(("accuracy per tier", per_tier))
+    return lines
 
 
 def summary_markdown(summary: dict, run: dict) -> str:

@@ -229,6 +229,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )),
         ],
     ),
+    (
+        5,
+        "runs.baseline_accuracy: what the all-premium baseline scores on the same graded rows, where its answers "
+        "are known (a replay baseline's recorded answers)",
+        [f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {c}" for c in ("baseline_accuracy DOUBLE",
+                                                                    "baseline_graded_rows BIGINT")],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -12,17 +12,23 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
+from models.backends.replay import load_answers, request_key
+from models.catalogue import Tier
 from sluice.contracts.columns import ATTEMPT_KINDS
+from sluice.contracts.shapes import history_turns
 from sluice.runs import answers_dir, write_parquet
+from sluice.stages.land.grading import baseline_accuracy
 from sluice.stages.land.labels import labels_from_shadow
 from sluice.stages.land.results import assemble_results, combine_attempts, land_results
 
 __all__ = ["assemble_results", "combine_attempts", "land_results", "land_run"]
 
 
-def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | None = None) -> tuple[dict, int]:
+def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | None = None,
+             baseline: Tier | None = None) -> tuple[dict, int]:
     """Land a run from its folder: the routed rows, every tier's answers of every attempt kind and the review's
-    escalation decisions; returns the run's summary and the number of rows landed."""
+    escalation decisions; returns the run's summary and the number of rows landed. With a `baseline` tier whose
+    answers are known for every row (a replay tier), the summary also says what all-premium would have scored."""
     routed = pq.read_table(run_dir / "routed.parquet")
     attempts = [(kind, pq.read_table(p)) for kind in ATTEMPT_KINDS
                 for p in sorted(answers_dir(run_dir, kind).glob("tier=*/shard-*.parquet"))]
@@ -39,4 +45,15 @@ def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | N
         labels = labels_from_shadow(pairs.join(prompts, on="row_id").select(
             pl.lit(run["run_id"]).alias("run_id"), "row_id", "prompt",
             pl.col("response").alias("cheap_response"), pl.col("_shadow_response").alias("premium_response")))
-    return land_results(warehouse, results, run, attempts=every, labels=labels), results.height
+    quality = _baseline_quality(results, baseline)
+    return land_results(warehouse, results, run, attempts=every, labels=labels, baseline_quality=quality), results.height
+
+
+def _baseline_quality(results: pl.DataFrame, baseline: Tier | None) -> dict | None:
+    if baseline is None or baseline.backend != "replay" or "correct" not in results.columns \
+            or results["correct"].null_count() == results.height:
+        return None
+    answers = load_answers(baseline.answers)
+    recorded = {k: r.response for k, r in answers.by_key.items()}
+    return baseline_accuracy(results, recorded, lambda row: request_key(
+        row["system"], history_turns(row.get("history")), row["prompt"]))

@@ -100,3 +100,21 @@ def accuracy_summary(results: pl.DataFrame) -> dict:
                                   "accuracy": _accuracy(int(by[t]["graded"]), int(by[t]["correct"]))}
                               for t in order},
     }
+
+
+def baseline_accuracy(results: pl.DataFrame, recorded: dict[str, str | None], key) -> dict:
+    """What the all-premium baseline would have scored on the rows this run graded, from the baseline's own
+    answers (`recorded`: request key -> answer, e.g. a replay baseline's recordings; `key(row)` gives a row's
+    key). Rows the baseline has no answer for are left out and counted. Graded with the grader each row used."""
+    rows = results.filter(pl.col("correct").is_not_null()) if "correct" in results.columns else results.clear()
+    n = k = missing = 0
+    for row in rows.iter_rows(named=True):
+        answer = recorded.get(key(row))
+        if answer is None:
+            missing += 1
+            continue
+        ok, _ = grade(answer, row["reference"], row["grader"] or resolve_grader(row["reference"], None))
+        n += 1
+        k += bool(ok)
+    return {"baseline_graded": n, "baseline_correct": k, "baseline_accuracy": _accuracy(n, k),
+            "baseline_missing": missing}

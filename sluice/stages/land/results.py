@@ -295,6 +295,7 @@ def land_results(
     run: dict,
     attempts: pl.DataFrame | None = None,
     labels: pl.DataFrame | None = None,
+    baseline_quality: dict | None = None,
 ) -> dict:
     """Replace this run's rows in the warehouse and record the run, in one short transaction; returns the run's
     summary (`summarise`), as recorded in `runs`.
@@ -307,6 +308,7 @@ def land_results(
     if results["row_id"].is_duplicated().any():
         raise ValueError(f"run {run_id}: duplicate row_id in results; refusing to land")
     summary = summarise(results)
+    summary.update(baseline_quality or {})
     staging = Path(f"{warehouse}.staging")
     staging.mkdir(parents=True, exist_ok=True)
     staged = staging / f"{run_id}-{os.getpid()}-{secrets.token_hex(3)}.parquet"
@@ -344,6 +346,8 @@ def land_results(
                     "billing": json.dumps(run.get("billing", {})),
                     "accuracy": summary["accuracy"], "graded_rows": summary["graded"],
                     "accuracy_per_tier": json.dumps(summary["accuracy_per_tier"]),
+                    "baseline_accuracy": summary.get("baseline_accuracy"),
+                    "baseline_graded_rows": summary.get("baseline_graded"),
                 }
                 con.execute(f"INSERT INTO runs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                             list(values.values()))
