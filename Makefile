@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make demo   set up .venv, then run the sample batch end to end (real vLLM, local premium stand-in, DuckDB)
+#   make demo   set up .venv, then run the two sample batches end to end (real vLLM, replayed and stand-in tiers, DuckDB)
 #   make test   set up .venv, then run the tests
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,8 +24,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $@
 
+# two batches: mixed everyday prompts (one live model behind every tier, as before), then GSM8K questions with
+# references on three really different models (SmolLM2 live on vLLM, Mixtral-8x7B and GPT-4 replayed from their
+# recorded answers), graded: the summary shows the saving and the accuracy kept against all-premium
 demo: setup
 	$(BIN)/sluice run data/samples/prompts.parquet --warehouse data/warehouse.duckdb
+	$(BIN)/sluice run data/samples/gsm8k.parquet --warehouse data/warehouse.duckdb \
+		--catalogue data/samples/gsm8k_tiers.toml --grader number \
+		--router data/samples/gsm8k_router --premium-share 0.2 --mid-share 0.7 \
+		--cascade-share 0.5 --cascade-min-confidence 1.0
 
 test: setup
 	$(BIN)/pytest -q

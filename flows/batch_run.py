@@ -72,6 +72,7 @@ def sluice_run(
     cascade_share: float | None = None,
     shadow_share: float | None = None,
     cascade_min_confidence: float | None = None,
+    mid_share: float | None = None,
     grader: str | None = None,
 ) -> dict:
     """`response_schema`: JSON Schema text (or a choice list, `sluice.contracts.shapes.schema_from_choices`) for rows
@@ -80,7 +81,7 @@ def sluice_run(
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
     overrides = {k: v for k, v in {"model": router, "premium_share": premium_share, "budget_usd": budget_usd,
                                    "cascade_share": cascade_share, "shadow_share": shadow_share,
-                                   "cascade_min_confidence": cascade_min_confidence}.items()
+                                   "cascade_min_confidence": cascade_min_confidence, "mid_share": mid_share}.items()
                  if v is not None}
     if overrides:  # the learned router / batch calibration / cascade and shadow shares
         settings.router = RouterSettings.model_validate({**settings.router.model_dump(), **overrides})

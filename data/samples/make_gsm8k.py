@@ -16,7 +16,8 @@ Written here:
 
     python data/samples/make_gsm8k.py
     sluice run data/samples/gsm8k.parquet --catalogue data/samples/gsm8k_tiers.toml --grader number \
-        --router data/samples/gsm8k_router --premium-share 0.35
+        --router data/samples/gsm8k_router --premium-share 0.2 --mid-share 0.7 --cascade-share 0.5 \
+        --cascade-min-confidence 1.0          (what `make demo` runs)
 """
 
 from __future__ import annotations

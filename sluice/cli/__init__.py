@@ -1,4 +1,5 @@
-"""The face: the `sluice` command (`app.py`) and its `router` sub-commands (`router.py`)."""
+"""The face: the `sluice` command (`app.py`), its `router` (`router.py`) and `answers` (`answers.py`) sub-commands,
+and `sluice dedup` on a file (`dedup.py`)."""
 
 from sluice.cli.app import app
 

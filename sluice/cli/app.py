@@ -63,6 +63,8 @@ def run(
     run_id: Annotated[Optional[str], typer.Option(help="run id (default: time + random suffix)")] = None,
     cache: Annotated[bool, typer.Option(help="reuse answers landed by earlier runs")] = True,
     premium_share: Annotated[Optional[float], typer.Option(help="send this share of rows to the premium tier")] = None,
+    mid_share: Annotated[Optional[float], typer.Option(
+        help="with --premium-share: the next share of rows goes to the middle tier(s) [0.20]")] = None,
     budget_usd: Annotated[Optional[float], typer.Option(help="route the whole batch under this dollar budget")] = None,
     router: Annotated[Optional[Path], typer.Option(help="a router trained with `sluice router train`")] = None,
     deadline_h: Annotated[Optional[float], typer.Option(help="hours until answers are needed (batch APIs)")] = None,
@@ -116,6 +118,7 @@ def run(
             cascade_share=cascade_share,
             shadow_share=shadow_share,
             cascade_min_confidence=cascade_min_confidence,
+            mid_share=mid_share,
             grader=grader,
         )
     except (IngestError, CatalogueError, ShapeError, ValueError) as exc:

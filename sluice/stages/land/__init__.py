@@ -12,9 +12,9 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from models.backends.replay import load_answers, request_key
+from models.backends import Request, make_backend
 from models.catalogue import Tier
-from sluice.contracts.columns import ATTEMPT_KINDS
+from sluice.contracts.columns import ATTEMPT_KINDS, DEFAULT_MAX_TOKENS
 from sluice.contracts.shapes import history_turns
 from sluice.runs import answers_dir, write_parquet
 from sluice.stages.land.grading import baseline_accuracy
@@ -38,6 +38,7 @@ def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | N
         attempts, tier_order or sorted({str(t) for _, a in attempts for t in a["tier"].to_pylist()}),
         pl.concat(escalated) if escalated else None)
     results = assemble_results(routed, final, run["run_id"], run["dataset"])
+    results, quality = _baseline_quality(results, baseline)
     write_parquet(results.to_arrow(), run_dir / "results.parquet")
     labels = None
     if pairs.height:
@@ -45,15 +46,26 @@ def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | N
         labels = labels_from_shadow(pairs.join(prompts, on="row_id").select(
             pl.lit(run["run_id"]).alias("run_id"), "row_id", "prompt",
             pl.col("response").alias("cheap_response"), pl.col("_shadow_response").alias("premium_response")))
-    quality = _baseline_quality(results, baseline)
     return land_results(warehouse, results, run, attempts=every, labels=labels, baseline_quality=quality), results.height
 
 
-def _baseline_quality(results: pl.DataFrame, baseline: Tier | None) -> dict | None:
-    if baseline is None or baseline.backend != "replay" or "correct" not in results.columns \
-            or results["correct"].null_count() == results.height:
-        return None
-    answers = load_answers(baseline.answers)
-    recorded = {k: r.response for k, r in answers.by_key.items()}
-    return baseline_accuracy(results, recorded, lambda row: request_key(
-        row["system"], history_turns(row.get("history")), row["prompt"]))
+def _baseline_quality(results: pl.DataFrame, baseline: Tier | None) -> tuple[pl.DataFrame, dict | None]:
+    """With a replay baseline, the all-premium counterfactual is known row by row, not estimated: each row's
+    `baseline_cost_usd` becomes what the baseline's own recorded answer to it costs (its tokens at the baseline's
+    list prices), and the graded rows are graded on the baseline's answers too (`baseline_accuracy`). Rows it has
+    no recording for keep the estimate (the row's own tokens at the baseline's prices)."""
+    if baseline is None or baseline.backend != "replay":
+        return results, None
+    sent = results.filter(pl.col("status") != "quarantined")
+    requests = [Request(row_id=r["row_id"], prompt=r["prompt"], system=r["system"],
+                        max_tokens=r["max_tokens"] or DEFAULT_MAX_TOKENS, history=history_turns(r.get("history")))
+                for r in sent.iter_rows(named=True)]
+    replayed = {c.row_id: c for c in make_backend(baseline).complete(requests).completions if c.ok}
+    priced = {rid: baseline.token_cost_usd(c.input_tokens, c.output_tokens) for rid, c in replayed.items()}
+    results = results.with_columns(
+        pl.col("row_id").replace_strict(priced, default=None, return_dtype=pl.Float64)
+        .fill_null(pl.col("baseline_cost_usd")).alias("baseline_cost_usd"))
+    if "correct" not in results.columns or results["correct"].null_count() == results.height:
+        return results, None
+    answers = {rid: c.text for rid, c in replayed.items()}
+    return results, baseline_accuracy(results, answers, lambda row: row["row_id"])
