@@ -12,12 +12,14 @@ Signals, each scored 5-fold out of fold where it is learned (same folds for all)
     length          the cheap answer's length (longer: less sure)
     random          no signal
 Token logprobs and n-sample agreement need the model itself: the recorded answers have neither, so they are
-measured on the live small tier when `--live N` is given (SmolLM2-135M on vLLM, N questions; slow on CPU).
+measured on the live small tier when `--live N` is given (SmolLM2-135M on vLLM; GSM8K is beyond it, so on N
+labelled Quora question pairs as a yes/no task).
 
 For each signal: AUROC for "the cheap answer is wrong", and the accuracy of the cascade that re-asks the next tier
 for the least confident share f of rows, f in 0.1..0.5, with the gain per escalated row against random escalation.
 
-    .venv/bin/python bench/cascade_signals.py     # writes bench/results/cascade_signals.{json,md}
+    .venv/bin/python bench/cascade_signals.py               # writes bench/results/cascade_signals.{json,md}
+    .venv/bin/python bench/cascade_signals.py --live 300    # and the live small tier's own signals (slow on CPU)
 """
 
 from __future__ import annotations
@@ -108,6 +110,52 @@ def main() -> dict:
     }
 
 
+QQP = ROOT.parent / "shared" / "data" / "pairs" / "qqp_dev.tsv"
+YES_NO = json.dumps({"enum": ["yes", "no"]})
+
+
+def live_small_tier(n: int, samples: int = 4) -> dict:
+    """The live small tier (SmolLM2-135M on vLLM, the default catalogue's `small`, logprobs on) on a task it can
+    sometimes do: n Quora question pairs (QQP dev, labelled), "do these ask the same thing? yes or no", decoded
+    under a yes/no choice list. Signals for a wrong answer: 1 - exp(mean token logprob) of the greedy answer, and
+    1 - the share of `samples` answers sampled at temperature 0.7 that agree with it."""
+    from models.backends import Request, make_backend, release_engines
+    from models.catalogue import load_catalogue
+
+    pairs = pl.read_csv(QQP, separator="\t", has_header=False, quote_char=None,
+                        new_columns=["id", "qid1", "qid2", "q1", "q2", "label"]).drop_nulls()
+    pairs = pairs.sample(n=min(n, pairs.height), seed=SEED, shuffle=True)
+    prompts = [f"Question 1: {a}\nQuestion 2: {b}\nDo these two questions ask the same thing? Answer yes or no."
+               for a, b in zip(pairs["q1"], pairs["q2"])]
+    labels = ["yes" if int(v) == 1 else "no" for v in pairs["label"]]
+    tier = load_catalogue().tier("small")
+    backend = make_backend(tier)
+    t0 = time.perf_counter()
+    try:
+        greedy = backend.complete([Request(f"g{i}", p, None, 4, response_schema=YES_NO)
+                                   for i, p in enumerate(prompts)]).completions
+        sampled = backend.complete([Request(f"s{i}-{k}", p, None, 4, temperature=0.7, response_schema=YES_NO)
+                                    for i, p in enumerate(prompts) for k in range(samples)]).completions
+    finally:
+        backend.close()
+        release_engines()
+    seconds = time.perf_counter() - t0
+    answers = [(c.text or "").strip().lower() for c in greedy]
+    wrong = np.array([a != y for a, y in zip(answers, labels)])
+    by_row: dict[int, list[str]] = {}
+    for c in sampled:
+        by_row.setdefault(int(c.row_id[1:].split("-")[0]), []).append((c.text or "").strip().lower())
+    agreement = np.array([np.mean([s == a for s in by_row.get(i, [])]) if by_row.get(i) else 0.0
+                         for i, a in enumerate(answers)])
+    logprob = np.array([c.mean_logprob if c.mean_logprob is not None else -10.0 for c in greedy])
+    return {"task": "QQP dev pairs, yes/no under a choice list", "rows": len(prompts), "samples": samples,
+            "accuracy": round(float((~wrong).mean()), 4), "answered_yes": round(float(np.mean([a == "yes" for a in answers])), 4),
+            "auroc_wrong": {"mean_logprob": round(auroc(-logprob, wrong), 4),
+                            "sample_agreement": round(auroc(-agreement, wrong), 4),
+                            "random": round(auroc(np.random.default_rng(SEED).random(len(wrong)), wrong), 4)},
+            "seconds": round(seconds, 1)}
+
+
 def markdown(r: dict) -> str:
     lines = [f"# Cascade signals on GSM8K ({r['rows']} questions; cheap Mixtral-8x7B, next GPT-4)", "",
              "`bench/cascade_signals.py`, recorded answers (`shared/data/routing/gsm8k_responses.csv`), 5-fold out of "
@@ -122,6 +170,14 @@ def markdown(r: dict) -> str:
     for name, s in r["signals"].items():
         lines.append(f"| {name} | {s['auroc_wrong']} | " + " | ".join(str(v) for v in s["accuracy_by_share"].values())
                      + f" | {s['gain_per_escalated_row_vs_random']['0.35']} |")
+    if r.get("live"):
+        v = r["live"]
+        lines += ["", f"## The live small tier (SmolLM2-135M on vLLM, CPU): {v['task']}", "",
+                  "GSM8K is out of its reach (it answered 0 of 3 demo questions right), so its own signals are "
+                  f"measured on {v['rows']} labelled Quora question pairs: accuracy {v['accuracy']} (answered yes "
+                  f"{v['answered_yes']}), {v['samples']} samples at temperature 0.7 per row, {v['seconds']} s.", "",
+                  "| signal | AUROC (wrong) |", "|---|---|"]
+        lines += [f"| {k} | {x} |" for k, x in v["auroc_wrong"].items()]
     lines += ["", f"Answer checks cost {r['answer_checks_us_per_row']} µs a row ({r['machine']}).", "",
               "Wired: tiers that report token logprobs (vLLM; OpenAI-compatible APIs that return them) escalate on "
               "exp(mean logprob); tiers that do not (Anthropic, replayed answers) on the answer checks, when a "
@@ -133,6 +189,8 @@ if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     if "--markdown-only" not in sys.argv:
         result = main()
+        if "--live" in sys.argv:  # needs the converted SmolLM2 (data/models, made by `sluice prepare` / make demo)
+            result["live"] = live_small_tier(int(sys.argv[sys.argv.index("--live") + 1]))
         (OUT / "cascade_signals.json").write_text(json.dumps(result, indent=2) + "\n")
     result = json.loads((OUT / "cascade_signals.json").read_text())
     (OUT / "cascade_signals.md").write_text(markdown(result))

@@ -74,10 +74,15 @@ def sluice_run(
     cascade_min_confidence: float | None = None,
     mid_share: float | None = None,
     grader: str | None = None,
+    min_quality: float | None = None,
 ) -> dict:
     """`response_schema`: JSON Schema text (or a choice list, `sluice.contracts.shapes.schema_from_choices`) for rows
     without their own; `temperature`: for rows without their own (default greedy); `grader`: how rows with a
-    `reference` are graded when they have no `grader` column (`sluice.contracts.grading`; default auto)."""
+    `reference` are graded when they have no `grader` column (`sluice.contracts.grading`; default auto);
+    `min_quality`: a floor for the run's quality estimate (`sluice.stages.land.estimate`): a lower bound under it
+    is said in the summary and recorded in `runs.quality_alert`."""
+    if min_quality is not None and not 0.0 <= min_quality <= 1.0:
+        raise ValueError(f"min_quality must be in [0, 1], got {min_quality}")
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
     overrides = {k: v for k, v in {"model": router, "premium_share": premium_share, "budget_usd": budget_usd,
                                    "cascade_share": cascade_share, "shadow_share": shadow_share,
@@ -112,7 +117,7 @@ def sluice_run(
     }
     write_manifest(run_dir, manifest)
     run = {"run_id": run_id, "dataset": manifest["dataset"], "source": manifest["source"],
-           "started_at": manifest["created_at"]}
+           "started_at": manifest["created_at"], "min_quality": min_quality}
     logger.info("run %s: dataset %s from %s", run_id, run["dataset"], dataset_path)
 
     # Each stage writes its output atomically in the run folder; a resumed run starts after the last one written.

@@ -84,6 +84,9 @@ def run(
     grader: Annotated[Optional[str], typer.Option(
         help="how answers are compared with a `reference` column, for rows without a `grader` column: auto, exact, "
              "number, choice, contains or json [auto]")] = None,
+    min_quality: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="a floor for the quality estimate (from the shadow sample): the summary and "
+                               "runs.quality_alert say when its 95% lower bound falls under it")] = None,
 ) -> None:
     """Answer every row of DATASET on the cheapest tier that will do, and land the results in DuckDB."""
     from models.catalogue import CatalogueError
@@ -120,6 +123,7 @@ def run(
             cascade_min_confidence=cascade_min_confidence,
             mid_share=mid_share,
             grader=grader,
+            min_quality=min_quality,
         )
     except (IngestError, CatalogueError, ShapeError, ValueError) as exc:
         _fail(str(exc))
@@ -176,6 +180,11 @@ app.command("route")(route_command)
 from sluice.cli.answers import answers_app  # noqa: E402
 
 app.add_typer(answers_app, name="answers")
+
+# the last runs and one run's summary: `sluice runs`, `sluice runs show RUN_ID` (sluice/cli/runs.py)
+from sluice.cli.runs import runs_app  # noqa: E402
+
+app.add_typer(runs_app, name="runs")
 
 @app.command()
 def plan(
@@ -250,6 +259,22 @@ def report(
     except ReportError as exc:
         _fail(str(exc))
     console.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def dashboard(
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path("dashboard.html"),
+    warehouse: WarehouseOpt = None,
+    days: Annotated[int, typer.Option(help="nights covered, counting back from the latest run")] = 30,
+) -> None:
+    """Write the dashboard (per night and dataset: cost, savings, tokens, latency, errors, accuracy) as HTML."""
+    from sluice.config import load_settings
+    from sluice.reports.dashboard import write_dashboard
+
+    settings = load_settings(warehouse=warehouse)
+    if not settings.warehouse.is_file():
+        _fail(f"{settings.warehouse}: no warehouse (run `sluice run` first)")
+    console.print(f"wrote {write_dashboard(settings.warehouse, output, days=days)}", highlight=False)
 
 
 @app.command()

@@ -27,6 +27,51 @@ def summary_lines(summary: dict) -> list[tuple[str, str]]:
         ("saving", f"${summary['saving_usd']:.6f} ({summary['saving_pct']:.1f}%)"),
     ]
     lines += accuracy_lines(summary)
+    lines += quality_lines(summary)
+    return lines
+
+
+def _interval(e: dict) -> str:
+    return f"{e['estimate']:.2f} [{e['low']:.2f}, {e['high']:.2f}]"
+
+
+def _covers(value: float, covered: bool | None) -> str:
+    return f"{value:.3f}, {'inside' if covered else 'outside'} the interval"
+
+
+def quality_lines(summary: dict) -> list[tuple[str, str]]:
+    """The quality estimate from the shadow sample (sluice.stages.land.estimate): the batch's with its interval
+    and n, per tier, against the measured accuracy where references exist, and the floor's alert. Nothing for
+    summaries landed before it existed."""
+    if "quality_per_tier" not in summary:
+        return []
+    unjudged = summary.get("quality_unjudged") or 0
+    apart = f"; {unjudged} unjudged pairs (free text, no judge yet) left out" if unjudged else ""
+    if summary.get("quality_estimate") is None:
+        line = f"not estimated (no judged shadow pairs{apart})"
+    else:
+        line = (f"{_interval({'estimate': summary['quality_estimate'], 'low': summary['quality_low'], 'high': summary['quality_high']})} "
+                f"(n={summary['quality_n']} judged shadow pairs{apart}; covers {summary['quality_rows']} of "
+                f"{summary['quality_answered_rows']} answered rows)")
+    lines = [("quality estimate", line)]
+    per_tier = []
+    for tier, e in summary["quality_per_tier"].items():
+        if e.get("assumed"):
+            per_tier.append(f"{tier} 1 (premium: acceptable by definition)")
+        elif e.get("estimate") is None:
+            per_tier.append(f"{tier} not estimated")
+        else:
+            per_tier.append(f"{tier} {_interval(e)} (n={e['n']})")
+    lines.append(("quality estimate per tier", "; ".join(per_tier)))
+    checks = [f"{tier}'s judged shadow rows measured {_covers(e['shadow_accuracy'], e['covers_shadow_accuracy'])} "
+              f"(n={e['shadow_graded']})"
+              for tier, e in summary["quality_per_tier"].items() if e.get("shadow_graded")]
+    if summary.get("quality_accuracy") is not None:
+        checks.append(f"the covered rows measured {_covers(summary['quality_accuracy'], summary['quality_covers_accuracy'])}")
+    if checks:
+        lines.append(("quality estimate vs references", "; ".join(checks)))
+    if summary.get("min_quality") is not None:
+        lines.append(("quality floor", f"{summary['min_quality']:.2f}: " + (summary.get("quality_alert") or "met")))
     return lines
 
 

@@ -236,6 +236,21 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         [f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {c}" for c in ("baseline_accuracy DOUBLE",
                                                                     "baseline_graded_rows BIGINT")],
     ),
+    (
+        6,
+        "quality without references: runs.quality_* (the shadow sample judged by shape, with a Wilson interval) "
+        "and the run's quality floor",
+        [f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {c}" for c in (
+            # the share of answers judged acceptable, weighted across tiers, its 95% interval and judged pairs
+            "quality_estimate DOUBLE", "quality_low DOUBLE", "quality_high DOUBLE", "quality_n BIGINT",
+            # shadow pairs that could not be judged by shape (free text: a judge is needed)
+            "quality_unjudged BIGINT",
+            # {tier: {rows, ok_rows, estimate, low, high, n, ...}}; the premium tier `assumed`, others "not estimated"
+            "quality_per_tier JSON",
+            # `sluice run --min-quality`: the floor, and what the run said when its lower bound fell under it
+            "min_quality DOUBLE", "quality_alert VARCHAR",
+        )],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -215,6 +215,63 @@ def _views(optional: dict[str, str]) -> dict[str, str]:
                         THEN start_usd / ((api_usd - gen_usd) / self_hosted_rows) END AS breakeven_rows
             FROM t
         """,
+        # one row per request sent (`attempts`; a run landed before attempts existed: its sent `results` rows),
+        # under OpenTelemetry GenAI semantic-convention names. The backend kind is not stored: a tier whose run
+        # billing shows worker time (or whose final answer was priced 'worker') is self-hosted vLLM, one with
+        # replay counts is a replay tier, a model named claude* is Anthropic, any other API tier OpenAI(-compatible).
+        # cache reads, finish reason and price basis are recorded for the row's final answer only (NULL otherwise).
+        "genai_usage": """
+            WITH a AS (
+                SELECT run_id, row_id, attempt, kind, tier, model, status, input_tokens, output_tokens,
+                       latency_ms, cost_usd FROM attempts
+                UNION ALL
+                SELECT run_id, row_id, 1, 'first', tier, model, status, input_tokens, output_tokens,
+                       latency_ms, cost_usd
+                FROM results r WHERE tier IS NOT NULL AND status IN ('ok', 'failed')
+                  AND NOT EXISTS (SELECT 1 FROM attempts x WHERE x.run_id = r.run_id)
+            ), f AS (
+                SELECT *, kind <> 'shadow' AND attempt = max(attempt) FILTER (kind <> 'shadow')
+                          OVER (PARTITION BY run_id, row_id) AS final
+                FROM a
+            ), bk AS (
+                SELECT run_id, unnest(json_keys(billing)) AS k, billing FROM runs WHERE billing IS NOT NULL
+            ), t AS (
+                SELECT run_id, split_part(k, '/', 1) AS tier,
+                       bool_or(coalesce(CAST(billing->k->>'billed_seconds' AS DOUBLE), 0) > 0
+                               OR (billing->k->>'engine_start_s') IS NOT NULL) AS self_hosted,
+                       bool_or((billing->k->>'replay_hits') IS NOT NULL) AS replay
+                FROM bk GROUP BY ALL
+            ), p AS (
+                SELECT f.*, r.dataset, r.cached_input_tokens, r.finish_reason, r.price_basis,
+                       u.started_at, u.finished_at,
+                       coalesce(t.self_hosted, false) OR (f.final AND r.price_basis = 'worker') AS self_hosted,
+                       coalesce(t.replay, false) AS replay
+                FROM f
+                LEFT JOIN results r ON r.run_id = f.run_id AND r.row_id = f.row_id
+                LEFT JOIN runs u ON u.run_id = f.run_id
+                LEFT JOIN t ON t.run_id = f.run_id AND t.tier = f.tier
+            )
+            SELECT run_id, dataset, row_id, attempt, kind AS attempt_kind, tier, status, final AS final_answer,
+                   'chat' AS "gen_ai.operation.name",
+                   CASE WHEN self_hosted THEN 'vllm' WHEN replay THEN 'replay'
+                        WHEN model ILIKE '%claude%' THEN 'anthropic' ELSE 'openai' END AS "gen_ai.provider.name",
+                   model AS "gen_ai.request.model",
+                   model AS "gen_ai.response.model",
+                   input_tokens AS "gen_ai.usage.input_tokens",
+                   output_tokens AS "gen_ai.usage.output_tokens",
+                   CASE WHEN final THEN cached_input_tokens END AS "gen_ai.usage.cache_read.input_tokens",
+                   CASE WHEN final AND finish_reason IS NOT NULL THEN [finish_reason] END
+                       AS "gen_ai.response.finish_reasons",
+                   cost_usd AS cost,
+                   'USD' AS cost_currency,
+                   CASE WHEN self_hosted THEN 'local GPU/CPU time'
+                        WHEN final AND price_basis = 'batch' THEN 'provider batch price'
+                        ELSE 'provider list price' END AS cost_source,
+                   latency_ms,
+                   started_at AS run_started_at,
+                   finished_at AS run_finished_at
+            FROM p
+        """,
     }
 
 

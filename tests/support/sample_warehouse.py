@@ -99,3 +99,86 @@ def build_sample_warehouse(path: str | Path) -> Path:
     land_results(path, results_frame("r1", R1), RUNS["r1"])
     land_results(path, results_frame("r2", R2), RUNS["r2"])
     return path
+
+
+# --- more runs, for the `genai_usage` view and the dashboard (additive: the warehouse above is unchanged) -------
+
+GENAI_ROWS = [  # run g1 of dataset `ds2`: every request in `attempts` (escalation, shadow, replay, batch)
+    ("g1", "ok", "premium", "claude-x", 220, 80, 1000.0, 0.0032, 0.0030, None, None, None, None),
+    ("g2", "ok", "small", "small-model", 170, 45, 80.0, 0.0021, 0.0020, None, None, None, None),
+    ("g3", "ok", "mid", "mixtral", 50, 10, 0.0, 0.0004, 0.0010, None, None, None, None),
+]
+GENAI_ATTEMPTS = [
+    # row_id, attempt, kind, tier, model, status, in, out, latency, cost
+    ("g1", 1, "first", "small", "small-model", "ok", 100, 30, 100.0, 0.0002),
+    ("g1", 2, "escalation", "premium", "claude-x", "ok", 120, 50, 900.0, 0.0030),
+    ("g2", 1, "first", "small", "small-model", "ok", 80, 20, 80.0, 0.0001),
+    ("g2", 2, "shadow", "premium", "claude-x", "ok", 90, 25, 700.0, 0.0020),
+    ("g3", 1, "first", "mid", "mixtral", "ok", 50, 10, 0.0, 0.0004),
+]
+GENAI_RUN = {
+    "run_id": "g1", "dataset": "ds2", "source": "ds2.parquet",
+    "started_at": datetime(2026, 1, 7, 8, 0, tzinfo=timezone.utc),
+    "finished_at": datetime(2026, 1, 7, 8, 1, tzinfo=timezone.utc),
+    "billing": {
+        "small": {"rows": 2.0, "billed_seconds": 10.0, "cost_usd": 0.0003, "engine_start_s": 2.0, "generate_s": 8.0},
+        "mid": {"rows": 1.0, "billed_seconds": 0.0, "cost_usd": 0.0004, "replay_hits": 1.0},
+        "premium/escalation": {"rows": 1.0, "billed_seconds": 0.0, "cost_usd": 0.003, "batch_api_rows": 1.0},
+        "premium/shadow": {"rows": 1.0, "billed_seconds": 0.0, "cost_usd": 0.002},
+    },
+}
+
+
+def land_genai_run(path: str | Path) -> Path:
+    """Land run g1 (above) into `path`: its final answers' pricing facts, and each request in `attempts`."""
+    path = Path(path)
+    res = results_frame("g1", GENAI_ROWS).with_columns(
+        pl.lit("ds2").alias("dataset"),
+        pl.Series("price_basis", ["batch", "worker", "list"]),
+        pl.Series("cached_input_tokens", [30, 0, 0], pl.Int64),
+        pl.Series("attempts", [2, 2, 1], pl.Int32),
+        pl.Series("escalated", [True, False, False]),
+        pl.Series("shadow", [False, True, False]),
+    )
+    cols = ["row_id", "attempt", "kind", "tier", "model", "status", "input_tokens", "output_tokens", "latency_ms",
+            "cost_usd"]
+    attempts = pl.DataFrame([dict(zip(cols, a, strict=True)) for a in GENAI_ATTEMPTS]).with_columns(
+        pl.col("attempt").cast(pl.Int32), pl.lit(None, pl.String).alias("error"),
+        pl.lit(None, pl.Boolean).alias("schema_valid"), pl.lit(None, pl.Float64).alias("mean_logprob"),
+        pl.lit("answer").alias("response"), pl.lit("g1").alias("run_id"))
+    land_results(path, res, GENAI_RUN, attempts=attempts)
+    return path
+
+
+# Nights x datasets for the dashboard: (run_id, dataset, night, hour, rows of the sample runs above, graded).
+# Dataset `qa` has references: its ok rows are graded (the first one wrong), and its all-premium baseline's
+# answers are known (baseline accuracy 1.0).
+DASHBOARD_RUNS = [
+    ("n1-ds", "ds", 5, 10, R1, False), ("n1-qa", "qa", 5, 11, R2, True),
+    ("n2-ds", "ds", 6, 9, R2, False), ("n2-qa", "qa", 6, 12, R1, True),
+    ("n3-ds", "ds", 7, 8, R1, False), ("n3-ds-b", "ds", 7, 20, R2, False), ("n3-qa", "qa", 7, 10, R2, True),
+]
+
+
+def build_dashboard_warehouse(path: str | Path) -> Path:
+    """Seven runs over three nights (2026-01-05 to 07) and two datasets, with the rows of runs r1 and r2."""
+    path = Path(path)
+    for run_id, dataset, day, hour, rows, graded in DASHBOARD_RUNS:
+        base = RUNS["r1"] if rows is R1 else RUNS["r2"]
+        started = datetime(2026, 1, day, hour, 0, tzinfo=timezone.utc)
+        res = results_frame(run_id, rows).with_columns(pl.lit(dataset).alias("dataset"))
+        quality = None
+        if graded:
+            ok = res["status"] == "ok"
+            first_ok = ok & (ok.cum_sum() == 1)
+            res = res.with_columns(
+                pl.when(ok).then(pl.lit("x")).otherwise(None).alias("reference"),
+                pl.when(ok).then(pl.lit("exact")).otherwise(None).alias("grader"),
+                pl.when(ok).then(~first_ok).otherwise(None).cast(pl.Boolean).alias("correct"),
+            )
+            n = int(ok.sum())
+            quality = {"baseline_graded": n, "baseline_correct": n, "baseline_accuracy": 1.0}
+        run = {**base, "run_id": run_id, "dataset": dataset, "started_at": started,
+               "finished_at": started + (base["finished_at"] - base["started_at"])}
+        land_results(path, res, run, baseline_quality=quality)
+    return path

@@ -3,6 +3,7 @@
     results.py  combine a row's attempts, assemble the results table, land it in one transaction
     grading.py  each row's answer against its reference (correct, grade_reason); the run's accuracy per tier
     labels.py   router labels from the shadow pairs
+    estimate.py the run's quality estimated from the shadow pairs (judged by shape), per tier and for the batch
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from models.catalogue import Tier
 from sluice.contracts.columns import ATTEMPT_KINDS, DEFAULT_MAX_TOKENS
 from sluice.contracts.shapes import history_turns
 from sluice.runs import answers_dir, write_parquet
+from sluice.stages.land.estimate import estimate_quality
 from sluice.stages.land.grading import baseline_accuracy
 from sluice.stages.land.labels import labels_from_shadow
 from sluice.stages.land.results import assemble_results, combine_attempts, land_results
@@ -34,19 +36,23 @@ def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | N
                 for p in sorted(answers_dir(run_dir, kind).glob("tier=*/shard-*.parquet"))]
     escalated = [pl.read_parquet(p, columns=["row_id", "escalated_from", "cascade_reason"])
                  for p in sorted((run_dir / "escalated").glob("tier=*.parquet"))]
-    final, every, pairs = combine_attempts(
-        attempts, tier_order or sorted({str(t) for _, a in attempts for t in a["tier"].to_pylist()}),
-        pl.concat(escalated) if escalated else None)
+    order = tier_order or sorted({str(t) for _, a in attempts for t in a["tier"].to_pylist()})
+    final, every, pairs = combine_attempts(attempts, order, pl.concat(escalated) if escalated else None)
     results = assemble_results(routed, final, run["run_id"], run["dataset"])
     results, quality = _baseline_quality(results, baseline)
     write_parquet(results.to_arrow(), run_dir / "results.parquet")
+    hints = pl.from_arrow(routed.select(["row_id", "grader"])) if "grader" in routed.column_names else None
+    assert hints is None or isinstance(hints, pl.DataFrame)
+    estimate = estimate_quality(pairs, results, order[-1] if order else None, hints)  # shadow target: last tier
     labels = None
     if pairs.height:
         prompts = results.select("row_id", "prompt")
         labels = labels_from_shadow(pairs.join(prompts, on="row_id").select(
             pl.lit(run["run_id"]).alias("run_id"), "row_id", "prompt",
             pl.col("response").alias("cheap_response"), pl.col("_shadow_response").alias("premium_response")))
-    return land_results(warehouse, results, run, attempts=every, labels=labels, baseline_quality=quality), results.height
+    summary = land_results(warehouse, results, run, attempts=every, labels=labels, baseline_quality=quality,
+                           quality_estimate=estimate)
+    return summary, results.height
 
 
 def _baseline_quality(results: pl.DataFrame, baseline: Tier | None) -> tuple[pl.DataFrame, dict | None]:

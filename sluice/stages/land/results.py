@@ -10,6 +10,8 @@
 
 Every row with a `reference` is graded (sluice/stages/land/grading.py): `correct`, `grade_reason`, the `grader`
 used; the run's accuracy, overall and per tier, goes to `summarise` and `runs`.
+The run's quality estimate from its shadow pairs (sluice/stages/land/estimate.py), and its check against the run's
+`min_quality` floor, join the summary and `runs` in `land_results`.
 
 Rows answered more than once (a schema retry, a cascade escalation, a shadow answer: sluice/stages/review/decide.py) land once,
 with the final answer (the last attempt that is not a shadow), `attempts`, `escalated`, `shadow`, and the sum of
@@ -32,6 +34,7 @@ import polars as pl
 import pyarrow as pa
 
 from sluice.contracts.columns import ANSWER_SCHEMA
+from sluice.stages.land.estimate import quality_check
 from sluice.stages.land.grading import accuracy_summary, grade_results
 from sluice.warehouse.db import ATTEMPT_COLUMNS, RESULT_COLUMNS, connect
 
@@ -296,6 +299,7 @@ def land_results(
     attempts: pl.DataFrame | None = None,
     labels: pl.DataFrame | None = None,
     baseline_quality: dict | None = None,
+    quality_estimate: dict | None = None,
 ) -> dict:
     """Replace this run's rows in the warehouse and record the run, in one short transaction; returns the run's
     summary (`summarise`), as recorded in `runs`.
@@ -309,6 +313,8 @@ def land_results(
         raise ValueError(f"run {run_id}: duplicate row_id in results; refusing to land")
     summary = summarise(results)
     summary.update(baseline_quality or {})
+    summary.update(quality_estimate or {})  # sluice.stages.land.estimate; against run["min_quality"], if set
+    summary.update(quality_check(summary, run.get("min_quality")))
     staging = Path(f"{warehouse}.staging")
     staging.mkdir(parents=True, exist_ok=True)
     staged = staging / f"{run_id}-{os.getpid()}-{secrets.token_hex(3)}.parquet"
@@ -348,6 +354,9 @@ def land_results(
                     "accuracy_per_tier": json.dumps(summary["accuracy_per_tier"]),
                     "baseline_accuracy": summary.get("baseline_accuracy"),
                     "baseline_graded_rows": summary.get("baseline_graded"),
+                    **{c: summary.get(c) for c in ("quality_estimate", "quality_low", "quality_high", "quality_n",
+                                                   "quality_unjudged", "min_quality", "quality_alert")},
+                    "quality_per_tier": json.dumps(summary.get("quality_per_tier") or {}),
                 }
                 con.execute(f"INSERT INTO runs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                             list(values.values()))

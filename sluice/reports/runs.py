@@ -1,0 +1,133 @@
+"""The runs people look back on: `sluice runs` (the last runs, one line each) and `sluice runs show RUN_ID`.
+
+    list_runs(warehouse, runs_dir, limit=20, dataset=None) -> polars DataFrame, newest first
+    run_summary(warehouse, run_id) -> dict: the summary the run printed when it landed (summary_lines)
+
+Landed runs come from the warehouse (`runs`, `savings_per_run`), opened read-only. A run folder under `runs_dir`
+whose manifest says it has not landed is listed as `unfinished` (started, killed or still running): running
+the same command again resumes it (README "Kill it anywhere, run it again").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+RUN_COLUMNS = {
+    "run_id": pl.String, "dataset": pl.String, "status": pl.String, "started_at": pl.Datetime("us", "UTC"),
+    "wall_s": pl.Float64, "rows": pl.Int64, "cost_usd": pl.Float64, "baseline_cost_usd": pl.Float64,
+    "saving_usd": pl.Float64, "saving_pct": pl.Float64, "accuracy": pl.Float64, "graded_rows": pl.Int64,
+    "baseline_accuracy": pl.Float64, "failed": pl.Int64, "quarantined": pl.Int64,
+}
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+def landed_runs(warehouse: str | Path, dataset: str | None = None) -> pl.DataFrame:
+    """Every landed run with its totals, saving and accuracy; wall time = finished_at - started_at."""
+    from sluice.warehouse.db import connect
+
+    if warehouse is None or not Path(warehouse).is_file():
+        return pl.DataFrame(schema=RUN_COLUMNS)
+    with connect(warehouse, read_only=True) as con:
+        df = con.execute("""
+            SELECT u.run_id, u.dataset, 'landed' AS status,
+                   u.started_at,
+                   epoch(u.finished_at) - epoch(u.started_at) AS wall_s,
+                   u.rows, u.cost_usd, u.baseline_cost_usd,
+                   u.baseline_cost_usd - u.cost_usd AS saving_usd,
+                   CASE WHEN u.baseline_cost_usd > 0
+                        THEN 100.0 * (u.baseline_cost_usd - u.cost_usd) / u.baseline_cost_usd END AS saving_pct,
+                   u.accuracy, u.graded_rows, u.baseline_accuracy, u.failed, u.quarantined
+            FROM runs u
+            WHERE ? IS NULL OR u.dataset = ?
+            ORDER BY u.started_at DESC NULLS LAST, u.run_id DESC
+        """, [dataset, dataset]).pl()
+    return _typed(df)
+
+
+def unfinished_runs(runs_dir: str | Path | None, landed: set[str], dataset: str | None = None) -> pl.DataFrame:
+    """Run folders with a manifest that has not landed (and whose run is not in the warehouse)."""
+    from sluice.runs import read_manifest
+
+    recs = []
+    root = Path(runs_dir) if runs_dir else None
+    if root is not None and root.is_dir():
+        for d in sorted(root.iterdir()):
+            m = read_manifest(d) if d.is_dir() else None
+            if not m or m.get("status") == "landed" or d.name in landed:
+                continue
+            if dataset is not None and m.get("dataset") != dataset:
+                continue
+            recs.append({"run_id": d.name, "dataset": m.get("dataset"), "status": "unfinished",
+                         "started_at": _parse_time(m.get("created_at"))})
+    return _typed(pl.DataFrame(recs, schema={k: RUN_COLUMNS[k] for k in ("run_id", "dataset", "status",
+                                                                          "started_at")}))
+
+
+def list_runs(warehouse: str | Path | None, runs_dir: str | Path | None = None, limit: int = 20,
+              dataset: str | None = None) -> pl.DataFrame:
+    """The last `limit` runs, newest first: landed ones from the warehouse, unfinished ones from run folders."""
+    landed = landed_runs(warehouse, dataset) if warehouse else _typed(pl.DataFrame())
+    unfinished = unfinished_runs(runs_dir, set(landed["run_id"].to_list()), dataset)
+    both = pl.concat([landed, unfinished], how="vertical")
+    return both.sort(["started_at", "run_id"], descending=True, nulls_last=True).head(limit)
+
+
+def run_summary(warehouse: str | Path, run_id: str) -> dict:
+    """RUN_ID's summary as it printed when the run landed: `summarise` over its landed rows, plus what `runs`
+    recorded beside it (the all-premium baseline's accuracy, timestamps)."""
+    from sluice.stages.land.results import summarise
+    from sluice.warehouse.db import connect
+
+    with connect(warehouse, read_only=True) as con:
+        cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        cols = [d[0] for d in cur.description]
+        found = cur.fetchall()
+        if not found:
+            known = [r[0] for r in con.execute(
+                "SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST LIMIT 5").fetchall()]
+            raise RunNotFound(f"no run {run_id!r} in the warehouse (latest: {', '.join(known) or 'none'})")
+        run = dict(zip(cols, found[0], strict=True))
+        results = con.execute("SELECT * FROM results WHERE run_id = ? ORDER BY row_index, row_id", [run_id]).pl()
+    summary = summarise(results) if results.height else _empty_summary()
+    if run.get("baseline_graded_rows"):
+        n, acc = int(run["baseline_graded_rows"]), run.get("baseline_accuracy")
+        summary.update(baseline_graded=n, baseline_accuracy=acc,
+                       baseline_correct=round(acc * n) if acc is not None else 0)
+    started, finished = run.get("started_at"), run.get("finished_at")
+    wall = (finished - started).total_seconds() if started and finished else None
+    return {**summary, "run_id": run_id, "dataset": run["dataset"], "source": run.get("source"),
+            "started_at": started, "finished_at": finished, "wall_s": wall}
+
+
+def _empty_summary() -> dict:
+    return {"rows": 0, "duplicates": 0, "quarantined": 0, "failed": 0, "duplicates_by_kind": {},
+            "rows_per_tier": {}, "cost_per_tier_usd": {}, "cost_usd": 0.0, "baseline_cost_usd": 0.0,
+            "saving_usd": 0.0, "saving_pct": 0.0, "graded": 0}
+
+
+def _typed(df: pl.DataFrame) -> pl.DataFrame:
+    """RUN_COLUMNS in order, with their types; started_at in UTC whatever the connection's time zone."""
+    if not df.width:
+        return pl.DataFrame(schema=RUN_COLUMNS)
+    if "started_at" in df.columns and isinstance(df.schema["started_at"], pl.Datetime):
+        tz = df.schema["started_at"].time_zone
+        at = pl.col("started_at").dt.cast_time_unit("us")
+        df = df.with_columns(at.dt.convert_time_zone("UTC") if tz else at.dt.replace_time_zone("UTC"))
+    return df.select([(pl.col(c) if c in df.columns else pl.lit(None)).cast(t).alias(c)
+                      for c, t in RUN_COLUMNS.items()])
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
