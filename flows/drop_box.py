@@ -28,6 +28,7 @@ from sluice.config import Settings, load_settings
 from sluice.contracts.names import dataset_name_for
 from sluice.dropbox import DEFAULT_STALE_AFTER_S, Claim, ClaimLost, DropBox, Heartbeat, Skipped, open_drop_box
 from sluice.stages.ingest.read import IngestError, read_prompts
+from tasks.dashboard import refresh_dashboard
 
 
 class BadFile(ValueError):
@@ -139,6 +140,8 @@ def process_drop_box(
     }
     logger.info("drop box: %d done, %d failed, %d skipped", len(summary["done"]), len(summary["failed"]),
                 len(skipped))
+    if summary["done"] and Path(str(settings.warehouse)).exists():  # the nightly view across runs, kept current
+        summary["dashboard"] = str(refresh_dashboard(str(settings.warehouse), settings.data_dir / "dashboard.html"))
     errors = [o for o in outcomes if o["state"] == "error"]
     if errors:  # bad files are expected; a pipeline error is not: fail the flow run so someone looks
         raise RuntimeError("; ".join(f"{o['key']}: {o['reason']}" for o in errors))

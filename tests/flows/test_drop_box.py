@@ -113,3 +113,16 @@ def test_a_crashed_pass_is_recovered_under_its_run_id(tmp_path, openai_server, w
         (dead.run_id, "ok", 2)]
     con.close()
     assert box.list("processing/") == [] and (box.root / f"done/{dead.run_id}/late.parquet").is_file()
+
+
+def test_a_pass_that_lands_a_file_refreshes_the_dashboard(tmp_path, openai_server, write_parquet):
+    catalogue = api_catalogue(tmp_path / "catalogue.toml", openai_server.base_url)
+    box = open_drop_box(tmp_path / "drop")
+    box.submit(write_parquet(tmp_path / "nightly_qa.parquet", {"prompt": ["What is 2+2?", "Name a colour."]}))
+    kw = dict(drop=str(box.url), warehouse=str(tmp_path / "wh.duckdb"), catalogue=str(catalogue),
+              data_dir=str(tmp_path / "data"))
+    out = process_drop_box(**kw)
+    page = tmp_path / "data" / "dashboard.html"
+    assert out["dashboard"] == str(page) and "nightly_qa" in page.read_text()
+    page.unlink()
+    assert "dashboard" not in process_drop_box(**kw) and not page.exists()  # nothing landed: left alone
