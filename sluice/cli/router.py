@@ -43,6 +43,9 @@ def train(
     embeddings: Annotated[bool, typer.Option("--embeddings/--no-embeddings", help="use MiniLM embeddings")] = True,
     l2_text: Annotated[float, typer.Option(help="L2 strength of the text-feature head")] = 100.0,
     l2_embedding: Annotated[float, typer.Option(help="L2 strength of the text + embedding head")] = 1000.0,
+    register: Annotated[bool, typer.Option(
+        help="with --from-warehouse: keep it as the next version in the warehouse's `routers` table, promoted "
+             "only if it beats the promoted version on held-out folds")] = False,
 ) -> None:
     """Fit the router on labelled prompts and save it to OUTPUT."""
     from sluice.stages.route.learned import RouterError, train_router
@@ -76,6 +79,69 @@ def train(
         verifier.trained_on["source"] = source
         path = verifier.save(output)
         console.print(f"answer verifier trained on {known.height} cheap answers -> {path}")
+    if register:
+        if from_warehouse is None:
+            _fail("--register keeps versions in a warehouse: give --from-warehouse")
+        _register(from_warehouse, output, df, embeddings, l2_text, l2_embedding)
+
+
+def _register(warehouse: Path, folder: Path, labels, embeddings: bool, l2_text: float, l2_embedding: float) -> None:
+    import tempfile
+
+    from sluice.stages.route.learned import load_router
+    from sluice.stages.route.versions import judge_candidate
+    from sluice.warehouse.routers import promoted_version, register, restore
+
+    current_version = promoted_version(warehouse)
+    current = None
+    if current_version is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            current = load_router(restore(warehouse, current_version, Path(tmp)))
+    verdict = judge_candidate(labels, current, embeddings, l2_text, l2_embedding)
+    version = register(warehouse, folder, labels=labels.height, target=verdict.target, cv_auroc=verdict.cv_auroc,
+                       held_out_auroc=verdict.cv_auroc, previous_auroc=verdict.previous_auroc,
+                       promote=verdict.promote, reason=verdict.reason)
+    console.print(f"router version {version}: {verdict.reason}")
+
+
+@router_app.command("list")
+def list_versions(warehouse: Annotated[Path, typer.Option(help="the warehouse holding the versions")] = Path(
+        "data/warehouse.duckdb")) -> None:
+    """Every router version kept in the warehouse, the promoted one marked."""
+    from rich.table import Table
+
+    from sluice.warehouse.routers import list_routers
+
+    table = Table("version", "trained", "labels", "cv AUROC", "vs promoted", "promoted", "reason")
+    for r in list_routers(warehouse).iter_rows(named=True):
+        before = "" if r["previous_auroc"] is None else f"{r['previous_auroc']:.3f}"
+        table.add_row(str(r["version"]), f"{r['trained_at']:%Y-%m-%d %H:%M}", str(r["labels"]),
+                      f"{r['cv_auroc']:.3f}", before, "*" if r["promoted"] else "", r["reason"] or "")
+    console.print(table)
+
+
+@router_app.command("promote")
+def promote_version(version: int, warehouse: Annotated[Path, typer.Option()] = Path("data/warehouse.duckdb")) -> None:
+    """Promote VERSION by hand: runs use it by default from now on."""
+    from sluice.warehouse.routers import promote
+
+    try:
+        promote(warehouse, version, "promoted by hand")
+    except LookupError as exc:
+        _fail(str(exc))
+    console.print(f"router version {version} promoted")
+
+
+@router_app.command("rollback")
+def rollback_version(warehouse: Annotated[Path, typer.Option()] = Path("data/warehouse.duckdb")) -> None:
+    """Promote again the version the promoted one replaced."""
+    from sluice.warehouse.routers import rollback
+
+    try:
+        version = rollback(warehouse)
+    except LookupError as exc:
+        _fail(str(exc))
+    console.print(f"rolled back: router version {version} promoted")
 
 
 def route_command(

@@ -251,6 +251,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "min_quality DOUBLE", "quality_alert VARCHAR",
         )],
     ),
+    (
+        7,
+        "routers: every trained router version, its cross-validated score and which one is promoted",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS routers (
+                version INTEGER PRIMARY KEY,
+                trained_at TIMESTAMP,
+                labels BIGINT,                -- router_training rows it learned from
+                target VARCHAR,               -- what it predicts (premium needed)
+                cv_auroc DOUBLE,              -- 5-fold out-of-fold AUROC on its own labels
+                held_out_auroc DOUBLE,        -- its folds' AUROC, against the promoted version's on the same rows
+                previous_auroc DOUBLE,
+                replaces INTEGER,             -- the version promoted when it was trained
+                promoted BOOLEAN,             -- exactly one version is promoted (the one runs use by default)
+                promoted_at TIMESTAMP,
+                reason VARCHAR,               -- why it was (or was not) promoted
+                files JSON                    -- the saved router: {file name: text or base64}
+            )
+            """,
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,91 @@
+"""Router versions kept in the warehouse: registered from its labels, promoted only when they beat the promoted
+version on held-out folds, promoted or rolled back by hand, restored anywhere."""
+
+import polars as pl
+from typer.testing import CliRunner
+
+from sluice.cli import app
+from sluice.stages.route.learned import load_router
+from sluice.warehouse.db import connect
+from sluice.warehouse.labels import add_labels
+from sluice.warehouse.routers import list_routers, promoted_version, restore
+
+EASY = ["hi there", "thanks a lot", "what is the capital of France?", "say hello to my friend",
+        "translate 'cat' into German", "what colour is the sky?", "tell me a short joke", "hello!",
+        "name a fruit", "who wrote Hamlet?", "what day comes after Monday?", "thank you, bye"]
+HARD = ["Prove that there are infinitely many primes, step by step, with every lemma justified in detail.",
+        "Write a Python function implementing a lock-free queue and prove its correctness under 3 threads.",
+        "A train leaves at 3:15 going 72 km/h, another at 4:05 going 95 km/h over 410 km; solve for when they meet.",
+        "Design the architecture of a distributed rate limiter for 10000 servers and analyse the trade-offs.",
+        "Derive the equation of motion for a double pendulum and solve for small angles step by step.",
+        "Implement a SQL query computing the 7-day rolling median of 4 columns and explain edge cases carefully.",
+        "Compute the probability that 5 dice sum to 17, showing the working for each of the 3 cases.",
+        "Refactor this 300-line Java class into 4 services; evaluate the migration risk and failure modes.",
+        "Prove the integral of x^2 e^-x from 0 to infinity equals 2, showing each step of integration by parts.",
+        "Write a Rust algorithm for 2-SAT in linear time and explain the proof of correctness in detail.",
+        "Solve for x: 3x^2 - 17x + 4 = 0 and prove both roots are positive, step by step.",
+        "Compare 3 consensus algorithms; evaluate their trade-offs under 5 failure modes with examples."]
+
+
+def store_labels(path, run_id, cheap_ok):
+    prompts = EASY + HARD
+    with connect(path) as con:
+        add_labels(con, pl.DataFrame({"run_id": [run_id] * len(prompts), "row_id": [f"r{i}" for i in range(24)],
+                                      "prompt": prompts, "cheap_ok": cheap_ok, "source": ["shadow"] * 24}))
+
+
+def train(path, out):
+    return CliRunner().invoke(app, ["router", "train", "--from-warehouse", str(path), "-o", str(out),
+                                    "--no-embeddings", "--l2-text", "1", "--register"])
+
+
+def test_versions_are_promoted_on_held_out_folds_and_rolled_back(tmp_path):
+    wh = tmp_path / "wh.duckdb"
+    store_labels(wh, "night-1", [True] * 12 + [False] * 12)
+    first = train(wh, tmp_path / "r1")
+    assert first.exit_code == 0, first.output
+    assert "router version 1: promoted: no router yet" in first.output and promoted_version(wh) == 1
+    # night 2: more of the same labels: the candidate cannot beat the promoted version on them (it scores 1.0)
+    store_labels(wh, "night-2", [True] * 12 + [False] * 12)
+    second = train(wh, tmp_path / "r2")
+    assert second.exit_code == 0, second.output
+    versions = list_routers(wh)
+    assert versions["version"].to_list() == [1, 2] and versions["promoted"].to_list() == [True, False]
+    assert versions["replaces"].to_list() == [None, 1] and versions["labels"].to_list() == [24, 48]
+    assert versions["reason"][1].startswith("not promoted: held-out AUROC")
+    assert versions["previous_auroc"][1] == 1.0 and versions["cv_auroc"][1] <= 1.0
+    # by hand, then back
+    assert CliRunner().invoke(app, ["router", "promote", "2", "--warehouse", str(wh)]).exit_code == 0
+    assert promoted_version(wh) == 2
+    back = CliRunner().invoke(app, ["router", "rollback", "--warehouse", str(wh)])
+    assert back.exit_code == 0 and "router version 1 promoted" in back.output and promoted_version(wh) == 1
+    listed = CliRunner().invoke(app, ["router", "list", "--warehouse", str(wh)])
+    assert listed.exit_code == 0 and "version" in listed.output
+    assert list_routers(wh)["reason"][0] == "rollback from version 2"
+    # a kept version is the whole router: restored elsewhere, it scores like the one trained
+    restored = load_router(restore(wh, 1, tmp_path / "restored"))
+    original = load_router(tmp_path / "r1")
+    assert restored.score(pl.Series(HARD[:3])).tolist() == original.score(pl.Series(HARD[:3])).tolist()
+
+
+def test_nothing_to_roll_back_is_said_plainly(tmp_path):
+    wh = tmp_path / "wh.duckdb"
+    store_labels(wh, "night-1", [True] * 12 + [False] * 12)
+    train(wh, tmp_path / "r1")
+    res = CliRunner().invoke(app, ["router", "rollback", "--warehouse", str(wh)])
+    assert res.exit_code == 2 and "version 1 replaced none" in res.output
+
+
+def test_when_the_traffic_changes_the_candidate_that_fits_it_is_promoted(tmp_path):
+    wh = tmp_path / "wh.duckdb"
+    store_labels(wh, "night-1", [True] * 12 + [False] * 12)
+    train(wh, tmp_path / "r1")
+    with connect(wh) as con:
+        con.execute("DELETE FROM router_training")
+    store_labels(wh, "night-2", [False] * 12 + [True] * 12)  # the cheap tier now fails the short prompts
+    res = train(wh, tmp_path / "r2")
+    versions = list_routers(wh)
+    assert res.exit_code == 0 and versions["promoted"].to_list() == [False, True]
+    assert versions["reason"][1].startswith("promoted: held-out AUROC") and versions["replaces"][1] == 1
+    assert versions["cv_auroc"][1] > versions["previous_auroc"][1]
+
