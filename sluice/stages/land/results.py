@@ -292,6 +292,28 @@ def _follow_up_counts(results: pl.DataFrame) -> dict:
     }
 
 
+# which stage an attempt's failure belongs to: the first answers and escalations are inference, a schema retry and a
+# shadow answer are the review's passes
+_ATTEMPT_STAGE = {"first": "infer", "escalation": "infer", "retry": "review", "shadow": "review"}
+
+
+def error_rows(results: pl.DataFrame, attempts: pl.DataFrame | None) -> pl.DataFrame:
+    """The `errors` table's rows for a run: every attempt that failed or answered invalidly (its stage, tier,
+    attempt number and reason), and every row that landed without an answer for a reason of its own (quarantined
+    at ingest, over the budget at routing)."""
+    cols = {"stage": pl.String, "tier": pl.String, "row_id": pl.String, "error": pl.String, "attempt": pl.Int32}
+    parts = [pl.DataFrame(schema=cols)]
+    if attempts is not None and attempts.height:
+        bad = attempts.filter((pl.col("status") != "ok") & pl.col("error").is_not_null())
+        parts.append(bad.select(pl.col("kind").replace_strict(_ATTEMPT_STAGE, default="infer").alias("stage"),
+                                "tier", "row_id", "error", pl.col("attempt").cast(pl.Int32)))
+    unanswered = results.filter(pl.col("status").is_in(["quarantined", "over_budget"]) & pl.col("error").is_not_null())
+    parts.append(unanswered.select(
+        pl.when(pl.col("status") == "quarantined").then(pl.lit("ingest")).otherwise(pl.lit("route")).alias("stage"),
+        pl.lit(None, pl.String).alias("tier"), "row_id", "error", pl.lit(0, pl.Int32).alias("attempt")))
+    return pl.concat(parts, how="vertical_relaxed")
+
+
 def land_results(
     warehouse: str | Path,
     results: pl.DataFrame,
@@ -326,6 +348,13 @@ def land_results(
                 con.execute("DELETE FROM results WHERE run_id = ?", [run_id])
                 # by name: every column of `results` (RESULT_COLUMNS and any added by a later migration)
                 con.execute("INSERT INTO results BY NAME SELECT * FROM read_parquet(?)", [str(staged)])
+                con.execute("DELETE FROM errors WHERE run_id = ?", [run_id])
+                errors = error_rows(results, attempts)
+                if errors.height:
+                    con.register("_errors", errors.with_columns(pl.lit(run_id).alias("run_id")).to_arrow())
+                    con.execute("INSERT INTO errors (run_id, stage, tier, row_id, error, attempt) "
+                                "SELECT run_id, stage, tier, row_id, error, attempt FROM _errors")
+                    con.unregister("_errors")
                 con.execute("DELETE FROM attempts WHERE run_id = ?", [run_id])
                 if attempts is not None and attempts.height:
                     con.register("_attempts", attempts.with_columns(pl.lit(run_id).alias("run_id"))
