@@ -37,6 +37,7 @@ from models.stand_in import keep_stand_ins
 from sluice.config import RouterSettings, load_settings
 from sluice.contracts.names import dataset_name_for, validate_dataset_name
 from sluice.contracts.shapes import RequestDefaults
+from sluice.reports import progress
 from sluice.runs import file_sha256, find_unfinished_run, fingerprint, mark_landed, read_manifest, write_manifest
 from sluice.stages.context import StageContext
 from sluice.stages.route import write_tier_partitions
@@ -116,6 +117,7 @@ def sluice_run(
         "status": "running",
     }
     write_manifest(run_dir, manifest)
+    progress.current().begin_run(run_id, run_dir)  # `sluice run` moves its log into <run_dir>/logs/ now
     run = {"run_id": run_id, "dataset": manifest["dataset"], "source": manifest["source"],
            "started_at": manifest["created_at"], "min_quality": min_quality}
     logger.info("run %s: dataset %s from %s", run_id, run["dataset"], dataset_path)

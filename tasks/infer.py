@@ -14,6 +14,7 @@ from models.backends import make_backend, release_engines
 from models.catalogue import Catalogue
 from sluice.runs import answers_dir
 from sluice.stages.infer import answer_shard, infer_tier_shards, requests_from, shard_count, tier_billing
+from tasks.progress import stage_advanced, stage_finished, stage_started
 
 
 # Retried once: a dead engine or a broken connection fails the whole shard before its answers are written, so a
@@ -37,16 +38,20 @@ def infer_tier(
     logger.info("tier %s: %d rows (%s) -> %s backend, model %s", tier.name, rows, kind, tier.backend, tier.model)
     if tier.replayed:
         logger.info("tier %s: replayed from %s (recorded answers, no network)", tier.name, tier.answers)
+    stage = f"infer {tier.name}" if kind == "first" else f"{kind} {tier.name}"
+    stage_started(stage, rows)
     backend = make_backend(tier, data_dir=data_dir)
     try:
         billing = infer_tier_shards(
-            partition, answers_dir(run_dir, kind), tier, catalogue, backend, default_max_tokens, shard_rows
+            partition, answers_dir(run_dir, kind), tier, catalogue, backend, default_max_tokens, shard_rows,
+            on_shard=lambda n, tokens, cost: stage_advanced(stage, n, tokens, cost),
         )
     except BaseException:
         release_engines()  # a failed shard may have left the engine dead: the retry starts a fresh one
         raise
     finally:
         backend.close()
+    stage_finished(stage)
     logger.info(
         "tier %s: done, billed %.1f s, $%.6f", tier.name, billing.get("billed_seconds", 0.0), billing["cost_usd"]
     )
@@ -67,6 +72,7 @@ def dispatch_tier(
     from prefect.deployments import run_deployment
 
     logger = get_run_logger()
+    stage_started(f"infer {tier_name}", pq.read_metadata(partition).num_rows)
     answers = run_dir / "answers" / f"tier={tier_name}"
     todo = [k for k in range(shard_count(partition, shard_rows))
             if not (answers / f"shard-{k:05d}.parquet").exists()]
@@ -86,7 +92,10 @@ def dispatch_tier(
     if failed:
         raise RuntimeError(f"tier {tier_name}: {len(failed)} shard run(s) did not complete ({'; '.join(failed)});"
                            " rerun to resume: answered shards are kept")
-    return tier_billing(run_dir / "answers", tier_name)
+    billing = tier_billing(run_dir / "answers", tier_name)
+    stage_advanced(f"infer {tier_name}", int(billing.get("rows", 0)), cost_usd=billing.get("cost_usd", 0.0))
+    stage_finished(f"infer {tier_name}")
+    return billing
 
 
 @task(name="validate-quantisation", cache_policy=NO_CACHE)

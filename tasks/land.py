@@ -11,12 +11,15 @@ from prefect.cache_policies import NO_CACHE
 from models.catalogue import Tier
 from sluice.reports.summary import summary_markdown, summary_table
 from sluice.stages.land import land_run
+from tasks.progress import stage_finished, stage_started
 
 
 @task(name="land", cache_policy=NO_CACHE)
 def land(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | None = None,
          baseline: Tier | None = None) -> dict:
+    stage_started("land")
     summary, rows = land_run(run_dir, warehouse, run, tier_order, baseline)
+    stage_finished("land", rows)
     get_run_logger().info("landed %d rows into %s (results)", rows, warehouse)
     create_markdown_artifact(
         key="sluice-run-summary", markdown=summary_markdown(summary, run), description="Sluice run summary"

@@ -87,6 +87,9 @@ def run(
     min_quality: Annotated[Optional[float], typer.Option(
         min=0.0, max=1.0, help="a floor for the quality estimate (from the shadow sample): the summary and "
                                "runs.quality_alert say when its 95% lower bound falls under it")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", help="every engine and library log line on the terminal, live (default: a progress view; "
+                          "the logs go to data/runs/<run_id>/logs/)")] = False,
 ) -> None:
     """Answer every row of DATASET on the cheapest tier that will do, and land the results in DuckDB."""
     from models.catalogue import CatalogueError
@@ -105,26 +108,33 @@ def run(
 
             check_grader(grader)
 
-        summary = sluice_run(
-            str(dataset),
-            warehouse=str(warehouse) if warehouse else None,
-            catalogue=str(catalogue) if catalogue else None,
-            data_dir=str(data_dir) if data_dir else None,
-            run_id=run_id,
-            use_cache=cache,
-            premium_share=premium_share,
-            budget_usd=budget_usd,
-            router=str(router) if router else None,
-            deadline_h=deadline_h,
-            response_schema=response_schema,
-            temperature=temperature,
-            cascade_share=cascade_share,
-            shadow_share=shadow_share,
-            cascade_min_confidence=cascade_min_confidence,
-            mid_share=mid_share,
-            grader=grader,
-            min_quality=min_quality,
-        )
+        from sluice.cli.live import run_display
+        from sluice.config import load_settings
+
+        runs_dir = load_settings(warehouse=str(warehouse) if warehouse else None,
+                                 data_dir=str(data_dir) if data_dir else None).runs_dir
+        assert runs_dir is not None
+        with run_display(runs_dir, verbose, budget_usd):
+            summary = sluice_run(
+                str(dataset),
+                warehouse=str(warehouse) if warehouse else None,
+                catalogue=str(catalogue) if catalogue else None,
+                data_dir=str(data_dir) if data_dir else None,
+                run_id=run_id,
+                use_cache=cache,
+                premium_share=premium_share,
+                budget_usd=budget_usd,
+                router=str(router) if router else None,
+                deadline_h=deadline_h,
+                response_schema=response_schema,
+                temperature=temperature,
+                cascade_share=cascade_share,
+                shadow_share=shadow_share,
+                cascade_min_confidence=cascade_min_confidence,
+                mid_share=mid_share,
+                grader=grader,
+                min_quality=min_quality,
+            )
     except (IngestError, CatalogueError, ShapeError, ValueError) as exc:
         _fail(str(exc))
     _print_summary(summary, time.perf_counter() - t0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -178,12 +179,20 @@ def infer_tier_shards(
     backend: Backend,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
     shard_rows: int = 256,
+    on_shard: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, float]:
     """Answer a tier's partition shard by shard in this process (see `answer_shard`); returns its billing.
+    `on_shard(rows, tokens, cost_usd)` is called after each shard (answered now or found on disk): progress.
 
     The shard size bounds the work lost to a crash: large enough to keep vLLM's continuous batching full
     (hundreds of rows), small enough to checkpoint often.
     """
     for k in range(shard_count(partition_path, shard_rows)):
-        answer_shard(partition_path, k, answers_dir, tier, catalogue, backend, default_max_tokens, shard_rows)
+        billing = answer_shard(partition_path, k, answers_dir, tier, catalogue, backend, default_max_tokens,
+                               shard_rows)
+        if on_shard is not None:
+            used = pq.read_table(answers_dir / f"tier={tier.name}" / f"shard-{k:05d}.parquet",
+                                 columns=["input_tokens", "output_tokens"])
+            tokens = sum(sum(v or 0 for v in used[c].to_pylist()) for c in used.column_names)
+            on_shard(int(billing.get("rows", used.num_rows)), tokens, float(billing.get("cost_usd", 0.0)))
     return tier_billing(answers_dir, tier.name)
