@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 
 from sluice.contracts.answers import validate_answer
-from sluice.contracts.grading import grade, parse_json_answer, resolve_grader
+from sluice.contracts.grading import grade, json_equal, parse_json_answer, resolve_grader
 
 SHAPES = ("json", "number", "choice")
 # an answer that is only an option letter, any case: "b", "(b)", "b." (the grader reads a lone lower-case letter in
@@ -60,16 +60,9 @@ def answer_shape(premium: str | None, schema: str | None = None, grader: str | N
 
 
 def same_json(a: object, b: object) -> bool:
-    """JSON equality: 1 == 1.0, but true is not 1; lists in order; objects with the same keys and equal values."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
+    """JSON equality: 1 == 1.0, but true is not 1; lists in order; objects with the same keys and equal values
+    (the grader's own comparison)."""
+    return json_equal(a, b)
 
 
 def _json_values(cheap: str | None, premium: str, schema: str | None) -> tuple[object, object, str | None, bool]:

@@ -278,22 +278,22 @@ def _json_diff(want: object, got: object, path: str) -> str | None:
             if diff:
                 return diff
         return None
-    if _json_equal(want, got):
+    if json_equal(want, got):
         return None
     return f"{where}: expected {_clip(json.dumps(want, ensure_ascii=False))}, got " \
            f"{_clip(json.dumps(got, ensure_ascii=False))}"
 
 
-def _json_equal(a: object, b: object) -> bool:
+def json_equal(a: object, b: object) -> bool:
     """JSON equality: 1 == 1.0, but true is not 1, and lists compare in order."""
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a == b
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b
 
 

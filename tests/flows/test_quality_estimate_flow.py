@@ -14,20 +14,14 @@ from flows.batch_run import sluice_run
 from sluice.contracts.grading import grade
 from sluice.reports.summary import summary_lines
 from sluice.stats import wilson_interval
+from tests.support.replay import gsm8k_replay_catalogue
 
 SAMPLES = Path("data/samples").resolve()
 
 
 @pytest.fixture
 def replay_tiers(tmp_path):
-    path = tmp_path / "tiers.toml"
-    path.write_text(
-        'baseline = "premium"\n'
-        f'[[tiers]]\nname = "cheap"\nbackend = "replay"\nmodel = "mixtral"\nanswers = "{SAMPLES}/gsm8k_mixtral.parquet"\n'
-        "input_usd_per_1m = 0.7\noutput_usd_per_1m = 0.7\n"
-        f'[[tiers]]\nname = "premium"\nbackend = "replay"\nmodel = "gpt-4"\nanswers = "{SAMPLES}/gsm8k_gpt4.parquet"\n'
-        "input_usd_per_1m = 10\noutput_usd_per_1m = 30\n")
-    return path
+    return gsm8k_replay_catalogue(tmp_path)
 
 
 def test_a_run_lands_its_quality_estimate_and_checks_it_against_the_references(tmp_path, replay_tiers):

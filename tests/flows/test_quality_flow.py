@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from flows.batch_run import sluice_run
+from tests.support.replay import gsm8k_replay_catalogue
 
 SAMPLES = Path("data/samples").resolve()
 
@@ -15,14 +16,7 @@ SAMPLES = Path("data/samples").resolve()
 @pytest.fixture
 def replay_tiers(tmp_path):
     """data/samples/gsm8k_tiers.toml without the live tier: Mixtral (cheap) and GPT-4 (premium), both replayed."""
-    path = tmp_path / "tiers.toml"
-    path.write_text(
-        'baseline = "premium"\n'
-        f'[[tiers]]\nname = "cheap"\nbackend = "replay"\nmodel = "mixtral"\nanswers = "{SAMPLES}/gsm8k_mixtral.parquet"\n'
-        "input_usd_per_1m = 0.7\noutput_usd_per_1m = 0.7\n"
-        f'[[tiers]]\nname = "premium"\nbackend = "replay"\nmodel = "gpt-4"\nanswers = "{SAMPLES}/gsm8k_gpt4.parquet"\n'
-        "input_usd_per_1m = 10\noutput_usd_per_1m = 30\n")
-    return path
+    return gsm8k_replay_catalogue(tmp_path)
 
 
 def run(tmp_path, catalogue, name, **kw):

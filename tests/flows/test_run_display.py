@@ -6,18 +6,13 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from tests.support.replay import gsm8k_replay_catalogue
+
 SAMPLES = Path("data/samples").resolve()
 
 
 def _catalogue(tmp_path: Path) -> Path:
-    path = tmp_path / "tiers.toml"
-    path.write_text(
-        'baseline = "premium"\n'
-        f'[[tiers]]\nname = "cheap"\nbackend = "replay"\nmodel = "mixtral"\nanswers = "{SAMPLES}/gsm8k_mixtral.parquet"\n'
-        "input_usd_per_1m = 0.7\noutput_usd_per_1m = 0.7\n"
-        f'[[tiers]]\nname = "premium"\nbackend = "replay"\nmodel = "gpt-4"\nanswers = "{SAMPLES}/gsm8k_gpt4.parquet"\n'
-        "input_usd_per_1m = 10\noutput_usd_per_1m = 30\n")
-    return path
+    return gsm8k_replay_catalogue(tmp_path)
 
 
 def test_quiet_run_shows_progress_and_summary_and_logs_to_the_run_folder(tmp_path):
