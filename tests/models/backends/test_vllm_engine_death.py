@@ -27,6 +27,13 @@ def tier(tiny_model_dir):
                 max_model_len=1024)
 
 
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def engine_core_pid(llm) -> int:
     (proc,) = vllm_offline._engine_processes(llm)
     return proc.pid
@@ -113,7 +120,9 @@ def test_an_engine_that_died_between_batches_is_replaced_not_reused(tier):
     (proc,) = vllm_offline._engine_processes(llm)
     os.kill(proc.pid, signal.SIGKILL)
     proc.join(30)  # dead while idle, between two batches
-    assert proc.exitcode == -signal.SIGKILL
+    # vLLM's own engine monitor may reap the process first, which leaves this handle's exit code unset (its
+    # waitpid then finds no child): the engine is dead either way, and that is what the test needs
+    assert proc.exitcode == -signal.SIGKILL or not _running(proc.pid)
     reqs = [Request(row_id=f"n{i}", prompt=f"Question {i}?", system=None, max_tokens=8) for i in range(5)]
     out = run_with_limit(lambda: VLLMBackend(tier).complete(reqs), HANG_LIMIT_S * 2)
     assert "result" in out, out
