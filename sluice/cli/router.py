@@ -99,7 +99,7 @@ def _register(warehouse: Path, folder: Path, labels, embeddings: bool, l2_text: 
             current = load_router(restore(warehouse, current_version, Path(tmp)))
     verdict = judge_candidate(labels, current, embeddings, l2_text, l2_embedding)
     version = register(warehouse, folder, labels=labels.height, target=verdict.target, cv_auroc=verdict.cv_auroc,
-                       held_out_auroc=verdict.cv_auroc, previous_auroc=verdict.previous_auroc,
+                       previous_auroc=verdict.previous_auroc,
                        promote=verdict.promote, reason=verdict.reason)
     console.print(f"router version {version}: {verdict.reason}")
 

@@ -262,8 +262,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 labels BIGINT,                -- router_training rows it learned from
                 target VARCHAR,               -- what it predicts (premium needed)
                 cv_auroc DOUBLE,              -- 5-fold out-of-fold AUROC on its own labels
-                held_out_auroc DOUBLE,        -- its folds' AUROC, against the promoted version's on the same rows
-                previous_auroc DOUBLE,
+                previous_auroc DOUBLE,        -- the promoted version's AUROC on the same labels
                 replaces INTEGER,             -- the version promoted when it was trained
                 promoted BOOLEAN,             -- exactly one version is promoted (the one runs use by default)
                 promoted_at TIMESTAMP,

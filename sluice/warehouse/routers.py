@@ -39,7 +39,7 @@ def _unpack(files: str, folder: Path) -> Path:
 
 
 def register(warehouse: str | Path, folder: Path, *, labels: int, target: str, cv_auroc: float,
-             held_out_auroc: float | None, previous_auroc: float | None, promote: bool, reason: str) -> int:
+             previous_auroc: float | None, promote: bool, reason: str) -> int:
     """Store a trained router (its saved `folder`) as the next version; promote it when `promote`."""
     now = datetime.now(timezone.utc)
     with connect(warehouse) as con:
@@ -48,8 +48,8 @@ def register(warehouse: str | Path, folder: Path, *, labels: int, target: str, c
         version = int(con.execute("SELECT coalesce(max(version), 0) + 1 FROM routers").fetchone()[0])
         if promote:
             con.execute("UPDATE routers SET promoted = false WHERE promoted")
-        con.execute("INSERT INTO routers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [version, now, labels, target, cv_auroc, held_out_auroc, previous_auroc,
+        con.execute("INSERT INTO routers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [version, now, labels, target, cv_auroc, previous_auroc,
                      current[0] if current else None, promote, now if promote else None, reason, _pack(folder)])
         con.execute("COMMIT")
     return version
@@ -58,7 +58,7 @@ def register(warehouse: str | Path, folder: Path, *, labels: int, target: str, c
 def list_routers(warehouse: str | Path) -> pl.DataFrame:
     with connect(warehouse, read_only=True) as con:
         return con.execute(
-            "SELECT version, trained_at, labels, target, cv_auroc, held_out_auroc, previous_auroc, replaces, "
+            "SELECT version, trained_at, labels, target, cv_auroc, previous_auroc, replaces, "
             "promoted, promoted_at, reason FROM routers ORDER BY version").pl()
 
 

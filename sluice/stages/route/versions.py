@@ -46,11 +46,10 @@ def judge_candidate(labels: pl.DataFrame, current: LearnedRouter | None, use_emb
     oof = np.zeros(labels.height)
     for k in range(FOLDS):
         tr, te = np.nonzero(folds != k)[0], np.nonzero(folds == k)[0]
-        part = labels[tr.tolist()]
-        if premium_needed(part)[0].min() == premium_needed(part)[0].max():
+        if y[tr].min() == y[tr].max():  # one outcome only in these folds: nothing to learn, no ranking
             oof[te] = 0.5
             continue
-        fold_router = train_router(part, use_embeddings=use_embeddings, l2_text=l2_text, l2_embedding=l2_embedding,
+        fold_router = train_router(labels[tr.tolist()], use_embeddings=use_embeddings, l2_text=l2_text, l2_embedding=l2_embedding,
                                    embeddings=emb[tr] if emb is not None else None)
         oof[te] = fold_router.score(labels[te.tolist()]["prompt"], emb[te] if emb is not None else None)
     cv = auroc(oof, positive)
