@@ -361,9 +361,13 @@ def write_report(warehouse: str | Path, run_id: str, out: str | Path) -> Path:
             pass
     with connect(warehouse, read_only=True) as con:
         data = report_data(con, run_id)
-    text = render_html(data)
+    return write_page(render_html(data), out, "report")
+
+
+def write_page(text: str, out: str | Path, what: str) -> Path:
+    """Write a self-contained page (the report, the dashboard), refusing one that would reach the network."""
     if re.search(r"""(src|href)=["']https?://""", text):
-        raise AssertionError("the report must not reference the network")
+        raise AssertionError(f"the {what} must not reference the network")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
