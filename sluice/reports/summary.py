@@ -84,10 +84,10 @@ def accuracy_lines(summary: dict) -> list[tuple[str, str]]:
     lines = [("accuracy (graded rows)", f"{summary['accuracy']:.3f}  ({summary['correct']} of {summary['graded']} "
                                         f"rows correct)")]
     if summary.get("baseline_graded"):  # the all-premium baseline's own answers are known (a replay baseline)
-        kept = summary["accuracy"] / summary["baseline_accuracy"] if summary.get("baseline_accuracy") else None
-        lines.append(("all-premium accuracy", f"{summary['baseline_accuracy']:.3f}  ({summary['baseline_correct']} of "
-                                              f"{summary['baseline_graded']}; this run kept "
-                                              f"{kept:.1%} of it)" if kept is not None else "0"))
+        text = f"{summary['baseline_accuracy']:.3f}  ({summary['baseline_correct']} of {summary['baseline_graded']}"
+        if summary["baseline_accuracy"]:
+            text += f"; this run kept {summary['accuracy'] / summary['baseline_accuracy']:.1%} of it"
+        lines.append(("all-premium accuracy", text + ")"))
     lines.append(("accuracy per tier", per_tier))
     return lines
 
