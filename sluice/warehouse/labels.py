@@ -4,7 +4,7 @@ One row per (run, row) that has a verdict on the cheap tier's answer: from the s
 `source = 'shadow'`), from a human or judge review (`'review'`), or imported from a labelled file (`'import'`).
 `premium_ok` is null when only the cheap answer was judged.
 
-The table is created by the warehouse's migrations (sluice/warehouse/db.py): open the warehouse with
+The table is created by the warehouse's migrations (sluice/warehouse/migrations.py): open the warehouse with
 `sluice.warehouse.db.connect`, which applies them, before adding labels.
 """
 
