@@ -73,7 +73,8 @@ def train(
 
         known = df.filter(df["cheap_response"].is_not_null() & df["cheap_ok"].is_not_null())
         try:
-            verifier = train_verifier(known["cheap_response"].to_list(), known["cheap_ok"].to_list())
+            verifier = train_verifier(known["cheap_response"].to_list(), known["cheap_ok"].to_list(),
+                                      prompts=known["prompt"].to_list() if "prompt" in known.columns else None)
         except ValueError as exc:
             _fail(f"{source}: answer verifier: {exc}")
         verifier.trained_on["source"] = source

@@ -83,13 +83,15 @@ def escalation_rows(
     `answers`: the latest answer of each row on `from_tier`. Invalid answers count as confidence 0. An answer's
     confidence is exp(mean token logprob) where the tier reported logprobs, else the `verifier`'s (answer checks)
     when one is given; answers with neither are not candidates (an unknown confidence is not a low one)."""
-    ans = answers.join(rows.select("row_id", "max_tokens"), on="row_id", how="inner")
+    ans = answers.join(rows.select("row_id", "max_tokens", *(["prompt"] if "prompt" in rows.columns else [])),
+                       on="row_id", how="inner")
     n = ans.height
     invalid = pl.col("status") == "invalid"
     conf = confidence_from_logprobs(pl.col("mean_logprob").cast(pl.Float64))
     if verifier is not None and n:
         texts = ans.select(pl.coalesce("parsed", "response") if "parsed" in ans.columns else "response").to_series()
-        checked = pl.Series("_checked", verifier.confidence(texts.to_list()), dtype=pl.Float64)
+        prompts = ans["prompt"].to_list() if "prompt" in ans.columns else None
+        checked = pl.Series("_checked", verifier.confidence(texts.to_list(), prompts), dtype=pl.Float64)
         ans = ans.with_columns(checked)
         conf = pl.coalesce(conf, pl.col("_checked"))
     cands = ans.with_columns(pl.when(invalid).then(0.0).otherwise(conf).alias("confidence")).filter(

@@ -67,3 +67,39 @@ def test_router_train_writes_the_verifier_when_labels_carry_cheap_answers(tmp_pa
                                    "--no-embeddings"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r" / "verifier.json").is_file() and "answer verifier trained on 24" in res.output
+
+
+QUESTIONS = ["Janet's ducks lay 16 eggs; she eats 3 and bakes with 4, selling the rest at $2. How much?",
+             "Two boxes of 3 and then 4 more: how many?", "Five plus 5, times 3?"]
+
+
+def test_trained_on_questions_it_needs_them_and_keeps_what_it_read(tmp_path):
+    v = train_verifier(RIGHT * 4 + WRONG * 4, [True] * 12 + [False] * 12, l2=1.0, prompts=QUESTIONS * 8)
+    assert v.reads_questions and len(v.signals) == len(v.weights) == 15
+    conf = v.confidence(RIGHT + WRONG, QUESTIONS * 2)
+    assert conf[:3].min() > conf[3:].max()
+    with pytest.raises(ValueError, match="give the prompts"):
+        v.confidence(RIGHT)
+    v.save(tmp_path)
+    again = load_verifier(tmp_path)
+    assert again.signals == v.signals
+    np.testing.assert_allclose(again.confidence(WRONG, QUESTIONS), v.confidence(WRONG, QUESTIONS))
+
+
+def test_a_verifier_of_answers_alone_ignores_the_questions():
+    v = verifier()
+    assert not v.reads_questions
+    np.testing.assert_allclose(v.confidence(WRONG, QUESTIONS), v.confidence(WRONG))
+
+
+def test_escalation_gives_the_verifier_the_questions():
+    v = train_verifier(RIGHT * 4 + WRONG * 4, [True] * 12 + [False] * 12, l2=1.0, prompts=QUESTIONS * 8)
+    rows = pl.DataFrame({"row_id": [f"r{i}" for i in range(6)], "prompt": QUESTIONS * 2, "max_tokens": [64] * 6,
+                         "tier": ["small"] * 6})
+    answers = pl.DataFrame({"row_id": rows["row_id"], "status": ["ok"] * 6, "response": RIGHT + WRONG,
+                            "error": [None] * 6, "mean_logprob": pl.Series([None] * 6, dtype=pl.Float64),
+                            "input_tokens": [10] * 6, "output_tokens": [20] * 6})
+    settings = RouterSettings(cascade_share=0.5, cascade_min_confidence=0.9)
+    up, _ = escalation_rows(rows, answers, "small", "premium", TierPrice("premium", 1e-6, 2e-6, "test"), settings,
+                            None, v)
+    assert sorted(up["row_id"].to_list()) == ["r3", "r4", "r5"]
