@@ -1,11 +1,15 @@
 """Cascade signals on GSM8K: how well each confidence signal predicts a wrong answer, and what escalating by it buys.
 
 Data: ../shared/data/routing/gsm8k_responses.csv (read by path): 1,319 GSM8K test questions with Mixtral-8x7B's and
-GPT-4's recorded answers and whether each was right. The cheap tier is Mixtral, the next tier GPT-4.
+GPT-4's recorded answers. The cheap tier is Mixtral, the next tier GPT-4. Right or wrong is the number grader's
+verdict against the GSM8K references (../shared/data/prompts/gsm8k/test.jsonl), as `sluice run --grader number`
+grades (RouteLLM's own labels miss answers such as "$6.00" for 6).
 
 Signals, each scored 5-fold out of fold where it is learned (same folds for all):
-    answer_checks   the review stage's verifier: a logistic over `answer_signals` of the cheap answer
-                    (`sluice.stages.review.verifier`), what Sluice uses for tiers without logprobs
+    answer_checks   the review stage's verifier trained on answers alone: a logistic over `answer_signals`
+    answer_and_question_checks
+                    the verifier trained with the questions too (`sluice.stages.review.checks`): what Sluice
+                    uses for tiers without logprobs when the labels carry the prompts
     router          the router's text features of the prompt (a logistic on the same target): what routing knows
                     before any answer exists
     both            prompt features and answer checks together
@@ -36,12 +40,14 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sluice.contracts.grading import grade  # noqa: E402
 from sluice.stages.review.cascade import answer_signals  # noqa: E402
 from sluice.stages.review.verifier import train_verifier  # noqa: E402
 from sluice.stages.route.features import text_features  # noqa: E402
 from sluice.stats import auroc, fit_logistic  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "routing" / "gsm8k_responses.csv"
+TEST = ROOT.parent / "shared" / "data" / "prompts" / "gsm8k" / "test.jsonl"
 OUT = ROOT / "bench" / "results"
 CHEAP, PREMIUM = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
 SEED = 20261204
@@ -70,23 +76,33 @@ def cascade_accuracy(p_wrong: np.ndarray, cheap_ok: np.ndarray, next_ok: np.ndar
 
 def main() -> dict:
     df = pl.read_csv(DATA)
-    cheap_ok = df[CHEAP].to_numpy().astype(bool)
-    next_ok = df[PREMIUM].to_numpy().astype(bool)
+    refs = {}
+    for line in TEST.read_text().splitlines():
+        t = json.loads(line)
+        refs[t["question"]] = t["answer"].split("####")[-1].strip()
     answers = df[f"{CHEAP}_response"].to_list()
+    prompts = df["prompt"].to_list()
+    cheap_ok = np.array([grade(a, refs[p], "number")[0] is True for p, a in zip(prompts, answers)])
+    next_ok = np.array([grade(a, refs[p], "number")[0] is True
+                        for p, a in zip(prompts, df[f"{PREMIUM}_response"].to_list())])
     wrong = ~cheap_ok
     folds = np.random.default_rng(SEED).permutation(len(df)) % 5
     t0 = time.perf_counter()
     xa = answer_signals(answers)
     checks_s = (time.perf_counter() - t0) / len(df)
     xt = text_features(df["prompt"])
-    verifier_oof = np.zeros(len(df))
+    verifier_oof, question_oof = np.zeros(len(df)), np.zeros(len(df))
     for k in range(5):  # the product's own training function, fold by fold
         tr, te = folds != k, folds == k
-        v = train_verifier([a for a, t in zip(answers, tr) if t], cheap_ok[tr].tolist())
-        verifier_oof[te] = v.p_wrong([a for a, t in zip(answers, te) if t])
+        pick = lambda xs, m: [x for x, t in zip(xs, m) if t]  # noqa: E731
+        v = train_verifier(pick(answers, tr), cheap_ok[tr].tolist())
+        verifier_oof[te] = v.p_wrong(pick(answers, te))
+        v = train_verifier(pick(answers, tr), cheap_ok[tr].tolist(), prompts=pick(prompts, tr))
+        question_oof[te] = v.p_wrong(pick(answers, te), pick(prompts, te))
     rng = np.random.default_rng(SEED)
     signals = {
         "answer_checks": verifier_oof,
+        "answer_and_question_checks": question_oof,
         "router": out_of_fold(xt, wrong, folds),
         "both": out_of_fold(np.hstack([xt, xa]), wrong, folds),
         "length": np.array([len(a or "") for a in answers], dtype=float),
@@ -181,7 +197,8 @@ def markdown(r: dict) -> str:
     lines += ["", f"Answer checks cost {r['answer_checks_us_per_row']} µs a row ({r['machine']}).", "",
               "Wired: tiers that report token logprobs (vLLM; OpenAI-compatible APIs that return them) escalate on "
               "exp(mean logprob); tiers that do not (Anthropic, replayed answers) on the answer checks, when a "
-              "verifier is trained (`sluice router train` with `cheap_response` in the labels).", ""]
+              "verifier is trained (`sluice router train` with `cheap_response` in the labels; with the prompts "
+              "too, the answer and question checks).", ""]
     return "\n".join(lines)
 
 
@@ -191,6 +208,8 @@ if __name__ == "__main__":
         result = main()
         if "--live" in sys.argv:  # needs the converted SmolLM2 (data/models, made by `sluice prepare` / make demo)
             result["live"] = live_small_tier(int(sys.argv[sys.argv.index("--live") + 1]))
+        elif (OUT / "cascade_signals.json").is_file():  # keep the last live measurement (an engine run is slow)
+            result["live"] = json.loads((OUT / "cascade_signals.json").read_text()).get("live")
         (OUT / "cascade_signals.json").write_text(json.dumps(result, indent=2) + "\n")
     result = json.loads((OUT / "cascade_signals.json").read_text())
     (OUT / "cascade_signals.md").write_text(markdown(result))
