@@ -37,6 +37,7 @@ from models.stand_in import keep_stand_ins
 from sluice.config import RouterSettings, load_settings
 from sluice.contracts.names import dataset_name_for, validate_dataset_name
 from sluice.contracts.shapes import RequestDefaults
+from sluice.contracts.tags import check_tags
 from sluice.reports import progress
 from sluice.runs import file_sha256, find_unfinished_run, fingerprint, mark_landed, read_manifest, write_manifest
 from sluice.stages.context import StageContext
@@ -76,6 +77,8 @@ def sluice_run(
     mid_share: float | None = None,
     grader: str | None = None,
     min_quality: float | None = None,
+    tags: dict[str, str] | None = None,
+    submission: dict | None = None,
 ) -> dict:
     """`response_schema`: JSON Schema text (or a choice list, `sluice.contracts.shapes.schema_from_choices`) for rows
     without their own; `temperature`: for rows without their own (default greedy); `grader`: how rows with a
@@ -119,7 +122,8 @@ def sluice_run(
     write_manifest(run_dir, manifest)
     progress.current().begin_run(run_id, run_dir)  # `sluice run` moves its log into <run_dir>/logs/ now
     run = {"run_id": run_id, "dataset": manifest["dataset"], "source": manifest["source"],
-           "started_at": manifest["created_at"], "min_quality": min_quality}
+           "started_at": manifest["created_at"], "min_quality": min_quality,
+           "tags": check_tags(tags or {}), "submission": submission}  # chargeback tags; a drop-box manifest
     logger.info("run %s: dataset %s from %s", run_id, run["dataset"], dataset_path)
 
     # Each stage writes its output atomically in the run folder; a resumed run starts after the last one written.

@@ -87,6 +87,8 @@ def run(
     min_quality: Annotated[Optional[float], typer.Option(
         min=0.0, max=1.0, help="a floor for the quality estimate (from the shadow sample): the summary and "
                                "runs.quality_alert say when its 95% lower bound falls under it")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option(
+        "--tag", help="chargeback tag KEY=VALUE for every row (repeatable; a row's own `tags` column wins)")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", help="every engine and library log line on the terminal, live (default: a progress view; "
                           "the logs go to data/runs/<run_id>/logs/)")] = False,
@@ -103,6 +105,9 @@ def run(
         if schema and choices:
             raise ValueError("give --schema or --choices, not both")
         response_schema = schema_from_file(schema) if schema else schema_from_choices(choices) if choices else None
+        from sluice.contracts.tags import parse_tags
+
+        tags = parse_tags(tag or [])  # a malformed tag fails here, before the flow starts
         if grader is not None:  # an unknown grader name fails here, before the flow starts
             from sluice.contracts.grading import check_grader
 
@@ -134,6 +139,7 @@ def run(
                 mid_share=mid_share,
                 grader=grader,
                 min_quality=min_quality,
+                tags=tags,
             )
     except (IngestError, CatalogueError, ShapeError, ValueError) as exc:
         _fail(str(exc))

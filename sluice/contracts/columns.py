@@ -35,10 +35,17 @@ ROW_SCHEMA = pa.schema(
         # run's --grader, else auto). Carried to land, never sent to a model, never part of the request fingerprint
         ("reference", pa.string()),
         ("grader", pa.string()),
+        # chargeback (sluice.contracts.tags): the row's own tags as JSON text; carried to land, never sent to a model
+        ("tags", pa.string()),
         ("status", pa.string()),
         ("error", pa.string()),
     ]
 )
+
+# The input columns ingest reads (the request, reference grading, chargeback tags). Every other column of an input
+# file passes through untouched and lands with its row (sluice.stages.land.chargeback: results.meta, results file).
+READ_INPUT_COLUMNS = ("prompt", "id", "system", "max_tokens", "messages", "temperature", "stop", "response_schema",
+                      "reference", "grader", "tags")
 
 DUP_COLUMNS = {"dup_of": pl.String, "dup_kind": pl.String, "dup_score": pl.Float64}
 # the request shape (sluice.contracts.shapes): earlier turns of a conversation, sampling parameters, the schema

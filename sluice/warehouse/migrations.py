@@ -250,6 +250,24 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        8,
+        "chargeback and per-submission options: results.meta (the input's own columns) and results.tags, runs.tags "
+        "and runs.submission; the cache table is dropped (nothing ever wrote it: answers are reused from results)",
+        [
+            # every input column Sluice does not read, as one JSON object per row (sluice/stages/land/chargeback.py)
+            "ALTER TABLE results ADD COLUMN IF NOT EXISTS meta JSON",
+            # the row's tags: the run's tags overlaid by the row's own `tags` column ({key: value}, strings)
+            "ALTER TABLE results ADD COLUMN IF NOT EXISTS tags JSON",
+            # `sluice run --tag k=v` / a drop-box manifest's tags
+            "ALTER TABLE runs ADD COLUMN IF NOT EXISTS tags JSON",
+            # the options a drop-box submission's manifest gave the run (budget_usd, deadline_h, priority, ...)
+            "ALTER TABLE runs ADD COLUMN IF NOT EXISTS submission JSON",
+            # created by migration 2 for a cross-run answer cache that reads answered rows of `results` instead
+            # (sluice/stages/dedup/cache.py): an empty table that looked like the cache's store misled readers
+            "DROP TABLE IF EXISTS cache",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -261,7 +279,7 @@ RESULT_COLUMNS = [
     "history", "temperature", "stop", "response_schema", "parsed", "schema_valid", "attempts", "escalated",
     "escalated_from", "cascade_reason", "shadow", "shadow_agrees", "shadow_cost_usd", "price_basis",
     "cached_input_tokens", "usage_estimated", "mean_logprob",
-    "reference", "grader", "correct", "grade_reason",
+    "reference", "grader", "correct", "grade_reason", "meta", "tags",
 ]
 ATTEMPT_COLUMNS = ["run_id", "row_id", "attempt", "kind", "tier", "model", "status", "error", "schema_valid",
                    "input_tokens", "output_tokens", "latency_ms", "cost_usd", "mean_logprob", "response"]

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import duckdb
 
+from sluice.warehouse.tag_views import TAG_VIEWS
+
 # optional `results` columns read by the views -> the value used while the column does not exist
 OPTIONAL_RESULT_COLUMNS = {"trim_saving_usd": "CAST(0 AS DOUBLE)", "batch_discount_usd": "CAST(0 AS DOUBLE)"}
 
@@ -272,6 +274,8 @@ def _views(optional: dict[str, str]) -> dict[str, str]:
                    finished_at AS run_finished_at
             FROM p
         """,
+        # chargeback: per tag key and value, per dataset and night (sluice/warehouse/tag_views.py)
+        **TAG_VIEWS,
     }
 
 

@@ -14,6 +14,9 @@ premium API $0.009.
     r7   duplicate    -          0    0      -    0       0.0030    cache
     r8   quarantined  -          0    0      -    0       0
 
+Chargeback tags: run r1 is tagged team=search; rows r4 (team=ads: its own value wins) and r5 (feature=faq) and
+s1 (team=search) carry their own; run r2 has no run tags.
+
 run r2 (2026-01-06 09:00 UTC): small worker billed 50 s (engine reused, 50 s generating) = $0.0020.
     s1   ok           small    100   80    400    0.0010  0.0050
     s2   ok           small    100   20    500    0.0010  0.0020
@@ -58,6 +61,7 @@ RUNS = {
                       "generate_s": 60.0},
             "premium": {"rows": 2.0, "billed_seconds": 0.0, "cost_usd": 0.009},
         },
+        "tags": {"team": "search"},
     },
     "r2": {
         "run_id": "r2", "dataset": "ds", "source": "ds.parquet",
@@ -94,10 +98,19 @@ def results_frame(run_id: str, rows: list[tuple]) -> pl.DataFrame:
     return pl.DataFrame(recs, schema={c: {**schema, **str_cols}[c] for c in RESULT_COLUMNS})
 
 
+# the rows' own chargeback tags (JSON text, as ingest writes them)
+ROW_TAGS = {"r4": '{"team": "ads"}', "r5": '{"feature": "faq"}', "s1": '{"team": "search"}'}
+
+
+def with_row_tags(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(pl.col("row_id").replace_strict(ROW_TAGS, default=None, return_dtype=pl.String)
+                           .alias("tags"))
+
+
 def build_sample_warehouse(path: str | Path) -> Path:
     path = Path(path)
-    land_results(path, results_frame("r1", R1), RUNS["r1"])
-    land_results(path, results_frame("r2", R2), RUNS["r2"])
+    land_results(path, with_row_tags(results_frame("r1", R1)), RUNS["r1"])
+    land_results(path, with_row_tags(results_frame("r2", R2)), RUNS["r2"])
     return path
 
 

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 
+from sluice.contracts.columns import READ_INPUT_COLUMNS
 from sluice.contracts.grading import check_grader
 from sluice.contracts.shapes import (
     RequestDefaults,
@@ -20,9 +21,10 @@ from sluice.contracts.shapes import (
     column_values,
     parse_chat,
 )
+from sluice.contracts.tags import TagError, tag_value, tags_json
 
 REQUIRED = "prompt"  # or `messages` (a chat-shaped dataset, `sluice.contracts.shapes`)
-OPTIONAL = ("id", "system", "max_tokens", "messages", "temperature", "stop", "response_schema", "reference", "grader")
+OPTIONAL = tuple(c for c in READ_INPUT_COLUMNS if c != REQUIRED)
 
 
 class IngestError(ValueError):
@@ -236,6 +238,37 @@ def _grading(raw: pa.Table, source: str, defaults: RequestDefaults
                 except ValueError as exc:
                     bad[i] = bad[i] or str(exc)
     return refs, graders, bad
+
+
+def _tags(raw: pa.Table, source: str) -> tuple[list[str | None], list[str | None]]:
+    """Per row: the row's own chargeback tags as JSON text (`sluice.contracts.tags`; null: none) and why they are
+    unusable. A struct's fields and a map's keys and values must be strings (else the whole file is refused: every
+    row would be); a JSON text that is not an object of strings quarantines its row."""
+    n = raw.num_rows
+    if "tags" not in raw.column_names:
+        return [None] * n, [None] * n
+    col = _plain(raw.column("tags"))
+    t = col.type
+    if pa.types.is_struct(t):
+        wrong = [f"{f.name} ({f.type})" for f in t if not (_is_string(f.type) or pa.types.is_null(f.type))]
+    elif pa.types.is_map(t):
+        wrong = [f"{x} ({y})" for x, y in (("key", t.key_type), ("value", t.item_type)) if not _is_string(y)]
+    elif _is_string(t) or _is_binary(t) or pa.types.is_null(t):
+        wrong = []
+    else:
+        raise IngestError(f"{source}: column 'tags' must hold a struct or map of strings, or JSON text, found {t}")
+    if wrong:
+        raise IngestError(f"{source}: column 'tags' must hold strings, found {', '.join(wrong)}")
+    out: list[str | None] = [None] * n
+    bad: list[str | None] = [None] * n
+    for i, v in enumerate(column_values(col)):
+        if v is None:
+            continue
+        try:
+            out[i] = tags_json(tag_value(v))
+        except TagError as exc:
+            bad[i] = str(exc)
+    return out, bad
 
 
 def _reference_text(v: object) -> tuple[str | None, str | None]:

@@ -23,13 +23,17 @@ that is not one of these quarantines its row (a bad `sluice run --grader` is an 
 `RequestDefaults`); a reference the grader cannot use does not: the row is answered and lands ungraded with the
 reason (`sluice.stages.land.grading`). Neither column is sent to a model or part of the request fingerprint.
 
+Chargeback (`sluice.contracts.tags`): an optional `tags` column, the row's own tags (a struct or map of strings, or
+a JSON object as text); tags that are not string keys and values quarantine their row. Never sent to a model.
+
 Columns other than `prompt`, `messages`, `id`, `system`, `max_tokens`, `temperature`, `stop`, `response_schema`,
-`reference` and `grader` are never read (however they are typed or nested).
+`reference`, `grader` and `tags` are never read here (however they are typed or nested): they pass through, read
+again from the file by the land stage (`sluice.stages.land.chargeback`) into `results.meta` and the results file.
 
 Row schema produced here and carried through every stage:
     row_id (str), row_index (int64), prompt (str), system (str|null), max_tokens (int32|null),
     history (str|null), temperature (float64|null), stop (str|null), response_schema (str|null),
-    reference (str|null), grader (str|null), status ("pending" | "quarantined"), error (str|null)
+    reference (str|null), grader (str|null), tags (JSON text|null), status ("pending" | "quarantined"), error (str|null)
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from sluice.stages.ingest.columns import (
     _number_column,
     _request_shapes,
     _short,
+    _tags,
     _text_column,
 )
 
@@ -129,6 +134,7 @@ def validate_prompts(
     defaults = defaults or RequestDefaults()
     shape = _request_shapes(raw, source, prompts, systems, defaults)
     references, graders, grade_bad = _grading(raw, source, defaults)
+    tags, tags_bad = _tags(raw, source)
     max_tokens, mt_bad = _number_column(raw, "max_tokens", source) if "max_tokens" in cols else ([None] * n, {})
     if "id" in cols:
         ids, id_bad = _id_column(raw, source)
@@ -154,6 +160,8 @@ def validate_prompts(
             reason = shape.bad[i]
         elif grade_bad[i]:
             reason = grade_bad[i]
+        elif tags_bad[i]:
+            reason = tags_bad[i]
         elif prompt_bad[i]:
             reason = f"prompt {prompt_bad[i]}"
         elif prompt is None:
@@ -207,6 +215,7 @@ def validate_prompts(
             pa.array(shape.response_schema, pa.string()),
             pa.array(references, pa.string()),
             pa.array(graders, pa.string()),
+            pa.array(tags, pa.string()),
             pa.array(status, pa.string()),
             pa.array(errors, pa.string()),
         ],

@@ -4,6 +4,8 @@
     grading.py  each row's answer against its reference (correct, grade_reason); the run's accuracy per tier
     labels.py   router labels from the shadow pairs
     estimate.py the run's quality estimated from the shadow pairs (judged by shape), per tier and for the batch
+    chargeback.py  the input's own columns carried to the results (meta, the results file); each row's tags
+    errors.py   the run's `errors` rows: every failed attempt, quarantined, unaffordable or failed row
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from models.catalogue import Tier
 from sluice.contracts.columns import ATTEMPT_KINDS, DEFAULT_MAX_TOKENS
 from sluice.contracts.shapes import history_turns
 from sluice.runs import answers_dir, write_parquet
+from sluice.stages.land.chargeback import apply_run_tags, meta_values, read_pass_through, results_file
 from sluice.stages.land.estimate import estimate_quality
 from sluice.stages.land.grading import baseline_accuracy
 from sluice.stages.land.labels import labels_from_shadow
@@ -29,7 +32,8 @@ __all__ = ["assemble_results", "combine_attempts", "land_results", "land_run"]
 def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | None = None,
              baseline: Tier | None = None) -> tuple[dict, int]:
     """Land a run from its folder: the routed rows, every tier's answers of every attempt kind and the review's
-    escalation decisions; returns the run's summary and the number of rows landed. With a `baseline` tier whose
+    escalation decisions, and the source file's own columns (`run["source"]`, read again); `run["tags"]`: the
+    run's chargeback tags; returns the run's summary and the number of rows landed. With a `baseline` tier whose
     answers are known for every row (a replay tier), the summary also says what all-premium would have scored."""
     routed = pq.read_table(run_dir / "routed.parquet")
     attempts = [(kind, pq.read_table(p)) for kind in ATTEMPT_KINDS
@@ -40,7 +44,12 @@ def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | N
     final, every, pairs = combine_attempts(attempts, order, pl.concat(escalated) if escalated else None)
     results = assemble_results(routed, final, run["run_id"], run["dataset"])
     results, quality = _baseline_quality(results, baseline)
-    write_parquet(results.to_arrow(), run_dir / "results.parquet")
+    # chargeback: the input's own columns (results.meta; unchanged in the results file) and the run's tags
+    passthrough = read_pass_through(run.get("source"), results["row_index"].to_list())
+    if passthrough is not None:
+        results = results.with_columns(pl.Series("meta", meta_values(passthrough), pl.String))
+    results = apply_run_tags(results, run.get("tags"))
+    write_parquet(results_file(results, passthrough), run_dir / "results.parquet")
     hints = pl.from_arrow(routed.select(["row_id", "grader"])) if "grader" in routed.column_names else None
     assert hints is None or isinstance(hints, pl.DataFrame)
     estimate = estimate_quality(pairs, results, order[-1] if order else None, hints)  # shadow target: last tier

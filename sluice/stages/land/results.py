@@ -18,6 +18,10 @@ with the final answer (the last attempt that is not a shadow), `attempts`, `esca
 every attempt's tokens and cost: what was spent on the row. Each attempt is also landed in `attempts`. An answer
 still failing its schema after every attempt lands as "failed" with the validation error.
 
+Chargeback (sluice/stages/land/chargeback.py): each row's tags are the run's (`run["tags"]`) overlaid by its own,
+its input columns Sluice does not read are `meta`; the run's tags and its drop-box options land in `runs`.
+The run's `errors` rows: sluice/stages/land/errors.py.
+
 Re-landing a run replaces its rows (delete + insert in one transaction): never duplicates.
 """
 
@@ -34,6 +38,9 @@ import polars as pl
 import pyarrow as pa
 
 from sluice.contracts.columns import ANSWER_SCHEMA
+from sluice.contracts.tags import tags_json
+from sluice.stages.land.chargeback import apply_run_tags, with_chargeback_columns
+from sluice.stages.land.errors import error_rows
 from sluice.stages.land.estimate import quality_check
 from sluice.stages.land.grading import accuracy_summary, grade_results
 from sluice.warehouse.db import ATTEMPT_COLUMNS, RESULT_COLUMNS, connect
@@ -121,7 +128,7 @@ def assemble_results(routed: pa.Table, answers: list[pa.Table] | pl.DataFrame, r
     """`answers`: answer tables of single-attempt rows, or one answer per row from `combine_attempts`."""
     from sluice.contracts.columns import with_shape_columns
 
-    rows = with_shape_columns(pl.from_arrow(routed))
+    rows = with_chargeback_columns(with_shape_columns(pl.from_arrow(routed)))
     if isinstance(answers, pl.DataFrame):
         ans = answers
     else:
@@ -292,28 +299,6 @@ def _follow_up_counts(results: pl.DataFrame) -> dict:
     }
 
 
-# which stage an attempt's failure belongs to: the first answers and escalations are inference, a schema retry and a
-# shadow answer are the review's passes
-_ATTEMPT_STAGE = {"first": "infer", "escalation": "infer", "retry": "review", "shadow": "review"}
-
-
-def error_rows(results: pl.DataFrame, attempts: pl.DataFrame | None) -> pl.DataFrame:
-    """The `errors` table's rows for a run: every attempt that failed or answered invalidly (its stage, tier,
-    attempt number and reason), and every row that landed without an answer for a reason of its own (quarantined
-    at ingest, over the budget at routing)."""
-    cols = {"stage": pl.String, "tier": pl.String, "row_id": pl.String, "error": pl.String, "attempt": pl.Int32}
-    parts = [pl.DataFrame(schema=cols)]
-    if attempts is not None and attempts.height:
-        bad = attempts.filter((pl.col("status") != "ok") & pl.col("error").is_not_null())
-        parts.append(bad.select(pl.col("kind").replace_strict(_ATTEMPT_STAGE, default="infer").alias("stage"),
-                                "tier", "row_id", "error", pl.col("attempt").cast(pl.Int32)))
-    unanswered = results.filter(pl.col("status").is_in(["quarantined", "over_budget"]) & pl.col("error").is_not_null())
-    parts.append(unanswered.select(
-        pl.when(pl.col("status") == "quarantined").then(pl.lit("ingest")).otherwise(pl.lit("route")).alias("stage"),
-        pl.lit(None, pl.String).alias("tier"), "row_id", "error", pl.lit(0, pl.Int32).alias("attempt")))
-    return pl.concat(parts, how="vertical_relaxed")
-
-
 def land_results(
     warehouse: str | Path,
     results: pl.DataFrame,
@@ -331,6 +316,7 @@ def land_results(
     another process waits and retries (`sluice.warehouse.db.connect`). Re-landing a run replaces its rows.
     """
     run_id = run["run_id"]
+    results = apply_run_tags(results, run.get("tags"))  # sluice.stages.land.chargeback
     if results["row_id"].is_duplicated().any():
         raise ValueError(f"run {run_id}: duplicate row_id in results; refusing to land")
     summary = summarise(results)
@@ -386,6 +372,8 @@ def land_results(
                     **{c: summary.get(c) for c in ("quality_estimate", "quality_low", "quality_high", "quality_n",
                                                    "quality_unjudged", "min_quality", "quality_alert")},
                     "quality_per_tier": json.dumps(summary.get("quality_per_tier") or {}),
+                    "tags": tags_json(run.get("tags")),
+                    "submission": json.dumps(run["submission"]) if run.get("submission") else None,
                 }
                 con.execute(f"INSERT INTO runs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                             list(values.values()))

@@ -32,7 +32,7 @@ V1_DDL = [
        output_tokens) VALUES ('old', 'ds', '0', 'ok', 'small', 'm', 0.001, 0.002, 10, 5)""",
 ]
 
-NEW_TABLES = {"errors", "cache", "router_training", "validations", "forecasts"}
+NEW_TABLES = {"errors", "router_training", "validations", "forecasts"}
 
 
 def tables(con):
@@ -48,17 +48,20 @@ def test_a_v1_file_upgrades_in_place_keeping_its_rows(tmp_path):
     con.close()
 
     with connect(path) as con:
-        assert schema_version(con) == SCHEMA_VERSION == 7
+        assert schema_version(con) == SCHEMA_VERSION == 8
         assert NEW_TABLES <= tables(con)
         assert con.execute("SELECT run_id, row_id, cost_usd FROM results").fetchall() == [("old", "0", 0.001)]
-        assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,), (7,)]
+        assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,)]
         assert con.execute("SELECT saving_usd FROM savings_per_run").fetchone()[0] == pytest.approx(0.001)
         # migrating again is a no-op
         assert migrate(con) == SCHEMA_VERSION
-        assert con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 7
+        assert con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 8
         # v3 added the request-shape and attempt columns to the old rows (NULL there) and the attempts table
         assert con.execute("SELECT history, parsed, attempts FROM results").fetchall() == [(None, None, None)]
         assert "attempts" in tables(con)
+        # v8 dropped `cache` (created by v2, never written: answers are reused from `results`)
+        assert "cache" not in tables(con)
+        assert con.execute("SELECT meta, tags FROM results").fetchall() == [(None, None)]
 
 
 def test_a_new_file_gets_every_table_and_view(tmp_path):
