@@ -12,7 +12,8 @@ Written here:
     gsm8k_mixtral.parquet  Mixtral-8x7B's recorded answers to those questions (prompt, response): the `mid` replay tier
     gsm8k_gpt4.parquet     GPT-4-1106's recorded answers (prompt, response): the `premium` replay tier
     gsm8k_router/          `sluice router train --no-embeddings` on the other questions (cheap_ok = Mixtral right,
-                           premium_ok = GPT-4 right, cheap_response = Mixtral's answer: also the answer verifier)
+                           premium_ok = GPT-4 right, both by the number grader against the references, as the run
+                           grades; cheap_response = Mixtral's answer: also the answer verifier, with the questions)
 
     python data/samples/make_gsm8k.py
     sluice run data/samples/gsm8k.parquet --catalogue data/samples/gsm8k_tiers.toml --grader number \
@@ -63,8 +64,15 @@ def main() -> None:
     for name, column in (("gsm8k_mixtral.parquet", CHEAP), ("gsm8k_gpt4.parquet", PREMIUM)):
         d.select("prompt", pl.col(f"{column}_response").str.strip_chars().alias("response")).write_parquet(HERE / name)
     t = rec[train]
-    labels = t.select("prompt", pl.col(CHEAP).alias("cheap_ok"), pl.col(PREMIUM).alias("premium_ok"),
-                      pl.col(f"{CHEAP}_response").str.strip_chars().alias("cheap_response"))
+    sys.path.insert(0, str(HERE.parents[1]))
+    from sluice.contracts.grading import grade
+
+    def right(column: str) -> list[bool]:
+        return [grade(a, reference[p], "number")[0] is True
+                for p, a in zip(t["prompt"].to_list(), t[f"{column}_response"].to_list())]
+
+    labels = t.select("prompt", pl.col(f"{CHEAP}_response").str.strip_chars().alias("cheap_response")).with_columns(
+        pl.Series("cheap_ok", right(CHEAP)), pl.Series("premium_ok", right(PREMIUM)))
     work = HERE / ".gsm8k_labels.parquet"
     labels.write_parquet(work)
     try:
