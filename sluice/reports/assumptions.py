@@ -71,7 +71,10 @@ def _local_model_folder(tier: Tier, data_dir: Path) -> Path | None:
     """The folder holding this tier's tokenizer, if it is on disk (never converts or downloads anything)."""
     from models.packaged import PACKAGED_PREFIX
 
-    model = tier.local_server or tier.model
+    # replay: the tokenizer the catalogue names for counting (its `model` is only a label)
+    model = tier.tokenizer if tier.backend == "replay" else tier.local_server or tier.model
+    if model is None:
+        return None
     if model.startswith(PACKAGED_PREFIX):
         folder = data_dir / "models" / model[len(PACKAGED_PREFIX):]
     else:

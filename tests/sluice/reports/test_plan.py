@@ -203,3 +203,26 @@ def test_sluice_plan_command_stores_the_forecast(tmp_path, warehouse):
     con.close()
     bad = CliRunner().invoke(app, ["plan", str(tmp_path / "missing.parquet"), "--warehouse", str(warehouse)])
     assert bad.exit_code == 2
+
+
+def test_replay_tiers_are_planned_with_their_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from sluice.reports.assumptions import token_counter
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["what is two plus two"] * 20, trainers.BpeTrainer(vocab_size=100, special_tokens=["[UNK]"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    pq.write_table(pa.table({"prompt": ["what is two plus two"], "response": ["four"]}), tmp_path / "answers.parquet")
+    cat = Catalogue.model_validate({"baseline": "r", "tiers": [
+        {"name": "r", "backend": "replay", "model": "gpt-4", "answers": str(tmp_path / "answers.parquet"),
+         "tokenizer": str(tmp_path / "tok"), "input_usd_per_1m": 1, "output_usd_per_1m": 2},
+        {"name": "bare", "backend": "replay", "model": "gpt-4", "answers": str(tmp_path / "answers.parquet"),
+         "input_usd_per_1m": 1, "output_usd_per_1m": 2}]})
+    count, how = token_counter(cat.tier("r"), tmp_path)
+    assert how == f"{tmp_path / 'tok'} tokenizer"
+    hf = PreTrainedTokenizerFast.from_pretrained(tmp_path / "tok")
+    assert count([None], ["what is two plus two"]) == [len(hf.encode("what is two plus two")) + 4]
+    assert token_counter(cat.tier("bare"), tmp_path)[1] == "chars/4"  # nothing to count with: the estimate
