@@ -9,7 +9,8 @@ from sluice.config import RouterSettings
 from sluice.contracts.columns import ANSWER_SCHEMA
 from sluice.stages.dedup.deduplicate import exact_duplicates
 from sluice.stages.ingest.read import validate_prompts
-from sluice.stages.land.results import assemble_results, error_rows, land_results
+from sluice.stages.land.errors import error_rows
+from sluice.stages.land.results import assemble_results, land_results
 from sluice.stages.route.assign import heuristic_route
 
 
@@ -47,3 +48,21 @@ def test_landed_with_the_run_and_replaced_when_it_lands_again(tmp_path):
     with duckdb.connect(str(wh), read_only=True) as con:
         got = con.execute("SELECT stage, row_id, error FROM errors WHERE run_id = 'r1' ORDER BY stage").fetchall()
     assert [(s, r) for s, r, _ in got] == [("infer", "1"), ("ingest", "2"), ("review", "1")]
+
+
+def test_a_failed_row_no_failed_attempt_explains_is_a_row_too():
+    rows = heuristic_route(exact_duplicates(validate_prompts(pa.table({"prompt": ["What is 2+2?", "What is 2+2?",
+                                                                                  "Name a colour."]}))),
+                           ["small", "mid", "premium"], RouterSettings())
+    failed = {f: None for f in ANSWER_SCHEMA.names} | {"row_id": "0", "tier": "small", "model": "m",
+                                                       "status": "failed", "error": "HTTP 500 after 4 attempts"}
+    res = assemble_results(rows, [pa.Table.from_pylist([failed], schema=ANSWER_SCHEMA)], "r1", "ds")
+    # row 0 failed (no attempts given: stage infer, attempt 1); row 1 is its duplicate; row 2 got no answer at all
+    errs = error_rows(res, None).sort("row_id")
+    assert errs.select("stage", "tier", "row_id", "attempt").rows() == [
+        ("infer", "small", "0", 1), ("land", None, "1", 0), ("land", None, "2", 0)]
+    assert errs["error"].to_list()[1:] == ["canonical row 0 failed: HTTP 500 after 4 attempts",
+                                           "no answer was produced for this row"]
+    # with the attempts, the failed attempt explains row 0: it is not counted twice
+    attempts = ATTEMPTS.filter(pl.col("row_id") == "1").with_columns(pl.lit("0").alias("row_id"))
+    assert sorted(error_rows(res, attempts)["row_id"].to_list()) == ["0", "0", "1", "2"]
