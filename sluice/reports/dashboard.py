@@ -3,12 +3,14 @@
     sluice dashboard -o dashboard.html [--warehouse PATH] [--days 30]
 
 Over the runs that started within `days` nights of the latest run (UTC dates of `runs.started_at`), per night and
-dataset: cost per 1,000 requests against the all-premium baseline, tokens per request sent, latency p50/p90/p99
-of answered requests, error (failed) and quarantine rates, the self-hosted tiers' utilisation (view
-`utilisation`), accuracy where graded (`runs.accuracy`, weighted by graded rows) beside the all-premium
-baseline's, and the saving split by mechanism (view `savings_per_row`): dedup, cache, routing. Batch discounts
-and prompt trimming are not recorded yet: they show as 0, with a note. The plots reuse the run report's
-helpers (sluice/reports/html.py).
+dataset: cost per 1,000 requests against the all-premium baseline, spend against that baseline with the saving
+split by mechanism (view `savings_per_row`: dedup, cache, routing, and batch discount and trimming once `results`
+records them; until then they show as "not recorded", never as a made-up 0), tokens per request sent, latency
+p50/p90/p99 of answered requests, error (failed) and quarantine rates, the self-hosted tiers' utilisation per tier
+(view `utilisation`), each run's quality estimate with its 95% interval (`runs.quality_*`, from the judged shadow
+sample) beside its measured accuracy where graded, and accuracy per night (`runs.accuracy`, weighted by graded
+rows) beside the all-premium baseline's. A file written by an older Sluice is migrated first, as for the report.
+The plots are in sluice/reports/dashboard_plots.py.
 """
 
 from __future__ import annotations
@@ -19,17 +21,20 @@ from pathlib import Path
 
 import duckdb
 
-from sluice.reports.html import CSS, _colours, _empty, _figure, _fmt, _records, _svg, _table, write_page
+from sluice.reports.dashboard_plots import MECHANISMS, plots
+from sluice.reports.html import CSS, _fmt, _records, _table, upgrade_if_outdated, write_page
 
-NIGHTS_SQL = """
+# the runs of the window: `days` UTC nights counting back from the latest run's
+WINDOW_SQL = """
 WITH sel AS (
-    SELECT run_id, dataset, CAST(timezone('UTC', started_at) AS DATE) AS night, accuracy, graded_rows,
-           baseline_accuracy, baseline_graded_rows
+    SELECT *, CAST(timezone('UTC', started_at) AS DATE) AS night
     FROM runs
     WHERE started_at IS NOT NULL
       AND CAST(timezone('UTC', started_at) AS DATE)
           > (SELECT max(CAST(timezone('UTC', started_at) AS DATE)) FROM runs) - CAST(? AS INTEGER)
-), q AS (
+)"""
+
+NIGHTS_SQL = WINDOW_SQL + """, q AS (
     SELECT night, dataset, count(*) AS runs,
            sum(accuracy * graded_rows) FILTER (graded_rows > 0) / nullif(sum(graded_rows), 0) AS accuracy,
            sum(coalesce(graded_rows, 0)) AS graded_rows,
@@ -50,6 +55,7 @@ WITH sel AS (
            quantile_cont(x.latency_ms, 0.99) FILTER (x.tier IS NOT NULL AND x.status = 'ok') AS p99_ms,
            count(*) FILTER (x.status = 'failed') / count(*) AS error_rate,
            count(*) FILTER (x.status = 'quarantined') / count(*) AS quarantine_rate,
+           count(*) FILTER (x.price_basis = 'batch') AS batch_priced_rows,
            sum(v.dedup_saving_usd) AS dedup_saving_usd,
            sum(v.cache_saving_usd) AS cache_saving_usd,
            sum(v.routing_saving_usd) AS routing_saving_usd,
@@ -65,11 +71,31 @@ WITH sel AS (
 )
 SELECT r.night, r.dataset, q.runs, r.* EXCLUDE (night, dataset),
        100.0 * r.cost_usd / nullif(r.baseline_cost_usd, 0) AS spend_pct_of_baseline,
+       100.0 * r.saving_usd / nullif(r.baseline_cost_usd, 0) AS saving_pct,
        u.billed_seconds AS self_hosted_billed_s,
        u.generate_s / nullif(u.billed_seconds, 0) AS self_hosted_busy,
        q.accuracy, q.graded_rows, q.baseline_accuracy
 FROM r JOIN q USING (night, dataset) LEFT JOIN u USING (night, dataset)
 ORDER BY r.night, r.dataset
+"""
+
+# one row per run: the judged quality estimate (sluice/stages/land/estimate.py) beside the measured accuracy
+QUALITY_SQL = WINDOW_SQL + """
+SELECT night, dataset, run_id, quality_estimate, quality_low, quality_high, quality_n, quality_unjudged,
+       accuracy, graded_rows, min_quality, quality_alert
+FROM sel ORDER BY started_at, run_id
+"""
+
+# the self-hosted tiers per night, dataset and tier (view `utilisation`: billed worker time and what it did)
+UTILISATION_SQL = WINDOW_SQL + """
+SELECT s.night, s.dataset, u.tier, sum(u.rows) AS rows, sum(u.billed_seconds) AS billed_seconds,
+       sum(u.engine_start_s) AS engine_start_s, sum(u.generate_s) AS generate_s,
+       sum(u.generate_s) / sum(u.billed_seconds) AS busy,
+       sum(u.output_tokens) FILTER (u.generate_s > 0) / nullif(sum(u.generate_s) FILTER (u.generate_s > 0), 0)
+           AS output_tokens_per_s,
+       sum(u.cost_usd) AS cost_usd
+FROM sel s JOIN utilisation u USING (run_id)
+GROUP BY ALL ORDER BY ALL
 """
 
 # (column, label) of the per-night table, in order
@@ -82,104 +108,73 @@ COLUMNS = [
     ("quarantine_rate", "quarantine rate"), ("self_hosted_busy", "self-hosted busy"),
     ("accuracy", "accuracy"), ("baseline_accuracy", "all-premium accuracy"),
 ]
-MECHANISMS = [("dedup_saving_usd", "dedup"), ("cache_saving_usd", "cache"), ("routing_saving_usd", "routing"),
-              ("batch_saving_usd", "batch discount"), ("trim_saving_usd", "trimming")]
+QUALITY_COLUMNS = [
+    ("night", "night"), ("dataset", "dataset"), ("run_id", "run"), ("quality_estimate", "quality estimate"),
+    ("quality_low", "95% low"), ("quality_high", "95% high"), ("quality_n", "judged pairs"),
+    ("quality_unjudged", "unjudged pairs"), ("accuracy", "measured accuracy"), ("graded_rows", "graded rows"),
+    ("quality_alert", "floor alert"),
+]
+UTILISATION_COLUMNS = [
+    ("night", "night"), ("dataset", "dataset"), ("tier", "tier"), ("rows", "rows"),
+    ("billed_seconds", "billed s"), ("engine_start_s", "engine start s"), ("generate_s", "generating s"),
+    ("busy", "busy"), ("output_tokens_per_s", "output tok/s"), ("cost_usd", "cost (USD)"),
+]
+
+
+def recorded_mechanisms(con: duckdb.DuckDBPyConnection) -> dict[str, bool]:
+    """Per mechanism key: whether the warehouse records it (its `results` column exists; dedup, cache and routing
+    always do). An unrecorded one is shown as such, never as a measured 0."""
+    cols = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'results'").fetchall()}
+    return {key: column is None or column in cols for key, _, column in MECHANISMS}
 
 
 def dashboard_data(con: duckdb.DuckDBPyConnection, days: int = 30) -> dict:
     rows = _records(con, NIGHTS_SQL, [int(days)])
-    for r in rows:
+    quality = _records(con, QUALITY_SQL, [int(days)])
+    utilisation = _records(con, UTILISATION_SQL, [int(days)])
+    for r in rows + quality + utilisation:
         r["night"] = r["night"].isoformat()
+    recorded = recorded_mechanisms(con)
+    for r in rows:  # a mechanism the warehouse does not record has no value, not 0
+        for key, _, _ in MECHANISMS:
+            if not recorded[key]:
+                r[key] = None
     datasets = sorted({r["dataset"] for r in rows})
     nights = sorted({r["night"] for r in rows})
     total = {k: sum(float(r[k] or 0) for r in rows) for k in (
-        "cost_usd", "baseline_cost_usd", "saving_usd", "waste_usd", *(m for m, _ in MECHANISMS))}
+        "cost_usd", "baseline_cost_usd", "saving_usd", "waste_usd", *(m for m, _, _ in MECHANISMS))}
     total["requests"] = sum(r["requests"] for r in rows)
     total["runs"] = sum(r["runs"] for r in rows)
-    return {"rows": rows, "datasets": datasets, "nights": nights, "total": total, "days": days}
-
-
-# --- plots ----------------------------------------------------------------------------------------------------
-
-
-def _per_dataset_lines(data: dict, key: str, title: str, ylabel: str, baseline_key: str | None = None,
-                       salt: str = "") -> str:
-    fig, ax = _figure(6.4, 3.2)
-    colours = _colours(data["datasets"])
-    nights = data["nights"]
-    drawn = False
-    for ds in data["datasets"]:
-        pts = {r["night"]: r for r in data["rows"] if r["dataset"] == ds}
-        xs = [i for i, n in enumerate(nights) if n in pts and pts[n][key] is not None]
-        if not xs:
-            continue
-        drawn = True
-        ax.plot(xs, [float(pts[nights[i]][key]) for i in xs], marker="o", color=colours[ds], label=ds)
-        if baseline_key:
-            bx = [i for i in xs if pts[nights[i]][baseline_key] is not None]
-            ax.plot(bx, [float(pts[nights[i]][baseline_key]) for i in bx], ls="--", color=colours[ds],
-                    alpha=0.6, label=f"{ds} all-premium")
-    if not drawn:
-        _empty(ax, ylabel)
-    else:
-        ax.set_xticks(range(len(nights)), nights, rotation=0)
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7, frameon=False)
-    ax.set_title(title)
-    return _svg(fig, salt or key)
-
-
-def plot_savings(data: dict) -> str:
-    fig, ax = _figure(6.4, 3.2)
-    nights = data["nights"]
-    if not nights:
-        _empty(ax, "runs")
-    else:
-        bottom = [0.0] * len(nights)
-        colours = _colours([label for _, label in MECHANISMS])
-        for key, label in MECHANISMS[:3]:
-            vals = [sum(float(r[key] or 0) for r in data["rows"] if r["night"] == n) for n in nights]
-            ax.bar(range(len(nights)), vals, bottom=bottom, color=colours[label], label=label)
-            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-        ax.set_xticks(range(len(nights)), nights)
-        ax.set_ylabel("USD saved against all-premium")
-        ax.legend(fontsize=7, frameon=False)
-    ax.set_title("Saving by mechanism, per night")
-    return _svg(fig, "savings")
-
-
-def plot_latency(data: dict) -> str:
-    fig, ax = _figure(6.4, 3.2)
-    nights = data["nights"]
-    series = {}
-    for q in ("p50_ms", "p90_ms", "p99_ms"):  # the worst dataset of the night
-        series[q] = [max((float(r[q]) for r in data["rows"] if r["night"] == n and r[q] is not None), default=None)
-                     for n in nights]
-    if not any(v is not None for vals in series.values() for v in vals):
-        _empty(ax, "answered requests")
-    else:
-        for q, vals in series.items():
-            xs = [i for i, v in enumerate(vals) if v is not None]
-            ax.plot(xs, [vals[i] for i in xs], marker="o", label=q.replace("_ms", ""))
-        ax.set_xticks(range(len(nights)), nights)
-        ax.set_ylabel("ms (worst dataset of the night)")
-        ax.legend(fontsize=7, frameon=False)
-    ax.set_title("Latency of answered requests")
-    return _svg(fig, "latency")
-
-
-def plots(data: dict) -> list[tuple[str, str]]:
-    return [
-        ("cost-per-1k", _per_dataset_lines(data, "cost_per_1k_usd", "Cost per 1,000 requests", "USD",
-                                           "baseline_per_1k_usd")),
-        ("savings", plot_savings(data)),
-        ("latency", plot_latency(data)),
-        ("accuracy", _per_dataset_lines(data, "accuracy", "Accuracy (graded rows)", "accuracy",
-                                        "baseline_accuracy")),
-    ]
+    total["batch_priced_rows"] = sum(r["batch_priced_rows"] for r in rows)
+    return {"rows": rows, "quality": quality, "utilisation": utilisation, "datasets": datasets, "nights": nights,
+            "total": total, "recorded": recorded, "days": days}
 
 
 # --- page -----------------------------------------------------------------------------------------------------
+
+
+def _mechanism_tables(data: dict) -> tuple[str, str, str]:
+    """The saving by mechanism over the window, per night and dataset, and the note on what is not recorded."""
+    t, recorded = data["total"], data["recorded"]
+    mech = [{"mechanism": label, "usd": round(t[key], 6) if recorded[key] else None,
+             "recorded": "yes" if recorded[key] else f"no: results.{column} does not exist yet"}
+            for key, label, column in MECHANISMS]
+    mech += [{"mechanism": "waste (failed, quarantined)", "usd": round(-t["waste_usd"], 6), "recorded": "yes"},
+             {"mechanism": "total saving", "usd": round(t["saving_usd"], 6), "recorded": "yes"}]
+    per_night = _table(data["rows"], [
+        ("night", "night"), ("dataset", "dataset"), ("baseline_cost_usd", "all-premium (USD)"),
+        ("cost_usd", "spend (USD)"), *((key, label) for key, label, _ in MECHANISMS),
+        ("waste_usd", "waste"), ("saving_usd", "saving (USD)"), ("saving_pct", "saving %")], digits=4)
+    missing = [label for key, label, _ in MECHANISMS if not recorded[key]]
+    note = ""
+    if missing:
+        note = (f"{' and '.join(missing).capitalize()}: not recorded in the warehouse yet (–); what they saved is "
+                f"counted in routing until a column records it (docs/analysts.md, <code>savings_per_row</code>).")
+        if not recorded["batch_saving_usd"] and t["batch_priced_rows"]:
+            note += (f" {t['batch_priced_rows']:,} rows were answered at provider batch prices "
+                     f"(<code>results.price_basis</code>); their discount is in routing.")
+    return _table(mech, [("mechanism", "mechanism"), ("usd", "usd"), ("recorded", "recorded")]), per_night, note
 
 
 def render_dashboard(data: dict) -> str:
@@ -190,35 +185,46 @@ def render_dashboard(data: dict) -> str:
     card_html = "".join(f'<div class="card"><div class="v">{html.escape(v)}</div><div class="k">{html.escape(k)}'
                         f"</div></div>" for k, v in cards)
     plot_html = "".join(f'<figure id="plot-{pid}">{svg}</figure>' for pid, svg in plots(data))
-    rows = [{**r, "night": r["night"]} for r in data["rows"]]
-    mech = [{"mechanism": label, "usd": round(t[key], 6)} for key, label in MECHANISMS]
-    mech += [{"mechanism": "waste (failed, quarantined)", "usd": round(-t["waste_usd"], 6)},
-             {"mechanism": "total saving", "usd": round(t["saving_usd"], 6)}]
+    mech, per_night, mech_note = _mechanism_tables(data)
+    quality = [{**q, "quality_alert": q["quality_alert"] or ("met" if q["min_quality"] is not None else None)}
+               for q in data["quality"]]
     span = f"{data['nights'][0]} to {data['nights'][-1]}" if data["nights"] else "no runs"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Sluice dashboard</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}td:first-child{{white-space:nowrap}}
+</style></head>
 <body><header><h1>Sluice dashboard</h1>
 <p>{html.escape(span)} · {data['days']} nights up to the latest run · per night (UTC date of the run's start) and
 dataset</p></header>
 <main><div class="cards">{card_html}</div>
 <section><h2>Plots</h2><div class="plots">{plot_html}</div></section>
-<section id="nights"><h2>Per night and dataset</h2>{_table(rows, COLUMNS, digits=4)}
+<section id="nights"><h2>Per night and dataset</h2>{_table(data["rows"], COLUMNS, digits=4)}
 <p class="note">cost / 1k req counts every input row as a request (rows never sent cost nothing); tokens / req and
 latency are over requests sent; error rate = failed rows / rows; accuracy is weighted by graded rows
 (<code>runs.accuracy</code>), all-premium accuracy where the baseline's answers are known.</p></section>
-<section id="mechanisms"><h2>Saving by mechanism (USD)</h2>{_table(mech)}
-<p class="note">Batch discounts and prompt trimming are not recorded in the warehouse yet: they show as 0 and are
-counted in routing until they are (docs/analysts.md, <code>savings_per_row</code>).</p></section>
+<section id="quality"><h2>Quality estimate per run</h2>{_table(quality, QUALITY_COLUMNS, digits=4)}
+<p class="note">The share of answers judged as good as the premium tier's, from the shadow sample judged by shape
+(numbers, option letters, JSON), with its 95% Wilson interval and the pairs it rests on (<code>runs.quality_*</code>);
+free-text pairs need a judge and are left out (unjudged). Measured accuracy is against references, where the
+dataset has them: the estimate says "as good as premium", not "correct".</p></section>
+<section id="savings"><h2>Spend against all-premium, by mechanism, per night and dataset (USD)</h2>{per_night}
+<p class="note">saving = all-premium − spend = dedup + cache + routing + batch discount + trimming − waste.</p>
+</section>
+<section id="mechanisms"><h2>Saving by mechanism (USD, every night)</h2>{mech}
+<p class="note">{mech_note}</p></section>
+<section id="utilisation"><h2>Self-hosted tiers</h2>{_table(data["utilisation"], UTILISATION_COLUMNS, digits=4)}
+<p class="note">billed worker time per tier (<code>utilisation</code>): engine start is idle for the batch; busy =
+generating s / billed s.</p></section>
 <p class="note">Generated by sluice dashboard {_fmt(datetime.now(timezone.utc))}.</p>
 </main></body></html>
 """
 
 
 def write_dashboard(warehouse: str | Path, out: str | Path, days: int = 30) -> Path:
-    """Render the dashboard of the warehouse (read-only) into OUT."""
+    """Render the dashboard of the warehouse (migrated first if an older Sluice wrote it; then read-only) into OUT."""
     from sluice.warehouse.db import connect
 
+    upgrade_if_outdated(warehouse)
     with connect(warehouse, read_only=True) as con:
         data = dashboard_data(con, days)
     return write_page(render_dashboard(data), out, "dashboard")

@@ -349,19 +349,30 @@ def render_html(data: dict) -> str:
 
 
 def write_report(warehouse: str | Path, run_id: str, out: str | Path) -> Path:
-    """Render RUN_ID's report from the warehouse (read-only) into OUT."""
+    """Render RUN_ID's report from the warehouse (migrated first if an older Sluice wrote it; then read-only) into
+    OUT."""
+    from sluice.warehouse.db import connect
+
+    upgrade_if_outdated(warehouse)
+    with connect(warehouse, read_only=True) as con:
+        data = report_data(con, run_id)
+    return write_page(render_html(data), out, "report")
+
+
+def upgrade_if_outdated(warehouse: str | Path) -> bool:
+    """A file written by an older Sluice (an older schema version, or views missing) is migrated in place, in a
+    short write, so that the pages can read every column and view they show; a current file is only read.
+    Returns whether it was migrated."""
     from sluice.warehouse.db import SCHEMA_VERSION, connect, schema_version
     from sluice.warehouse.views import VIEW_NAMES
 
     with connect(warehouse, read_only=True) as con:
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
         outdated = schema_version(con) < SCHEMA_VERSION or not set(VIEW_NAMES) <= views
-    if outdated:  # a file written by an older Sluice: upgrade it in place (a short write), then read
+    if outdated:
         with connect(warehouse):
             pass
-    with connect(warehouse, read_only=True) as con:
-        data = report_data(con, run_id)
-    return write_page(render_html(data), out, "report")
+    return outdated
 
 
 def write_page(text: str, out: str | Path, what: str) -> Path:

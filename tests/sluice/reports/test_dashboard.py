@@ -1,9 +1,11 @@
-"""`sluice dashboard`: per night and dataset, in one self-contained HTML file; its numbers are the warehouse's."""
+"""`sluice dashboard`: per night and dataset, in one self-contained HTML file; its numbers and its plotted points are
+the warehouse's (seven runs, two datasets, three nights: tests/support/sample_warehouse.py)."""
 
 import os
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import duckdb
@@ -11,11 +13,15 @@ import pytest
 from typer.testing import CliRunner
 
 from sluice.cli import app
-from sluice.reports.dashboard import COLUMNS, write_dashboard
-from tests.support.sample_warehouse import build_dashboard_warehouse
+from sluice.reports.dashboard import COLUMNS, QUALITY_COLUMNS, UTILISATION_COLUMNS, write_dashboard
+from sluice.warehouse.db import MIGRATIONS, SCHEMA_VERSION, connect, schema_version
+from tests.support.sample_warehouse import DASHBOARD_QUALITY, build_dashboard_warehouse
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-PLOTS = ["cost-per-1k", "savings", "latency", "accuracy"]
+PLOTS = ["cost-per-1k", "spend", "quality", "accuracy", "tokens", "latency", "errors", "utilisation"]
+NIGHTS = ["2026-01-05", "2026-01-06", "2026-01-07"]
+NIGHT_SQL = "CAST(timezone('UTC', u.started_at) AS DATE)"
+a = pytest.approx
 
 
 class _Tables(HTMLParser):
@@ -56,6 +62,56 @@ def num(cell: str) -> float | None:
     return None if cell == "–" else float(cell.replace(",", ""))
 
 
+# --- reading the plots back -------------------------------------------------------------------------------------
+
+SVG = "{http://www.w3.org/2000/svg}"
+XLINK = "{http://www.w3.org/1999/xlink}"
+
+
+def plot_svg(text: str, plot: str) -> ET.Element:
+    m = re.search(rf'<figure id="plot-{plot}">(.*?)</figure>', text, re.S)
+    return ET.fromstring(m.group(1))
+
+
+def series(svg: ET.Element) -> dict[str, ET.Element]:
+    """The drawn series of a plot by their ids (the plots' gids)."""
+    return {g.get("id"): g for g in svg.iter(f"{SVG}g") if g.get("id") and "-" in g.get("id")}
+
+
+def marks(g: ET.Element) -> list[tuple[float, float]]:
+    """Where a series' markers are drawn (x, y in SVG units), in the order drawn."""
+    return [(float(u.get("x")), float(u.get("y"))) for u in g.iter(f"{SVG}use")]
+
+
+def segments(g: ET.Element) -> list[tuple[float, float, float]]:
+    """Vertical segments of a LineCollection (x, y0, y1)."""
+    out = []
+    for p in g.iter(f"{SVG}path"):
+        x0, y0, x1, y1 = map(float, re.findall(r"[-\d.]+", p.get("d"))[:4])
+        assert x0 == a(x1)
+        out.append((x0, y0, y1))
+    return out
+
+
+def bar(g: ET.Element) -> tuple[float, float]:
+    """A bar's (bottom, top) in SVG units."""
+    (p,) = list(g.iter(f"{SVG}path"))
+    ys = [float(v) for v in re.findall(r"[-\d.]+", p.get("d"))[1::2]]
+    return max(ys), min(ys)
+
+
+def assert_affine(pairs: list[tuple[float, float]]) -> None:
+    """Every (value, position) pair on one straight scale: the plot draws the values it was given, to 0.05 units."""
+    lo, hi = min(pairs), max(pairs)
+    assert hi[0] > lo[0], pairs
+    slope = (hi[1] - lo[1]) / (hi[0] - lo[0])
+    for v, p in pairs:
+        assert p == a(lo[1] + slope * (v - lo[0]), abs=0.05), (v, p, pairs)
+
+
+# --- fixtures ---------------------------------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="module")
 def wh(tmp_path_factory):
     return build_dashboard_warehouse(tmp_path_factory.mktemp("dash") / "wh.duckdb")
@@ -66,21 +122,10 @@ def page(wh):
     return write_dashboard(wh, wh.parent / "dashboard.html", days=30)
 
 
-def test_the_dashboard_is_self_contained_with_its_plots(page):
-    text = page.read_text()
-    assert text.count("<svg") == len(PLOTS) and all(f'id="plot-{p}"' in text for p in PLOTS)
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text) and "<script" not in text
-    assert "not recorded in the warehouse yet" in text
-
-
-def test_per_night_numbers_match_sql_on_the_warehouse(wh, page):
-    got = table(page.read_text(), "nights")
-    assert [(r["night"], r["dataset"]) for r in got] == [
-        ("2026-01-05", "ds"), ("2026-01-05", "qa"), ("2026-01-06", "ds"), ("2026-01-06", "qa"),
-        ("2026-01-07", "ds"), ("2026-01-07", "qa")]
+def nights_sql(wh) -> dict:
     with duckdb.connect(str(wh), read_only=True) as c:
-        want = {(str(r[0]), r[1]): r[2:] for r in c.execute("""
-            SELECT CAST(timezone('UTC', u.started_at) AS DATE), r.dataset, count(DISTINCT r.run_id),
+        return {(str(r[0]), r[1]): r[2:] for r in c.execute(f"""
+            SELECT {NIGHT_SQL}, r.dataset, count(DISTINCT r.run_id),
                    count(*), sum(r.cost_usd), 1000 * sum(r.cost_usd) / count(*),
                    1000 * sum(r.baseline_cost_usd) / count(*),
                    avg(r.input_tokens + r.output_tokens) FILTER (r.tier IS NOT NULL AND r.status <> 'quarantined'),
@@ -88,6 +133,25 @@ def test_per_night_numbers_match_sql_on_the_warehouse(wh, page):
                    avg(CAST(r.status = 'failed' AS INT)), avg(CAST(r.status = 'quarantined' AS INT)),
                    avg(CAST(r.correct AS INT))
             FROM results r JOIN runs u USING (run_id) GROUP BY 1, 2""").fetchall()}
+
+
+# --- the page ---------------------------------------------------------------------------------------------------
+
+
+def test_the_dashboard_is_self_contained_with_every_plot_drawn(page):
+    text = page.read_text()
+    assert text.count("<svg") == len(PLOTS) and all(f'id="plot-{p}"' in text for p in PLOTS)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text) and "<script" not in text
+    for p in PLOTS:  # each plot has data series drawn, not the "nothing in these nights" placeholder
+        assert series(plot_svg(text, p)), p
+    assert "in these nights" not in text
+
+
+def test_per_night_numbers_match_sql_on_the_warehouse(wh, page):
+    got = table(page.read_text(), "nights")
+    assert [(r["night"], r["dataset"]) for r in got] == [(n, d) for n in NIGHTS for d in ("ds", "qa")]
+    want = nights_sql(wh)
+    with duckdb.connect(str(wh), read_only=True) as c:
         busy = dict(((str(n), d), b) for n, d, b in c.execute("""
             SELECT CAST(timezone('UTC', started_at) AS DATE), dataset, sum(generate_s) / sum(billed_seconds)
             FROM utilisation GROUP BY 1, 2""").fetchall())
@@ -95,7 +159,6 @@ def test_per_night_numbers_match_sql_on_the_warehouse(wh, page):
     for r in got:
         runs, requests, cost, per_1k, base_1k, tokens, p90, err, quar, acc = want[(r["night"], r["dataset"])]
         assert num(r[labels["runs"]]) == runs and num(r[labels["requests"]]) == requests
-        a = pytest.approx
         assert num(r[labels["cost_usd"]]) == a(cost, abs=5e-5)
         assert num(r[labels["cost_per_1k_usd"]]) == a(per_1k, abs=5e-5)
         assert num(r[labels["baseline_per_1k_usd"]]) == a(base_1k, abs=5e-5)
@@ -110,20 +173,189 @@ def test_per_night_numbers_match_sql_on_the_warehouse(wh, page):
             assert r[labels["accuracy"]] == "–"
 
 
-def test_saving_by_mechanism_matches_savings_per_row(wh, page):
-    got = {r["mechanism"]: num(r["usd"]) for r in table(page.read_text(), "mechanisms")}
+def test_the_line_plots_draw_the_sql_numbers(wh, page):
+    text = page.read_text()
+    want = nights_sql(wh)
+    # (plot, series key, index of the value in nights_sql's row)
+    checks = [("cost-per-1k", "cost_per_1k_usd", 3), ("cost-per-1k", "baseline_per_1k_usd", 4),
+              ("tokens", "tokens_per_request", 5), ("latency", "p90_ms", 6), ("errors", "error_rate", 7),
+              ("errors", "quarantine_rate", 8)]
+    for plot in {p for p, _, _ in checks}:
+        drawn = series(plot_svg(text, plot))
+        ys, xs = [], []
+        for _, key, i in [c for c in checks if c[0] == plot]:
+            for ds in ("ds", "qa"):
+                pts = marks(drawn[f"{key}-{ds}"])
+                assert len(pts) == len(NIGHTS), (plot, key, ds)
+                ys += [(want[(n, ds)][i], y) for n, (_, y) in zip(NIGHTS, pts, strict=True)]
+                xs += [(k, x) for k, (x, _) in enumerate(pts)]
+        assert_affine(ys)  # one y scale per plot: every point at its SQL value
+        assert_affine(xs)  # and at its night
+    # accuracy: only the graded dataset, against its all-premium baseline (1.0 every night)
+    drawn = series(plot_svg(text, "accuracy"))
+    assert set(drawn) == {"accuracy-qa", "baseline_accuracy-qa"}
+    assert_affine([(want[(n, "qa")][9], y) for n, (_, y) in zip(NIGHTS, marks(drawn["accuracy-qa"]), strict=True)]
+                  + [(1.0, y) for _, y in marks(drawn["baseline_accuracy-qa"])])
+
+
+def test_quality_estimates_with_their_intervals_match_runs(wh, page):
+    text = page.read_text()
     with duckdb.connect(str(wh), read_only=True) as c:
+        want = c.execute(f"""
+            SELECT run_id, dataset, {NIGHT_SQL}, quality_estimate, quality_low, quality_high, quality_n,
+                   quality_unjudged, accuracy, quality_alert
+            FROM runs u ORDER BY started_at, run_id""").fetchall()
+    got = table(text, "quality")
+    labels = dict(QUALITY_COLUMNS)
+    assert [r[labels["run_id"]] for r in got] == [w[0] for w in want]
+    for r, (run_id, ds, night, est, low, high, n, unjudged, acc, alert) in zip(got, want, strict=True):
+        assert (r["night"], r["dataset"]) == (str(night), ds)
+        ok, judged, left_out = DASHBOARD_QUALITY[run_id]  # what the runs were landed with
+        assert (n, unjudged) == (judged, left_out) and num(r[labels["quality_n"]]) == n
+        assert num(r[labels["quality_unjudged"]]) == unjudged
+        for key, value in (("quality_estimate", est), ("quality_low", low), ("quality_high", high),
+                           ("accuracy", acc)):
+            assert (r[labels[key]] == "–") if value is None else (num(r[labels[key]]) == a(value, abs=5e-5))
+        assert r[labels["quality_alert"]] == (alert or "–")
+    assert got[1][labels["quality_estimate"]] == "–" and got[1][labels["run_id"]] == "n1-qa"  # nothing judged
+    assert "under the floor 0.80" in got[-1][labels["quality_alert"]]
+
+    # the plot: one dot per estimated run, its interval a bar from low to high, a cross per graded run, all on
+    # one scale; a run's marks sit at its night
+    drawn = series(plot_svg(text, "quality"))
+    ys, xs = [], []
+    for ds in ("ds", "qa"):
+        rows = [w for w in want if w[1] == ds]
+        est = [w for w in rows if w[3] is not None]
+        dots, bars = marks(drawn[f"quality-{ds}"]), segments(drawn[f"interval-{ds}"])
+        assert len(dots) == len(bars) == len(est)
+        for w, (x, y), (bx, y0, y1) in zip(est, dots, bars, strict=True):
+            assert bx == a(x, abs=0.01)
+            ys += [(w[3], y), (w[4], max(y0, y1)), (w[5], min(y0, y1))]
+            xs.append((NIGHTS.index(str(w[2])), x))
+        graded = [w for w in rows if w[8] is not None]
+        crosses = marks(drawn.get(f"measured-{ds}", ET.Element("g")))
+        assert len(crosses) == len(graded) == (3 if ds == "qa" else 0)
+        ys += [(w[8], y) for w, (_, y) in zip(graded, crosses, strict=True)]
+    assert_affine(ys)
+    night_x = {k: [x for kk, x in xs if kk == k] for k in range(len(NIGHTS))}
+    assert max(night_x[0]) < min(night_x[1]) and max(night_x[1]) < min(night_x[2])  # grouped by night
+
+
+def test_spend_and_saving_by_mechanism_match_savings_per_row(wh, page):
+    text = page.read_text()
+    with duckdb.connect(str(wh), read_only=True) as c:
+        per_night = {(str(r[0]), r[1]): r[2:] for r in c.execute(f"""
+            SELECT {NIGHT_SQL}, s.dataset, sum(s.baseline_cost_usd), sum(s.cost_usd), sum(s.dedup_saving_usd),
+                   sum(s.cache_saving_usd), sum(s.routing_saving_usd), sum(s.waste_usd), sum(s.saving_usd)
+            FROM savings_per_row s JOIN runs u USING (run_id) GROUP BY 1, 2""").fetchall()}
         dedup, cache, routing, total = c.execute("""SELECT sum(dedup_saving_usd), sum(cache_saving_usd),
             sum(routing_saving_usd), sum(saving_usd) FROM savings_per_row""").fetchone()
-    a = pytest.approx
-    assert (got["dedup"], got["cache"], got["routing"], got["total saving"]) == (a(dedup), a(cache), a(routing),
-                                                                                 a(total))
-    assert got["batch discount"] == 0 and got["trimming"] == 0
+    got = {r["mechanism"]: r for r in table(text, "mechanisms")}
+    assert ((num(got["dedup"]["usd"]), num(got["cache"]["usd"]), num(got["routing"]["usd"]),
+             num(got["total saving"]["usd"])) == (a(dedup), a(cache), a(routing), a(total)))
+    # batch discounts and trimming have no column in `results`: shown as not recorded, never as a measured 0
+    assert got["batch discount"]["usd"] == "–" and got["trimming"]["usd"] == "–"
+    assert got["batch discount"]["recorded"] == "no: results.batch_discount_usd does not exist yet"
+    assert "not recorded in the warehouse yet" in text
+
+    rows = table(text, "savings")
+    assert len(rows) == 6
+    for r in rows:
+        base, cost, d, ca, ro, waste, saving = per_night[(r["night"], r["dataset"])]
+        got_nums = [num(r[k]) for k in ("all-premium (USD)", "spend (USD)", "dedup", "cache", "routing", "waste",
+                                        "saving (USD)")]
+        assert got_nums == [a(v, abs=5e-5) for v in (base, cost, d, ca, ro, waste, saving)]
+        assert r["batch discount"] == r["trimming"] == "–"
+
+    # the plot: per night and dataset a bar of spend with each recorded mechanism on top, to one scale
+    drawn = series(plot_svg(text, "spend"))
+    assert not any(k.startswith(("batch_saving_usd", "trim_saving_usd")) for k in drawn)
+    heights = []
+    for (night, ds), (base, cost, d, ca, ro, _, _) in per_night.items():
+        stack = [bar(drawn[f"{key}-{ds}-{night}"]) for key in ("spend", "dedup_saving_usd", "cache_saving_usd",
+                                                                "routing_saving_usd")]
+        for (_, top), (bottom, _) in zip(stack, stack[1:]):
+            assert bottom == a(top, abs=0.05)  # stacked
+        heights += [(v, lo - hi) for v, (lo, hi) in zip((cost, d, ca, ro), stack, strict=True)]
+    assert_affine(heights + [(0.0, 0.0)])
+    # the all-premium ticks stand where the baseline is, on the y scale of the bars' bottoms
+    bottom = bar(drawn[f"spend-ds-{NIGHTS[0]}"])[0]
+    scale = next(h / v for v, h in heights if v > 0)
+    for ds in ("ds", "qa"):
+        ticks = marks(drawn[f"baseline-{ds}"])
+        assert [bottom - y for _, y in ticks] == [a(per_night[(n, ds)][0] * scale, abs=0.05) for n in NIGHTS]
+
+
+def test_a_recorded_mechanism_is_shown_and_drawn(wh, tmp_path):
+    recorded = tmp_path / "wh.duckdb"
+    shutil.copy(wh, recorded)
+    with connect(recorded) as c:  # a later Sluice records batch discounts on the rows answered on premium
+        c.execute("ALTER TABLE results ADD COLUMN batch_discount_usd DOUBLE")
+        c.execute("UPDATE results SET batch_discount_usd = 0.001 WHERE tier = 'premium' AND status = 'ok'")
+    with connect(recorded):  # a writer refreshes the views with the column now there
+        pass
+    with duckdb.connect(str(recorded), read_only=True) as c:
+        batch, routing = c.execute("SELECT sum(batch_saving_usd), sum(routing_saving_usd) FROM savings_per_row"
+                                   ).fetchone()
+    text = write_dashboard(recorded, tmp_path / "d.html").read_text()
+    got = {r["mechanism"]: r for r in table(text, "mechanisms")}
+    assert batch > 0 and num(got["batch discount"]["usd"]) == a(batch) and got["batch discount"]["recorded"] == "yes"
+    assert num(got["routing"]["usd"]) == a(routing) and got["trimming"]["usd"] == "–"
+    assert any(k.startswith("batch_saving_usd-") for k in series(plot_svg(text, "spend")))
+
+
+def test_self_hosted_utilisation_per_tier_matches_the_view(wh, page):
+    text = page.read_text()
+    with duckdb.connect(str(wh), read_only=True) as c:
+        want = {(str(r[0]), r[1], r[2]): r[3:] for r in c.execute("""
+            SELECT CAST(timezone('UTC', started_at) AS DATE), dataset, tier, sum(billed_seconds),
+                   sum(engine_start_s), sum(generate_s), sum(generate_s) / sum(billed_seconds)
+            FROM utilisation GROUP BY 1, 2, 3""").fetchall()}
+    labels = dict(UTILISATION_COLUMNS)
+    got = table(text, "utilisation")
+    assert {(r["night"], r["dataset"], r["tier"]) for r in got} == set(want)
+    for r in got:
+        billed, start, gen, busy = want[(r["night"], r["dataset"], r["tier"])]
+        assert [num(r[labels[k]]) for k in ("billed_seconds", "engine_start_s", "generate_s", "busy")] == [
+            a(billed, abs=5e-5), a(start, abs=5e-5), a(gen, abs=5e-5), a(busy, abs=5e-5)]
+    drawn = series(plot_svg(text, "utilisation"))
+    assert set(drawn) == {"busy-ds-small", "busy-qa-small"}
+    assert_affine([(want[(n, ds, "small")][3], y) for ds in ("ds", "qa")
+                   for n, (_, y) in zip(NIGHTS, marks(drawn[f"busy-{ds}-small"]), strict=True)])
 
 
 def test_days_counts_back_from_the_latest_night(wh, tmp_path):
     text = write_dashboard(wh, tmp_path / "d.html", days=1).read_text()
     assert {r["night"] for r in table(text, "nights")} == {"2026-01-07"}
+    assert {r["night"] for r in table(text, "quality")} == {"2026-01-07"}
+    assert {r["night"] for r in table(text, "utilisation")} == {"2026-01-07"}
+
+
+def test_a_warehouse_from_an_older_sluice_is_upgraded_first(wh, tmp_path):
+    """A file at schema version 5 (before the quality estimate's columns and with no views) is migrated, then drawn
+    with the same numbers; its runs have no estimate."""
+    old = tmp_path / "old.duckdb"
+    with duckdb.connect(str(old)) as c:
+        c.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP DEFAULT now())")
+        for version, _, statements in MIGRATIONS:
+            if version <= 5:
+                for stmt in statements:
+                    c.execute(stmt)
+                c.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+        c.execute(f"ATTACH '{wh}' AS new (READ_ONLY)")
+        for t in ("runs", "results"):
+            cols = [r[0] for r in c.execute(f"DESCRIBE {t}").fetchall()]
+            c.execute(f"INSERT INTO {t} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM new.{t}")
+        c.execute("DETACH new")
+        assert schema_version(c) == 5
+        assert "quality_estimate" not in {r[0] for r in c.execute("DESCRIBE runs").fetchall()}
+    text = write_dashboard(old, tmp_path / "d.html").read_text()
+    with duckdb.connect(str(old), read_only=True) as c:
+        assert schema_version(c) == SCHEMA_VERSION
+    new_text = write_dashboard(wh, tmp_path / "new.html").read_text()
+    assert table(text, "nights") == table(new_text, "nights")
+    assert {r["quality estimate"] for r in table(text, "quality")} == {"–"}
 
 
 def test_sluice_dashboard_command(wh, tmp_path):
@@ -135,15 +367,25 @@ def test_sluice_dashboard_command(wh, tmp_path):
     assert res.exit_code == 2 and "no warehouse" in res.output
 
 
+def test_an_empty_warehouse_draws_placeholders(tmp_path):
+    with connect(tmp_path / "empty.duckdb"):
+        pass
+    text = write_dashboard(tmp_path / "empty.duckdb", tmp_path / "d.html").read_text()
+    assert text.count("<svg") == len(PLOTS) and text.count("in these nights") == len(PLOTS)
+    assert "no runs" in text
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_the_dashboard_renders_in_headless_chromium(page, tmp_path):
+    """No console errors, a drawn page; SLUICE_DASHBOARD_SCREENSHOT=docs/dashboard.png keeps the screenshot (960
+    pixels wide, 256 colours) for the docs."""
     from PIL import Image
 
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
              "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile'}"]
     png = tmp_path / "dashboard.png"
-    shot = subprocess.run([CHROMIUM, *flags, "--window-size=1280,2000", f"--screenshot={png}",
+    shot = subprocess.run([CHROMIUM, *flags, "--window-size=1280,3300", f"--screenshot={png}",
                            page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
     assert shot.returncode == 0, shot.stderr[-2000:]
     problems = [line for line in shot.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
@@ -151,4 +393,5 @@ def test_the_dashboard_renders_in_headless_chromium(page, tmp_path):
     img = Image.open(png).convert("RGB")
     assert len(img.getcolors(maxcolors=1 << 20) or []) > 200  # not blank
     if os.environ.get("SLUICE_DASHBOARD_SCREENSHOT"):  # keep it (docs/dashboard.png)
-        shutil.copy(png, os.environ["SLUICE_DASHBOARD_SCREENSHOT"])
+        small = img.resize((960, round(img.height * 960 / img.width)), Image.LANCZOS)
+        small.quantize(256).save(os.environ["SLUICE_DASHBOARD_SCREENSHOT"], optimize=True)
