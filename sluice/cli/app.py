@@ -37,6 +37,7 @@ DataDirOpt = Annotated[Optional[Path], typer.Option(help="data folder: models ca
 
 
 def _print_summary(summary: dict, seconds: float) -> None:
+    from sluice.cli.tables import print_table
     from sluice.reports.summary import summary_lines
 
     table = Table(title=f"Sluice run {summary['run_id']} ({summary['dataset']})", show_header=False)
@@ -46,7 +47,7 @@ def _print_summary(summary: dict, seconds: float) -> None:
         table.add_row("replayed tiers", f"{', '.join(summary['replayed_tiers'])} (recorded answers, no network)")
     table.add_row("wall time", f"{seconds:.1f} s")
     table.add_row("warehouse", f"{summary['warehouse']} (table `results`)")
-    console.print(table)
+    print_table(console, table)  # whole, even when the output is a file (sluice/cli/tables.py)
 
 
 def _fail(message: str) -> None:

@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sluice.cli.tables import print_table
+
 runs_app = typer.Typer(add_completion=False, help="The last runs: cost, saving, quality, status, wall time.")
 console = Console()
 
@@ -69,7 +71,8 @@ def runs(
     for col, justify in [("run id", "left"), ("dataset", "left"), ("started (UTC)", "left"), ("rows", "right"),
                          ("cost", "right"), ("saving", "right"), ("quality", "right"), ("status", "left"),
                          ("wall time", "right")]:
-        table.add_column(col, justify=justify, no_wrap=col == "run id")
+        # on a narrow terminal a cell folds onto a second line rather than losing its digits to an ellipsis
+        table.add_column(col, justify=justify, no_wrap=col == "run id", overflow="fold")
     for r in df.iter_rows(named=True):
         saving = "" if r["saving_usd"] is None else _money(r["saving_usd"]) + (
             f" ({r['saving_pct']:.1f}%)" if r["saving_pct"] is not None else "")
@@ -77,7 +80,7 @@ def runs(
         table.add_row(r["run_id"], r["dataset"] or "", f"{r['started_at']:%Y-%m-%d %H:%M}" if r["started_at"] else "",
                       "" if r["rows"] is None else f"{r['rows']:,}", _money(r["cost_usd"]), saving, _quality(r),
                       status, _wall(r["wall_s"]))
-    console.print(table)
+    print_table(console, table)
 
 
 @runs_app.command("show")
@@ -104,4 +107,4 @@ def show(
         table.add_row("started", f"{s['started_at']:%Y-%m-%d %H:%M:%S %Z}")
     table.add_row("wall time", "" if s["wall_s"] is None else f"{s['wall_s']:.1f} s")
     table.add_row("warehouse", f"{path} (table `results`)")
-    console.print(table)
+    print_table(console, table)
