@@ -4,7 +4,8 @@ A tier is either self-hosted (a vLLM worker billed by the hour: its cost per row
 apportioned to rows by tokens), an API (billed per token at list prices), or a replay tier: recorded answers of a
 real model (a Parquet file), priced like an API tier at its list prices, never sent anywhere
 (models/backends/replay.py). Tiers are ordered from cheapest to most expensive; `baseline` names the tier every
-row would go to without Sluice.
+row would go to without Sluice. `judge` (optional) names the tier asked whether a cheap answer is acceptable given the
+premium one, for shadow pairs of free text (sluice/stages/review/judge.py); unset, those pairs stay unjudged.
 """
 
 from __future__ import annotations
@@ -202,6 +203,8 @@ class Catalogue(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     baseline: str
+    # the tier that judges free-text shadow pairs (quality assurance, billed as its own line); None: no judge
+    judge: str | None = None
     workers: dict[str, Worker] = Field(default_factory=dict)
     tiers: list[Tier] = Field(min_length=1)
 
@@ -214,6 +217,8 @@ class Catalogue(BaseModel):
             raise ValueError(f"baseline {self.baseline!r} is not a tier ({', '.join(names)})")
         if self.tier(self.baseline).self_hosted:
             raise ValueError(f"baseline {self.baseline!r} must be a per-token API tier")
+        if self.judge is not None and self.judge not in names:
+            raise ValueError(f"judge {self.judge!r} is not a tier ({', '.join(names)})")
         for t in self.tiers:
             if t.worker and t.worker not in self.workers:
                 raise ValueError(f"tier {t.name!r}: unknown worker {t.worker!r} (known: {', '.join(self.workers)})")
@@ -232,6 +237,10 @@ class Catalogue(BaseModel):
     @property
     def baseline_tier(self) -> Tier:
         return self.tier(self.baseline)
+
+    @property
+    def judge_tier(self) -> Tier | None:
+        return None if self.judge is None else self.tier(self.judge)
 
     def with_run_deadline(self, hours: float | None) -> "Catalogue":
         """This catalogue with a run's deadline (hours from now) on every API tier: a tier with

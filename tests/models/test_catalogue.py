@@ -11,6 +11,7 @@ def test_default_catalogue_has_three_tiers_cheapest_first():
     assert cat.worker_usd_per_hour(cat.tier("small")) > 0
     # GPT-4o-class list prices: 1M in + 1M out
     assert cat.baseline_tier.token_cost_usd(1_000_000, 1_000_000) == pytest.approx(12.5)
+    assert cat.judge is None and cat.judge_tier is None  # no judge: free-text shadow pairs stay unjudged
 
 
 @pytest.mark.parametrize(
@@ -24,6 +25,8 @@ def test_default_catalogue_has_three_tiers_cheapest_first():
         ('baseline = "a"\n[[tiers]]\nname="a"\nbackend="openai"\nmodel="m"\nbase_url="u"\n'
          'input_usd_per_1m=-1\noutput_usd_per_1m=1', "greater than or equal to 0"),
         ("baseline = ", "not valid TOML"),
+        ('baseline = "a"\njudge = "b"\n[[tiers]]\nname="a"\nbackend="openai"\nmodel="m"\nbase_url="u"\n'
+         'input_usd_per_1m=1\noutput_usd_per_1m=1', "judge 'b' is not a tier"),
     ],
 )
 def test_invalid_catalogues_fail_with_the_file_and_the_reason(tmp_path, body, message):

@@ -16,7 +16,10 @@ what a provider would have seen and billed: `max_in_window(60)` gives the most r
 any 60 s window, `per_minute()` the counts per clock minute.
 
 The answer is deterministic: "answer to: <first words of the last user message>", so tests can check that each
-row got its own answer.
+row got its own answer. A `responder` (optional) scripts free-text answers instead: called with each real-time chat
+request's messages and model, it returns the answer's text (sent whole, whatever `max_tokens`), an HTTP status to
+fail that request with (an int: 500, 429, ...), or None for the default answer; a judge's scripted verdicts, say
+(tests/support/judge.py).
 
 Structured requests (`response_format` json_schema or json_object; for Anthropic, a forced or only tool with an
 `input_schema`) are answered with a JSON instance of the schema (`schema_instance`: deterministic in the last user
@@ -57,6 +60,7 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -423,13 +427,19 @@ class StructuredAnswer:
     charge: tuple[int, str] | None = None  # the (rule, row) whose count of invalid answers this adds to
 
 
+# scripts free-text answers (module docstring): (messages, model) -> the text, an HTTP status, or None (default)
+Responder = Callable[[list[dict], str], "str | int | None"]
+
+
 class ServerState(ThreadingHTTPServer):
     """The listening socket plus what the handler threads share: faults, records, limits, files, batches."""
 
     daemon_threads = True
 
-    def __init__(self, addr, handler, faults: Faults, model: str, limits: ProviderLimits | None) -> None:
+    def __init__(self, addr, handler, faults: Faults, model: str, limits: ProviderLimits | None,
+                 responder: Responder | None = None) -> None:
         super().__init__(addr, handler)
+        self.responder = responder
         self.faults = faults
         self.model = model
         self.limits = limits
@@ -602,7 +612,12 @@ class _OpenAIHandler(JSONHandler):
         max_tokens = int(body.get("max_tokens") or 64)
         asked = requested_schema(body)
         answer = srv.structured_answer(asked[0], messages, None, body.get("model", "")) if asked else None
-        text = answer.text if answer else answer_text(messages, max_tokens)
+        scripted = srv.responder(messages, body.get("model", "")) if srv.responder and not asked else None
+        if isinstance(scripted, int):  # the script fails this request
+            with srv.lock:
+                srv.record(Received(time.time(), body.get("model", ""), scripted, prompt_tokens, 0, body))
+            return self._send(scripted, {"error": {"message": f"scripted {scripted}", "type": "server_error"}})
+        text = answer.text if answer else scripted if scripted is not None else answer_text(messages, max_tokens)
         status, headers = srv.admit(prompt_tokens, count_tokens(text), body.get("model", ""), body, answer)
         f = srv.faults
         if status == 429:
@@ -785,8 +800,8 @@ class LoopbackServer:
     handler: type[JSONHandler] = _OpenAIHandler
 
     def __init__(self, faults: Faults | None = None, model: str = "test-model", port: int = 0,
-                 limits: ProviderLimits | None = None) -> None:
-        self._srv = ServerState(("127.0.0.1", port), self.handler, faults or Faults(), model, limits)
+                 limits: ProviderLimits | None = None, responder: Responder | None = None) -> None:
+        self._srv = ServerState(("127.0.0.1", port), self.handler, faults or Faults(), model, limits, responder)
         self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
 
     @property

@@ -26,3 +26,21 @@ def test_chat_and_model_routes_still_answer(openai_server):
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "answer to: hello there"
     assert httpx.get(f"{openai_server.base_url}/models").json()["data"][0]["id"] == "premium-test"
     assert [x.endpoint for x in openai_server.received] == ["chat"]
+
+
+def test_a_responder_scripts_free_text_answers_and_failures():
+    import httpx
+
+    def respond(messages, model):
+        text = messages[-1]["content"]
+        return 503 if "fail" in text else "ACCEPTABLE" if "judge" in text else None
+
+    with OpenAICompatServer(model="judge-test", responder=respond) as srv:
+        def ask(text):
+            return httpx.post(f"{srv.base_url}/chat/completions", json={
+                "model": "judge-test", "max_tokens": 4, "messages": [{"role": "user", "content": text}]})
+        judged, failed, plain = ask("judge this"), ask("fail this"), ask("hello there")
+        assert judged.json()["choices"][0]["message"]["content"] == "ACCEPTABLE"
+        assert failed.status_code == 503
+        assert plain.json()["choices"][0]["message"]["content"] == "answer to: hello there"  # the default
+        assert [r.status for r in srv.received] == [200, 503, 200]

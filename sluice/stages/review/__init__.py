@@ -4,6 +4,7 @@
     cascade.py  confidence from logprobs, escalation within a budget, answer signals
     shadow.py   the deterministic shadow sample
     verifier.py answer checks as a confidence, for tiers that report no logprobs
+    judge.py    the judge of free-text shadow pairs (the catalogue's `judge` tier, asked in both orders)
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from sluice.stages.review.decide import (
     retry_rows,
     shadow_rows,
 )
+from sluice.stages.review.judge import judge_shadow_pairs
 from sluice.stages.review.verifier import find_verifier
 
-__all__ = ["review_tier"]
+__all__ = ["judge_shadow_pairs", "review_tier"]
 
 
 def review_tier(run_dir: Path, tier_name: str, catalogue: Catalogue, router: RouterSettings,
