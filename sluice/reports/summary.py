@@ -19,6 +19,10 @@ def summary_lines(summary: dict) -> list[tuple[str, str]]:
     if summary.get("shadow"):
         lines.append(("shadow-sampled on premium", f"{summary['shadow']}  (${summary['shadow_cost_usd']:.6f}, "
                                                    f"{summary['shadow_agreed']} agreed)"))
+    if summary.get("judge_tier"):  # quality assurance: its own line, part of the total (sluice.stages.land.judged)
+        lines.append((f"judge on {summary['judge_tier']} (quality assurance)",
+                      f"{summary['judge_pairs']} free-text shadow pairs, {summary['judge_requests']} requests  "
+                      f"(${summary['judge_cost_usd']:.6f})"))
     if summary.get("structured"):
         lines.append(("structured answers valid", f"{summary['structured_valid']} of {summary['structured']}"))
     lines += [
@@ -46,7 +50,11 @@ def quality_lines(summary: dict) -> list[tuple[str, str]]:
     if "quality_per_tier" not in summary:
         return []
     unjudged = summary.get("quality_unjudged") or 0
-    apart = f"; {unjudged} unjudged pairs (free text, no judge yet) left out" if unjudged else ""
+    judge_apart = [f"{summary[k]} {what}" for k, what in (("quality_unparseable", "unparseable verdicts"),
+                                                          ("quality_judge_failed", "failed at the judge"))
+                   if summary.get(k)]
+    why = ", ".join(judge_apart) if judge_apart else "free text, no judge" if not summary.get("judge_tier") else ""
+    apart = f"; {unjudged} unjudged pairs{f' ({why})' if why else ''} left out" if unjudged else ""
     if summary.get("quality_estimate") is None:
         line = f"not estimated (no judged shadow pairs{apart})"
     else:
@@ -61,7 +69,9 @@ def quality_lines(summary: dict) -> list[tuple[str, str]]:
         elif e.get("estimate") is None:
             per_tier.append(f"{tier} not estimated")
         else:
-            per_tier.append(f"{tier} {_interval(e)} (n={e['n']})")
+            by_judge = (f", {e['judged_by_judge']} by the judge of which {e['split']} split"
+                        if e.get("judged_by_judge") else "")
+            per_tier.append(f"{tier} {_interval(e)} (n={e['n']}{by_judge})")
     lines.append(("quality estimate per tier", "; ".join(per_tier)))
     checks = [f"{tier}'s judged shadow rows measured {_covers(e['shadow_accuracy'], e['covers_shadow_accuracy'])} "
               f"(n={e['shadow_graded']})"
@@ -107,6 +117,8 @@ def summary_table(summary: dict) -> list[dict]:
         {"tier": "duplicates (answered free)", "rows": summary["duplicates"], "cost_usd": 0.0},
         {"tier": "quarantined", "rows": summary["quarantined"], "cost_usd": 0.0},
         {"tier": "failed", "rows": summary["failed"], "cost_usd": None},
+        *([{"tier": f"judge on {summary['judge_tier']} (quality assurance)", "rows": summary["judge_pairs"],
+            "cost_usd": round(summary["judge_cost_usd"], 6)}] if summary.get("judge_tier") else []),
         {"tier": "total", "rows": summary["rows"], "cost_usd": round(summary["cost_usd"], 6)},
         {"tier": "all-premium baseline", "rows": summary["rows"], "cost_usd": round(summary["baseline_cost_usd"], 6)},
         {"tier": f"saving ({summary['saving_pct']:.1f}%)", "rows": None, "cost_usd": round(summary["saving_usd"], 6)},

@@ -268,6 +268,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "DROP TABLE IF EXISTS cache",
         ],
     ),
+    (
+        9,
+        "the judge of free-text shadow pairs: its spend as the run's own line, and the pairs it left unjudged",
+        [f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {c}" for c in (
+            # the catalogue's judge tier, and what it cost (quality assurance: part of cost_usd, no row's cost)
+            "judge_tier VARCHAR", "judge_cost_usd DOUBLE",
+            # free-text pairs left unjudged (within quality_unjudged) because the judge's verdict did not parse,
+            # or because its requests failed
+            "quality_unparseable BIGINT", "quality_judge_failed BIGINT",
+        )],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

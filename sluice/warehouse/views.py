@@ -232,7 +232,9 @@ def _views(optional: dict[str, str]) -> dict[str, str]:
                 FROM results r WHERE tier IS NOT NULL AND status IN ('ok', 'failed')
                   AND NOT EXISTS (SELECT 1 FROM attempts x WHERE x.run_id = r.run_id)
             ), f AS (
-                SELECT *, kind <> 'shadow' AND attempt = max(attempt) FILTER (kind <> 'shadow')
+                -- the row's answer: its last attempt that is neither a shadow answer nor the judge's verdict
+                SELECT *, kind NOT IN ('shadow', 'judge')
+                          AND attempt = max(attempt) FILTER (kind NOT IN ('shadow', 'judge'))
                           OVER (PARTITION BY run_id, row_id) AS final
                 FROM a
             ), bk AS (

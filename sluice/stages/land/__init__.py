@@ -3,7 +3,9 @@
     results.py  combine a row's attempts, assemble the results table, land it in one transaction
     grading.py  each row's answer against its reference (correct, grade_reason); the run's accuracy per tier
     labels.py   router labels from the shadow pairs
-    estimate.py the run's quality estimated from the shadow pairs (judged by shape), per tier and for the batch
+    estimate.py the run's quality estimated from the shadow pairs (judged by shape, or by the judge), per tier and
+                for the batch
+    judged.py   the judge's outcomes, its requests as attempts, and its spend as the run's own line
     chargeback.py  the input's own columns carried to the results (meta, the results file); each row's tags
     errors.py   the run's `errors` rows: every failed attempt, quarantined, unaffordable or failed row
 """
@@ -23,6 +25,7 @@ from sluice.runs import answers_dir, write_parquet
 from sluice.stages.land.chargeback import apply_run_tags, meta_values, read_pass_through, results_file
 from sluice.stages.land.estimate import estimate_quality
 from sluice.stages.land.grading import baseline_accuracy
+from sluice.stages.land.judged import judge_attempts, judge_line, judge_outcomes
 from sluice.stages.land.labels import labels_from_shadow
 from sluice.stages.land.results import assemble_results, combine_attempts, land_results
 
@@ -52,15 +55,17 @@ def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | N
     write_parquet(results_file(results, passthrough), run_dir / "results.parquet")
     hints = pl.from_arrow(routed.select(["row_id", "grader"])) if "grader" in routed.column_names else None
     assert hints is None or isinstance(hints, pl.DataFrame)
-    estimate = estimate_quality(pairs, results, order[-1] if order else None, hints)  # shadow target: last tier
+    judged, asked = judge_outcomes(run_dir), judge_attempts(run_dir, every)  # free-text pairs, if a judge ran
+    estimate = estimate_quality(pairs, results, order[-1] if order else None, hints, judged)  # shadow: last tier
     labels = None
     if pairs.height:
         prompts = results.select("row_id", "prompt")
         labels = labels_from_shadow(pairs.join(prompts, on="row_id").select(
             pl.lit(run["run_id"]).alias("run_id"), "row_id", "prompt",
             pl.col("response").alias("cheap_response"), pl.col("_shadow_response").alias("premium_response")))
-    summary = land_results(warehouse, results, run, attempts=every, labels=labels, baseline_quality=quality,
-                           quality_estimate=estimate)
+    summary = land_results(warehouse, results, run, attempts=every if asked is None else pl.concat([every, asked]),
+                           labels=labels, baseline_quality=quality, quality_estimate=estimate,
+                           judge=judge_line(asked, judged))
     return summary, results.height
 
 

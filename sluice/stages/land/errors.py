@@ -1,7 +1,7 @@
 """The `errors` table's rows for a run: one per failure it met, landed with it (and replaced with it).
 
     attempts    every request that failed or answered invalidly: stage `infer` (first answers, escalations) or
-                `review` (schema retries, shadow answers), its tier, attempt number and reason
+                `review` (schema retries, shadow answers, the judge's requests), its tier, attempt number and reason
     ingest      every quarantined row (attempt 0: nothing was sent), with ingest's reason naming file and row
     route       every row routing could not afford (`over_budget`; attempt 0)
     land        every failed row no failed attempt explains: a duplicate whose canonical row failed, a row no answer
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import polars as pl
 
-# which stage an attempt's failure belongs to: the first answers and escalations are inference, a schema retry and a
-# shadow answer are the review's passes
-_ATTEMPT_STAGE = {"first": "infer", "escalation": "infer", "retry": "review", "shadow": "review"}
+# which stage an attempt's failure belongs to: the first answers and escalations are inference, a schema retry, a
+# shadow answer and the judge's verdict on a shadow pair are the review's passes
+_ATTEMPT_STAGE = {"first": "infer", "escalation": "infer", "retry": "review", "shadow": "review", "judge": "review"}
 ERROR_SCHEMA = {"stage": pl.String, "tier": pl.String, "row_id": pl.String, "error": pl.String, "attempt": pl.Int32}
 
 
@@ -27,7 +27,7 @@ def error_rows(results: pl.DataFrame, attempts: pl.DataFrame | None) -> pl.DataF
         bad = attempts.filter((pl.col("status") != "ok") & pl.col("error").is_not_null())
         parts.append(bad.select(pl.col("kind").replace_strict(_ATTEMPT_STAGE, default="infer").alias("stage"),
                                 "tier", "row_id", "error", pl.col("attempt").cast(pl.Int32)))
-        explained = bad.filter(pl.col("kind") != "shadow")["row_id"].to_list()
+        explained = bad.filter(~pl.col("kind").is_in(["shadow", "judge"]))["row_id"].to_list()
     unanswered = results.filter(pl.col("status").is_in(["quarantined", "over_budget"]) & pl.col("error").is_not_null())
     parts.append(unanswered.select(
         pl.when(pl.col("status") == "quarantined").then(pl.lit("ingest")).otherwise(pl.lit("route")).alias("stage"),

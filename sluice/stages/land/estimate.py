@@ -2,7 +2,10 @@
 
 Every shadow pair (a cheap tier's answer to a row, and the premium tier's answer to the same row) is judged by
 shape (sluice/contracts/agreement.py): numbers, option letters, JSON values under the row's schema. Pairs of free
-text (no judge yet) or without a usable premium answer are unjudged: counted apart, never part of n.
+text are judged by the catalogue's judge tier when there is one (sluice/stages/review/judge.py: asked in both
+orders; a split verdict is not acceptable). Unjudged, counted apart and never part of n: free-text pairs without a
+judge, pairs the judge's verdict could not be parsed for (`unparseable`) or whose judge requests failed
+(`judge_failed`), and pairs without a usable premium answer.
 
 Per tier (`quality_per_tier`):
 
@@ -28,17 +31,22 @@ from __future__ import annotations
 import polars as pl
 
 from sluice.contracts.agreement import compare_shapes
+from sluice.contracts.judging import OUTCOME_VERDICT
 from sluice.stats import wilson_interval
 
 NOT_ESTIMATED = "not estimated"
 
 
-def shadow_verdicts(pairs: pl.DataFrame, results: pl.DataFrame, hints: pl.DataFrame | None = None) -> pl.DataFrame:
-    """One verdict per shadow pair: row_id, tier (the cheap tier), acceptable (True / False / None), shape, reason.
+def shadow_verdicts(pairs: pl.DataFrame, results: pl.DataFrame, hints: pl.DataFrame | None = None,
+                    judged: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One verdict per shadow pair: row_id, tier (the cheap tier), acceptable (True / False / None), shape
+    ("judge" for a judge's verdict), reason, judge (the judge's outcome, sluice/contracts/judging.py; None when the
+    pair was not put to a judge).
 
     `pairs`: row_id, response (the cheap answer, parsed where structured), _shadow_response (the premium one), as
     `combine_attempts` returns them; `results`: the assembled rows (tier, status, response_schema, correct);
-    `hints`: row_id, grader (the row's grader as given: a shape hint even without a reference)."""
+    `hints`: row_id, grader (the row's grader as given: a shape hint even without a reference); `judged`: row_id,
+    outcome, reason of the free-text pairs the judge was asked about. A pair with a shape is compared by it."""
     cols = ["row_id", "tier", "status", "response_schema", "correct"]
     rows = results.select([c if c in results.columns else pl.lit(None).alias(c) for c in cols])
     df = pairs.select("row_id", "response", "_shadow_response").join(rows, on="row_id", how="left")
@@ -46,17 +54,26 @@ def shadow_verdicts(pairs: pl.DataFrame, results: pl.DataFrame, hints: pl.DataFr
         df = df.join(hints.select("row_id", pl.col("grader").alias("_hint")), on="row_id", how="left")
     else:
         df = df.with_columns(pl.lit(None, pl.String).alias("_hint"))
+    if judged is not None and judged.height:
+        df = df.join(judged.select("row_id", pl.col("outcome").alias("_outcome"),
+                                   pl.col("reason").alias("_judge_reason")), on="row_id", how="left")
+    else:
+        df = df.with_columns(pl.lit(None, pl.String).alias("_outcome"), pl.lit(None, pl.String).alias("_judge_reason"))
     verdicts = []
     for r in df.iter_rows(named=True):
         if r["status"] != "ok":
-            verdicts.append((False, None, "the cheap answer failed"))
+            verdicts.append((False, None, "the cheap answer failed", None))
             continue
         v = compare_shapes(r["response"], r["_shadow_response"], r["response_schema"], r["_hint"])
-        verdicts.append((v.acceptable, v.shape, v.reason))
+        if v.shape is None and r["_outcome"] is not None:  # free text, put to the judge (same shape rule)
+            verdicts.append((OUTCOME_VERDICT[r["_outcome"]], "judge", r["_judge_reason"], r["_outcome"]))
+        else:
+            verdicts.append((v.acceptable, v.shape, v.reason, None))
     return df.select("row_id", "tier", "correct").with_columns(
         pl.Series("acceptable", [v[0] for v in verdicts], pl.Boolean),
         pl.Series("shape", [v[1] for v in verdicts], pl.String),
         pl.Series("reason", [v[2] for v in verdicts], pl.String),
+        pl.Series("judge", [v[3] for v in verdicts], pl.String),
     )
 
 
@@ -79,6 +96,7 @@ def _tier_entry(tier: str, rows: int, ok: int, verdicts: pl.DataFrame, premium: 
     judged = mine.filter(pl.col("acceptable").is_not_null())
     n, k = judged.height, int(judged["acceptable"].sum())
     unjudged = mine.height - n
+    entry.update(_judge_counts(mine))
     if n == 0:
         return {**entry, "estimate": None, "n": 0, "unjudged": unjudged, "note": NOT_ESTIMATED}
     low, high = wilson_interval(k, n)
@@ -90,24 +108,40 @@ def _tier_entry(tier: str, rows: int, ok: int, verdicts: pl.DataFrame, premium: 
     return entry
 
 
+def _judge_counts(verdicts: pl.DataFrame) -> dict:
+    """What the judge made of these pairs (nothing when none was put to it): pairs judged by it, of which split;
+    pairs it left unjudged, apart: unparseable verdicts, failed requests."""
+    outcomes = verdicts["judge"].drop_nulls()
+    if outcomes.len() == 0:
+        return {}
+    count = {o: int((outcomes == o).sum()) for o in ("split", "unparseable", "failed")}
+    return {"judged_by_judge": int(outcomes.len()) - count["unparseable"] - count["failed"], "split": count["split"],
+            "unparseable": count["unparseable"], "judge_failed": count["failed"]}
+
+
 def estimate_quality(pairs: pl.DataFrame | None, results: pl.DataFrame, premium: str | None,
-                     hints: pl.DataFrame | None = None) -> dict:
+                     hints: pl.DataFrame | None = None, judged: pl.DataFrame | None = None) -> dict:
     """The run's quality estimate (module docstring): quality_estimate, quality_low, quality_high, quality_n,
-    quality_unjudged, quality_rows, quality_answered_rows, quality_per_tier, and with references quality_accuracy
-    and quality_covers_accuracy. The estimate and its bounds are None when no pair was judged."""
+    quality_unjudged (of which quality_unparseable and quality_judge_failed: the judge's), quality_rows,
+    quality_answered_rows, quality_per_tier, and with references quality_accuracy and quality_covers_accuracy.
+    The estimate and its bounds are None when no pair was judged. `judged`: the judge's outcomes for free-text
+    pairs (sluice/contracts/judging.py), when the catalogue has a judge."""
     answered = results.filter(pl.col("tier").is_not_null())
     counts = answered.group_by("tier").agg(pl.len().alias("rows"), (pl.col("status") == "ok").sum().alias("ok"))
     counts = {r["tier"]: r for r in counts.to_dicts()}
     if pairs is not None and pairs.height:
-        verdicts = shadow_verdicts(pairs, results, hints)
+        verdicts = shadow_verdicts(pairs, results, hints, judged)
     else:
         verdicts = pl.DataFrame(schema={"row_id": pl.String, "tier": pl.String, "correct": pl.Boolean,
-                                        "acceptable": pl.Boolean, "shape": pl.String, "reason": pl.String})
+                                        "acceptable": pl.Boolean, "shape": pl.String, "reason": pl.String,
+                                        "judge": pl.String})
     per_tier = {t: _tier_entry(t, int(c["rows"]), int(c["ok"]), verdicts, premium) for t, c in sorted(counts.items())}
     n = sum(e["n"] for e in per_tier.values())
     out: dict = {
         "quality_estimate": None, "quality_low": None, "quality_high": None, "quality_n": n,
         "quality_unjudged": int(verdicts["acceptable"].null_count()),
+        "quality_unparseable": int((verdicts["judge"] == "unparseable").sum()),
+        "quality_judge_failed": int((verdicts["judge"] == "failed").sum()),
         "quality_rows": 0, "quality_answered_rows": answered.height, "quality_per_tier": per_tier,
     }
     covered = [t for t, e in per_tier.items() if e["estimate"] is not None]

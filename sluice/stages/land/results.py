@@ -43,6 +43,7 @@ from sluice.stages.land.chargeback import apply_run_tags, with_chargeback_column
 from sluice.stages.land.errors import error_rows
 from sluice.stages.land.estimate import quality_check
 from sluice.stages.land.grading import accuracy_summary, grade_results
+from sluice.stages.land.judged import judge_spend
 from sluice.warehouse.db import ATTEMPT_COLUMNS, RESULT_COLUMNS, connect
 
 ANSWER_FIELDS = ["response", "model", "input_tokens", "output_tokens", "latency_ms", "cost_usd",
@@ -307,6 +308,7 @@ def land_results(
     labels: pl.DataFrame | None = None,
     baseline_quality: dict | None = None,
     quality_estimate: dict | None = None,
+    judge: dict | None = None,
 ) -> dict:
     """Replace this run's rows in the warehouse and record the run, in one short transaction; returns the run's
     summary (`summarise`), as recorded in `runs`.
@@ -320,6 +322,7 @@ def land_results(
     if results["row_id"].is_duplicated().any():
         raise ValueError(f"run {run_id}: duplicate row_id in results; refusing to land")
     summary = summarise(results)
+    summary.update(judge_spend(summary, judge))  # the judge's own line, in the run's total (land/judged.py)
     summary.update(baseline_quality or {})
     summary.update(quality_estimate or {})  # sluice.stages.land.estimate; against run["min_quality"], if set
     summary.update(quality_check(summary, run.get("min_quality")))
@@ -370,7 +373,9 @@ def land_results(
                     "baseline_accuracy": summary.get("baseline_accuracy"),
                     "baseline_graded_rows": summary.get("baseline_graded"),
                     **{c: summary.get(c) for c in ("quality_estimate", "quality_low", "quality_high", "quality_n",
-                                                   "quality_unjudged", "min_quality", "quality_alert")},
+                                                   "quality_unjudged", "min_quality", "quality_alert",
+                                                   "quality_unparseable", "quality_judge_failed", "judge_tier",
+                                                   "judge_cost_usd")},
                     "quality_per_tier": json.dumps(summary.get("quality_per_tier") or {}),
                     "tags": tags_json(run.get("tags")),
                     "submission": json.dumps(run["submission"]) if run.get("submission") else None,
