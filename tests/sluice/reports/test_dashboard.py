@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -325,6 +326,32 @@ def test_self_hosted_utilisation_per_tier_matches_the_view(wh, page):
                    for n, (_, y) in zip(NIGHTS, marks(drawn[f"busy-{ds}-small"]), strict=True)])
 
 
+def test_the_queries_in_the_docs_give_the_dashboards_numbers(wh, page):
+    """docs/analysts.md's dashboard section: its two queries, on the same warehouse, give the page's tables."""
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "analysts.md").read_text()
+    section = docs[docs.index("## Every night at a glance"):]
+    section = section[:section.index("![the dashboard")]
+    nights_query, quality_query = re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+    text = page.read_text()
+    with duckdb.connect(str(wh), read_only=True) as c:
+        nights = c.execute(nights_query).fetchall()
+        quality = c.execute(quality_query).fetchall()
+    labels = dict(COLUMNS)
+    got = table(text, "nights")
+    assert [(r["night"], r["dataset"]) for r in got] == [(str(n), d) for n, d, *_ in nights]
+    for r, (_, _, requests, per_1k, base_1k, err, quar) in zip(got, nights, strict=True):
+        assert [num(r[labels[k]]) for k in ("requests", "cost_per_1k_usd", "baseline_per_1k_usd", "error_rate",
+                                            "quarantine_rate")] == [a(v, abs=5e-5) for v in
+                                                                    (requests, per_1k, base_1k, err, quar)]
+    labels = dict(QUALITY_COLUMNS)
+    got = table(text, "quality")
+    assert [r[labels["run_id"]] for r in got] == [q[2] for q in quality]
+    for r, (_, _, _, est, low, high, n, acc) in zip(got, quality, strict=True):
+        for key, value in (("quality_estimate", est), ("quality_low", low), ("quality_high", high),
+                           ("quality_n", n), ("accuracy", acc)):
+            assert (r[labels[key]] == "–") if value is None else (num(r[labels[key]]) == a(value, abs=5e-5))
+
+
 def test_days_counts_back_from_the_latest_night(wh, tmp_path):
     text = write_dashboard(wh, tmp_path / "d.html", days=1).read_text()
     assert {r["night"] for r in table(text, "nights")} == {"2026-01-07"}
@@ -379,7 +406,7 @@ def test_an_empty_warehouse_draws_placeholders(tmp_path):
 def test_the_dashboard_renders_in_headless_chromium(page, tmp_path):
     """No console errors, a drawn page; SLUICE_DASHBOARD_SCREENSHOT=docs/dashboard.png keeps the screenshot (960
     pixels wide, 256 colours) for the docs."""
-    from PIL import Image
+    from PIL import Image, ImageChops
 
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
@@ -392,6 +419,8 @@ def test_the_dashboard_renders_in_headless_chromium(page, tmp_path):
     assert not problems, problems
     img = Image.open(png).convert("RGB")
     assert len(img.getcolors(maxcolors=1 << 20) or []) > 200  # not blank
-    if os.environ.get("SLUICE_DASHBOARD_SCREENSHOT"):  # keep it (docs/dashboard.png)
+    if os.environ.get("SLUICE_DASHBOARD_SCREENSHOT"):  # keep it (docs/dashboard.png), without the empty window below
+        page_bg = Image.new("RGB", img.size, img.getpixel((img.width - 1, img.height - 1)))
+        img = img.crop((0, 0, img.width, min(img.height, ImageChops.difference(img, page_bg).getbbox()[3] + 24)))
         small = img.resize((960, round(img.height * 960 / img.width)), Image.LANCZOS)
         small.quantize(256).save(os.environ["SLUICE_DASHBOARD_SCREENSHOT"], optimize=True)
