@@ -7,6 +7,8 @@
     review  -> after each tier: answers failing their schema are retried once on it; the still-invalid and the
                least confident are escalated to the next tier (the batch cascade); a shadow sample of the
                cheapest tier is also answered by the premium tier, to retrain the router on this traffic
+    judge   -> with `judge = "<tier>"` in the catalogue, the free-text shadow pairs are put to that tier (its
+               spend is the run's own line)
     land    -> one `results` row per input row, with tokens, latency, cost and the all-premium baseline
 
 Every stage checkpoints its output in `<runs_dir>/<run_id>/`; the infer stage checkpoints each shard. Killed
@@ -44,7 +46,7 @@ from sluice.stages.context import StageContext
 from sluice.stages.route import write_tier_partitions
 from tasks.infer import dispatch_tier, infer_tier, validate_quantisation
 from tasks.land import land
-from tasks.review import review
+from tasks.review import judge, review
 from tasks.stage import run_stage
 
 
@@ -144,6 +146,7 @@ def sluice_run(
     with keep_stand_ins():
         _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue, dispatch, dispatch_api_tiers,
                       run["billing"])
+        run["billing"].update(judge(run_dir, tiers, str(settings.data_dir)))  # free-text shadow pairs, if any
     summary = land(run_dir, str(settings.warehouse), run, tiers.names, tiers.baseline_tier)
     mark_landed(run_dir)
     return {**summary, "run_id": run_id, "dataset": run["dataset"], "warehouse": str(settings.warehouse),
