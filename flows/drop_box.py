@@ -1,12 +1,16 @@
 """process-drop-box: answer every Parquet file waiting in the drop box, each exactly once.
 
     recover   -> claims whose run died (no heartbeat for `stale_after_s`) are taken over, same run id
-    claim     -> each file in incoming/ is claimed (one winner however many runs race) and moved to processing/
-    check     -> a file that cannot be read (empty, not Parquet, no `prompt`, wrong types, zero rows) goes to
-                 failed/ with a JSON reason beside it; the other files go on
-    run       -> `sluice-run` answers the file (a subflow): row problems are quarantined there (null or empty
-                 prompt, repeated id, a prompt too long for every tier's stated context window, ...)
-    file      -> results Parquet to results/<dataset>/<run_id>/, the file to done/<run_id>/
+    claim     -> each file in incoming/ is claimed (one winner however many runs race) and moved to processing/,
+                 its manifest (NAME.sluice.toml / .json: budget, deadline, router, share, schema, tags, priority;
+                 sluice/dropbox/manifest.py) with it; files with a higher manifest priority are claimed first
+    check     -> a file that cannot be read (empty, not Parquet, no `prompt`, wrong types, zero rows) or whose
+                 manifest is not valid goes to failed/ (with its manifest) with a JSON reason beside it; the other
+                 files go on
+    run       -> `sluice-run` answers the file (a subflow) under its manifest's options, which are recorded on the
+                 run (runs.submission, runs.tags): row problems are quarantined there (null or empty prompt,
+                 repeated id, a prompt too long for every tier's stated context window, ...)
+    file      -> results Parquet to results/<dataset>/<run_id>/, the file (and its manifest) to done/<run_id>/
 
 Deployed as `nightly` (everything at 02:00) and `drop-watch` (every 5 minutes) in prefect.yaml. Submit files
 with `sluice submit FILE.parquet`. Run it once by hand, with no Prefect server:
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from prefect import flow, get_run_logger
 
@@ -27,6 +31,15 @@ from flows.batch_run import new_run_id, sluice_run
 from sluice.config import Settings, load_settings
 from sluice.contracts.names import dataset_name_for
 from sluice.dropbox import DEFAULT_STALE_AFTER_S, Claim, ClaimLost, DropBox, Heartbeat, Skipped, open_drop_box
+from sluice.dropbox.manifest import (
+    ManifestError,
+    SubmissionOptions,
+    claim_manifests,
+    file_manifests,
+    order_by_priority,
+    read_options,
+    reject_manifests,
+)
 from sluice.stages.ingest.read import IngestError, read_prompts
 from tasks.dashboard import refresh_dashboard
 
@@ -48,6 +61,17 @@ def check_file(path: Path) -> int:
     return rows.num_rows
 
 
+def check_options(box: DropBox, manifests: list[str]) -> SubmissionOptions | None:
+    """The file's manifest (sluice/dropbox/manifest.py), validated before anything is spent; raises BadFile."""
+    try:
+        options = read_options(box, manifests)
+    except ManifestError as exc:
+        raise BadFile(str(exc)) from exc
+    if options is not None and options.router and not Path(options.router).is_dir():
+        raise BadFile(f"{PurePosixPath(manifests[0]).name}: router {options.router!r} is not a folder on this worker")
+    return options
+
+
 def process_claim(
     box: DropBox, claim: Claim, settings: Settings, catalogue_path: str | None, stale_after_s: float
 ) -> dict:
@@ -58,7 +82,9 @@ def process_claim(
     work = settings.data_dir / "drop-work" / claim.run_id
     local = work / name
     outcome = {"key": claim.obj.key, "run_id": claim.run_id, "recovered": claim.recovered}
+    manifests = claim_manifests(box, claim.obj, claim.run_id)  # its options travel with it, filed beside it
     try:
+        options = check_options(box, manifests)
         box.download(claim.working_key, local)
         dataset = dataset_name_for(name)
         # heartbeat well inside the stale timeout, so a slow run is never taken over as a dead one
@@ -67,6 +93,8 @@ def process_claim(
             summary = sluice_run(
                 str(local), warehouse=str(settings.warehouse), catalogue=catalogue_path,
                 data_dir=str(settings.data_dir), run_id=claim.run_id, dataset=dataset,
+                **(options.run_options() if options else {}),
+                submission=options.record(PurePosixPath(manifests[0]).name) if options else None,
             )
         if beat.lost:  # another run took over while this one was stalled: it files the object, not us
             raise beat.lost
@@ -75,11 +103,13 @@ def process_claim(
             "dataset": dataset, "results_key": results_key, "rows": rows,
             "summary": {k: summary.get(k) for k in ("rows", "duplicates", "quarantined", "failed", "cost_usd")},
         })
+        file_manifests(box, manifests, dest)
         logger.info("%s: %d rows landed (run %s); results at %s", name, rows, claim.run_id,
                     box.locate(results_key))
         return {**outcome, "state": "done", "dest": dest, "results": box.locate(results_key), "rows": rows}
     except BadFile as exc:
         dest = box.finish(claim, ok=False, report={"reason": str(exc), "kind": "bad_file"})
+        file_manifests(box, manifests, dest)
         logger.warning("%s: failed: %s (see %s.error.json)", name, exc, box.locate(dest))
         return {**outcome, "state": "failed", "dest": dest, "reason": str(exc)}
     except ClaimLost:
@@ -87,6 +117,7 @@ def process_claim(
     except Exception as exc:
         reason = f"pipeline error ({type(exc).__name__}): {exc}; resubmit the file to try again"
         dest = box.finish(claim, ok=False, report={"reason": reason, "kind": "pipeline_error"})
+        file_manifests(box, manifests, dest)
         logger.error("%s: %s", name, reason)
         return {**outcome, "state": "error", "dest": dest, "reason": reason}
     finally:
@@ -120,13 +151,15 @@ def process_drop_box(
         [claim] = recovered
         logger.warning("%s: run %s stopped heartbeating; taking it over", claim.obj.key, claim.run_id)
         outcomes.append(process_claim(box, claim, settings, catalogue, stale_after_s))
-    for obj in box.incoming():
+    for obj in order_by_priority(box, box.incoming()):  # a manifest's priority first, then its deadline
         if not room():
             break
         got = box.claim(obj, new_run_id(), stale_after_s)
         if isinstance(got, Skipped):
             if got.entry.get("state") == "done":  # the same bytes again: filed away with the reason, not rerun
-                dest = box.reject(obj, new_run_id(), got.reason)
+                rejected = new_run_id()
+                dest = box.reject(obj, rejected, got.reason)
+                reject_manifests(box, obj, rejected)
                 logger.warning("%s: %s; moved to %s", obj.key, got.reason, dest or "(already gone)")
             skipped.append({"key": obj.key, "reason": got.reason})
             continue

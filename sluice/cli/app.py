@@ -2,7 +2,7 @@
 
     sluice run DATASET.parquet [--warehouse PATH] [--catalogue PATH]   answer a dataset, land it in DuckDB
     sluice prepare                                                     convert the packaged demo model (first use)
-    sluice submit DATASET.parquet [--drop s3://bucket/prefix | PATH]   put a dataset into the drop box
+    sluice submit DATASET.parquet [--drop s3://bucket/prefix | PATH] [--budget-usd 5 --tag team=x ...]   drop box
     sluice plan DATASET.parquet [--run-id ID]                          forecast cost and savings before a run
     sluice report RUN_ID [-o report.html]                              one run as a self-contained HTML report
     sluice dedup IN.parquet -o OUT.parquet [--only exact,near,semantic,cache --warehouse PATH]   mark duplicates
@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -157,35 +156,10 @@ def prepare(data_dir: DataDirOpt = None) -> None:
     console.print(resolve_model(PACKAGED_PREFIX + "smollm2-135m-instruct", settings.data_dir))
 
 
-@app.command()
-def submit(
-    dataset: Annotated[Path, typer.Argument(help="Parquet file with a `prompt` column")],
-    drop: Annotated[Optional[str], typer.Option(
-        help="drop box: s3://bucket/prefix or a folder [SLUICE_DROP_URL, else data/drop]")] = None,
-    name: Annotated[Optional[str], typer.Option(help="name in the drop box [the file's name]")] = None,
-    notify: Annotated[Optional[bool], typer.Option(
-        help="emit a `sluice.drop.submitted` event so `drop-watch` starts now [when PREFECT_API_URL is set]")] = None,
-) -> None:
-    """Put DATASET into the drop box's incoming/; the `process-drop-box` flow answers it on its next pass."""
-    from sluice.config import load_settings
-    from sluice.contracts.names import dataset_name_for
-    from sluice.dropbox import announce, open_drop_box, results_location
+# put a dataset (and its options) into the drop box: `sluice submit` (sluice/cli/submit.py)
+from sluice.cli.submit import submit_command  # noqa: E402
 
-    if not dataset.is_file():
-        _fail(f"{dataset}: no such file")
-    box = open_drop_box(drop, default_root=load_settings().data_dir / "drop")
-    try:
-        key = box.submit(dataset, name)
-    except ValueError as exc:
-        _fail(str(exc))
-    console.print(f"submitted {box.locate(key)}", highlight=False, soft_wrap=True)
-    if notify if notify is not None else bool(os.environ.get("PREFECT_API_URL")):
-        announce(box, key)
-        console.print("drop-watch notified (event sluice.drop.submitted)", highlight=False)
-    console.print(f"results will appear at {results_location(box, dataset_name_for(name or dataset.name))}"
-                  f" (bad files: {box.locate('failed/')}<run_id>/, with a .error.json reason)",
-                  highlight=False, soft_wrap=True)
-
+app.command("submit")(submit_command)
 
 # the learned router: `sluice router train`, `sluice route` (sluice/cli/router.py)
 from sluice.cli.router import route_command, router_app  # noqa: E402

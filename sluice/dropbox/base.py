@@ -2,7 +2,8 @@
 
 Layout under the drop box root (a folder, or `s3://bucket/prefix`):
 
-    incoming/<name>                      submitted files, waiting
+    incoming/<name>                      submitted files, waiting (beside each, its options: <stem>.sluice.toml
+                                         or .json, sluice/dropbox/manifest.py; filed with it below)
     processing/<run_id>/<name>           a claimed file's working copy while its run is in flight
     done/<run_id>/<name>                 processed files (their rows are in the warehouse)
     failed/<run_id>/<name>               files that could not be processed, with `<name>.error.json` beside them
@@ -43,6 +44,9 @@ from pathlib import Path, PurePosixPath
 INCOMING, PROCESSING, DONE, FAILED, RESULTS, CLAIMS = "incoming", "processing", "done", "failed", "results", "claims"
 DEFAULT_STALE_AFTER_S = 6 * 3600.0  # a run that has not refreshed its heartbeat for this long is presumed dead
 _IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
+# a data file's options travel beside it as NAME.sluice.toml / NAME.sluice.json (sluice/dropbox/manifest.py): never
+# processed as files of their own
+MANIFEST_SUFFIXES = (".sluice.toml", ".sluice.json")
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ class DropBox:
     def incoming(self) -> list[DropObject]:
         return [
             o for o in self.list(INCOMING + "/")
-            if not o.name.startswith(".") and not o.name.endswith(_IGNORED_SUFFIXES)
+            if not o.name.startswith(".") and not o.name.endswith(_IGNORED_SUFFIXES + MANIFEST_SUFFIXES)
         ]
 
     def claim(self, obj: DropObject, run_id: str, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> Claim | Skipped:
@@ -301,6 +305,9 @@ def check_submitted_name(name: str) -> str:
     if name.startswith(".") or name.endswith(_IGNORED_SUFFIXES):
         raise ValueError(f"{name!r}: hidden and partial-upload names ('.*', {', '.join(_IGNORED_SUFFIXES)}) are "
                          "never picked up; rename the file")
+    if name.endswith(MANIFEST_SUFFIXES):
+        raise ValueError(f"{name!r}: names ending {' or '.join(MANIFEST_SUFFIXES)} are a data file's options "
+                         "(`sluice submit FILE --budget-usd ...` writes them); rename the file")
     if len(name.encode()) > 255:
         raise ValueError(f"{name[:40]!r}...: name too long ({len(name.encode())} bytes, at most 255)")
     return name

@@ -202,9 +202,12 @@ def test_nightly_drop_box_on_a_prefect_server_and_s3(tmp_path, stack, moto_s3, o
     write_parquet(src / "alpha.parquet", {"id": ["a1", "a2"], "prompt": ["What is 2+2?", "Name a colour."]})
     write_parquet(src / "beta.parquet", {"prompt": ["Translate 'cat' to French.", "word " * 600, None]})
     (src / "broken.parquet").write_bytes(b"PAR1\x00garbage, not a parquet footer")
-    submitted = subprocess.run([str(BIN / "sluice"), "submit", str(src / "alpha.parquet"), "--no-notify"],
+    # alpha with its own options (a manifest, alpha.sluice.json, uploaded before it): a budget and chargeback tags
+    submitted = subprocess.run([str(BIN / "sluice"), "submit", str(src / "alpha.parquet"), "--no-notify",
+                                "--budget-usd", "0.01", "--tag", "team=search", "--tag", "project=x"],
                                env=env, capture_output=True, text=True, timeout=120)
     assert submitted.returncode == 0, submitted.stderr
+    assert f"s3://{BUCKET}/drop/incoming/alpha.sluice.json" in " ".join(submitted.stdout.split())
     assert f"s3://{BUCKET}/drop/results/alpha/<run_id>/results.parquet" in " ".join(submitted.stdout.split())
     for name in ("beta.parquet", "broken.parquet"):
         s3.upload_file(str(src / name), BUCKET, f"drop/incoming/{name}")
@@ -220,7 +223,7 @@ def test_nightly_drop_box_on_a_prefect_server_and_s3(tmp_path, stack, moto_s3, o
 
     assert keys("incoming/") == [] and keys("processing/") == []
     done = keys("done/")
-    assert sorted(k.rsplit("/", 1)[1] for k in done) == ["alpha.parquet", "beta.parquet"]
+    assert sorted(k.rsplit("/", 1)[1] for k in done) == ["alpha.parquet", "alpha.sluice.json", "beta.parquet"]
     [broken, report_key] = keys("failed/")
     assert broken.endswith("/broken.parquet") and report_key == broken + ".error.json"
     report = json.loads(s3.get_object(Bucket=BUCKET, Key="drop/" + report_key)["Body"].read())
@@ -234,6 +237,18 @@ def test_nightly_drop_box_on_a_prefect_server_and_s3(tmp_path, stack, moto_s3, o
         ("beta", "0", "ok"), ("beta", "1", "quarantined"), ("beta", "2", "quarantined"),
     ]
     assert "prompt too long" in landed[3][3] and "prompt is null" in landed[4][3]
+    # alpha's manifest was honoured: routed under its budget and landed within it, every row tagged, options recorded
+    con = duckdb.connect(str(warehouse), read_only=True)
+    alpha = con.execute("select cost_usd, tags, submission from runs where dataset = 'alpha'").fetchone()
+    alpha_rows = con.execute("select route_reason, tags from results where dataset = 'alpha'").fetchall()
+    beta_tags = con.execute("select tags from runs where dataset = 'beta'").fetchone()[0]
+    con.close()
+    assert 0 < alpha[0] <= 0.01 and json.loads(alpha[1]) == {"project": "x", "team": "search"}
+    assert json.loads(alpha[2]) == {"budget_usd": 0.01, "tags": {"project": "x", "team": "search"},
+                                    "manifest": "alpha.sluice.json"}
+    assert all("budget $0.01" in reason and json.loads(tags) == {"project": "x", "team": "search"}
+               for reason, tags in alpha_rows)
+    assert beta_tags is None  # beta came without options: the deployment's defaults
     results = keys("results/")
     assert [k.split("/")[1] for k in results] == ["alpha", "beta"]
     for k in results:
