@@ -10,8 +10,9 @@ Labels (`train_router`): `prompt`, `cheap_ok` (the cheap tier's answer was good 
 `premium_ok`. The target is "premium is needed": `not cheap_ok`, and when `premium_ok` is known, `not cheap_ok and
 premium_ok` (a row both tiers get wrong is not worth escalating: paying premium for it buys nothing).
 
-Saved as a folder: `router.json` (settings, feature names, training summary) + `weights.npz` (per head: mean,
-scale, weights, bias).
+Saved as a folder: `router.json` (kind, settings, feature names, training summary) + `weights.npz` (per head:
+mean, scale, weights, bias). `load_router` reads a folder of any kind: these logistic heads, the kNN router
+(`knn.py`) or the per-tier router (`per_tier.py`); `choose.py` picks among them by cross-validation.
 """
 
 from __future__ import annotations
@@ -25,37 +26,15 @@ import numpy as np
 import polars as pl
 
 from sluice.stages.route.features import TEXT_FEATURES, router_features
-from sluice.stats import fit_logistic
+from sluice.stages.route.heads import Head
+from sluice.stages.route.knn import KIND as KNN
+from sluice.stages.route.knn import KnnRouter, load_knn
+from sluice.stages.route.per_tier import KIND as PER_TIER
+from sluice.stages.route.per_tier import PerTierRouter, load_per_tier
+from sluice.stages.route.training import FORMAT_VERSION, RouterError, premium_needed
 
-FORMAT_VERSION = 2
-
-
-class RouterError(ValueError):
-    """Labels or a saved router that cannot be used."""
-
-
-@dataclass
-class Head:
-    """One logistic regression over the first `n_features` feature columns (standardised)."""
-
-    n_features: int
-    mean: np.ndarray
-    scale: np.ndarray
-    weights: np.ndarray
-    bias: float
-    l2: float
-
-    def prob(self, x: np.ndarray) -> np.ndarray:
-        z = (x[:, : self.n_features] - self.mean) / self.scale
-        return 1.0 / (1.0 + np.exp(-np.clip(z @ self.weights + self.bias, -30, 30)))
-
-    @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, l2: float) -> "Head":
-        mean, scale = x.mean(axis=0), x.std(axis=0)
-        scale[scale < 1e-9] = 1.0
-        w, b = fit_logistic((x - mean) / scale, y, l2=l2)
-        return cls(x.shape[1], mean, scale, w, b, l2)
-
+KIND = "logistic-heads"
+__all__ = ["KIND", "LearnedRouter", "LearnedScorer", "RouterError", "load_router", "premium_needed", "train_router"]
 
 @dataclass
 class LearnedRouter:
@@ -82,15 +61,17 @@ class LearnedRouter:
         order = np.argsort(-contrib, axis=1)[:, :top]
         return [",".join(TEXT_FEATURES[j] for j in row) for row in order]
 
+    def as_scorer(self) -> "LearnedScorer":
+        return LearnedScorer(self)
+
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {}
         for i, h in enumerate(self.heads):
-            arrays.update({f"h{i}_mean": h.mean, f"h{i}_scale": h.scale, f"h{i}_weights": h.weights,
-                           f"h{i}_bias": np.array([h.bias])})
+            arrays.update(h.arrays(f"h{i}"))
         np.savez(folder / "weights.npz", **arrays)
-        meta = {"format": FORMAT_VERSION, "kind": "logistic-heads", "use_embeddings": self.use_embeddings,
+        meta = {"format": FORMAT_VERSION, "kind": KIND, "use_embeddings": self.use_embeddings,
                 "heads": [{"n_features": h.n_features, "l2": h.l2} for h in self.heads], "target": self.target,
                 "text_features": TEXT_FEATURES, "trained_on": self.trained_on}
         (folder / "router.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -111,7 +92,8 @@ class LearnedScorer:
         return self.router.score_features(x), self.router.explain(x)
 
 
-def load_router(folder: str | Path) -> LearnedRouter:
+def load_router(folder: str | Path) -> "LearnedRouter | KnnRouter | PerTierRouter":
+    """A saved router of any kind (`router.json`'s `kind`: logistic heads, knn or per-tier)."""
     folder = Path(folder)
     try:
         meta = json.loads((folder / "router.json").read_text())
@@ -120,27 +102,16 @@ def load_router(folder: str | Path) -> LearnedRouter:
         raise RouterError(f"{folder}: not a saved router (router.json + weights.npz): {exc}") from exc
     if meta.get("format") != FORMAT_VERSION or meta.get("text_features") != TEXT_FEATURES:
         raise RouterError(f"{folder}: saved by an incompatible version of Sluice; retrain it")
-    heads = [Head(int(h["n_features"]), arrays[f"h{i}_mean"], arrays[f"h{i}_scale"], arrays[f"h{i}_weights"],
-                  float(arrays[f"h{i}_bias"][0]), float(h["l2"])) for i, h in enumerate(meta["heads"])]
+    kind = meta.get("kind", KIND)
+    if kind == KNN:
+        return load_knn(meta, arrays)
+    if kind == PER_TIER:
+        return load_per_tier(meta, arrays)
+    if kind != KIND:
+        raise RouterError(f"{folder}: unknown router kind {kind!r} (known: {KIND}, {KNN}, {PER_TIER})")
+    heads = [Head.from_arrays(arrays, f"h{i}", int(h["n_features"]), float(h["l2"])) for i, h in enumerate(meta["heads"])]
     return LearnedRouter(use_embeddings=bool(meta["use_embeddings"]), heads=heads, target=meta["target"],
                          trained_on=meta.get("trained_on", {}))
-
-
-def premium_needed(labels: pl.DataFrame) -> tuple[np.ndarray, str]:
-    """The training target and its description (see the module docstring)."""
-    for col in ("prompt", "cheap_ok"):
-        if col not in labels.columns:
-            raise RouterError(f"labels need a `{col}` column (have: {', '.join(labels.columns)})")
-    cheap_ok = labels["cheap_ok"].cast(pl.Boolean)
-    if cheap_ok.null_count():
-        raise RouterError(f"`cheap_ok` has {cheap_ok.null_count()} null values")
-    y = ~cheap_ok.to_numpy()
-    target = "not cheap_ok"
-    if "premium_ok" in labels.columns and labels["premium_ok"].null_count() < labels.height:
-        premium_ok = labels["premium_ok"].cast(pl.Boolean).fill_null(True).to_numpy()
-        y = y & premium_ok
-        target = "not cheap_ok and premium_ok"
-    return y.astype(np.float64), target
 
 
 def train_router(

@@ -6,6 +6,9 @@ thresholds, a share calibrated on the batch, or a dollar budget), so a new route
 
     GatekeeperScorer   the heuristic gatekeeper's complexity score (`gatekeeper.py`); no training needed
     LearnedRouter      logistic heads over text features and MiniLM embeddings (`learned.py`), trained on labels
+    KnnRouter          the nearest labelled prompts by MiniLM embedding (`knn.py`)
+    PerTierRouter      one quality predictor per tier (`per_tier.py`)
+A trained router becomes a scorer with its `as_scorer()`; `learned.load_router` reads any kind from its folder.
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ class GatekeeperScorer:
 
 
 def scorer_for(router: "Scorer | LearnedRouter | None") -> Scorer:
-    """The heuristic gatekeeper when no router is given; a trained `LearnedRouter` as its scorer; any other
+    """The heuristic gatekeeper when no router is given; a trained router (any kind) as its scorer; any other
     `Scorer` as it is."""
     if router is None:
         return GatekeeperScorer()
     if isinstance(router, LearnedRouter):
         return LearnedScorer(router)
-    return router
+    as_scorer = getattr(router, "as_scorer", None)
+    return as_scorer() if callable(as_scorer) else router
