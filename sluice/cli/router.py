@@ -1,6 +1,7 @@
 """`sluice router train` and `sluice route`: train the learned router, and route a Parquet file with it.
 
-    sluice router train LABELS.parquet -o ROUTER [--no-embeddings] [--l2-text 100] [--l2-embedding 1000]
+    sluice router train LABELS.parquet -o ROUTER [--kind logistic|knn|per-tier|auto] [--no-embeddings]
+                        [--l2-text 100] [--l2-embedding 1000]
     sluice router train --from-warehouse data/warehouse.duckdb -o ROUTER
     sluice route IN.parquet -o OUT.parquet [--router ROUTER] (--premium-share F | --budget-usd X)
 
@@ -41,6 +42,9 @@ def train(
     output: Annotated[Path, typer.Option("-o", "--output", help="folder to save the router in")] = Path("router"),
     from_warehouse: Annotated[Optional[Path], typer.Option(help="train on the warehouse's router_training table")] = None,
     embeddings: Annotated[bool, typer.Option("--embeddings/--no-embeddings", help="use MiniLM embeddings")] = True,
+    kind: Annotated[str, typer.Option(
+        help="logistic (heads over text features + embedding), knn (nearest labelled prompts), per-tier (a quality "
+             "predictor per tier), or auto (the best of them by 5-fold cross-validation on the labels)")] = "logistic",
     l2_text: Annotated[float, typer.Option(help="L2 strength of the text-feature head")] = 100.0,
     l2_embedding: Annotated[float, typer.Option(help="L2 strength of the text + embedding head")] = 1000.0,
     register: Annotated[bool, typer.Option(
@@ -62,9 +66,18 @@ def train(
         df = _read_table(labels)
         source = str(labels)
     try:
-        router = train_router(df, use_embeddings=embeddings, l2_text=l2_text, l2_embedding=l2_embedding)
+        if kind == "logistic":
+            router = train_router(df, use_embeddings=embeddings, l2_text=l2_text, l2_embedding=l2_embedding)
+        else:
+            from sluice.stages.route.choose import train as train_kind
+
+            router = train_kind(kind, df, use_embeddings=embeddings)
     except RouterError as exc:
         _fail(f"{source}: {exc}")
+    if "auto" in router.trained_on:
+        auto = router.trained_on["auto"]
+        console.print(f"chose {auto['chosen']} by {auto['metric']}: "
+                      + ", ".join(f"{k} {v}" for k, v in auto["candidates"].items()), highlight=False)
     router.trained_on["source"] = source
     router.save(output)
     console.print(f"router trained on {df.height} rows of {source} (target: {router.target}) -> {output}")
