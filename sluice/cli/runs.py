@@ -41,10 +41,16 @@ def _wall(seconds) -> str:
 
 
 def _quality(r: dict) -> str:
-    if r["accuracy"] is None:
-        return ""
-    text = f"{r['accuracy']:.3f} of {r['graded_rows']}"
-    return text + (f" (all-premium {r['baseline_accuracy']:.3f})" if r["baseline_accuracy"] is not None else "")
+    """Measured accuracy where graded (beside the all-premium baseline's), and the judged estimate with its 95%
+    interval and judged pairs where the shadow sample gave one."""
+    parts = []
+    if r["accuracy"] is not None:
+        parts.append(f"{r['accuracy']:.3f} of {r['graded_rows']}" + (
+            f" (all-premium {r['baseline_accuracy']:.3f})" if r["baseline_accuracy"] is not None else ""))
+    if r.get("quality_estimate") is not None:
+        parts.append(f"est. {r['quality_estimate']:.2f} [{r['quality_low']:.2f}, {r['quality_high']:.2f}] "
+                     f"n={r['quality_n']}")
+    return "; ".join(parts)
 
 
 @runs_app.callback(invoke_without_command=True)

@@ -10,6 +10,7 @@ the same command again resumes it (README "Kill it anywhere, run it again").
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +21,7 @@ RUN_COLUMNS = {
     "wall_s": pl.Float64, "rows": pl.Int64, "cost_usd": pl.Float64, "baseline_cost_usd": pl.Float64,
     "saving_usd": pl.Float64, "saving_pct": pl.Float64, "accuracy": pl.Float64, "graded_rows": pl.Int64,
     "baseline_accuracy": pl.Float64, "failed": pl.Int64, "quarantined": pl.Int64,
+    "quality_estimate": pl.Float64, "quality_low": pl.Float64, "quality_high": pl.Float64, "quality_n": pl.Int64,
 }
 
 
@@ -28,11 +30,14 @@ class RunNotFound(LookupError):
 
 
 def landed_runs(warehouse: str | Path, dataset: str | None = None) -> pl.DataFrame:
-    """Every landed run with its totals, saving and accuracy; wall time = finished_at - started_at."""
+    """Every landed run with its totals, saving, accuracy and quality estimate; wall time = finished_at -
+    started_at. A file written by an older Sluice is migrated first (as for the report)."""
+    from sluice.reports.html import upgrade_if_outdated
     from sluice.warehouse.db import connect
 
     if warehouse is None or not Path(warehouse).is_file():
         return pl.DataFrame(schema=RUN_COLUMNS)
+    upgrade_if_outdated(warehouse)
     with connect(warehouse, read_only=True) as con:
         df = con.execute("""
             SELECT u.run_id, u.dataset, 'landed' AS status,
@@ -42,7 +47,8 @@ def landed_runs(warehouse: str | Path, dataset: str | None = None) -> pl.DataFra
                    u.baseline_cost_usd - u.cost_usd AS saving_usd,
                    CASE WHEN u.baseline_cost_usd > 0
                         THEN 100.0 * (u.baseline_cost_usd - u.cost_usd) / u.baseline_cost_usd END AS saving_pct,
-                   u.accuracy, u.graded_rows, u.baseline_accuracy, u.failed, u.quarantined
+                   u.accuracy, u.graded_rows, u.baseline_accuracy, u.failed, u.quarantined,
+                   u.quality_estimate, u.quality_low, u.quality_high, u.quality_n
             FROM runs u
             WHERE ? IS NULL OR u.dataset = ?
             ORDER BY u.started_at DESC NULLS LAST, u.run_id DESC
@@ -80,10 +86,12 @@ def list_runs(warehouse: str | Path | None, runs_dir: str | Path | None = None, 
 
 def run_summary(warehouse: str | Path, run_id: str) -> dict:
     """RUN_ID's summary as it printed when the run landed: `summarise` over its landed rows, plus what `runs`
-    recorded beside it (the all-premium baseline's accuracy, timestamps)."""
+    recorded beside it (the all-premium baseline's accuracy, the quality estimate, timestamps)."""
+    from sluice.reports.html import upgrade_if_outdated
     from sluice.stages.land.results import summarise
     from sluice.warehouse.db import connect
 
+    upgrade_if_outdated(warehouse)
     with connect(warehouse, read_only=True) as con:
         cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
         cols = [d[0] for d in cur.description]
@@ -99,10 +107,27 @@ def run_summary(warehouse: str | Path, run_id: str) -> dict:
         n, acc = int(run["baseline_graded_rows"]), run.get("baseline_accuracy")
         summary.update(baseline_graded=n, baseline_accuracy=acc,
                        baseline_correct=round(acc * n) if acc is not None else 0)
+    summary.update(recorded_quality(run, results))
     started, finished = run.get("started_at"), run.get("finished_at")
     wall = (finished - started).total_seconds() if started and finished else None
     return {**summary, "run_id": run_id, "dataset": run["dataset"], "source": run.get("source"),
             "started_at": started, "finished_at": finished, "wall_s": wall}
+
+
+def recorded_quality(run: dict, results: pl.DataFrame) -> dict:
+    """The quality estimate `runs` recorded (sluice/stages/land/estimate.py), in the summary's terms
+    (sluice.reports.summary.quality_lines); nothing for runs landed before it existed. The rows it covers are the
+    answered rows of the tiers with an estimate; the measured accuracy of those rows is not recorded, so the check
+    against references shows the per-tier one only."""
+    per_tier = json.loads(run["quality_per_tier"]) if run.get("quality_per_tier") else {}
+    if not per_tier:
+        return {}
+    out = {k: run.get(k) for k in ("quality_estimate", "quality_low", "quality_high", "quality_n",
+                                   "quality_unjudged", "min_quality", "quality_alert")}
+    out["quality_per_tier"] = per_tier
+    out["quality_rows"] = sum(int(e.get("rows") or 0) for e in per_tier.values() if e.get("estimate") is not None)
+    out["quality_answered_rows"] = results.filter(pl.col("tier").is_not_null()).height if results.height else 0
+    return out
 
 
 def _empty_summary() -> dict:

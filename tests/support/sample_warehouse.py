@@ -184,8 +184,10 @@ def dashboard_quality(run_id: str) -> dict:
 
     ok, n, unjudged = DASHBOARD_QUALITY[run_id]
     low, high = wilson_interval(ok, n) if n else (None, None)
-    return {"quality_estimate": ok / n if n else None, "quality_low": low, "quality_high": high, "quality_n": n,
-            "quality_unjudged": unjudged, "quality_per_tier": {"small": {"n": n, "acceptable": ok}}}
+    est = ok / n if n else None
+    small = {"rows": 2, "ok_rows": 2, "n": n, "acceptable": ok, "estimate": est, "low": low, "high": high}
+    return {"quality_estimate": est, "quality_low": low, "quality_high": high, "quality_n": n,
+            "quality_unjudged": unjudged, "quality_per_tier": {"small": small}}
 
 
 def build_dashboard_warehouse(path: str | Path) -> Path:

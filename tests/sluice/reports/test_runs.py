@@ -11,7 +11,7 @@ from sluice.cli import app
 from sluice.reports.runs import RunNotFound, list_runs, run_summary
 from sluice.reports.summary import summary_lines
 from sluice.stages.land.results import summarise
-from tests.support.sample_warehouse import R1, build_sample_warehouse, results_frame
+from tests.support.sample_warehouse import R1, build_dashboard_warehouse, build_sample_warehouse, results_frame
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,44 @@ def test_wall_time_is_finished_minus_started(wh):
     with duckdb.connect(str(wh), read_only=True) as c:
         started, finished = c.execute("SELECT started_at, finished_at FROM runs WHERE run_id = 'r2'").fetchone()
     assert finished - started == timedelta(seconds=run_summary(wh, "r2")["wall_s"])
+
+
+def test_runs_show_the_recorded_quality_estimate(tmp_path):
+    """`sluice runs` and `runs show` give each run's judged quality estimate as `runs` recorded it, and the floor's
+    alert (the dashboard warehouse: n3-ds-b judged 1 of 2 pairs, under a floor of 0.8)."""
+    wh = build_dashboard_warehouse(tmp_path / "wh.duckdb")
+    with duckdb.connect(str(wh), read_only=True) as c:
+        est, low, high, n, alert = c.execute("""SELECT quality_estimate, quality_low, quality_high, quality_n,
+            quality_alert FROM runs WHERE run_id = 'n3-ds-b'""").fetchone()
+    by = {r["run_id"]: r for r in list_runs(wh, None).iter_rows(named=True)}
+    assert (by["n3-ds-b"]["quality_estimate"], by["n3-ds-b"]["quality_n"]) == (est, n) == (0.5, 2)
+    assert by["n1-qa"]["quality_estimate"] is None and by["n1-qa"]["accuracy"] == 0.5
+    lines = dict(summary_lines(run_summary(wh, "n3-ds-b")))
+    assert lines["quality estimate"] == (f"{est:.2f} [{low:.2f}, {high:.2f}] (n=2 judged shadow pairs; covers 2 of 3 "
+                                         "answered rows)")
+    assert lines["quality floor"] == f"0.80: {alert}"
+    assert dict(summary_lines(run_summary(wh, "n1-qa")))["quality estimate"].startswith(
+        "not estimated (no judged shadow pairs; 2 unjudged pairs")
+    res = CliRunner().invoke(app, ["runs", "--warehouse", str(wh)])
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if "│ n3-ds-b " in line)
+    assert f"est. 0.50 [{low:.2f}, {high:.2f}] n=2" in row
+    row = next(line for line in res.output.splitlines() if "│ n2-qa " in line)
+    assert "0.750 of 4 (all-premium 1.000); est. 0.67 [0.21, 0.94] n=3" in row
+
+
+def test_runs_on_a_warehouse_from_an_older_sluice(tmp_path):
+    """A file from before the quality estimate's columns (schema version 5) is migrated, then listed."""
+    from sluice.warehouse.db import SCHEMA_VERSION, schema_version
+
+    wh = build_sample_warehouse(tmp_path / "wh.duckdb")
+    with duckdb.connect(str(wh)) as c:
+        for view in [r[0] for r in c.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]:
+            c.execute(f'DROP VIEW "{view}"')
+        for col in [r[0] for r in c.execute("DESCRIBE runs").fetchall() if r[0].startswith(("quality_", "min_q"))]:
+            c.execute(f"ALTER TABLE runs DROP COLUMN {col}")
+        c.execute("DELETE FROM schema_version WHERE version > 5")
+    df = list_runs(wh, None)
+    assert df["run_id"].to_list() == ["r2", "r1"] and df["quality_estimate"].to_list() == [None, None]
+    with duckdb.connect(str(wh), read_only=True) as c:
+        assert schema_version(c) == SCHEMA_VERSION
