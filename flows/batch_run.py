@@ -41,7 +41,15 @@ from sluice.contracts.names import dataset_name_for, validate_dataset_name
 from sluice.contracts.shapes import RequestDefaults
 from sluice.contracts.tags import check_tags
 from sluice.reports import progress
-from sluice.runs import file_sha256, find_unfinished_run, fingerprint, mark_landed, read_manifest, write_manifest
+from sluice.runs import (
+    catalogue_fingerprint,
+    file_sha256,
+    find_unfinished_run,
+    fingerprint,
+    mark_landed,
+    read_manifest,
+    write_manifest,
+)
 from sluice.stages.context import StageContext
 from sluice.stages.route import write_tier_partitions
 from tasks.infer import dispatch_tier, infer_tier, validate_quantisation
@@ -104,7 +112,7 @@ def sluice_run(
 
     # Which run is this? An unfinished run of the same file and configuration is resumed, not paid for again.
     input_sha = file_sha256(dataset_path) if Path(dataset_path).is_file() else ""
-    config = fingerprint(tiers.model_dump_json(), settings.model_dump_json(include={"default_max_tokens", "router"}),
+    config = fingerprint(catalogue_fingerprint(tiers), settings.model_dump_json(include={"default_max_tokens", "router"}),
                          repr(defaults))
     if run_id is None and resume and input_sha:
         run_id = find_unfinished_run(settings.runs_dir, input_sha, config)

@@ -45,6 +45,14 @@ def fingerprint(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
+def catalogue_fingerprint(catalogue) -> str:
+    """The catalogue as a run depends on it: its settings, and the content of every replay tier's answers file (a
+    replay tier answers from the file, so a changed file is a different tier: the run is not resumed)."""
+    files = [f"{t.name}={file_sha256(t.answers)}" for t in catalogue.tiers
+             if getattr(t, "answers", None) and Path(t.answers).is_file()]
+    return fingerprint(catalogue.model_dump_json(), *files)
+
+
 def write_manifest(run_dir: Path, manifest: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / (MANIFEST + ".tmp")
