@@ -52,6 +52,17 @@ class RouterSettings(BaseModel):
     # Shadow sampling: this share of the cheapest tier's answered rows is also answered by the last (premium) tier;
     # agreement lands in `router_training` for `sluice router train --from-warehouse`
     shadow_share: float = Field(default=0.05, ge=0, le=1)
+    # The router that learns every night (sluice/stages/route/versions.py): a run without `model` routes with the
+    # warehouse's promoted router version (`use_promoted`); after a run lands, a new version is trained once this
+    # many labels (shadow verdicts, graded rows) have arrived since the last version was trained, and promoted only
+    # if it beats the promoted one on held-out folds. A first version uses MiniLM embeddings when
+    # `retrain_embeddings`; later ones keep the promoted version's features, so that the two compare like for like
+    use_promoted: bool = True
+    retrain_min_new_labels: int = Field(default=50, ge=1)
+    retrain_embeddings: bool = True
+    # The quality floor's loop (sluice/stages/route/loop.py): after a run of a dataset fell under its --min-quality,
+    # the next run of that dataset sends this much more of its rows to premium (capped at 1.0); 0 turns it off
+    quality_step: float = Field(default=0.1, ge=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "RouterSettings":

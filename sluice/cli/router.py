@@ -56,10 +56,11 @@ def train(
 
     if (labels is None) == (from_warehouse is None):
         _fail("give a LABELS.parquet file or --from-warehouse PATH (one of them)")
+    through = None  # the newest label learned from: a registered version counts new labels from it
     if from_warehouse is not None:
-        from sluice.warehouse.labels import read_labels
+        from sluice.warehouse.routers import training_labels
 
-        df = read_labels(from_warehouse)
+        df, through = training_labels(from_warehouse)
         source = f"{from_warehouse} (router_training)"
     else:
         assert labels is not None
@@ -96,26 +97,11 @@ def train(
     if register:
         if from_warehouse is None:
             _fail("--register keeps versions in a warehouse: give --from-warehouse")
-        _register(from_warehouse, output, df, embeddings, l2_text, l2_embedding)
+        from sluice.stages.route.versions import register_candidate
 
-
-def _register(warehouse: Path, folder: Path, labels, embeddings: bool, l2_text: float, l2_embedding: float) -> None:
-    import tempfile
-
-    from sluice.stages.route.learned import load_router
-    from sluice.stages.route.versions import judge_candidate
-    from sluice.warehouse.routers import promoted_version, register, restore
-
-    current_version = promoted_version(warehouse)
-    current = None
-    if current_version is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            current = load_router(restore(warehouse, current_version, Path(tmp)))
-    verdict = judge_candidate(labels, current, embeddings, l2_text, l2_embedding)
-    version = register(warehouse, folder, labels=labels.height, target=verdict.target, cv_auroc=verdict.cv_auroc,
-                       previous_auroc=verdict.previous_auroc,
-                       promote=verdict.promote, reason=verdict.reason)
-    console.print(f"router version {version}: {verdict.reason}")
+        version, verdict = register_candidate(from_warehouse, output, df, embeddings, l2_text, l2_embedding,
+                                              labels_through=through)
+        console.print(f"router version {version}: {verdict.reason}")
 
 
 @router_app.command("list")

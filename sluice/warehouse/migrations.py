@@ -279,6 +279,23 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "quality_unparseable BIGINT", "quality_judge_failed BIGINT",
         )],
     ),
+    (
+        10,
+        "the router that learns every night and the quality floor's loop: what each run routed with and why "
+        "(runs.router_version, routing, quality_loop), and the newest label each router version learned from",
+        [
+            # the promoted router version the run routed with (NULL: a router given by hand, or the heuristic)
+            "ALTER TABLE runs ADD COLUMN IF NOT EXISTS router_version INTEGER",
+            # {router, router_version, mode, premium_share, budget_usd, routed_premium_share, retrain: {trained,
+            # new_labels, version, promoted, reason}}: how it routed, and the retraining after it landed
+            "ALTER TABLE runs ADD COLUMN IF NOT EXISTS routing JSON",
+            # the quality floor's decision for this run after the dataset's last run (sluice/stages/route/loop.py):
+            # {setting, from, to, configured, why, after_run}; NULL when nothing was decided
+            "ALTER TABLE runs ADD COLUMN IF NOT EXISTS quality_loop JSON",
+            # the newest router_training.labelled_at a version learned from: labels after it are new to it
+            "ALTER TABLE routers ADD COLUMN IF NOT EXISTS labels_through TIMESTAMPTZ",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

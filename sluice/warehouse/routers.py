@@ -3,6 +3,11 @@
 A version keeps the whole saved router (its files, so it can be restored anywhere), when it was trained, from how
 many labels, its cross-validated score, and why it was or was not promoted. Exactly one version is promoted at a
 time; `promote` and `rollback` move that mark and say why. The table is created by the warehouse's migrations.
+
+The nightly loop's bookkeeping lives here too: how many labels arrived since the last version was trained
+(`new_labels`: each version records `labels_through`, the newest label it learned from), the promoted version's
+files for a run to route with (`promoted_files`), and what each run routed with and why (`record_run_routing`,
+`last_run`: `runs.router_version`, `runs.routing`, `runs.quality_loop`).
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ def _unpack(files: str, folder: Path) -> Path:
 
 
 def register(warehouse: str | Path, folder: Path, *, labels: int, target: str, cv_auroc: float,
-             previous_auroc: float | None, promote: bool, reason: str) -> int:
-    """Store a trained router (its saved `folder`) as the next version; promote it when `promote`."""
+             previous_auroc: float | None, promote: bool, reason: str,
+             labels_through: datetime | None = None) -> int:
+    """Store a trained router (its saved `folder`) as the next version; promote it when `promote`.
+    `labels_through`: the newest `router_training.labelled_at` among the labels it learned from."""
     now = datetime.now(timezone.utc)
     with connect(warehouse) as con:
         con.execute("BEGIN TRANSACTION")
@@ -48,9 +55,12 @@ def register(warehouse: str | Path, folder: Path, *, labels: int, target: str, c
         version = int(con.execute("SELECT coalesce(max(version), 0) + 1 FROM routers").fetchone()[0])
         if promote:
             con.execute("UPDATE routers SET promoted = false WHERE promoted")
-        con.execute("INSERT INTO routers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [version, now, labels, target, cv_auroc, previous_auroc,
-                     current[0] if current else None, promote, now if promote else None, reason, _pack(folder)])
+        values = {"version": version, "trained_at": now, "labels": labels, "target": target, "cv_auroc": cv_auroc,
+                  "previous_auroc": previous_auroc, "replaces": current[0] if current else None, "promoted": promote,
+                  "promoted_at": now if promote else None, "reason": reason, "files": _pack(folder),
+                  "labels_through": labels_through}
+        con.execute(f"INSERT INTO routers ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                    list(values.values()))
         con.execute("COMMIT")
     return version
 
@@ -101,3 +111,73 @@ def rollback(warehouse: str | Path) -> int:
                                                          else f"version {row[0]} replaced none"))
     promote(warehouse, int(row[1]), f"rollback from version {row[0]}")
     return int(row[1])
+
+
+def new_labels(warehouse: str | Path) -> tuple[int, int | None]:
+    """(labels that arrived since the last version was trained, that version; None when there is none yet).
+
+    A label arrived after a version when its `labelled_at` is newer than the version's `labels_through` (a label
+    written again, when a run is landed again, counts as new). A version registered before `labels_through` was
+    kept counts the labels beyond the number it learned from."""
+    with connect(warehouse) as con:
+        total = int(con.execute("SELECT count(*) FROM router_training").fetchone()[0])
+        last = con.execute("SELECT version, labels, labels_through FROM routers ORDER BY version DESC LIMIT 1"
+                           ).fetchone()
+        if last is None:
+            return total, None
+        version, used, through = last
+        if through is None:
+            return max(total - int(used or 0), 0), int(version)
+        newer = con.execute("SELECT count(*) FROM router_training WHERE labelled_at > ?", [through]).fetchone()[0]
+    return int(newer), int(version)
+
+
+def promoted_files(warehouse: str | Path) -> tuple[int, str] | None:
+    """The promoted version and its saved files (the `files` JSON `restore` writes out), or None."""
+    if promoted_version(warehouse) is None:
+        return None
+    with connect(warehouse, read_only=True) as con:
+        row = con.execute("SELECT version, files FROM routers WHERE promoted").fetchone()
+    return (int(row[0]), row[1]) if row else None
+
+
+def unpack_files(files: str, folder: Path) -> Path:
+    """Write a version's saved files into `folder` (what `load_router` reads)."""
+    return _unpack(files, folder)
+
+
+def record_run_routing(warehouse: str | Path, run_id: str, router_version: int | None, routing: dict,
+                       quality_loop: dict | None) -> None:
+    """What run `run_id` routed with (`runs.router_version`, `runs.routing`: the router, the mode, the premium
+    share planned and routed, the retraining after it landed) and the quality loop's decision for it."""
+    with connect(warehouse) as con:
+        con.execute("UPDATE runs SET router_version = ?, routing = ?, quality_loop = ? WHERE run_id = ?",
+                    [router_version, json.dumps(routing), json.dumps(quality_loop) if quality_loop else None, run_id])
+
+
+def last_run(warehouse: str | Path, dataset: str) -> dict | None:
+    """The dataset's latest landed run: run_id, min_quality, quality_low, quality_alert, routing, quality_loop."""
+    if not Path(warehouse).is_file():
+        return None
+    with connect(warehouse) as con:  # migrated: an older file gains the routing columns
+        row = con.execute(
+            "SELECT run_id, min_quality, quality_low, quality_alert, routing, quality_loop FROM runs "
+            "WHERE dataset = ? ORDER BY finished_at DESC NULLS LAST, started_at DESC NULLS LAST, run_id DESC LIMIT 1",
+            [dataset]).fetchone()
+    if row is None:
+        return None
+    keys = ("run_id", "min_quality", "quality_low", "quality_alert", "routing", "quality_loop")
+    run = dict(zip(keys, row, strict=True))
+    for k in ("routing", "quality_loop"):
+        run[k] = json.loads(run[k]) if run[k] else None
+    return run
+
+
+def training_labels(warehouse: str | Path) -> tuple[pl.DataFrame, datetime | None]:
+    """Every stored label (what `sluice.warehouse.labels.read_labels` gives) and the newest `labelled_at` among
+    them, read together: a version records the labels it learned from by that time (`labels_through`)."""
+    with connect(warehouse) as con:
+        labels = con.execute("SELECT run_id, row_id, prompt, cheap_ok, premium_ok, source, labelled_at "
+                             "FROM router_training ORDER BY run_id, row_id").pl()
+    through = labels["labelled_at"].max() if labels.height else None
+    return labels.drop("labelled_at"), through  # type: ignore[return-value]

@@ -4,18 +4,32 @@ The candidate is cross-validated on the labels it is trained from (5 folds: each
 on the other four), and its out-of-fold AUROC for "premium needed" is compared with the promoted version's AUROC
 on the same rows. The promoted version may have been trained on some of those rows, which flatters it: a
 candidate is promoted only when it beats it even so (or when nothing is promoted yet).
+
+The nightly loop (flows/batch_run.py, tasks/learn.py):
+    promoted_router   a run given no router routes with the promoted version, written once per version into a
+                      cache folder named by its content (so a run's configuration, and its resume, name it exactly)
+    retrain           after a run lands: once `RouterSettings.retrain_min_new_labels` labels have arrived since the
+                      last version was trained, train a candidate on every label, judge it as above and register it,
+                      promoted or not, with the reason; fewer new labels, or labels that cannot train a router, are
+                      recorded as the reason nothing was trained. Counting from the last version, not the promoted
+                      one: a rejected candidate's labels would otherwise retrain the same rejection every night.
 """
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from sluice.config import RouterSettings
 from sluice.stages.route.features import EMBED_MAX_TOKENS
-from sluice.stages.route.learned import LearnedRouter, premium_needed, train_router
+from sluice.stages.route.learned import LearnedRouter, RouterError, load_router, premium_needed, train_router
 from sluice.stats import auroc
+from sluice.warehouse import routers as versions
 
 FOLDS = 5
 SEED = 20261204
@@ -62,3 +76,72 @@ def judge_candidate(labels: pl.DataFrame, current: LearnedRouter | None, use_emb
                        f"{before:.3f} on the same {labels.height} labels", target)
     return Verdict(cv, before, False, f"not promoted: held-out AUROC {cv:.3f} does not beat the promoted "
                    f"version's {before:.3f} on the same {labels.height} labels", target)
+
+
+def register_candidate(warehouse: str | Path, folder: Path, labels: pl.DataFrame, use_embeddings: bool = False,
+                       l2_text: float = 100.0, l2_embedding: float = 1000.0, labels_through=None,
+                       why: str = "") -> tuple[int, Verdict]:
+    """Judge the router saved in `folder` (trained on `labels`) against the promoted version and keep it as the
+    next version, promoted or not; `why` prefixes the recorded reason (what started the training)."""
+    current = _promoted(warehouse)
+    if current is None and versions.promoted_version(warehouse) is not None:  # one this Sluice cannot read
+        why += f"the promoted version {versions.promoted_version(warehouse)} cannot be read; "
+    verdict = judge_candidate(labels, current, use_embeddings, l2_text, l2_embedding)
+    version = versions.register(warehouse, folder, labels=labels.height, target=verdict.target,
+                                cv_auroc=verdict.cv_auroc, previous_auroc=verdict.previous_auroc,
+                                promote=verdict.promote, reason=why + verdict.reason, labels_through=labels_through)
+    return version, verdict
+
+
+def promoted_router(warehouse: str | Path, cache_dir: Path) -> tuple[int, Path] | None:
+    """The promoted version and the folder it is written to (`<cache_dir>/<content hash>/`), or None."""
+    found = versions.promoted_files(warehouse)
+    if found is None:
+        return None
+    version, files = found
+    folder = cache_dir / hashlib.sha256(files.encode()).hexdigest()[:16]
+    if not (folder / "router.json").is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+            versions.unpack_files(files, Path(tmp) / "router")
+            try:  # whole or not at all: a concurrent run never reads half a router
+                Path(tmp, "router").replace(folder)
+            except OSError:
+                if not (folder / "router.json").is_file():  # not another run's copy of the same files
+                    raise
+    return version, folder
+
+
+def retrain(warehouse: str | Path, settings: RouterSettings, work_dir: Path, after_run: str) -> dict:
+    """Train, judge and register a new router version when enough labels have arrived (module docstring).
+    Returns what happened: {trained, reason, new_labels, version, promoted}."""
+    new, last = versions.new_labels(warehouse)
+    since = f"since version {last}" if last is not None else "(no version yet)"
+    if new < settings.retrain_min_new_labels:
+        return {"trained": False, "new_labels": new, "reason": f"{new} new labels {since}, under the "
+                f"{settings.retrain_min_new_labels} a retraining needs (RouterSettings.retrain_min_new_labels)"}
+    labels, through = versions.training_labels(warehouse)
+    promoted = _promoted(warehouse)  # like for like: the candidate keeps the promoted version's features
+    use_embeddings = promoted.use_embeddings if promoted is not None else settings.retrain_embeddings
+    try:
+        candidate = train_router(labels, use_embeddings=use_embeddings)
+    except RouterError as exc:
+        return {"trained": False, "new_labels": new, "reason": f"{new} new labels {since}, but not trained: {exc}"}
+    candidate.trained_on.update(source="router_training", after_run=after_run)
+    folder = candidate.save(work_dir)
+    version, verdict = register_candidate(warehouse, folder, labels, use_embeddings, labels_through=through,
+                                          why=f"after run {after_run} ({new} new labels {since}): ")
+    return {"trained": True, "new_labels": new, "version": version, "promoted": verdict.promote,
+            "reason": verdict.reason}
+
+
+def _promoted(warehouse: str | Path):
+    """The promoted version's router; None when there is none, or it was saved in a form this Sluice cannot read."""
+    version = versions.promoted_version(warehouse)
+    if version is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return load_router(versions.restore(warehouse, version, Path(tmp)))
+        except RouterError:
+            return None

@@ -74,3 +74,37 @@ def test_when_the_traffic_changes_the_candidate_that_fits_it_is_promoted(tmp_pat
     assert versions["reason"][1].startswith("promoted: held-out AUROC") and versions["replaces"][1] == 1
     assert versions["cv_auroc"][1] > versions["previous_auroc"][1]
 
+
+
+def test_a_version_registered_by_hand_counts_new_labels_from_the_newest_it_learned(tmp_path):
+    from sluice.warehouse.routers import new_labels
+
+    wh = tmp_path / "wh.duckdb"
+    store_labels(wh, "night-1", [True] * 12 + [False] * 12)
+    assert new_labels(wh) == (24, None)
+    train(wh, tmp_path / "r1")
+    assert new_labels(wh) == (0, 1)
+    store_labels(wh, "night-2", [True] * 12 + [False] * 12)
+    assert new_labels(wh) == (24, 1)
+
+
+def test_what_a_run_routed_with_is_recorded_and_read_back_for_the_next_run_of_its_dataset(tmp_path):
+    import json
+
+    from sluice.warehouse.routers import last_run, record_run_routing
+
+    wh = tmp_path / "wh.duckdb"
+    assert last_run(wh, "d") is None
+    with connect(wh) as con:
+        for run_id, dataset, day in (("a", "d", 1), ("b", "d", 2), ("c", "other", 3)):
+            con.execute("INSERT INTO runs (run_id, dataset, started_at, finished_at, min_quality, quality_low, "
+                        "quality_alert) VALUES (?, ?, ?, ?, 0.9, 0.8, 'under')",
+                        [run_id, dataset, f"2026-01-0{day} 02:00:00+00", f"2026-01-0{day} 03:00:00+00"])
+    routing = {"router": "version 3 (promoted)", "router_version": 3, "mode": "share", "premium_share": 0.4}
+    loop = {"setting": "premium_share", "from": 0.3, "to": 0.4, "why": "run a: under", "after_run": "a"}
+    record_run_routing(wh, "b", 3, routing, loop)
+    assert last_run(wh, "d") == {"run_id": "b", "min_quality": 0.9, "quality_low": 0.8, "quality_alert": "under",
+                                 "routing": routing, "quality_loop": loop}
+    with connect(wh, read_only=True) as con:
+        stored = con.execute("SELECT router_version, routing, quality_loop FROM runs WHERE run_id = 'b'").fetchone()
+    assert stored[0] == 3 and json.loads(stored[1]) == routing and json.loads(stored[2]) == loop
