@@ -10,6 +10,12 @@
     judge   -> with `judge = "<tier>"` in the catalogue, the free-text shadow pairs are put to that tier (its
                spend is the run's own line)
     land    -> one `results` row per input row, with tokens, latency, cost and the all-premium baseline
+    learn   -> when enough new labels (shadow verdicts, graded rows) have arrived, a new router version is
+               trained and kept in the warehouse, promoted only if it beats the promoted one on held-out folds
+
+Before routing, the run picks its router: the one given, else the warehouse's promoted version; and after a night
+under its --min-quality floor, the next run of the dataset raises its premium share by 0.1 (the quality loop).
+Both are recorded on the run (`runs.router_version`, `runs.routing`, `runs.quality_loop`) and in its summary.
 
 Every stage checkpoints its output in `<runs_dir>/<run_id>/`; the infer stage checkpoints each shard. Killed
 anywhere, the same command resumes the unfinished run: nothing finished is recomputed or paid for again.
@@ -54,6 +60,7 @@ from sluice.stages.context import StageContext
 from sluice.stages.route import write_tier_partitions
 from tasks.infer import dispatch_tier, infer_tier, validate_quantisation
 from tasks.land import land
+from tasks.learn import plan_routing, record_routing, retrain_router
 from tasks.review import judge, review
 from tasks.stage import run_stage
 
@@ -87,6 +94,7 @@ def sluice_run(
     mid_share: float | None = None,
     grader: str | None = None,
     min_quality: float | None = None,
+    retrain_min_new_labels: int | None = None,
     tags: dict[str, str] | None = None,
     submission: dict | None = None,
 ) -> dict:
@@ -94,13 +102,16 @@ def sluice_run(
     without their own; `temperature`: for rows without their own (default greedy); `grader`: how rows with a
     `reference` are graded when they have no `grader` column (`sluice.contracts.grading`; default auto);
     `min_quality`: a floor for the run's quality estimate (`sluice.stages.land.estimate`): a lower bound under it
-    is said in the summary and recorded in `runs.quality_alert`."""
+    is said in the summary and recorded in `runs.quality_alert`, and the next run of the dataset raises its premium
+    share (`sluice.stages.route.loop`); `retrain_min_new_labels`: new labels that start a router retraining after
+    the run lands (`RouterSettings.retrain_min_new_labels`)."""
     if min_quality is not None and not 0.0 <= min_quality <= 1.0:
         raise ValueError(f"min_quality must be in [0, 1], got {min_quality}")
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
     overrides = {k: v for k, v in {"model": router, "premium_share": premium_share, "budget_usd": budget_usd,
                                    "cascade_share": cascade_share, "shadow_share": shadow_share,
-                                   "cascade_min_confidence": cascade_min_confidence, "mid_share": mid_share}.items()
+                                   "cascade_min_confidence": cascade_min_confidence, "mid_share": mid_share,
+                                   "retrain_min_new_labels": retrain_min_new_labels}.items()
                  if v is not None}
     if overrides:  # the learned router / batch calibration / cascade and shadow shares
         settings.router = RouterSettings.model_validate({**settings.router.model_dump(), **overrides})
@@ -109,6 +120,11 @@ def sluice_run(
     tiers = settings.catalogue().with_run_deadline(deadline_h)
     logger = get_run_logger()
     assert settings.runs_dir is not None and settings.warehouse is not None
+    dataset = validate_dataset_name(dataset) if dataset else dataset_name_for(dataset_path)
+
+    # Which router, at which premium share? The one given, else the warehouse's promoted version; after a night
+    # under its quality floor, this dataset's premium share goes up by a step (sluice.stages.route.loop).
+    settings.router, routing, quality_loop = plan_routing(settings, dataset)
 
     # Which run is this? An unfinished run of the same file and configuration is resumed, not paid for again.
     input_sha = file_sha256(dataset_path) if Path(dataset_path).is_file() else ""
@@ -122,7 +138,7 @@ def sluice_run(
     run_dir = settings.runs_dir / run_id
     manifest = read_manifest(run_dir) or {
         "run_id": run_id,
-        "dataset": validate_dataset_name(dataset) if dataset else dataset_name_for(dataset_path),
+        "dataset": dataset,
         "source": str(dataset_path),
         "input_sha256": input_sha,
         "config": config,
@@ -156,8 +172,13 @@ def sluice_run(
                       run["billing"])
         run["billing"].update(judge(run_dir, tiers, str(settings.data_dir)))  # free-text shadow pairs, if any
     summary = land(run_dir, str(settings.warehouse), run, tiers.names, tiers.baseline_tier)
+    # The router learns from tonight's labels: a new version when enough have arrived, promoted only if it beats
+    # the promoted one on held-out folds. A failure to retrain is recorded, never the run's failure.
+    routing["retrain"] = retrain_router(str(settings.warehouse), settings.router, run_dir, run_id)
+    routing = record_routing(str(settings.warehouse), run_dir, run_id, tiers.names[-1], routing, quality_loop)
     mark_landed(run_dir)
     return {**summary, "run_id": run_id, "dataset": run["dataset"], "warehouse": str(settings.warehouse),
+            "routing": routing, "quality_loop": quality_loop,
             # replay tiers answered from recorded answers, not a model: the output always says so
             "replayed_tiers": [t.name for t in tiers.tiers if t.replayed]}
 

@@ -108,6 +108,9 @@ def run_summary(warehouse: str | Path, run_id: str) -> dict:
         summary.update(baseline_graded=n, baseline_accuracy=acc,
                        baseline_correct=round(acc * n) if acc is not None else 0)
     summary.update(recorded_quality(run, results))
+    for k in ("routing", "quality_loop"):  # the router it used, the quality loop's decision (sluice/stages/route/loop.py)
+        if run.get(k):
+            summary[k] = json.loads(run[k])
     started, finished = run.get("started_at"), run.get("finished_at")
     wall = (finished - started).total_seconds() if started and finished else None
     return {**summary, "run_id": run_id, "dataset": run["dataset"], "source": run.get("source"),

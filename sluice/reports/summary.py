@@ -32,6 +32,21 @@ def summary_lines(summary: dict) -> list[tuple[str, str]]:
     ]
     lines += accuracy_lines(summary)
     lines += quality_lines(summary)
+    lines += routing_lines(summary)
+    return lines
+
+
+def routing_lines(summary: dict) -> list[tuple[str, str]]:
+    """The router the run used, the quality loop's decision for it, and the router retrained after it landed
+    (sluice.stages.route.loop, sluice.stages.route.versions); nothing for runs landed before they were recorded."""
+    routing, loop = summary.get("routing") or {}, summary.get("quality_loop")
+    lines = [("router", f"{routing['router']}, routing by {routing.get('mode')}")] if routing.get("router") else []
+    if loop:
+        lines.append(("quality loop", f"{loop['setting']} {loop['from']} -> {loop['to']}: {loop['why']}"))
+    if routing.get("retrain"):
+        r = routing["retrain"]
+        lines.append(("router retrained", f"version {r['version']}: {r['reason']}" if r.get("trained")
+                      else f"no: {r['reason']}"))
     return lines
 
 

@@ -2,7 +2,7 @@
 
     results.py  combine a row's attempts, assemble the results table, land it in one transaction
     grading.py  each row's answer against its reference (correct, grade_reason); the run's accuracy per tier
-    labels.py   router labels from the shadow pairs
+    labels.py   router labels from the shadow pairs and the cheapest tier's graded rows
     estimate.py the run's quality estimated from the shadow pairs (judged by shape, or by the judge), per tier and
                 for the batch
     judged.py   the judge's outcomes, its requests as attempts, and its spend as the run's own line
@@ -26,7 +26,7 @@ from sluice.stages.land.chargeback import apply_run_tags, meta_values, read_pass
 from sluice.stages.land.estimate import estimate_quality
 from sluice.stages.land.grading import baseline_accuracy
 from sluice.stages.land.judged import judge_attempts, judge_line, judge_outcomes
-from sluice.stages.land.labels import labels_from_shadow
+from sluice.stages.land.labels import labels_from_grades, labels_from_shadow
 from sluice.stages.land.results import assemble_results, combine_attempts, land_results
 
 __all__ = ["assemble_results", "combine_attempts", "land_results", "land_run"]
@@ -63,6 +63,9 @@ def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | N
         labels = labels_from_shadow(pairs.join(prompts, on="row_id").select(
             pl.lit(run["run_id"]).alias("run_id"), "row_id", "prompt",
             pl.col("response").alias("cheap_response"), pl.col("_shadow_response").alias("premium_response")))
+    if order:  # a graded row's verdict is a better label than agreement with premium: it replaces the pair's
+        graded = labels_from_grades(results, run["run_id"], order[0])
+        labels = pl.concat([labels, graded]).unique("row_id", keep="last") if labels is not None else graded
     summary = land_results(warehouse, results, run, attempts=every if asked is None else pl.concat([every, asked]),
                            labels=labels, baseline_quality=quality, quality_estimate=estimate,
                            judge=judge_line(asked, judged))
