@@ -94,6 +94,9 @@ class Tier(BaseModel):
     deadline_h: float | None = Field(default=None, gt=0)
     batch_window_h: float = Field(default=24.0, gt=0)
     batch_poll_interval_s: float = Field(default=30.0, gt=0)
+    # false: submit the provider batches, journal them and end the run "waiting on provider batch" instead of
+    # polling for up to a day; the `collect-batches` flow polls them and resumes the run once they have ended
+    batch_wait: bool = True
     # per-file (OpenAI) or per-batch (Anthropic) limits; unset: the provider's documented limit
     batch_max_requests: int | None = Field(default=None, gt=0)
     batch_max_bytes: int | None = Field(default=None, gt=0)
