@@ -81,6 +81,8 @@ ANSWER_SCHEMA = pa.schema(
         ("latency_ms", pa.float64()),
         ("finish_reason", pa.string()),
         ("cost_usd", pa.float64()),
+        # provider batch answers: list price less cost_usd (the batch discount, its own saving); else 0
+        ("batch_discount_usd", pa.float64()),
         ("baseline_cost_usd", pa.float64()),
         # how cost_usd was priced: "list", "batch" (provider batch API) or "worker" (self-hosted time)
         ("price_basis", pa.string()),

@@ -296,6 +296,35 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE routers ADD COLUMN IF NOT EXISTS labels_through TIMESTAMPTZ",
         ],
     ),
+    (
+        11,
+        "batch jobs that survive: every provider batch a run submitted (provider_batches), and each row's batch "
+        "discount as its own saving (results.batch_discount_usd)",
+        [
+            # list price less the batch price of a row answered through a provider batch API (sum over its
+            # attempts); 0 for other rows, NULL for rows landed before it was recorded (savings_per_row: 0)
+            "ALTER TABLE results ADD COLUMN IF NOT EXISTS batch_discount_usd DOUBLE",
+            # one row per provider batch (OpenAI Batch, Anthropic Message Batches), from the run folder's journals
+            # (models/backends/batch_journal.py): what was submitted and when, and how it ended
+            """
+            CREATE TABLE IF NOT EXISTS provider_batches (
+                run_id VARCHAR NOT NULL,
+                tier VARCHAR NOT NULL,
+                kind VARCHAR,                 -- first | escalation | retry | shadow: the pass it answered
+                shard INTEGER,
+                batch_id VARCHAR NOT NULL,    -- the provider's id
+                provider VARCHAR,             -- openai | anthropic
+                round INTEGER,                -- 0: first submission; 1, 2: rows an earlier batch left unanswered
+                rows BIGINT,
+                submitted_at TIMESTAMPTZ,
+                status VARCHAR,               -- the provider's final status (completed, expired, ended, ...)
+                ended_at TIMESTAMPTZ,
+                collected_at TIMESTAMPTZ,     -- its results were read
+                PRIMARY KEY (run_id, batch_id)
+            )
+            """,
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -307,7 +336,7 @@ RESULT_COLUMNS = [
     "history", "temperature", "stop", "response_schema", "parsed", "schema_valid", "attempts", "escalated",
     "escalated_from", "cascade_reason", "shadow", "shadow_agrees", "shadow_cost_usd", "price_basis",
     "cached_input_tokens", "usage_estimated", "mean_logprob",
-    "reference", "grader", "correct", "grade_reason", "meta", "tags",
+    "reference", "grader", "correct", "grade_reason", "meta", "tags", "batch_discount_usd",
 ]
 ATTEMPT_COLUMNS = ["run_id", "row_id", "attempt", "kind", "tier", "model", "status", "error", "schema_valid",
                    "input_tokens", "output_tokens", "latency_ms", "cost_usd", "mean_logprob", "response"]

@@ -2,8 +2,9 @@
 
 Cost per row:
     - API tiers: the row's returned token usage x the tier's prices: list prices, the cached-input price for
-      prompt-cache reads, batch prices for rows answered through a provider batch API. A row whose response
-      carried no usage is priced from the backend's token estimate and flagged `usage_estimated`.
+      prompt-cache reads, batch prices for rows answered through a provider batch API (the difference to list
+      price is the row's `batch_discount_usd`, a saving of its own). A row whose response carried no usage is
+      priced from the backend's token estimate and flagged `usage_estimated`.
     - self-hosted tiers: the worker's billed time (engine start + generation) x its $/hour, apportioned to rows
       in proportion to their tokens (input + output). The rows of a batch therefore add up exactly to the bill.
 Baseline per row: what the same tokens would have cost on the catalogue's baseline (premium) tier. Output tokens
@@ -75,8 +76,12 @@ def answer_partition(
     base = catalogue.baseline_tier
     rows = []
     asked = {r.row_id: r for r in requests}
+    discounts = []
     for c, cost in zip(result.completions, costs, strict=True):
         req = asked[c.row_id]
+        # a provider batch's discount is its own saving: what the row would have cost at list price, less its cost
+        discounts.append(tier.token_cost_usd(c.input_tokens, c.output_tokens, c.cached_input_tokens) - cost
+                         if c.ok and c.via_batch_api else 0.0)
         status, error, parsed, valid = ("ok" if c.ok else "failed"), c.error, None, None
         if req.response_schema and c.ok:
             parsed, why = validate_answer(c.text, req.response_schema)
@@ -96,6 +101,7 @@ def answer_partition(
                 "latency_ms": c.latency_ms,
                 "finish_reason": c.finish_reason,
                 "cost_usd": cost,
+                "batch_discount_usd": discounts[-1],
                 "baseline_cost_usd": base.token_cost_usd(c.input_tokens, c.output_tokens) if c.ok else 0.0,
                 "price_basis": "worker" if tier.self_hosted else "batch" if c.via_batch_api else "list",
                 "cached_input_tokens": c.cached_input_tokens,
@@ -109,6 +115,7 @@ def answer_partition(
         "rows": float(len(rows)),
         "billed_seconds": float(result.billed_seconds or 0.0),
         "cost_usd": float(sum(costs)),
+        "batch_discount_usd": float(sum(discounts)),
         "rows_usage_estimated": float(sum(1 for c in result.completions if c.usage_estimated)),
         **{k: float(v) for k, v in result.details.items() if isinstance(v, (int, float))},
     }
@@ -148,7 +155,16 @@ def answer_shard(
                                "changed underneath the run (start a new run id)")
         log.info("tier %s shard %d: already answered, skipped (resume)", tier.name, shard)
         return json.loads(bill_path.read_text())
-    answers, billing = answer_partition(rows, tier, catalogue, backend, default_max_tokens)
+    # an API tier's provider batches are journaled beside the shard the moment the provider accepts them: answering
+    # the shard again (a kill, a run that waited on the provider) polls them instead of paying for them twice
+    journal_to = getattr(backend, "journal_to", None)
+    if journal_to is not None:
+        journal_to(tier_dir / f"shard-{shard:05d}.batches.jsonl")
+    try:
+        answers, billing = answer_partition(rows, tier, catalogue, backend, default_max_tokens)
+    finally:
+        if journal_to is not None:
+            journal_to(None)
     # which process answered (and, under a Prefect process worker, which worker: the parent)
     billing["worker_pid"], billing["worker_ppid"] = float(os.getpid()), float(os.getppid())
     tmp_bill = bill_path.with_suffix(".json.tmp")

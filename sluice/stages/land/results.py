@@ -47,7 +47,7 @@ from sluice.stages.land.judged import judge_spend
 from sluice.warehouse.db import ATTEMPT_COLUMNS, RESULT_COLUMNS, connect
 
 ANSWER_FIELDS = ["response", "model", "input_tokens", "output_tokens", "latency_ms", "cost_usd",
-                 "baseline_cost_usd", "finish_reason", "price_basis", "cached_input_tokens", "usage_estimated",
+                 "batch_discount_usd", "baseline_cost_usd", "finish_reason", "price_basis", "cached_input_tokens", "usage_estimated",
                  "mean_logprob", "parsed", "schema_valid", "attempts", "escalated", "escalated_from",
                  "cascade_reason", "shadow", "shadow_agrees", "shadow_cost_usd"]
 # attempt kinds in the order they happen on one tier; tiers in catalogue order; shadow answers last
@@ -90,12 +90,13 @@ def combine_attempts(attempts: list[tuple[str, pa.Table]], tier_order: list[str]
         pl.col("status").alias("_shadow_status"))
     totals = every.group_by("row_id").agg(
         pl.col("input_tokens").sum(), pl.col("output_tokens").sum(), pl.col("cost_usd").sum(),
+        pl.col("batch_discount_usd").sum(),
         pl.col("latency_ms").filter(pl.col("kind") != "shadow").sum().alias("latency_ms"),
         pl.len().cast(pl.Int32).alias("attempts"),
         (pl.col("kind") == "escalation").any().alias("escalated"),
     )
     final = main.group_by("row_id", maintain_order=True).last().drop(
-        "input_tokens", "output_tokens", "cost_usd", "latency_ms", "attempt", "kind", "_tier_rank", "_kind_rank",
+        "input_tokens", "output_tokens", "cost_usd", "batch_discount_usd", "latency_ms", "attempt", "kind", "_tier_rank", "_kind_rank",
         "_is_shadow")
     final = final.join(totals, on="row_id", how="left").join(shadow, on="row_id", how="left")
     if escalations is not None and escalations.height:
@@ -187,6 +188,8 @@ def assemble_results(routed: pa.Table, answers: list[pa.Table] | pl.DataFrame, r
         pl.when(pending).then(pl.col("output_tokens")).otherwise(zero).fill_null(0).alias("output_tokens"),
         pl.when(pending).then(pl.col("latency_ms")).alias("latency_ms"),
         pl.when(pending).then(pl.col("cost_usd")).otherwise(0.0).fill_null(0.0).alias("cost_usd"),
+        pl.when(pending).then(pl.col("batch_discount_usd")).otherwise(0.0).fill_null(0.0)
+        .alias("batch_discount_usd"),
         pl.when(pending).then(pl.col("baseline_cost_usd")).when(dup).then(pl.col("c_baseline"))
         .otherwise(0.0).fill_null(0.0).alias("baseline_cost_usd"),
         pl.when(pending).then(pl.col("finish_reason")).alias("finish_reason"),
@@ -218,7 +221,7 @@ def _parse_reused_answers(df: pl.DataFrame) -> pl.DataFrame:
 
 
 _ANSWER_DEFAULTS = {
-    "price_basis": pl.String, "cached_input_tokens": pl.Int64, "usage_estimated": pl.Boolean,
+    "batch_discount_usd": pl.Float64, "price_basis": pl.String, "cached_input_tokens": pl.Int64, "usage_estimated": pl.Boolean,
     "mean_logprob": pl.Float64, "parsed": pl.String, "schema_valid": pl.Boolean, "attempts": pl.Int32,
     "escalated": pl.Boolean, "escalated_from": pl.String, "cascade_reason": pl.String, "shadow": pl.Boolean,
     "shadow_agrees": pl.Boolean, "shadow_cost_usd": pl.Float64,

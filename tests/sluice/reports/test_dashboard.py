@@ -250,14 +250,16 @@ def test_spend_and_saving_by_mechanism_match_savings_per_row(wh, page):
             SELECT {NIGHT_SQL}, s.dataset, sum(s.baseline_cost_usd), sum(s.cost_usd), sum(s.dedup_saving_usd),
                    sum(s.cache_saving_usd), sum(s.routing_saving_usd), sum(s.waste_usd), sum(s.saving_usd)
             FROM savings_per_row s JOIN runs u USING (run_id) GROUP BY 1, 2""").fetchall()}
-        dedup, cache, routing, total = c.execute("""SELECT sum(dedup_saving_usd), sum(cache_saving_usd),
-            sum(routing_saving_usd), sum(saving_usd) FROM savings_per_row""").fetchone()
+        dedup, cache, routing, batch, total = c.execute("""SELECT sum(dedup_saving_usd), sum(cache_saving_usd),
+            sum(routing_saving_usd), sum(batch_saving_usd), sum(saving_usd) FROM savings_per_row""").fetchone()
     got = {r["mechanism"]: r for r in table(text, "mechanisms")}
     assert ((num(got["dedup"]["usd"]), num(got["cache"]["usd"]), num(got["routing"]["usd"]),
              num(got["total saving"]["usd"])) == (a(dedup), a(cache), a(routing), a(total)))
-    # batch discounts and trimming have no column in `results`: shown as not recorded, never as a measured 0
-    assert got["batch discount"]["usd"] == "–" and got["trimming"]["usd"] == "–"
-    assert got["batch discount"]["recorded"] == "no: results.batch_discount_usd does not exist yet"
+    # the batch discount has its column (migration 11); trimming has none in `results`: shown as not recorded,
+    # never as a measured 0
+    assert num(got["batch discount"]["usd"]) == a(batch) and got["batch discount"]["recorded"] == "yes"
+    assert got["trimming"]["usd"] == "–"
+    assert got["trimming"]["recorded"] == "no: results.trim_saving_usd does not exist yet"
     assert "not recorded in the warehouse yet" in text
 
     rows = table(text, "savings")
@@ -267,11 +269,11 @@ def test_spend_and_saving_by_mechanism_match_savings_per_row(wh, page):
         got_nums = [num(r[k]) for k in ("all-premium (USD)", "spend (USD)", "dedup", "cache", "routing", "waste",
                                         "saving (USD)")]
         assert got_nums == [a(v, abs=5e-5) for v in (base, cost, d, ca, ro, waste, saving)]
-        assert r["batch discount"] == r["trimming"] == "–"
+        assert r["trimming"] == "–" and num(r["batch discount"]) == 0  # the sample's rows record no discount
 
     # the plot: per night and dataset a bar of spend with each recorded mechanism on top, to one scale
     drawn = series(plot_svg(text, "spend"))
-    assert not any(k.startswith(("batch_saving_usd", "trim_saving_usd")) for k in drawn)
+    assert not any(k.startswith("trim_saving_usd") for k in drawn)
     heights = []
     for (night, ds), (base, cost, d, ca, ro, _, _) in per_night.items():
         stack = [bar(drawn[f"{key}-{ds}-{night}"]) for key in ("spend", "dedup_saving_usd", "cache_saving_usd",
@@ -291,8 +293,7 @@ def test_spend_and_saving_by_mechanism_match_savings_per_row(wh, page):
 def test_a_recorded_mechanism_is_shown_and_drawn(wh, tmp_path):
     recorded = tmp_path / "wh.duckdb"
     shutil.copy(wh, recorded)
-    with connect(recorded) as c:  # a later Sluice records batch discounts on the rows answered on premium
-        c.execute("ALTER TABLE results ADD COLUMN batch_discount_usd DOUBLE")
+    with connect(recorded) as c:  # batch discounts recorded on the rows answered on premium
         c.execute("UPDATE results SET batch_discount_usd = 0.001 WHERE tier = 'premium' AND status = 'ok'")
     with connect(recorded):  # a writer refreshes the views with the column now there
         pass

@@ -48,14 +48,14 @@ def test_a_v1_file_upgrades_in_place_keeping_its_rows(tmp_path):
     con.close()
 
     with connect(path) as con:
-        assert schema_version(con) == SCHEMA_VERSION == 10
+        assert schema_version(con) == SCHEMA_VERSION == 11
         assert NEW_TABLES <= tables(con)
         assert con.execute("SELECT run_id, row_id, cost_usd FROM results").fetchall() == [("old", "0", 0.001)]
-        assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(v,) for v in range(1, 11)]
+        assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(v,) for v in range(1, 12)]
         assert con.execute("SELECT saving_usd FROM savings_per_run").fetchone()[0] == pytest.approx(0.001)
         # migrating again is a no-op
         assert migrate(con) == SCHEMA_VERSION
-        assert con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 10
+        assert con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 11
         # v3 added the request-shape and attempt columns to the old rows (NULL there) and the attempts table
         assert con.execute("SELECT history, parsed, attempts FROM results").fetchall() == [(None, None, None)]
         assert "attempts" in tables(con)
