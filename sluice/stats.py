@@ -54,3 +54,26 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_difference_interval(only_a: int, only_b: int, both: int, neither: int,
+                               z: float = 1.959963984540054) -> tuple[float, float, float]:
+    """The difference of two proportions measured on the same items (A right minus B right), with its interval:
+    Newcombe's (1998) method 10, built from the two Wilson intervals and the correlation of the pairs.
+
+    The counts are the 2x2 table of the pairs: right on A only, on B only, on both, on neither. Pairing is what
+    makes it narrow: a copy of a model that agrees with it everywhere gives an interval around 0 much tighter
+    than two independent accuracies would. Returns (difference, low, high); nans when there are no pairs."""
+    n = only_a + only_b + both + neither
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    a_right, b_right = both + only_a, both + only_b
+    p1, p2 = a_right / n, b_right / n
+    l1, u1 = wilson_interval(a_right, n, z)
+    l2, u2 = wilson_interval(b_right, n, z)
+    denom = (a_right * (n - a_right) * b_right * (n - b_right)) ** 0.5
+    phi = (both * neither - only_a * only_b) / denom if denom else 0.0
+    d_low = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    d_high = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    diff = p1 - p2
+    return diff, max(-1.0, diff - d_low), min(1.0, diff + d_high)
