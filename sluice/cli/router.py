@@ -100,7 +100,7 @@ def train(
         from sluice.stages.route.versions import register_candidate
 
         version, verdict = register_candidate(from_warehouse, output, df, embeddings, l2_text, l2_embedding,
-                                              labels_through=through)
+                                              labels_through=through, kind=kind)
         console.print(f"router version {version}: {verdict.reason}")
 
 

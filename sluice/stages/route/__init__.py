@@ -1,7 +1,12 @@
 """Route: score every prompt and assign a tier for the whole batch.
 
     assign.py      the stage: route_batch, and the per-tier partitions infer reads
-    scorers.py     the Scorer interface; gatekeeper.py (heuristic) and learned.py (trained router) implement it
+    scorers.py     the Scorer interface; gatekeeper.py (heuristic) and the trained routers implement it:
+                   learned.py (logistic heads, and `load_router` for every kind), knn.py (neighbours over MiniLM),
+                   per_tier.py (one quality predictor per tier), choose.py (`--kind auto`: by cross-validation)
+    training.py    labels, folds and APGR the router kinds share; heads.py the logistic head
+    versions.py    router versions in the warehouse: judged on held-out folds, retrained after a run, promoted
+    loop.py        what a run routes with (given, promoted or heuristic) and the quality floor's next-run rule
     features.py    the learned router's features
     policies.py    scores -> tiers: thresholds, a share calibrated on the batch, a dollar budget
     brevity.py     prompt trimming and answer caps by intent

@@ -76,3 +76,29 @@ def test_a_promoted_version_this_sluice_cannot_read_is_replaced_and_the_reason_s
     assert (outcome["trained"], outcome["version"], outcome["promoted"]) == (True, 2, True)
     assert list_routers(wh)["reason"][1].startswith("after run night-1 (24 new labels since version 1): the "
                                                     "promoted version 1 cannot be read; promoted: no router yet")
+
+
+def test_the_candidate_is_of_the_promoted_versions_kind(tmp_path):
+    from sluice.stages.route.choose import train
+    from sluice.stages.route.learned import load_router
+    from sluice.stages.route.per_tier import PerTierRouter
+    from sluice.stages.route.versions import register_candidate
+    from sluice.warehouse.routers import restore
+
+    wh = tmp_path / "wh.duckdb"
+    prompts = EASY + HARD
+    cheap_ok = [True] * 12 + [False] * 12
+    with connect(wh) as con:
+        add_labels(con, pl.DataFrame({"run_id": "night-1", "row_id": [f"r{i}" for i in range(24)], "prompt": prompts,
+                                      "cheap_ok": cheap_ok, "premium_ok": [True] * 24, "source": "shadow"}))
+    labels = pl.DataFrame({"prompt": prompts, "cheap_ok": cheap_ok, "premium_ok": [True] * 24})
+    first = train("per-tier", labels, use_embeddings=False)
+    version, verdict = register_candidate(wh, first.save(tmp_path / "v1"), labels, kind="per-tier")
+    assert (version, verdict.promote) == (1, True) and verdict.cv_auroc > 0.9  # cross-validated as per-tier
+    with connect(wh) as con:
+        add_labels(con, pl.DataFrame({"run_id": "night-2", "row_id": [f"s{i}" for i in range(24)],
+                                      "prompt": prompts, "cheap_ok": cheap_ok, "premium_ok": [True] * 24,
+                                      "source": "shadow"}))
+    outcome = retrain(wh, SETTINGS, tmp_path / "c2", "night-2")
+    assert outcome["trained"] and outcome["version"] == 2
+    assert isinstance(load_router(restore(wh, 2, tmp_path / "restored")), PerTierRouter)
