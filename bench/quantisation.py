@@ -43,7 +43,7 @@ PROMPTS = ROOT / "data" / "samples" / "prompts.parquet"
 OUT = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / ".work"
 SEED = 20261204
-YES_NO = json.dumps(["yes", "no"])
+YES_NO = json.dumps({"enum": ["yes", "no"]})  # a choice list (models/backends/base.py)
 MODELS = {
     "fp32": ("packaged:smollm2-135m-instruct", "float32"),
     "bf16": ("packaged:smollm2-135m-instruct", "bfloat16"),
@@ -95,6 +95,7 @@ def run_one(name: str, rows: int, free: int, out: Path) -> None:
                 "generate_s": batch.details.get("generate_s"),
                 "answers": {r["id"]: (comps[r["id"]].text if r["id"] in comps else None) for r in items},
                 "output_tokens": sum(c.output_tokens for c in batch.completions),
+                "failed": sum(not c.ok for c in batch.completions),
             }
     finally:
         backend.close()
@@ -165,6 +166,9 @@ def summarise(measured: dict[str, dict], rows: int, free: int) -> dict:
                      "output_tokens_per_s": round(f["output_tokens"] / f["generate_s"], 1),
                      "identical_to_fp32": sum(f["answers"][k] == base["tasks"]["free"]["answers"][k]
                                               for k in f["answers"])}
+        failed = {task: m["tasks"][task].get("failed", 0) for task in ("qqp", "arith", "free")}
+        if any(failed.values()):
+            raise RuntimeError(f"{name}: failed requests {failed}: see bench/.work/quantisation-{name}.log")
         for task in ("qqp", "arith"):
             ok = [bool(grade(m["tasks"][task]["answers"][r["id"]], r["reference"], r["grader"])[0]) for r in items[task]]
             ref = [bool(grade(base["tasks"][task]["answers"][r["id"]], r["reference"], r["grader"])[0])
