@@ -11,11 +11,14 @@ import either from here; modules inside the package import from `models.backends
     anthropic_http.py  API tier: Anthropic Messages (real time and Message Batches)
     replay.py          replay tier: recorded answers of a real model (Parquet), priced like an API, no network
     api_rows.py, provider_batch.py, ratelimit.py   helpers the API backends share
+    batch_loop.py, batch_journal.py                the provider batch loop both batch APIs run, and its journal
 """
 
 from __future__ import annotations
 
 from models.backends.base import Backend, BatchResult, Completion, Request, choice_list
+from models.backends.batch_journal import BatchJournal, ProviderBatchPending
 from models.backends.registry import make_backend, release_engines
 
-__all__ = ["Backend", "BatchResult", "Completion", "Request", "choice_list", "make_backend", "release_engines"]
+__all__ = ["Backend", "BatchJournal", "BatchResult", "Completion", "ProviderBatchPending", "Request", "choice_list",
+           "make_backend", "release_engines"]

@@ -3,7 +3,8 @@
 Same shape as the OpenAI backend (openai_http.py): rows go one request each through `api_rows.answer_rows`
 (bounded concurrency, RPM + TPM limits following the `anthropic-ratelimit-*` headers, retries honouring
 `retry-after`), or, when the run's deadline leaves the whole 24 h window, through a Message Batch at batch prices
-(at most 100,000 requests and 256 MB per batch; `batch_max_requests` / `batch_max_bytes` lower that). Usage:
+(at most 100,000 requests and 256 MB per batch; `batch_max_requests` / `batch_max_bytes` lower that), journaled
+once accepted like OpenAI's (batch_loop.py, batch_journal.py). Usage:
 `input_tokens` plus cache reads and writes is the row's input; cache reads are its cached input.
 
 Structured outputs go through tool use (Anthropic has no JSON response format): one tool, `answer`, whose input
@@ -120,6 +121,7 @@ def _read_result(entry: dict, by_id: dict[str, Request], out: dict[str, Completi
 class AnthropicBackend(ApiBackend):
     max_requests_per_batch = MAX_REQUESTS_PER_BATCH
     max_bytes_per_batch = MAX_BYTES_PER_BATCH
+    provider = "anthropic"
     too_big = "larger than a batch may be"
 
     def client(self, key: str, max_retries: int = 0):
@@ -135,7 +137,7 @@ class AnthropicBackend(ApiBackend):
     # Message Batches, driven by batch_loop.answer_in_batches: a list of {custom_id, params} per batch
 
     async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
-        return await answer_in_batches(self, requests, key, self.deadline_s)
+        return await answer_in_batches(self, requests, key, self.deadline_s, self.journal, self.tier.batch_wait)
 
     def batch_items(self, requests: Sequence[Request]) -> list[tuple[object, int]]:
         items = [{"custom_id": r.row_id, "params": message_params(self.tier, r)} for r in requests]
@@ -143,6 +145,9 @@ class AnthropicBackend(ApiBackend):
 
     def item_id(self, item) -> str:
         return item["custom_id"]
+
+    def item_bytes(self, item) -> bytes:
+        return json.dumps(item, sort_keys=True).encode()
 
     async def submit(self, client, index: int, chunk: list) -> str:
         return (await client.messages.batches.create(requests=chunk)).id

@@ -31,12 +31,14 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tqdm.asyncio import tqdm_asyncio
 
 from models.backends.base import BatchResult, Completion, Request
+from models.backends.batch_journal import BatchJournal, ProviderBatchPending
 from models.backends.ratelimit import RateLimiter, ServerLimits, estimate_message_tokens, estimate_tokens
 from models.catalogue import Tier
 
@@ -302,6 +304,17 @@ class ApiBackend:
     def __init__(self, tier: Tier, deadline_s: float | None = None) -> None:
         self.tier = tier
         self.deadline_s = deadline_s
+        # where the provider batches of the next `complete` are journaled (batch_journal.py); None: nowhere
+        self.journal: BatchJournal | None = None
+
+    def journal_to(self, path: Path | None) -> None:
+        """Journal the provider batches of the next `complete` call at `path` (the infer stage gives each shard
+        its own file in the run folder): a call for the same rows after a kill polls them, never re-submits."""
+        self.journal = BatchJournal(path) if path is not None else None
+
+    def _journaled(self) -> bool:
+        """Some of these rows are with the provider already: answering them another way would pay twice."""
+        return self.journal is not None and bool(self.journal.batches())
 
     async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
         raise NotImplementedError
@@ -334,12 +347,18 @@ class ApiBackend:
         if use_batch_api(self.tier, self.deadline_s):
             try:
                 return await self._batch(requests, key)
+            except ProviderBatchPending:
+                raise
             except Exception as exc:  # the batch path itself broke: answer every row in real time instead
+                if self._journaled():  # ...unless batches were accepted: fail the shard, its retry polls them
+                    raise
                 log.warning("tier %s: batch API path failed (%s); answering in real time", self.tier.name,
                             error_text(exc, 1, key))
         return BatchResult(await self.real_time(requests, key), details={"batch_api_rows": 0})
 
     def complete(self, requests: Sequence[Request]) -> BatchResult:
+        """Every row answered or failed with its reason; raises only `ProviderBatchPending` (the tier does not
+        wait for its provider batches), or when journaled batches hold the rows and the batch path broke."""
         if not requests:
             return BatchResult([])
         try:
@@ -349,7 +368,11 @@ class ApiBackend:
         with self._serving():  # a stand-in that cannot start fails the shard (retried), not its rows
             try:
                 return asyncio.run(self._run(requests, key))
+            except ProviderBatchPending:
+                raise  # the rows are with the provider, journaled: the run waits for them
             except Exception as exc:
+                if self._journaled():
+                    raise
                 why = f"tier {self.tier.name} failed: {error_text(exc, 1, key)}"
                 return BatchResult([Completion(r.row_id, None, error=why) for r in requests])
 

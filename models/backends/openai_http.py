@@ -22,10 +22,11 @@ The Batch API: upload the rows as JSONL files, one batch per file, poll, downloa
     -> GET /v1/files/{output_file_id}/content and /v1/files/{error_file_id}/content (JSONL keyed by custom_id)
 
 A file holds at most 50,000 requests and 200 MB (OpenAI's limits; `batch_max_requests` / `batch_max_bytes` on the
-tier lower them, which is how a test forces a split). The row id is the `custom_id`. Expired and cancelled
-batches still return what they finished; the rest of their rows, and rows that failed for a transient reason, are
-answered in real time (see provider_batch.py). Batch management calls use the SDK's own retries: they are few and
-not rate-critical, unlike the per-row calls.
+tier lower them, which is how a test forces a split). The row id is the `custom_id`. Each batch is journaled in
+the run folder once accepted (batch_journal.py), so a resumed run polls it instead of paying for it again. Expired
+and cancelled batches still return what they finished; the rest of their rows, and rows that failed for a
+transient reason, go in a new batch while the deadline allows, else in real time (see provider_batch.py). Batch
+management calls use the SDK's own retries: they are few and not rate-critical, unlike the per-row calls.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ def read_result_lines(text: str, by_id: dict[str, Request], out: dict[str, Compl
 class OpenAIBackend(ApiBackend):
     max_requests_per_batch = MAX_REQUESTS_PER_FILE
     max_bytes_per_batch = MAX_BYTES_PER_FILE
+    provider = "openai"
     too_big = "larger than a batch file may be"
 
     def __init__(self, tier: Tier, data_dir: str = "data", deadline_s: float | None = None) -> None:
@@ -176,13 +178,16 @@ class OpenAIBackend(ApiBackend):
     # the Batch API, driven by batch_loop.answer_in_batches: one JSONL file per batch
 
     async def _batch(self, requests: Sequence[Request], key: str) -> BatchResult:
-        return await answer_in_batches(self, requests, key, self.deadline_s)
+        return await answer_in_batches(self, requests, key, self.deadline_s, self.journal, self.tier.batch_wait)
 
     def batch_items(self, requests: Sequence[Request]) -> list[tuple[object, int]]:
         return [((r.row_id, line), len(line)) for r in requests for line in [batch_line(self.tier, r)]]
 
     def item_id(self, item) -> str:
         return item[0]
+
+    def item_bytes(self, item) -> bytes:
+        return item[1]
 
     async def submit(self, client, index: int, chunk: list) -> str:
         data = b"".join(line for _, line in chunk)

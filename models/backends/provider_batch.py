@@ -7,10 +7,15 @@ window at half the list price, and hand back one result per request: an answer, 
     - `batch_api = "always"`, or "auto" when the run's deadline (a run option, else the tier's `deadline_h`)
       leaves at least the whole completion window (`batch_window_h`): the provider promises nothing sooner;
     - the requests are split so that no batch exceeds the provider's per-batch request count or bytes;
-    - polling stops at the deadline (or the window plus a margin); unfinished batches are cancelled;
+    - each batch is journaled in the run folder the moment the provider accepts it (batch_journal.py): a resumed
+      run polls it and never submits its rows again; a tier with `batch_wait = false` does not poll at all, the
+      run ends waiting on the provider and `collect-batches` resumes it;
+    - polling stops at the deadline (fixed by the first submission; else the window plus a margin); unfinished
+      batches are cancelled;
     - rows answered in a batch are billed at batch prices; rows it did not answer for a transient reason
-      (expired, cancelled, 429, 5xx) go through the real-time path at list prices; rows with a permanent error
-      (a 400: the same request would fail again) land as failed with the provider's reason.
+      (expired, cancelled, 429, 5xx) go in a new batch (journaled, at most two more) while the deadline still
+      leaves the whole window, else through the real-time path at list prices; rows with a permanent error (a
+      400: the same request would fail again) land as failed with the provider's reason.
 """
 
 from __future__ import annotations

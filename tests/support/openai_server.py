@@ -5,8 +5,9 @@ It speaks, like a provider:
       `x-ratelimit-*` headers;
     - the Batch API: `POST /v1/files` (multipart upload, purpose "batch"), `GET /v1/files/{id}` and
       `/v1/files/{id}/content`, `POST /v1/batches`, `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`. A
-      batch is answered in a background thread after `Faults.batch_delay_s`; per-row failures, expiry and
-      cancellation write an error file the way OpenAI does.
+      batch is answered in a background thread after `Faults.batch_delay_s` (and, with `Faults.batch_hold`, not
+      before faults without it are set); per-row failures, expiry and cancellation write an error file the way
+      OpenAI does.
 Faults can be injected per chat request: 429 with `Retry-After`, 500, slow answers, and answers that come only
 after `timeout_hold_s` (client timeouts). With `limits`, the server also enforces RPM/TPM like a provider (429 on
 the excess) and advertises them in its headers.
@@ -84,6 +85,10 @@ class Faults:
     batch_row_fail_rate: float = 0.0  # rows answered with a 500 in the error file (transient)
     batch_row_invalid_rate: float = 0.0  # rows answered with a 400 in the error file (permanent)
     batch_expire_fraction: float = 0.0  # the last fraction of each batch's rows expire unanswered
+    batch_expire_batches: int | None = None  # only the first this many batches expire rows (None: every batch)
+    # batches stay "in_progress" (after batch_delay_s) until faults without it are set (`set_faults`): a provider
+    # taking its time, for tests that kill or leave a run while its batch is running
+    batch_hold: bool = False
     omit_usage: bool = False  # answers carry no `usage` (the client must estimate)
     cached_prompt_tokens: int = 0  # usage reports this many prompt tokens as read from the prompt cache
     # structured requests (a json_schema response format, a forced tool) answered invalidly: the first rule that
@@ -449,6 +454,7 @@ class ServerState(ThreadingHTTPServer):
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self.ids = 0
+        self.batches_decided = 0  # batches whose rows' outcomes were drawn (Faults.batch_expire_batches)
         self.invalid_given: dict[tuple[int, str], int] = {}  # InvalidAnswers (rule, row): invalid answers so far
 
     def handle_error(self, request, client_address) -> None:  # a client that hung up (timeouts): not news
@@ -725,7 +731,10 @@ def _batch_object(b: dict) -> dict:
 def batch_row_outcomes(srv: ServerState, n: int) -> list[str]:
     """What happens to each of a batch's n rows: "ok", "fail" (500), "invalid" (400) or "expire"."""
     f = srv.faults
-    answered = n - math.floor(n * f.batch_expire_fraction)
+    with srv.lock:
+        srv.batches_decided += 1
+        expiring = f.batch_expire_batches is None or srv.batches_decided <= f.batch_expire_batches
+    answered = n - math.floor(n * f.batch_expire_fraction) if expiring else n
     out = []
     with srv.lock:
         for i in range(n):
@@ -736,11 +745,12 @@ def batch_row_outcomes(srv: ServerState, n: int) -> list[str]:
 
 
 def wait_or_cancelled(srv: ServerState, batch: dict, seconds: float) -> bool:
+    """Wait `seconds`, then while the faults hold batches; True when the batch was cancelled meanwhile."""
     end = time.time() + seconds
-    while time.time() < end:
+    while time.time() < end or srv.faults.batch_hold:
         if batch["cancel"]:
             return True
-        time.sleep(min(0.01, max(end - time.time(), 0)))
+        time.sleep(min(0.01, max(end - time.time(), 0.01 if srv.faults.batch_hold else 0)))
     return bool(batch["cancel"])
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.backends import Backend, BatchResult, Request
+from models.backends import Backend, BatchResult, ProviderBatchPending, Request
 from models.catalogue import Catalogue, Tier
 from models.pricing import cost_usd, worker_price
 from sluice.contracts.answers import validate_answer
@@ -201,14 +201,22 @@ def infer_tier_shards(
     `on_shard(rows, tokens, cost_usd)` is called after each shard (answered now or found on disk): progress.
 
     The shard size bounds the work lost to a crash: large enough to keep vLLM's continuous batching full
-    (hundreds of rows), small enough to checkpoint often.
+    (hundreds of rows), small enough to checkpoint often. A tier that does not wait for its provider batches
+    (`batch_wait = false`) submits every shard's, then raises `ProviderBatchPending` for them all.
     """
+    waiting: list[ProviderBatchPending] = []
     for k in range(shard_count(partition_path, shard_rows)):
-        billing = answer_shard(partition_path, k, answers_dir, tier, catalogue, backend, default_max_tokens,
-                               shard_rows)
+        try:
+            billing = answer_shard(partition_path, k, answers_dir, tier, catalogue, backend, default_max_tokens,
+                                   shard_rows)
+        except ProviderBatchPending as wait:  # submitted and journaled: submit the other shards before waiting
+            waiting.append(wait)
+            continue
         if on_shard is not None:
             used = pq.read_table(answers_dir / f"tier={tier.name}" / f"shard-{k:05d}.parquet",
                                  columns=["input_tokens", "output_tokens"])
             tokens = sum(sum(v or 0 for v in used[c].to_pylist()) for c in used.column_names)
             on_shard(int(billing.get("rows", used.num_rows)), tokens, float(billing.get("cost_usd", 0.0)))
+    if waiting:
+        raise ProviderBatchPending.of(waiting)
     return tier_billing(answers_dir, tier.name)

@@ -1,9 +1,12 @@
 """The Anthropic backend (messages and message batches) against a loopback server speaking Anthropic's protocol."""
 
+import json
+from collections import Counter
+
 import pyarrow as pa
 import pytest
 
-from models.backends import Request, make_backend
+from models.backends import BatchJournal, Request, make_backend
 from models.backends.anthropic_http import AnthropicBackend
 from models.catalogue import Catalogue, Tier
 from sluice.stages.infer.answer import answer_partition
@@ -54,24 +57,41 @@ def test_anthropic_rate_limit_headers_lower_the_client_limit():
     assert sum(1 for r in got if r.status == 429) <= 8
 
 
-def test_message_batches_at_batch_prices_with_partial_failures():
-    faults = Faults(batch_row_fail_rate=0.1, batch_row_invalid_rate=0.1, batch_expire_fraction=0.2, seed=9)
+def test_message_batches_at_batch_prices_with_partial_failures(tmp_path):
+    faults = Faults(batch_row_fail_rate=0.1, batch_row_invalid_rate=0.1, batch_expire_fraction=0.2,
+                    batch_expire_batches=3, seed=9)
     with AnthropicCompatServer(faults=faults, model="claude-test") as srv:
         t = tier(srv.root_url, batch_api="auto", batch_max_requests=10)
         cat = Catalogue(baseline="premium", tiers=[t])
         part = pa.table({"row_id": [f"r{i}" for i in range(30)], "prompt": [f"q {i} about foxes" for i in range(30)],
                          "system": [None] * 30, "max_tokens": [16] * 30})
-        answers, billing = answer_partition(part, t, cat, make_backend(t, deadline_s=48 * 3600))
-        batches = srv.batches
+        backend = make_backend(t, deadline_s=48 * 3600)
+        backend.journal_to(tmp_path / "shard-00000.batches.jsonl")
+        answers, billing = answer_partition(part, t, cat, backend)
+        batches = [srv.batches[k] for k in sorted(srv.batches)]
+        paid = Counter(r.body["messages"][-1]["content"] for r in srv.received if r.status == 200)
     rows = answers.to_pylist()
     assert [r["row_id"] for r in rows] == [f"r{i}" for i in range(30)]
-    assert len(batches) == 3 and all(b["status"] == "ended" for b in batches.values())
+    assert all(b["status"] == "ended" for b in batches) and [b["total"] for b in batches[:3]] == [10, 10, 10]
+    # the deadline leaves a whole window: what a batch left unanswered (expired, 5xx) went in a new batch, and
+    # nothing a batch had answered (or refused for good) was ever sent again
+    settled: set[str] = set()
+    for b in batches:
+        ids = {e["custom_id"] for e in b["results"]}
+        assert not ids & settled
+        settled |= {e["custom_id"] for e in b["results"]
+                    if e["result"]["type"] != "expired" and "api_error" not in json.dumps(e["result"])}
+    resent = [e["custom_id"] for b in batches[3:] for e in b["results"]]
+    journaled = BatchJournal(tmp_path / "shard-00000.batches.jsonl").batches()
+    assert [b.round for b in journaled][:3] == [0, 0, 0] and all(b.round > 0 for b in journaled[3:])
+    assert resent and len(journaled) == len(batches) and billing["batch_api_resubmitted_rows"] == len(resent)
+    assert set(paid.values()) == {1}  # no request answered (and billed) twice
     batch_rows = [r for r in rows if r["price_basis"] == "batch" and r["status"] == "ok"]
     assert batch_rows and billing["batch_api_rows"] == len(batch_rows)
     for r in batch_rows:
         assert r["cost_usd"] == pytest.approx((r["input_tokens"] * 1.5 + r["output_tokens"] * 7.5) / 1e6)
+        assert r["batch_discount_usd"] == pytest.approx((r["input_tokens"] * 3.0 + r["output_tokens"] * 15.0) / 1e6
+                                                        - r["cost_usd"])
     failed = [r for r in rows if r["status"] == "failed"]
     assert failed and all("invalid_request_error" in r["error"] for r in failed)
-    # expired and transiently errored rows were answered again in real time, at list prices
-    assert billing["batch_api_realtime_fallback_rows"] > 0
     assert len(batch_rows) + len(failed) + sum(r["price_basis"] == "list" for r in rows) == 30

@@ -65,10 +65,11 @@ def test_files_are_split_by_bytes_and_an_oversized_request_goes_in_real_time():
     assert len(chat) == 1
 
 
-def test_partial_failures_and_expiry_land_every_row_once():
+def test_partial_failures_and_expiry_near_the_deadline_go_in_real_time_and_land_every_row_once():
     faults = Faults(batch_row_fail_rate=0.2, batch_row_invalid_rate=0.1, batch_expire_fraction=0.25, seed=5)
     with OpenAICompatServer(model="premium-test", faults=faults) as srv:
-        result = OpenAIBackend(tier(srv.base_url, batch_api="always")).complete(requests(40))
+        # an hour left: less than the provider's 24 h window, so no second batch; real time at list prices
+        result = OpenAIBackend(tier(srv.base_url, batch_api="always"), deadline_s=3600).complete(requests(40))
         batch = next(iter(srv.batches.values()))
         errors = [json.loads(x) for x in srv.files[batch["error_file_id"]]["data"].splitlines()]
     comps = result.completions
