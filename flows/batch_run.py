@@ -17,8 +17,11 @@ Before routing, the run picks its router: the one given, else the warehouse's pr
 under its --min-quality floor, the next run of the dataset raises its premium share by 0.1 (the quality loop).
 Both are recorded on the run (`runs.router_version`, `runs.routing`, `runs.quality_loop`) and in its summary.
 
-Every stage checkpoints its output in `<runs_dir>/<run_id>/`; the infer stage checkpoints each shard. Killed
-anywhere, the same command resumes the unfinished run: nothing finished is recomputed or paid for again.
+Every stage checkpoints its output in `<runs_dir>/<run_id>/`; the infer stage checkpoints each shard, and journals
+each provider batch the moment the provider accepts it. Killed anywhere, the same command resumes the unfinished
+run: nothing finished is recomputed or paid for again, and journaled batches are polled, not submitted again.
+An API tier with `batch_wait = false` submits its batches and the run ends "waiting on provider batch"; the
+`collect-batches` flow (flows/collect_batches.py) resumes it when they have ended.
 
 Scale-out: `dispatch="infer-shard/gpu"` sends each shard of the self-hosted tiers to the workers of a work pool
 as separate flow runs (flows/infer_shard.py); `dispatch_api_tiers=True` sends the API tiers' shards too (each
@@ -40,7 +43,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger
 
-from models.backends import release_engines
+from models.backends import ProviderBatchPending, release_engines
 from models.stand_in import keep_stand_ins
 from sluice.config import RouterSettings, load_settings
 from sluice.contracts.names import dataset_name_for, validate_dataset_name
@@ -58,7 +61,13 @@ from sluice.runs import (
 )
 from sluice.stages.context import StageContext
 from sluice.stages.route import write_tier_partitions
-from tasks.infer import dispatch_tier, infer_tier, validate_quantisation
+from tasks.infer import (
+    dispatch_tier,
+    infer_tier,
+    record_provider_batches,
+    validate_quantisation,
+    waiting_on_provider,
+)
 from tasks.land import land
 from tasks.learn import plan_routing, record_routing, retrain_router
 from tasks.review import judge, review
@@ -167,11 +176,15 @@ def sluice_run(
     start = min((i for i, t in enumerate(tiers.tiers) if t.name in partitions), default=len(tiers.tiers))
     todo = tiers.tiers[start:]
     run["billing"] = {}
-    with keep_stand_ins():
-        _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue, dispatch, dispatch_api_tiers,
-                      run["billing"])
-        run["billing"].update(judge(run_dir, tiers, str(settings.data_dir)))  # free-text shadow pairs, if any
+    try:
+        with keep_stand_ins():
+            _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue, dispatch,
+                          dispatch_api_tiers, run["billing"])
+            run["billing"].update(judge(run_dir, tiers, str(settings.data_dir)))  # free-text shadow pairs, if any
+    except ProviderBatchPending as wait:  # a tier with `batch_wait = false`: collect-batches resumes the run
+        return waiting_on_provider(run_dir, wait)
     summary = land(run_dir, str(settings.warehouse), run, tiers.names, tiers.baseline_tier)
+    record_provider_batches(run_dir, str(settings.warehouse), run_id)  # every batch the provider was paid for
     # The router learns from tonight's labels: a new version when enough have arrived, promoted only if it beats
     # the promoted one on held-out folds. A failure to retrain is recorded, never the run's failure.
     routing["retrain"] = retrain_router(str(settings.warehouse), settings.router, run_dir, run_id)

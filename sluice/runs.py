@@ -3,7 +3,8 @@
 `<runs_dir>/<run_id>/manifest.json` records what the run answers (the dataset file's SHA-256, the catalogue's
 and settings' fingerprint) and whether it has landed. Starting the same dataset again with the same catalogue
 while an earlier run of it has not landed resumes that run: finished stages and shards are read back from disk,
-not recomputed and not re-sent, so nothing is paid twice.
+not recomputed and not re-sent, so nothing is paid twice. A run whose API tier submitted provider batches and
+did not wait for them (`batch_wait = false`) is "waiting": `collect-batches` resumes it once they have ended.
 """
 
 from __future__ import annotations
@@ -82,8 +83,27 @@ def find_unfinished_run(runs_dir: Path, input_sha256: str, config_fingerprint: s
 
 def mark_landed(run_dir: Path) -> None:
     m = read_manifest(run_dir) or {}
+    m.pop("waiting_on", None)
     m.update(status="landed", landed_at=datetime.now(timezone.utc).isoformat())
     write_manifest(run_dir, m)
+
+
+def mark_waiting(run_dir: Path, waiting_on: dict, resume: dict) -> None:
+    """The run waits on provider batches (`waiting_on`: tier, batch ids, rows, journals): nothing has landed and
+    nothing is lost. `resume`: the run's own arguments, with which `collect-batches` resumes it."""
+    m = read_manifest(run_dir) or {}
+    m.update(status="waiting", waiting_on=waiting_on, resume=resume,
+             waiting_since=datetime.now(timezone.utc).isoformat())
+    write_manifest(run_dir, m)
+
+
+def waiting_runs(runs_dir: Path) -> list[Path]:
+    """Run folders waiting on provider batches, the longest waiting first."""
+    if not runs_dir.is_dir():
+        return []
+    found = [(m.get("waiting_since", ""), d) for d in runs_dir.iterdir()
+             if d.is_dir() and (m := read_manifest(d)) and m.get("status") == "waiting"]
+    return [d for _, d in sorted(found)]
 
 
 def answers_dir(run_dir: Path, kind: str) -> Path:

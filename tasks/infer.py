@@ -1,5 +1,6 @@
 """Inference tasks: a tier's partition answered here or dispatched to a work pool, and the check a quantised tier
-passes first. Engines are reached only through the backend interface (`models.backends`)."""
+passes first; a run that waits on its provider batches, polling them, and landing their record. Engines are
+reached only through the backend interface (`models.backends`)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,29 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from models.backends import make_backend, release_engines
+from models.backends import ProviderBatchPending, make_backend, release_engines
 from models.catalogue import Catalogue
-from sluice.runs import answers_dir
+from sluice.runs import answers_dir, mark_waiting, read_manifest
 from sluice.stages.infer import answer_shard, infer_tier_shards, requests_from, shard_count, tier_billing
 from tasks.progress import stage_advanced, stage_finished, stage_started
 
 
+def _unless_waiting(task, task_run, state) -> bool:
+    """Retry a failed tier, unless it failed only to wait on its provider batches (not a failure: see below)."""
+    try:
+        state.result()
+    except ProviderBatchPending:
+        return False
+    except BaseException:
+        return True
+    return True
+
+
 # Retried once: a dead engine or a broken connection fails the whole shard before its answers are written, so a
-# retry re-runs the shard without double-charging (answers are only written, and costs only counted, on success).
-@task(name="infer-tier", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+# retry re-runs the shard without double-charging (answers are only written, and costs only counted, on success;
+# a shard's provider batches are journaled, and its retry polls them). A tier that does not wait for its provider
+# batches (`batch_wait = false`) raises ProviderBatchPending once they are submitted: the run ends waiting on them.
+@task(name="infer-tier", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5, retry_condition_fn=_unless_waiting)
 def infer_tier(
     tier_name: str,
     partition: Path,
@@ -46,6 +60,10 @@ def infer_tier(
             partition, answers_dir(run_dir, kind), tier, catalogue, backend, default_max_tokens, shard_rows,
             on_shard=lambda n, tokens, cost: stage_advanced(stage, n, tokens, cost),
         )
+    except ProviderBatchPending as wait:
+        logger.info("tier %s: %d rows with the provider in batch(es) %s; the run waits on them (collect-batches "
+                    "resumes it when they have ended)", tier.name, wait.rows, ", ".join(wait.batch_ids))
+        raise
     except BaseException:
         release_engines()  # a failed shard may have left the engine dead: the retry starts a fresh one
         raise
@@ -134,3 +152,40 @@ def infer_one_shard(run_dir: Path, tier_name: str, partition: Path, shard: int, 
     finally:
         backend.close()
         release_engines()
+
+
+def waiting_on_provider(run_dir: Path, wait: ProviderBatchPending):
+    """End the run "waiting on provider batch": its manifest says so (with the batches, and the run's arguments
+    for `collect-batches` to resume it with), and so does the flow run's final state (type COMPLETED, named
+    "Waiting"). Nothing has landed and nothing is lost: the batches are journaled in the run folder."""
+    from prefect.runtime import flow_run
+    from prefect.states import Completed
+
+    waiting_on = {"tier": wait.tier, "batch_ids": wait.batch_ids, "rows": wait.rows,
+                  "journals": [str(Path(j).relative_to(run_dir)) for j in wait.journals]}
+    mark_waiting(run_dir, waiting_on, {k: v for k, v in dict(flow_run.parameters or {}).items() if k != "run_id"})
+    message = f"waiting on provider batch: {wait}; collect-batches lands the run when they have ended"
+    get_run_logger().info("run %s: %s", run_dir.name, message)
+    return Completed(name="Waiting", message=message,
+                     data={"run_id": run_dir.name, "status": "waiting", "waiting_on": waiting_on, "message": message})
+
+
+@task(name="poll-provider-batches", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+def poll_provider_batches(run_dir: Path, catalogue: Catalogue, data_dir: str) -> list[str]:
+    """The waiting run's provider batches that have not ended yet (each polled once, ends journaled)."""
+    from models.backends.batch_loop import batches_running
+
+    waiting = (read_manifest(run_dir) or {}).get("waiting_on") or {}
+    backend = make_backend(catalogue.tier(waiting["tier"]), data_dir=data_dir)
+    running = [bid for journal in waiting.get("journals", []) for bid in batches_running(backend, run_dir / journal)]
+    get_run_logger().info("run %s: %d of %d provider batch(es) still running", run_dir.name, len(running),
+                          len(waiting.get("batch_ids", [])))
+    return running
+
+
+@task(name="record-provider-batches", cache_policy=NO_CACHE)
+def record_provider_batches(run_dir: Path, warehouse: str, run_id: str) -> int:
+    """The run's provider batches, from its journals, into the warehouse's `provider_batches`."""
+    from sluice.stages.infer.batches import land_provider_batches
+
+    return land_provider_batches(warehouse, run_id, run_dir)

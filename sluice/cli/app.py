@@ -143,6 +143,10 @@ def run(
             )
     except (IngestError, CatalogueError, ShapeError, ValueError) as exc:
         _fail(str(exc))
+    if summary.get("status") == "waiting":  # a tier with batch_wait = false: nothing landed yet, nothing lost
+        console.print(f"run {summary['run_id']}: {summary['message']} (or run the same command again)",
+                      highlight=False)
+        return
     _print_summary(summary, time.perf_counter() - t0)
 
 
@@ -296,15 +300,18 @@ def economics(
     warehouse: WarehouseOpt = None,
     catalogue: CatalogueOpt = None,
 ) -> None:
-    """Which worker class is cheapest for each self-hosted tier, self-host vs API, per run vs always on."""
+    """The run's saving by mechanism; which worker class is cheapest for each self-hosted tier, self-host vs API,
+    per run vs always on."""
     from sluice.config import load_settings
-    from sluice.reports.economics import economics_lines, run_economics
+    from sluice.reports.economics import economics_lines, run_economics, run_savings, savings_lines
 
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue)
     try:
         items = run_economics(str(settings.warehouse), run_id, settings.catalogue())
     except KeyError as exc:
         _fail(str(exc.args[0]))
+    for line in savings_lines(run_savings(str(settings.warehouse), run_id)):
+        console.print(line, highlight=False, soft_wrap=True)
     for line in economics_lines(items) or ["this run has no self-hosted tier"]:
         console.print(line, highlight=False, soft_wrap=True)
 

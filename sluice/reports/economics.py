@@ -13,6 +13,9 @@ seconds; `results`: the tier's output tokens):
                           cost each night; an always-on instance costs 24 h x usd_per_hour each night
 
 The engine start measured on this run's worker is assumed for every class (it is dominated by model loading).
+
+The run's savings attribution (`run_savings`) comes first: what dedup, the cache, routing, the provider batch
+discount and trimming each saved against all-premium, every mechanism on its own line.
 """
 
 from __future__ import annotations
@@ -121,6 +124,33 @@ def run_economics(warehouse: str | Path, run_id: str, catalogue: Catalogue) -> l
             options=worker_options(catalogue, name, measured, start, int(out or 0)),
         ))
     return result
+
+
+# the run's savings attribution (view `savings_per_row`, sluice/warehouse/views.py): each mechanism its own line
+SAVING_LINES = [("dedup_saving_usd", "dedup"), ("cache_saving_usd", "cache (earlier nights' answers)"),
+                ("routing_saving_usd", "routing (cheaper tiers)"), ("batch_saving_usd", "provider batch discount"),
+                ("trim_saving_usd", "prompt trimming"), ("waste_usd", "less failed spend")]
+
+
+def run_savings(warehouse: str | Path, run_id: str) -> dict[str, float]:
+    """The run's saving against all-premium, by mechanism: baseline - cost = dedup + cache + routing + batch
+    discount + trimming - waste. The batch discount is the rows' `batch_discount_usd`, not part of routing."""
+    from sluice.warehouse.db import connect
+
+    keys = ["baseline_cost_usd", "cost_usd", "saving_usd", *(k for k, _ in SAVING_LINES)]
+    with connect(warehouse, read_only=True) as con:
+        got = con.execute(f"SELECT {', '.join(f'sum({k})' for k in keys)} FROM savings_per_row WHERE run_id = ?",
+                          [run_id]).fetchone()
+    return {k: float(v or 0.0) for k, v in zip(keys, got or [], strict=True)}
+
+
+def savings_lines(s: dict[str, float]) -> list[str]:
+    lines = [f"saving ${s['saving_usd']:.6f} of all-premium ${s['baseline_cost_usd']:.6f} (cost "
+             f"${s['cost_usd']:.6f}), by mechanism:"]
+    for key, label in SAVING_LINES:
+        amount = -s[key] if key == "waste_usd" else s[key]
+        lines.append(f"  {label:32s} ${amount:.6f}")
+    return lines
 
 
 def economics_lines(items: list[TierEconomics]) -> list[str]:
