@@ -261,15 +261,18 @@ def dashboard(
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")] = Path("dashboard.html"),
     warehouse: WarehouseOpt = None,
     days: Annotated[int, typer.Option(help="nights covered, counting back from the latest run")] = 30,
+    tag_key: Annotated[Optional[str], typer.Option(
+        "--tag-key", help="chargeback tag key of the per-tag section (default: the key most rows carry)")] = None,
 ) -> None:
-    """Write the dashboard (per night and dataset: cost, savings, tokens, latency, errors, accuracy) as HTML."""
+    """Write the dashboard (per night and dataset, and per tag: cost, savings, tokens, latency, errors, quality) as
+    HTML."""
     from sluice.config import load_settings
     from sluice.reports.dashboard import write_dashboard
 
     settings = load_settings(warehouse=warehouse)
     if not settings.warehouse.is_file():
         _fail(f"{settings.warehouse}: no warehouse (run `sluice run` first)")
-    console.print(f"wrote {write_dashboard(settings.warehouse, output, days=days)}", highlight=False)
+    console.print(f"wrote {write_dashboard(settings.warehouse, output, days=days, tag_key=tag_key)}", highlight=False)
 
 
 @app.command()

@@ -16,6 +16,7 @@ MECHANISMS = [("dedup_saving_usd", "dedup", None), ("cache_saving_usd", "cache",
 MECHANISM_COLOURS = {"dedup": "#4C78A8", "cache": "#F58518", "routing": "#54A24B", "batch discount": "#B279A2",
                      "trimming": "#72B7B2"}
 SPEND_COLOUR = "#9aa0aa"
+JUDGE_COLOUR = "#B3261E"
 
 
 def _nothing(ax, what: str) -> None:
@@ -62,13 +63,16 @@ def _name_bars(bars, key: str, dataset: str, rows: list[dict]) -> None:
 
 def plot_spend(data: dict) -> str:
     """Per night, one bar per dataset: its spend, then on top what each recorded mechanism saved; the all-premium
-    baseline as a black tick (spend + savings = all-premium + waste, so the stack reaches the tick but for waste)."""
+    baseline as a black tick (spend + savings = all-premium + waste, so the stack reaches the tick but for waste).
+    The judge's spend (quality assurance, the runs' own line) on top of the stack, when any run had a judge: paid
+    beyond the rows, it lifts the stack above the tick by its amount (gid `judge_cost_usd-<dataset>-<night>`)."""
     fig, ax = _figure(6.4, 3.2)
     nights, datasets = data["nights"], data["datasets"]
     if not nights:
         _nothing(ax, "runs")
     else:
         width = 0.8 / len(datasets)
+        judged = any(r["judge_cost_usd"] for r in data["rows"])
         for j, ds in enumerate(datasets):
             pts = {r["night"]: r for r in data["rows"] if r["dataset"] == ds}
             idx = [i for i, n in enumerate(nights) if n in pts]
@@ -85,6 +89,10 @@ def plot_spend(data: dict) -> str:
                               label=label if j == 0 else None)
                 _name_bars(bars, key, ds, rows)
                 bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+            if judged:
+                bars = ax.bar(xs, [float(r["judge_cost_usd"] or 0) for r in rows], width * 0.9, bottom=bottom,
+                              color=JUDGE_COLOUR, label="judge (quality assurance)" if j == 0 else None)
+                _name_bars(bars, "judge_cost_usd", ds, rows)
             ax.plot(xs, [float(r["baseline_cost_usd"] or 0) for r in rows], ls="none", marker="_", markersize=14,
                     color="#1d2330", label="all-premium" if j == 0 else None, gid=f"baseline-{ds}")
             for x in xs:
@@ -94,7 +102,8 @@ def plot_spend(data: dict) -> str:
         ax.tick_params(axis="x", pad=10)
         ax.set_xlim(-0.5, len(nights) - 0.5)
         ax.set_ylabel("USD")
-        ax.legend(fontsize=7, frameon=False)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room above the stacks for the legend
+        ax.legend(fontsize=7, frameon=False, ncol=3, loc="upper left")
     ax.set_title("Spend against all-premium, saving by mechanism")
     return _svg(fig, "spend")
 

@@ -176,6 +176,9 @@ DASHBOARD_RUNS = [
 DASHBOARD_QUALITY = {"n1-ds": (3, 4, 1), "n1-qa": (0, 0, 2), "n2-ds": (4, 5, 0), "n2-qa": (2, 3, 0),
                      "n3-ds": (5, 6, 0), "n3-ds-b": (1, 2, 0), "n3-qa": (3, 4, 1)}
 DASHBOARD_MIN_QUALITY = {"n3-ds-b": 0.8}
+# The judge of free-text shadow pairs ran on two runs: its spend (USD) is the run's own line (runs.judge_cost_usd,
+# part of runs.cost_usd), in no row's cost.
+DASHBOARD_JUDGE = {"n2-ds": 0.0004, "n3-ds-b": 0.0003}
 
 
 def dashboard_quality(run_id: str) -> dict:
@@ -191,13 +194,14 @@ def dashboard_quality(run_id: str) -> dict:
 
 
 def build_dashboard_warehouse(path: str | Path) -> Path:
-    """Seven runs over three nights (2026-01-05 to 07) and two datasets, with the rows of runs r1 and r2, and each
-    run's quality estimate (DASHBOARD_QUALITY)."""
+    """Seven runs over three nights (2026-01-05 to 07) and two datasets, with the rows of runs r1 and r2 (their
+    chargeback tags: ROW_TAGS, and run r1's team=search on the runs made of its rows), each run's quality estimate
+    (DASHBOARD_QUALITY) and the judge's spend where it ran (DASHBOARD_JUDGE)."""
     path = Path(path)
     for run_id, dataset, day, hour, rows, graded in DASHBOARD_RUNS:
         base = RUNS["r1"] if rows is R1 else RUNS["r2"]
         started = datetime(2026, 1, day, hour, 0, tzinfo=timezone.utc)
-        res = results_frame(run_id, rows).with_columns(pl.lit(dataset).alias("dataset"))
+        res = with_row_tags(results_frame(run_id, rows)).with_columns(pl.lit(dataset).alias("dataset"))
         quality = None
         if graded:
             ok = res["status"] == "ok"
@@ -213,5 +217,10 @@ def build_dashboard_warehouse(path: str | Path) -> Path:
                "finished_at": started + (base["finished_at"] - base["started_at"])}
         if run_id in DASHBOARD_MIN_QUALITY:
             run["min_quality"] = DASHBOARD_MIN_QUALITY[run_id]
-        land_results(path, res, run, baseline_quality=quality, quality_estimate=dashboard_quality(run_id))
+        judge = None
+        if run_id in DASHBOARD_JUDGE:
+            judge = {"judge_tier": "premium", "judge_cost_usd": DASHBOARD_JUDGE[run_id], "judge_requests": 4,
+                     "judge_pairs": 2}
+        land_results(path, res, run, baseline_quality=quality, quality_estimate=dashboard_quality(run_id),
+                     judge=judge)
     return path

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from sluice.cli import app
 from sluice.reports.dashboard import COLUMNS, QUALITY_COLUMNS, UTILISATION_COLUMNS, write_dashboard
+from sluice.reports.dashboard_tags import TAG_COLUMNS, TAG_PLOTS, UNTAGGED, tag_slug
 from sluice.warehouse.db import MIGRATIONS, SCHEMA_VERSION, connect, schema_version
-from tests.support.sample_warehouse import DASHBOARD_QUALITY, build_dashboard_warehouse
+from tests.support.sample_warehouse import DASHBOARD_JUDGE, DASHBOARD_QUALITY, build_dashboard_warehouse
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PLOTS = ["cost-per-1k", "spend", "quality", "accuracy", "tokens", "latency", "errors", "utilisation"]
@@ -141,9 +142,10 @@ def nights_sql(wh) -> dict:
 
 def test_the_dashboard_is_self_contained_with_every_plot_drawn(page):
     text = page.read_text()
-    assert text.count("<svg") == len(PLOTS) and all(f'id="plot-{p}"' in text for p in PLOTS)
+    drawn = PLOTS + TAG_PLOTS  # the warehouse's rows carry tags: the per-tag section has its plots
+    assert text.count("<svg") == len(drawn) and all(f'id="plot-{p}"' in text for p in drawn)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text) and "<script" not in text
-    for p in PLOTS:  # each plot has data series drawn, not the "nothing in these nights" placeholder
+    for p in drawn:  # each plot has data series drawn, not the "nothing in these nights" placeholder
         assert series(plot_svg(text, p)), p
     assert "in these nights" not in text
 
@@ -328,15 +330,17 @@ def test_self_hosted_utilisation_per_tier_matches_the_view(wh, page):
 
 
 def test_the_queries_in_the_docs_give_the_dashboards_numbers(wh, page):
-    """docs/analysts.md's dashboard section: its two queries, on the same warehouse, give the page's tables."""
+    """docs/analysts.md's dashboard section: its queries, on the same warehouse, give the page's tables."""
     docs = (Path(__file__).resolve().parents[3] / "docs" / "analysts.md").read_text()
     section = docs[docs.index("## Every night at a glance"):]
     section = section[:section.index("![the dashboard")]
-    nights_query, quality_query = re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+    nights_query, quality_query, tag_query, judge_query = re.findall(r"```sql\n(.*?)```", section, flags=re.S)
     text = page.read_text()
     with duckdb.connect(str(wh), read_only=True) as c:
         nights = c.execute(nights_query).fetchall()
         quality = c.execute(quality_query).fetchall()
+        tags = c.execute(tag_query).fetchall()
+        judge = c.execute(judge_query).fetchall()
     labels = dict(COLUMNS)
     got = table(text, "nights")
     assert [(r["night"], r["dataset"]) for r in got] == [(str(n), d) for n, d, *_ in nights]
@@ -351,6 +355,21 @@ def test_the_queries_in_the_docs_give_the_dashboards_numbers(wh, page):
         for key, value in (("quality_estimate", est), ("quality_low", low), ("quality_high", high),
                            ("quality_n", n), ("accuracy", acc)):
             assert (r[labels[key]] == "–") if value is None else (num(r[labels[key]]) == a(value, abs=5e-5))
+    labels = dict(TAG_COLUMNS)
+    got = table(text, "tags")
+    assert [(r["night"], r[labels["value"]]) for r in got] == [
+        (str(n), v) for n, v, *_ in sorted(tags, key=lambda t: (t[0], t[1] == UNTAGGED, t[1]))]
+    by = {(str(n), v): rest for n, v, *rest in tags}
+    for r in got:
+        assert [num(r[labels[k]]) for k in ("requests", "cost_usd", "baseline_cost_usd", "cost_per_1k_usd",
+                                            "baseline_per_1k_usd")] == [
+            a(v, abs=5e-5) for v in by[(r["night"], r[labels["value"]])]]
+    savings = {(r["night"], r["dataset"]): r for r in table(text, "savings")}
+    assert len(judge) == len(savings)
+    for night, ds, judge_usd, net in judge:
+        r = savings[(str(night), ds)]
+        assert (r["judge (QA)"] == "–") if judge_usd is None else num(r["judge (QA)"]) == a(judge_usd, abs=5e-5)
+        assert num(r["net saving (USD)"]) == a(net, abs=5e-5)
 
 
 def test_days_counts_back_from_the_latest_night(wh, tmp_path):
@@ -382,7 +401,9 @@ def test_a_warehouse_from_an_older_sluice_is_upgraded_first(wh, tmp_path):
     with duckdb.connect(str(old), read_only=True) as c:
         assert schema_version(c) == SCHEMA_VERSION
     new_text = write_dashboard(wh, tmp_path / "new.html").read_text()
-    assert table(text, "nights") == table(new_text, "nights")
+    old_rows, new_rows = table(text, "nights"), table(new_text, "nights")
+    assert {r.pop("judge (USD)") for r in old_rows} == {"–"}  # before the judge's column: no judge ran
+    assert old_rows == [{k: v for k, v in r.items() if k != "judge (USD)"} for r in new_rows]
     assert {r["quality estimate"] for r in table(text, "quality")} == {"–"}
 
 
@@ -400,7 +421,7 @@ def test_an_empty_warehouse_draws_placeholders(tmp_path):
         pass
     text = write_dashboard(tmp_path / "empty.duckdb", tmp_path / "d.html").read_text()
     assert text.count("<svg") == len(PLOTS) and text.count("in these nights") == len(PLOTS)
-    assert "no runs" in text
+    assert "no runs" in text and "No row of the window carries a chargeback tag" in text
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
@@ -413,7 +434,7 @@ def test_the_dashboard_renders_in_headless_chromium(page, tmp_path):
              "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
              "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'profile'}"]
     png = tmp_path / "dashboard.png"
-    shot = subprocess.run([CHROMIUM, *flags, "--window-size=1280,3300", f"--screenshot={png}",
+    shot = subprocess.run([CHROMIUM, *flags, "--window-size=1280,5200", f"--screenshot={png}",
                            page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
     assert shot.returncode == 0, shot.stderr[-2000:]
     problems = [line for line in shot.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
@@ -425,3 +446,145 @@ def test_the_dashboard_renders_in_headless_chromium(page, tmp_path):
         img = img.crop((0, 0, img.width, min(img.height, ImageChops.difference(img, page_bg).getbbox()[3] + 24)))
         small = img.resize((960, round(img.height * 960 / img.width)), Image.LANCZOS)
         small.quantize(256).save(os.environ["SLUICE_DASHBOARD_SCREENSHOT"], optimize=True)
+
+
+# --- per tag ----------------------------------------------------------------------------------------------------
+
+NIGHT_R = "CAST(timezone('UTC', u.started_at) AS DATE)"
+
+
+def tag_sql(wh, key: str) -> dict:
+    """Per night and value of `key`, from `results` (not the views): every row of a night and dataset where any row
+    carries the key, under its value or (untagged): datasets, rows, spend, all-premium."""
+    with duckdb.connect(str(wh), read_only=True) as c:
+        return {(str(r[0]), r[1]): r[2:] for r in c.execute(f"""
+            WITH x AS (SELECT {NIGHT_R} AS night, r.* FROM results r JOIN runs u USING (run_id)),
+            listed AS (SELECT DISTINCT night, dataset FROM x WHERE x.tags->>'{key}' IS NOT NULL)
+            SELECT night, coalesce(x.tags->>'{key}', '{UNTAGGED}'), count(DISTINCT dataset), count(*),
+                   sum(cost_usd), sum(baseline_cost_usd)
+            FROM x JOIN listed USING (night, dataset) GROUP BY 1, 2""").fetchall()}
+
+
+def test_per_tag_cost_and_spend_match_sql(wh, page):
+    """Default key: the one most rows carry (team: run r1's tag on the runs of its rows, and row s1's, against
+    feature on r5 only). Per night and team: requests, spend, all-premium, cost per 1k, table and plots."""
+    with duckdb.connect(str(wh), read_only=True) as c:
+        carried = dict(c.execute("""SELECT k, count(*) FROM (SELECT unnest(json_keys(tags)) AS k FROM results
+                                    WHERE tags IS NOT NULL) GROUP BY k""").fetchall())
+    assert carried["team"] > carried["feature"] > 0
+    text = page.read_text()
+    assert "<h2>Per tag: team</h2>" in text and "the key most rows carry" in text
+    want = tag_sql(wh, "team")
+    assert {v for _, v in want} == {"search", "ads", UNTAGGED}
+    labels = dict(TAG_COLUMNS)
+    got = table(text, "tags")
+    assert sorted((r["night"], r[labels["value"]]) for r in got) == sorted(want)
+    for r in got:
+        datasets, rows, cost, base = want[(r["night"], r[labels["value"]])]
+        assert [num(r[labels[k]]) for k in ("datasets", "requests", "cost_usd", "baseline_cost_usd", "saving_usd",
+                                            "cost_per_1k_usd", "baseline_per_1k_usd")] == [
+            datasets, rows, a(cost, abs=5e-5), a(base, abs=5e-5), a(base - cost, abs=5e-5),
+            a(1000 * cost / rows, abs=5e-5), a(1000 * base / rows, abs=5e-5)]
+    # per night, the values add up to the night's totals (team is listed on every dataset of every night)
+    per_night = nights_sql(wh)
+    for n in NIGHTS:
+        assert sum(w[1] for (night, _), w in want.items() if night == n) == sum(
+            per_night[(n, ds)][1] for ds in ("ds", "qa"))
+
+    # cost per 1k: one line per value (solid) and its all-premium (dashed), every point at its SQL value and night
+    drawn = series(plot_svg(text, "tag-cost-per-1k"))
+    ys, xs = [], []
+    for v in ("search", "ads", UNTAGGED):
+        for key, col in (("cost_per_1k_usd", 2), ("baseline_per_1k_usd", 3)):
+            pts = marks(drawn[f"tag_{key}-{tag_slug(v)}"])
+            assert len(pts) == len(NIGHTS)
+            ys += [(1000 * want[(n, v)][col] / want[(n, v)][1], y) for n, (_, y) in zip(NIGHTS, pts, strict=True)]
+            xs += [(k, x) for k, (x, _) in enumerate(pts)]
+    assert_affine(ys)
+    assert_affine(xs)
+
+    # spend: a bar per night and value as tall as its spend, the all-premium ticks on the same scale
+    drawn = series(plot_svg(text, "tag-spend"))
+    heights, bottoms = [], set()
+    for (n, v), (_, _, cost, _) in want.items():
+        lo, hi = bar(drawn[f"tag_spend-{tag_slug(v)}-{n}"])
+        heights.append((cost, lo - hi))
+        bottoms.add(round(lo, 2))
+    assert len(bottoms) == 1
+    assert_affine(heights + [(0.0, 0.0)])
+    scale, bottom = next(h / c for c, h in heights if c > 0), bottoms.pop()
+    for v in ("search", "ads", UNTAGGED):
+        ticks = marks(drawn[f"tag_baseline-{tag_slug(v)}"])
+        assert [bottom - y for _, y in ticks] == [a(want[(n, v)][3] * scale, abs=0.05) for n in NIGHTS]
+
+
+def test_tag_key_chooses_the_key(wh, tmp_path):
+    """--tag-key feature: only the nights and datasets where a row carries it (run r1's rows: r5 is faq)."""
+    out = tmp_path / "d.html"
+    res = CliRunner().invoke(app, ["dashboard", "-o", str(out), "--warehouse", str(wh), "--tag-key", "feature"])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "<h2>Per tag: feature</h2>" in text and "asked for with <code>--tag-key</code>" in text
+    want = tag_sql(wh, "feature")
+    labels = dict(TAG_COLUMNS)
+    got = {(r["night"], r[labels["value"]]): r for r in table(text, "tags")}
+    assert set(got) == set(want) and {v for _, v in want} == {"faq", UNTAGGED}
+    for k, (datasets, rows, cost, base) in want.items():
+        assert [num(got[k][labels[c]]) for c in ("datasets", "requests", "cost_usd", "baseline_cost_usd")] == [
+            datasets, rows, a(cost, abs=5e-5), a(base, abs=5e-5)]
+    assert all(want[(n, "faq")][1] == 1 for n in NIGHTS)
+    text = write_dashboard(wh, tmp_path / "none.html", tag_key="nosuch").read_text()
+    assert "No row of the window carries the tag <code>nosuch</code>" in text and "tags" not in table_ids(text)
+
+
+def table_ids(text: str) -> set:
+    p = _Tables()
+    p.feed(text)
+    return set(p.tables)
+
+
+# --- the judge's spend ------------------------------------------------------------------------------------------
+
+
+def test_the_judges_spend_is_its_own_line(wh, page):
+    """The judge ran on n2-ds and n3-ds-b: its spend is a column and a mechanism line of its own, drawn on top of
+    the stack, never in the rows' spend (a tier's); the runs' totals (rows + judge) give the net saving."""
+    text = page.read_text()
+    with duckdb.connect(str(wh), read_only=True) as c:
+        want = {(str(r[0]), r[1]): r[2:] for r in c.execute(f"""
+            WITH x AS (SELECT run_id, sum(cost_usd) AS rows_cost FROM results GROUP BY 1)
+            SELECT {NIGHT_R}, u.dataset, sum(u.judge_cost_usd), sum(u.cost_usd), sum(u.baseline_cost_usd),
+                   sum(x.rows_cost)
+            FROM runs u JOIN x USING (run_id) GROUP BY 1, 2""").fetchall()}
+        judged = dict(c.execute("SELECT run_id, judge_cost_usd FROM runs WHERE judge_cost_usd > 0").fetchall())
+    assert judged == {k: a(v) for k, v in DASHBOARD_JUDGE.items()}
+    for judge, total, _, rows_cost in want.values():  # the runs' total is the rows' cost plus the judge's
+        assert total == a(rows_cost + (judge or 0))
+    nights = {(r["night"], r["dataset"]): r for r in table(text, "nights")}
+    savings = {(r["night"], r["dataset"]): r for r in table(text, "savings")}
+    assert set(nights) == set(savings) == set(want)
+    for k, (judge, total, base, rows_cost) in want.items():
+        assert num(nights[k]["cost (USD)"]) == a(rows_cost, abs=5e-5)  # the rows' spend: no judge in it
+        assert num(savings[k]["spend (USD)"]) == a(rows_cost, abs=5e-5)
+        if judge is None:
+            assert nights[k]["judge (USD)"] == savings[k]["judge (QA)"] == "–"
+        else:
+            assert num(nights[k]["judge (USD)"]) == num(savings[k]["judge (QA)"]) == a(judge, abs=5e-5)
+        assert num(savings[k]["net saving (USD)"]) == a(base - total, abs=5e-5)
+    mech = {r["mechanism"]: r for r in table(text, "mechanisms")}
+    judge_total = sum(DASHBOARD_JUDGE.values())
+    assert num(mech["quality assurance (judge)"]["usd"]) == a(-judge_total)
+    assert num(mech["net saving (after the judge)"]["usd"]) == a(sum(b - t for _, t, b, _ in want.values()))
+    card = re.search(r'<div class="v">\$([\d.]+)</div><div class="k">cost \(rows \+ judge\)', text)
+    assert float(card.group(1)) == a(sum(t for _, t, _, _ in want.values()), abs=5e-5)
+
+    # the plot: the judge's bar on top of each judged stack, as tall as its spend on the bars' scale
+    drawn = series(plot_svg(text, "spend"))
+    scale = None
+    for (n, ds), (judge, _, _, rows_cost) in want.items():
+        lo, hi = bar(drawn[f"spend-{ds}-{n}"])
+        scale = scale or (lo - hi) / rows_cost
+        stack_top = min(bar(g)[1] for key, g in drawn.items() if key.endswith(f"-{ds}-{n}")
+                        and not key.startswith("judge_cost_usd"))
+        j_lo, j_hi = bar(drawn[f"judge_cost_usd-{ds}-{n}"])
+        assert j_lo == a(stack_top, abs=0.05) and j_lo - j_hi == a((judge or 0) * scale, abs=0.05)
