@@ -3,7 +3,9 @@
     ingest  -> read the Parquet file; bad rows are quarantined with a reason, the rest go on
     dedup   -> exact duplicates are answered from their first occurrence, free
     route   -> the gatekeeper scores each row and writes one Parquet partition per tier
-    infer   -> each tier answers its partition (self-hosted vLLM, or an OpenAI-compatible API), cheapest first
+    infer   -> each tier answers its partition (self-hosted vLLM, or an OpenAI-compatible API), cheapest first;
+               a tier naming a `reference_tier` (a quantised model) is first compared with it on a sample of its
+               rows, and a tier that fails is not used: its rows go to the next tier
     review  -> after each tier: answers failing their schema are retried once on it; the still-invalid and the
                least confident are escalated to the next tier (the batch cascade); a shadow sample of the
                cheapest tier is also answered by the premium tier, to retrain the router on this traffic
@@ -65,13 +67,13 @@ from tasks.infer import (
     dispatch_tier,
     infer_tier,
     record_provider_batches,
-    validate_quantisation,
     waiting_on_provider,
 )
 from tasks.land import land
 from tasks.learn import plan_routing, record_routing, retrain_router
 from tasks.review import judge, review
 from tasks.stage import run_stage
+from tasks.validate import validate_tier
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -200,16 +202,18 @@ def _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue,
                   billing) -> None:
     last_self_hosted = max((i for i, t in enumerate(todo) if t.self_hosted), default=-1)
     for i, t in enumerate(todo):
+        if t.reference_tier:  # compared with its reference first; refused, its rows go on to the next tier
+            usable, partitions = validate_tier(t.name, partitions, run_dir, run_id, tiers, str(settings.data_dir),
+                                               str(settings.warehouse), settings.default_max_tokens)
+            if not usable:
+                if i == last_self_hosted:
+                    release_engines()
+                continue
         if t.name not in partitions:
             _follow_ups(t, run_dir, tiers, settings, billing)
             if i == last_self_hosted:
                 release_engines()
             continue
-        if t.self_hosted and t.quantization:
-            validate_quantisation(
-                t.name, partitions[t.name], tiers, str(settings.data_dir), str(settings.warehouse), run_id,
-                settings.quantisation_sample_rows, settings.quantisation_threshold, settings.default_max_tokens,
-            )
         # a provider batch is its own checkpoint: one shard, so the tier is one batch, not one batch per shard
         shard_rows = settings.shard_rows if t.batch_api == "off" else max(settings.shard_rows, 1 << 30)
         if dispatch and (t.self_hosted or dispatch_api_tiers):

@@ -47,6 +47,14 @@ class Tier(BaseModel):
     # self-hosted (vllm)
     dtype: str = "auto"
     quantization: str | None = None
+    # Before a run uses this tier, it and the tier named here answer `validation_rows` of its rows, and it is used
+    # only if the 95% interval on the accuracy difference shows it at most `validation_margin` worse
+    # (sluice/stages/infer/tier_validation.py); a refused tier's rows go to the next tier. Required for a tier with
+    # `quantization`; name one for a pre-quantised checkpoint too (AWQ, GPTQ, compressed-tensors): the
+    # full-precision model on a bigger worker, or a premium tier. Never the tier itself.
+    reference_tier: str | None = None
+    validation_rows: int = Field(default=200, ge=1)
+    validation_margin: float = Field(default=0.05, ge=0, le=1)
     worker: str | None = None
     # tokens (in + out) per second the worker sustains on this model: prices the tier per token when routing
     # under a dollar budget (unset: RouterSettings.self_hosted_tokens_per_s)
@@ -202,6 +210,22 @@ def check_answers_file(tier: str, path: Path | None) -> None:
                              f"expected {'text' if ok is text else 'integers'}")
 
 
+def _check_reference(t: Tier, catalogue: "Catalogue") -> None:
+    """A tier's `reference_tier` names another tier that does not run the same model the same way."""
+    if t.reference_tier is None:
+        if t.self_hosted and t.quantization:
+            raise ValueError(f"tier {t.name!r} is quantised ({t.quantization}): name the tier it is validated "
+                             "against before use (`reference_tier`, e.g. the full-precision model or a premium tier)")
+        return
+    if t.reference_tier not in catalogue.names:
+        raise ValueError(f"tier {t.name!r}: reference_tier {t.reference_tier!r} is not a tier ({', '.join(catalogue.names)})")
+    ref = catalogue.tier(t.reference_tier)
+    same = ("backend", "model", "dtype", "quantization", "answers", "base_url")
+    if ref.name == t.name or all(getattr(ref, f) == getattr(t, f) for f in same):
+        raise ValueError(f"tier {t.name!r}: reference_tier {ref.name!r} runs the same model the same way; a tier is "
+                         "validated against another model or precision, never against itself")
+
+
 class Catalogue(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -223,6 +247,7 @@ class Catalogue(BaseModel):
         if self.judge is not None and self.judge not in names:
             raise ValueError(f"judge {self.judge!r} is not a tier ({', '.join(names)})")
         for t in self.tiers:
+            _check_reference(t, self)
             if t.worker and t.worker not in self.workers:
                 raise ValueError(f"tier {t.name!r}: unknown worker {t.worker!r} (known: {', '.join(self.workers)})")
         return self

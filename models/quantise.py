@@ -1,8 +1,9 @@
 """Build a W8A8 int8 checkpoint in the compressed-tensors format, which vLLM serves on CPU and on GPUs.
 
 W8A8 int8, as LLM Compressor's `QuantizationModifier(scheme="W8A8")` writes it:
-    weights      int8, symmetric, one scale per output channel: scale = max|w| over the row / 127, the row
-                 rounded to the nearest multiple (round-to-nearest, no calibration data needed)
+    weights      int8, symmetric, one scale per output channel: scale = max|w| over the row / 127.5 (half the
+                 int8 range, as compressed-tensors computes it), the row rounded to the nearest multiple and
+                 clamped to [-128, 127] (round-to-nearest: no calibration data needed)
     activations  int8, symmetric, one scale per token, computed by the engine at run time (dynamic)
     left alone   the embeddings, norms and `lm_head` (tied to the embeddings in SmolLM2): quantising the output
                  projection costs the most accuracy for the least memory
@@ -20,7 +21,7 @@ vLLM on CPU: on a CPU with AMX (Sapphire Rapids and later) vLLM 0.32 runs int8 l
 bf16 or fp16 activations only, so serve the checkpoint with dtype "bfloat16" (fp32 fails at the first forward
 pass: "int8_scaled_mm_with_quant: expect A to be bfloat16 or half"); without AMX the oneDNN kernel takes fp32 too.
 
-    python -m models.quantise                       # packaged SmolLM2 -> data/models/smollm2-135m-instruct-w8a8
+    sluice prepare --quantised                       # packaged SmolLM2 -> data/models/smollm2-135m-instruct-w8a8
     python -m models.quantise SOURCE_DIR TARGET_DIR  # any Llama-like Hugging Face folder
 """
 
@@ -73,7 +74,7 @@ def quantise_w8a8(source: str | Path, target: str | Path) -> Path:
             module.weight_scale.copy_(scale)
             module.weight_zero_point.copy_(zero_point)
     compressor = ModelCompressor.from_pretrained_model(model, quantization_format="int-quantized")
-    compressor.compress_model(model)  # weights -> int8 (round(w / scale), clamped to [-128, 127])
+    compressor.compress_model(model)  # weights -> int8: round(w / scale), clamped to [-128, 127]
     model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(str(source)).save_pretrained(tmp)
     compressor.update_config(str(tmp))  # config.json's quantization_config
@@ -90,11 +91,7 @@ def weights_bytes(folder: str | Path) -> int:
 if __name__ == "__main__":
     import sys
 
-    from models.packaged import PACKAGED_PREFIX, resolve_model
-
     logging.basicConfig(level=logging.INFO)
-    if len(sys.argv) == 3:
-        print(quantise_w8a8(sys.argv[1], sys.argv[2]))
-    else:
-        data_dir = os.environ.get("SLUICE_DATA_DIR", "data")
-        print(resolve_model(PACKAGED_PREFIX + "smollm2-135m-instruct-w8a8", data_dir))
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m models.quantise SOURCE_DIR TARGET_DIR (the packaged SmolLM2: sluice prepare --quantised)")
+    print(quantise_w8a8(sys.argv[1], sys.argv[2]))

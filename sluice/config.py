@@ -83,10 +83,6 @@ class Settings(BaseModel):
     default_max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, gt=0)
     # rows per infer shard: each shard's answers are checkpointed when it finishes (resume redoes at most one)
     shard_rows: int = Field(default=256, gt=0)
-    # a quantised self-hosted tier is first compared with its full-precision model on this many of its rows; the
-    # run refuses the tier when their greedy answers agree less than the threshold (sluice/stages/infer/quantisation.py)
-    quantisation_sample_rows: int = Field(default=8, ge=1)
-    quantisation_threshold: float = Field(default=0.6, ge=0, le=1)
     # characters of prompt + system per row; a longer row is quarantined at ingest (sluice.contracts.columns.MAX_PROMPT_CHARS)
     max_prompt_chars: int = Field(default=MAX_PROMPT_CHARS, gt=0)
     router: RouterSettings = Field(default_factory=RouterSettings)

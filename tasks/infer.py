@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from models.backends import ProviderBatchPending, make_backend, release_engines
 from models.catalogue import Catalogue
 from sluice.runs import answers_dir, mark_waiting, read_manifest
-from sluice.stages.infer import answer_shard, infer_tier_shards, requests_from, shard_count, tier_billing
+from sluice.stages.infer import answer_shard, infer_tier_shards, shard_count, tier_billing
 from tasks.progress import stage_advanced, stage_finished, stage_started
 
 
@@ -114,26 +114,6 @@ def dispatch_tier(
     stage_advanced(f"infer {tier_name}", int(billing.get("rows", 0)), cost_usd=billing.get("cost_usd", 0.0))
     stage_finished(f"infer {tier_name}")
     return billing
-
-
-@task(name="validate-quantisation", cache_policy=NO_CACHE)
-def validate_quantisation(
-    tier_name: str, partition: Path, catalogue: Catalogue, data_dir: str, warehouse: str, run_id: str,
-    sample_rows: int, threshold: float, default_max_tokens: int,
-) -> dict:
-    """Compare the quantised tier with its full-precision model on a sample of its own rows; refuse it if they
-    disagree too much. The per-row comparison lands in `validations` either way."""
-    from sluice.stages.infer.quantisation import QuantisationRejected, land_validation, validate_quantised_tier
-
-    tier = catalogue.tier(tier_name)
-    rows = pq.read_table(partition)
-    sample = requests_from(rows.slice(0, sample_rows), default_max_tokens)
-    v = validate_quantised_tier(tier, sample, data_dir, threshold)
-    land_validation(warehouse, run_id, v)
-    get_run_logger().info(v.message())
-    if not v.passed:
-        raise QuantisationRejected(v.message() + "; fix the catalogue (another quantisation or none) and rerun")
-    return {"mean_agreement": v.mean_agreement, "exact_rate": v.exact_rate, "rows": len(v.rows)}
 
 
 @task(name="infer-shard", cache_policy=NO_CACHE)

@@ -151,13 +151,19 @@ def run(
 
 
 @app.command()
-def prepare(data_dir: DataDirOpt = None) -> None:
+def prepare(
+    data_dir: DataDirOpt = None,
+    quantised: Annotated[bool, typer.Option("--quantised", help="also build its W8A8 int8 copy "
+                                            "(packaged:smollm2-135m-instruct-w8a8, models/quantise.py)")] = False,
+) -> None:
     """Convert the packaged SmolLM2 model into data/models/ (done on first use anyway)."""
     from models.packaged import PACKAGED_PREFIX, resolve_model
     from sluice.config import load_settings
 
     settings = load_settings(data_dir=data_dir)
     console.print(resolve_model(PACKAGED_PREFIX + "smollm2-135m-instruct", settings.data_dir))
+    if quantised:
+        console.print(resolve_model(PACKAGED_PREFIX + "smollm2-135m-instruct-w8a8", settings.data_dir))
 
 
 # put a dataset (and its options) into the drop box: `sluice submit` (sluice/cli/submit.py)
@@ -319,43 +325,55 @@ def economics(
         console.print(line, highlight=False, soft_wrap=True)
 
 
-@app.command("validate-quant")
-def validate_quant(
-    dataset: Annotated[Path, typer.Argument(help="Parquet file whose first rows are the sample")],
-    tier: Annotated[str, typer.Option(help="self-hosted tier to validate")],
+@app.command("validate-tier")
+def validate_tier_command(
+    dataset: Annotated[Path, typer.Argument(help="Parquet file the sample is drawn from (with `reference` to grade)")],
+    tier: Annotated[str, typer.Option(help="tier to validate (a quantised one, say)")],
+    reference: Annotated[Optional[str], typer.Option(help="tier to compare with (default: its reference_tier)")] = None,
+    rows: Annotated[Optional[int], typer.Option(help="sampled rows (default: its validation_rows)")] = None,
+    margin: Annotated[Optional[float], typer.Option(help="accuracy it may lose (default: its validation_margin)")] = None,
     quantization: Annotated[Optional[str], typer.Option(help="override the tier's quantisation")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="override the tier's dtype (CPU: bfloat16 with int8/fp8)")] = None,
-    rows: Annotated[int, typer.Option(help="sampled rows")] = 8,
-    max_tokens: Annotated[int, typer.Option(help="answer length per row")] = 32,
-    threshold: Annotated[float, typer.Option(help="mean agreement needed")] = 0.6,
+    max_tokens: Annotated[int, typer.Option(help="answer length per row, at most")] = 64,
     catalogue: CatalogueOpt = None,
     warehouse: WarehouseOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Compare a quantised tier with its full-precision model on a sample; exit 1 when it is refused."""
-    from dataclasses import replace
+    """Compare a tier with its reference tier on a sample, as a run does before using it; exit 1 when refused."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
+    from models.catalogue import Catalogue
     from sluice.config import load_settings
-    from sluice.stages.infer.answer import requests_from
-    from sluice.stages.infer.quantisation import land_validation, validate_quantised_tier
+    from sluice.stages.infer.tier_validation import land_decision, sample_rows, validate_tier
     from sluice.stages.ingest.read import read_prompts
+    from tasks.validate import judge_free_text
 
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
-    t = settings.catalogue().tier(tier)
-    t = t.model_copy(update={k: v for k, v in {"quantization": quantization, "dtype": dtype}.items() if v})
+    cat = settings.catalogue()
+    update = {"quantization": quantization, "dtype": dtype, "reference_tier": reference, "validation_rows": rows,
+              "validation_margin": margin}
+    t = cat.tier(tier).model_copy(update={k: v for k, v in update.items() if v is not None})
+    try:  # validated again: the reference must exist and must not be the tier itself
+        cat = Catalogue.model_validate({**cat.model_dump(), "tiers": [
+            t.model_dump() if x.name == tier else x.model_dump() for x in cat.tiers]})
+    except ValueError as exc:
+        _fail(str(exc))
+    if t.reference_tier is None:
+        _fail(f"tier {tier!r} names no reference_tier: pass --reference")
     table = read_prompts(dataset)
-    sample = requests_from(table.slice(0, rows), max_tokens)
-    sample = [replace(r, max_tokens=min(r.max_tokens, max_tokens)) for r in sample]
+    table = table.filter(pc.not_equal(table["status"], "quarantined"))
+    if "max_tokens" in table.column_names:
+        capped = pc.min_element_wise(pc.fill_null(table["max_tokens"], max_tokens), pa.scalar(max_tokens, pa.int64()))
+        table = table.set_column(table.column_names.index("max_tokens"), "max_tokens", pc.cast(capped, pa.int32()))
     t0 = time.perf_counter()
-    v = validate_quantised_tier(t, sample, str(settings.data_dir), threshold)
+    d = validate_tier(t, cat, sample_rows(table, t.validation_rows), max_tokens, str(settings.data_dir),
+                      judge=judge_free_text)
     run_id = f"validate-{time.strftime('%Y%m%dT%H%M%S')}"
-    land_validation(str(settings.warehouse), run_id, v)
-    for r in v.rows[:3]:
-        console.print(f"[dim]{r['row_id']}[/] agreement {r['agreement']:.2f}\n  full: {r['reference'][:120]!r}"
-                      f"\n  {v.quantization}: {r['candidate'][:120]!r}", highlight=False)
-    console.print(f"{v.message()} in {time.perf_counter() - t0:.0f} s; landed as {run_id} in `validations`",
+    land_decision(str(settings.warehouse), run_id, d)
+    console.print(f"{d.message()} in {time.perf_counter() - t0:.0f} s; landed as {run_id} in `validations`",
                   highlight=False)
-    if not v.passed:
+    if not d.passed:
         raise typer.Exit(code=1)
 
 

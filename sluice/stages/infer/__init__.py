@@ -1,7 +1,8 @@
 """Infer: each tier answers its partition on its backend, shard by shard, and every row is priced.
 
     answer.py        requests from rows, answers and per-row costs, checkpointed shards
-    quantisation.py  a quantised self-hosted tier compared with its full-precision model before it is used
+    tier_validation.py  a tier naming a `reference_tier` (a quantised model) compared with it on a sample of its
+                        rows before it is used; refused, its rows go to the next tier
 """
 
 from sluice.stages.infer.answer import answer_shard, infer_tier_shards, requests_from, shard_count, tier_billing

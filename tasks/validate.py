@@ -1,0 +1,78 @@
+"""The check a tier with a `reference_tier` (a quantised model, say) passes before a run uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from models.backends import Request
+from models.catalogue import Catalogue
+from sluice.stages.infer.tier_validation import (
+    TierRefused,
+    hand_on,
+    land_decision,
+    load_decision,
+    sample_rows,
+    save_decision,
+)
+from sluice.stages.infer.tier_validation import validate_tier as compare_with_reference
+from tasks.progress import stage_finished, stage_started
+
+
+def judge_free_text(rows: list[dict], requests: dict[str, Request], catalogue: Catalogue, backend_for) -> float:
+    """The catalogue's judge on a validation's unjudged free-text pairs (sluice/stages/review/judge.py: both
+    orders, a split not acceptable), in place; returns what judging cost."""
+    from sluice.stages.review.judge import Pair, ask_judge, render_request
+
+    todo = [r for r in rows if r["how"] is None and r["answer"] and r["reference_answer"]]
+    if catalogue.judge_tier is None or not todo:
+        return 0.0
+    pairs = [Pair(r["row_id"], "candidate", render_request(requests[r["row_id"]].prompt, requests[r["row_id"]].system),
+                  r["answer"], r["reference_answer"]) for r in todo]
+    _, verdicts, billing = ask_judge(pairs, catalogue.judge_tier, catalogue, backend_for)
+    by_row = {v["row_id"]: v for v in verdicts.to_pylist()}
+    for r in todo:
+        v = by_row.get(r["row_id"])
+        if v is not None and v["acceptable"] is not None:
+            r.update(how="judge", tier_ok=bool(v["acceptable"]), reference_ok=True, reason=v["reason"])
+    return float(billing.get("cost_usd", 0.0))
+
+
+@task(name="validate-tier", cache_policy=NO_CACHE)
+def validate_tier(
+    tier_name: str, partitions: dict[str, Path], run_dir: Path, run_id: str, catalogue: Catalogue, data_dir: str,
+    warehouse: str, default_max_tokens: int,
+) -> tuple[bool, dict[str, Path]]:
+    """Before a tier with a `reference_tier` answers: compare the two on a sample of the tier's rows and land the
+    decision in `validations` (sluice/stages/infer/tier_validation.py). Returns (use it?, the partitions the run
+    goes on with): refused, the tier's rows are handed to the next tier and the run does not use it. A resumed run
+    reuses the decision kept in the run folder."""
+    logger = get_run_logger()
+    tier = catalogue.tier(tier_name)
+    decision = load_decision(run_dir, tier_name)
+    if decision is None:
+        parts = [p for p in (partitions.get(tier_name), run_dir / "escalated" / f"tier={tier_name}.parquet")
+                 if p is not None and p.is_file()]
+        rows = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default") if parts else None
+        if rows is None or rows.num_rows == 0:
+            return True, partitions  # nothing for it to answer
+        stage_started(f"validate {tier_name}", min(tier.validation_rows, rows.num_rows))
+        decision = compare_with_reference(tier, catalogue, sample_rows(rows, tier.validation_rows),
+                                          default_max_tokens, data_dir, judge=judge_free_text)
+        land_decision(warehouse, run_id, decision)
+        save_decision(run_dir, decision)
+        stage_finished(f"validate {tier_name}")
+    logger.info(decision.message())
+    if decision.passed:
+        return True, partitions
+    later = catalogue.names[catalogue.names.index(tier_name) + 1:]
+    if not later:
+        raise TierRefused(decision.message() + "; no later tier can take its rows: fix the catalogue and rerun")
+    partitions = dict(partitions)
+    hand_on(run_dir, partitions, tier_name, later[0])
+    logger.info("tier %s is not used this run: its rows go to %s", tier_name, later[0])
+    return False, partitions

@@ -1,0 +1,65 @@
+"""A tier with a `reference_tier` through the real flow (replay tiers, no model): a faithful copy of the reference
+passes and answers its rows; a planted broken one is refused, its rows go to the next tier, and both decisions
+land in `validations` with their numbers."""
+
+import json
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from flows.batch_run import sluice_run
+
+SAMPLES = Path("data/samples").resolve()
+
+
+def catalogue(folder: Path, cheap_answers: Path) -> Path:
+    """cheap: recorded answers standing in for a quantised GPT-4, validated against the recorded GPT-4."""
+    path = folder / "tiers.toml"
+    path.write_text(
+        'baseline = "premium"\n'
+        f'[[tiers]]\nname = "cheap"\nbackend = "replay"\nmodel = "gpt-4-int8"\nanswers = "{cheap_answers}"\n'
+        'input_usd_per_1m = 0.5\noutput_usd_per_1m = 0.5\nreference_tier = "premium"\nvalidation_margin = 0.05\n'
+        f'[[tiers]]\nname = "premium"\nbackend = "replay"\nmodel = "gpt-4"\nanswers = "{SAMPLES}/gsm8k_gpt4.parquet"\n'
+        "input_usd_per_1m = 10\noutput_usd_per_1m = 30\n")
+    return path
+
+
+def run(tmp_path, cat, name):
+    wh = tmp_path / f"{name}.duckdb"
+    summary = sluice_run(f"{SAMPLES}/gsm8k.parquet", warehouse=str(wh), catalogue=str(cat), data_dir=str(tmp_path / name),
+                         grader="number", use_cache=False, premium_share=0.0, shadow_share=0.0, cascade_share=0.0)
+    with duckdb.connect(str(wh), read_only=True) as con:
+        tiers = pl.from_arrow(con.execute("SELECT tier, count(*) AS n FROM results WHERE status = 'ok' "
+                                          "GROUP BY tier").arrow())
+        decision = con.execute("SELECT validator, passed, score, detail FROM validations WHERE row_id = '(decision)'"
+                               ).fetchall()
+        per_row = con.execute("SELECT count(*), sum(CASE WHEN passed THEN 1 ELSE 0 END) FROM validations "
+                              "WHERE row_id <> '(decision)'").fetchone()
+    return summary, dict(zip(tiers["tier"], tiers["n"])), decision, per_row
+
+
+def test_a_faithful_tier_is_used_and_a_broken_one_hands_its_rows_on(tmp_path):
+    good, tiers, decision, per_row = run(tmp_path, catalogue(tmp_path, SAMPLES / "gsm8k_gpt4.parquet"), "faithful")
+    assert tiers == {"cheap": 60}  # 60 distinct questions (+ 6 duplicates answered from them)
+    [(validator, passed, score, detail)] = decision
+    numbers = json.loads(detail)
+    assert (validator, passed, score) == ("reference:cheap:premium", True, 0.0)
+    assert (numbers["n"], numbers["by"]["graded"], numbers["tier_right"], numbers["reference_right"]) == (60, 60, 54, 54)
+    assert numbers["low"] >= -0.05 and numbers["margin"] == 0.05
+    assert per_row == (60, 54)
+
+    broken = pl.read_parquet(SAMPLES / "gsm8k_gpt4.parquet").with_columns(
+        pl.lit("I think the answer is #### 0").alias("response"))
+    broken.write_parquet(tmp_path / "broken.parquet")
+    (tmp_path / "b").mkdir()
+    bad, tiers, decision, per_row = run(tmp_path, catalogue(tmp_path / "b", tmp_path / "broken.parquet"), "broken")
+    assert tiers == {"premium": 60}  # refused: every row it was routed went to the next tier
+    [(validator, passed, score, detail)] = decision
+    numbers = json.loads(detail)
+    assert (passed, numbers["tier_right"], numbers["reference_right"], numbers["n"]) == (False, 0, 54, 60)
+    assert score == pytest.approx(-54 / 60, abs=1e-4) and numbers["high"] < -0.05
+    assert per_row == (60, 0)
+    # the same questions, the same landed accuracy: premium answered them all
+    assert bad["accuracy"] == pytest.approx(good["accuracy"])
