@@ -16,12 +16,13 @@ from flows.batch_run import sluice_run
 from flows.collect_batches import collect_batches
 from sluice.reports.economics import run_savings, savings_lines
 from sluice.runs import read_manifest
+from tests.support.crash import child_env, landed, provider_counts, run_once, sluice_cmd
 from tests.support.openai_server import Faults, OpenAICompatServer
 
 N = 12
 
 
-def catalogue(folder, base_url):
+def catalogue(folder, base_url, wait=False):
     (folder / "cheap.parquet").unlink(missing_ok=True)
     pq.write_table(pa.table({"prompt": ["unused"], "response": ["unused"]}), folder / "cheap.parquet")
     path = folder / "tiers.toml"
@@ -31,7 +32,8 @@ def catalogue(folder, base_url):
         f'answers = "{folder / "cheap.parquet"}"\ninput_usd_per_1m = 0.5\noutput_usd_per_1m = 1.5\n'
         f'[[tiers]]\nname = "premium"\nbackend = "openai"\nmodel = "premium-test"\nbase_url = "{base_url}"\n'
         "input_usd_per_1m = 2.5\noutput_usd_per_1m = 10\nbatch_input_usd_per_1m = 1.25\n"
-        'batch_output_usd_per_1m = 5\nbatch_api = "always"\nbatch_wait = false\nbatch_poll_interval_s = 0.05\n'
+        f'batch_output_usd_per_1m = 5\nbatch_api = "always"\nbatch_wait = {str(wait).lower()}\n'
+        "batch_poll_interval_s = 0.05\n"
         "max_retries = 0\n")
     return path
 
@@ -90,3 +92,33 @@ def test_a_run_that_does_not_wait_ends_waiting_and_collect_batches_lands_it_once
     savings = run_savings(wh, waiting["run_id"])
     assert savings["batch_saving_usd"] == pytest.approx(batch_saving)
     assert any(line.strip().startswith("provider batch discount") for line in savings_lines(savings))
+
+
+def test_a_run_killed_while_polling_its_provider_batch_resumes_it_and_pays_once(tmp_path):
+    data = tmp_path / "questions.parquet"
+    prompts = [f"question {i} about the tides of harbour {i}" for i in range(N)]
+    pq.write_table(pa.table({"id": [f"q{i}" for i in range(N)], "prompt": prompts}), data)
+    log = tmp_path / "runs.log"
+    with OpenAICompatServer(model="premium-test", faults=Faults(batch_hold=True)) as srv:
+        cmd = sluice_cmd(data, tmp_path, catalogue(tmp_path, srv.base_url, wait=True),
+                         ["--premium-share", "1.0", "--cascade-share", "0", "--shadow-share", "0"])
+        env = child_env(tmp_path, shard_rows=4)
+        # `sluice run` SIGKILLed while it polls the batch the provider has accepted (and holds in progress)
+        _, killed = run_once(cmd, env, log, kill_after=(tmp_path / "data", "batch journaled", 0.5))
+        assert killed and [b["status"] for b in srv.batches.values()] == ["in_progress"]
+        srv.set_faults(Faults())  # the provider finishes it while nobody is polling
+        code, killed = run_once(cmd, env, log)  # the same command again: resumes the run, polls the batch
+        assert code == 0 and not killed, log.read_text()[-3000:]
+        batches = srv.batches
+        answered, resent = provider_counts(srv, 0)
+    assert len(batches) == 1 and answered == N and resent == 0  # one submission; every request answered once
+    rows, distinct, cost, runs, _ = landed(tmp_path)
+    assert (rows, distinct, runs) == (N, N, 1)
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
+        batch_cost, list_cost, discount = con.execute(
+            "SELECT sum((input_tokens * 1.25 + output_tokens * 5.0) / 1e6), "
+            "sum((input_tokens * 2.5 + output_tokens * 10.0) / 1e6), sum(batch_discount_usd) FROM results "
+            "WHERE price_basis = 'batch' AND status = 'ok'").fetchone()
+        recorded = con.execute("SELECT batch_id, rows, status FROM provider_batches").fetchall()
+    assert cost == pytest.approx(batch_cost) and discount == pytest.approx(list_cost - batch_cost)  # paid once
+    assert recorded == [(next(iter(batches)), N, "completed")]

@@ -155,6 +155,8 @@ REVIEW_MILESTONES = {
     "escalated to premium": "escalated/tier=premium.parquet",
     "shadow answered": "answers/shadow/tier=*/shard-*.parquet",
 }
+# a provider batch accepted and journaled (an API tier with `batch_api`): killing now exercises polling it again
+BATCH_MILESTONES = {"batch journaled": "answers/**/shard-*.batches.jsonl"}
 MILESTONES = ["manifest", "ingested", "deduped", "routed", "shard 1", "shard 2", "shard 4", "shard 6",
               *REVIEW_MILESTONES, "results"]
 
@@ -198,6 +200,8 @@ def reached(data_dir: Path, milestone: str) -> bool:
         return len(list(run.glob("answers/tier=*/shard-*.parquet"))) >= int(milestone.split()[1])
     if milestone in REVIEW_MILESTONES:
         return any(run.glob(REVIEW_MILESTONES[milestone]))
+    if milestone in BATCH_MILESTONES:
+        return any(run.glob(BATCH_MILESTONES[milestone]))
     return (run / f"{milestone}.parquet").exists()
 
 
