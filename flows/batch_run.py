@@ -19,6 +19,11 @@ Before routing, the run picks its router: the one given, else the warehouse's pr
 under its --min-quality floor, the next run of the dataset raises its premium share by 0.1 (the quality loop).
 Both are recorded on the run (`runs.router_version`, `runs.routing`, `runs.quality_loop`) and in its summary.
 
+With --budget-usd the budget caps the whole run (sluice.stages.budget, tasks/budget.py): routing plans within it,
+then every pass (first answers, escalations, shadow, retries, the judge) reserves its expected cost before it
+sends and settles the measured cost after. Rows that fit on no tier land `deferred`, with the reason, and the next
+run of the dataset answers them first. Prefect events: sluice.run.budget-reached, .deferred, .failed (docs/events.md).
+
 Every stage checkpoints its output in `<runs_dir>/<run_id>/`; the infer stage checkpoints each shard, and journals
 each provider batch the moment the provider accepts it. Killed anywhere, the same command resumes the unfinished
 run: nothing finished is recomputed or paid for again, and journaled batches are polled, not submitted again.
@@ -63,6 +68,7 @@ from sluice.runs import (
 )
 from sluice.stages.context import StageContext
 from sluice.stages.route import write_tier_partitions
+from tasks.budget import admit_first_answers, budget_summary, carry_deferred, gate, run_failed, settle
 from tasks.infer import (
     dispatch_tier,
     infer_tier,
@@ -81,7 +87,7 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-@flow(name="sluice-run")
+@flow(name="sluice-run", on_failure=[run_failed])
 def sluice_run(
     dataset_path: str,
     warehouse: str | None = None,
@@ -168,8 +174,11 @@ def sluice_run(
     cache = str(settings.warehouse) if use_cache and Path(settings.warehouse).exists() else None
     ctx = StageContext(catalogue=tiers, source=dataset_path, defaults=defaults, cache_warehouse=cache)
     ingested = _done(run_dir / "ingested.parquet") or run_stage("ingest", run_dir, settings, ctx)
+    ingested = carry_deferred(run_dir, ingested, str(settings.warehouse), dataset)  # deferred rows go first
     deduped = _done(run_dir / "deduped.parquet") or run_stage("dedup", run_dir, settings, ctx, ingested)
     routed = _done(run_dir / "routed.parquet") or run_stage("route", run_dir, settings, ctx, deduped)
+    # the hard budget: first answers reserved; rows moved to a cheaper tier or deferred when the cap is near
+    routed = admit_first_answers(run_dir, routed, tiers, settings)
     partitions = write_tier_partitions(pq.read_table(routed), run_dir / "routed", tiers.names)
     # Cheapest tier first, one at a time: a worker holds one engine, and the premium API goes last. Each tier
     # answers its routed rows and the rows escalated to it, retries its schema failures while its engine is warm,
@@ -185,6 +194,7 @@ def sluice_run(
             run["billing"].update(judge(run_dir, tiers, str(settings.data_dir)))  # free-text shadow pairs, if any
     except ProviderBatchPending as wait:  # a tier with `batch_wait = false`: collect-batches resumes the run
         return waiting_on_provider(run_dir, wait)
+    run["budget"] = budget_summary(run_dir)  # budget, spent, reserved and released (None: no budget)
     summary = land(run_dir, str(settings.warehouse), run, tiers.names, tiers.baseline_tier)
     record_provider_batches(run_dir, str(settings.warehouse), run_id)  # every batch the provider was paid for
     # The router learns from tonight's labels: a new version when enough have arrived, promoted only if it beats
@@ -226,6 +236,7 @@ def _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue,
                 t.name, partitions[t.name], run_dir, tiers, str(settings.data_dir), settings.default_max_tokens,
                 shard_rows=shard_rows,
             )
+        settle(run_dir, t.name, billing[t.name])  # the tier's first answers, reserved when they were admitted
         _follow_ups(t, run_dir, tiers, settings, billing)
         if i == last_self_hosted:
             release_engines()
@@ -235,13 +246,17 @@ def _follow_ups(t, run_dir: Path, tiers, settings, billing: dict) -> None:
     """After tier `t`'s routed rows: answer the rows escalated to it and its shadow sample, retry its schema
     failures on it, then decide what goes on to the next tier (tasks.review)."""
     args = (run_dir, tiers, str(settings.data_dir), settings.default_max_tokens)
+    # with a budget, each pass sends only the rows it has room for (gate) and settles its bill after
     for kind, part in (("escalation", run_dir / "escalated" / f"tier={t.name}.parquet"),
                        ("shadow", run_dir / "shadow" / f"tier={t.name}.parquet")):
-        if part.is_file() and pq.read_metadata(part).num_rows:
-            billing[f"{t.name}/{kind}"] = infer_tier(t.name, part, *args, shard_rows=settings.shard_rows, kind=kind)
+        key = f"{t.name}/{kind}"
+        if part.is_file() and pq.read_metadata(part).num_rows and gate(run_dir, key, part, settings.default_max_tokens):
+            billing[key] = settle(run_dir, key, infer_tier(t.name, part, *args, shard_rows=settings.shard_rows,
+                                                           kind=kind))
     retry = review(run_dir, t.name, tiers, settings.router, settings.default_max_tokens, "retry")
-    if retry is not None:
-        billing[f"{t.name}/retry"] = infer_tier(t.name, retry, *args, shard_rows=settings.shard_rows, kind="retry")
+    if retry is not None and gate(run_dir, f"{t.name}/retry", retry, settings.default_max_tokens):
+        billing[f"{t.name}/retry"] = settle(run_dir, f"{t.name}/retry", infer_tier(
+            t.name, retry, *args, shard_rows=settings.shard_rows, kind="retry"))
     review(run_dir, t.name, tiers, settings.router, settings.default_max_tokens, "escalate")
 
 

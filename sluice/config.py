@@ -23,8 +23,9 @@ class RouterSettings(BaseModel):
                           tier; between -> the middle tier(s), split evenly by score
         premium_share     the top `premium_share` of this batch's scores -> premium (RouteLLM's calibration: the
                           threshold is a quantile of the batch itself), the next `mid_share` -> the middle tier(s)
-        budget_usd        fill a dollar budget for the whole batch with the upgrades that buy the most expected
-                          quality per dollar (`sluice.stages.route.policies`); rows it cannot afford land as `over_budget`
+        budget_usd        a hard cap on the whole run's spend: routing fills it with the upgrades that buy the most
+                          expected quality per dollar (`sluice.stages.route.policies`), then every pass reserves its
+                          cost within it (`sluice.stages.budget`); rows it cannot afford land as `deferred`
     """
 
     model_config = ConfigDict(extra="forbid")

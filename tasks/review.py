@@ -12,6 +12,8 @@ from models.backends import release_engines
 from models.catalogue import Catalogue
 from sluice.config import RouterSettings
 from sluice.stages.review import judge_shadow_pairs, review_tier
+from sluice.stages.review.judge import JUDGE_MAX_TOKENS, JUDGE_SYSTEM
+from tasks.budget import judge_admission, settle
 from tasks.progress import stage_advanced, stage_finished, stage_started
 
 
@@ -37,7 +39,11 @@ def judge(run_dir: Path, catalogue: Catalogue, data_dir: str) -> dict[str, dict]
     stage = f"judge {tier.name}"
     stage_started(stage)
     try:
-        key, billing = judge_shadow_pairs(run_dir, catalogue, data_dir)
+        # with a budget, the judge's requests are reserved first, and its bill settled (tasks.budget)
+        admit = judge_admission(run_dir, tier.name, JUDGE_SYSTEM, JUDGE_MAX_TOKENS)
+        key, billing = judge_shadow_pairs(run_dir, catalogue, data_dir, admit=admit)
+        if key is not None and billing is not None:
+            settle(run_dir, key, billing)
     finally:
         if tier.self_hosted:
             release_engines()  # the judge ran after the last tier: nothing else needs the engine

@@ -97,3 +97,8 @@ ANSWER_SCHEMA = pa.schema(
 )
 
 ATTEMPT_KINDS = ("first", "escalation", "retry", "shadow")
+
+# a landed row's status (results.status): answered, reused, refused by ingest, failed, or deferred by the run's
+# budget to the dataset's next run (sluice.stages.budget); "pending" and "invalid" exist only between stages
+DEFERRED = "deferred"
+ROW_STATUSES = ("ok", "duplicate", "quarantined", "failed", DEFERRED)

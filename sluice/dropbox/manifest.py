@@ -1,7 +1,7 @@
 """Per-submission options: a manifest beside a dropped file, `NAME.parquet` + `NAME.sluice.toml` (or `.sluice.json`).
 
     # incoming/batch.sluice.toml, beside incoming/batch.parquet
-    budget_usd = 5.0            # route the whole batch under this dollar budget (RouterSettings.budget_usd)
+    budget_usd = 5.0            # a hard cap on the run's spend: sluice run --budget-usd (sluice.stages.budget)
     deadline_h = 24             # hours until the answers are needed: batch APIs when it allows (sluice run --deadline-h)
     priority = 10               # higher first within a pass of the drop box (default 0), then the sooner deadline
     premium_share = 0.2         # or a share of rows for the premium tier (not with budget_usd)

@@ -30,9 +30,29 @@ def summary_lines(summary: dict) -> list[tuple[str, str]]:
         ("all-premium cost", f"${summary['baseline_cost_usd']:.6f}"),
         ("saving", f"${summary['saving_usd']:.6f} ({summary['saving_pct']:.1f}%)"),
     ]
+    lines += budget_lines(summary)
     lines += accuracy_lines(summary)
     lines += quality_lines(summary)
     lines += routing_lines(summary)
+    return lines
+
+
+def budget_lines(summary: dict) -> list[tuple[str, str]]:
+    """The hard budget (sluice.stages.budget): the cap, spent, reserved and released, and the rows it turned
+    away; nothing for a run without a budget."""
+    b = summary.get("budget")
+    if not b:
+        return []
+    over = f", ${b['overrun_usd']:.6f} over its reservations" if b.get("overrun_usd") else ""
+    lines = [("budget", f"${b['budget_usd']:.6f}: spent ${b['spent_usd']:.6f} ({b['spent_usd'] / b['budget_usd']:.0%}); "
+                        f"reserved ${b['reserved_usd']:.6f}, released ${b['released_usd']:.6f}{over}"
+              if b["budget_usd"] else f"$0: spent ${b['spent_usd']:.6f}")]
+    skipped = sum((b.get("skipped_rows") or {}).values())
+    turned = [f"{n} {what}" for n, what in ((b.get("moved_rows"), "rows moved to a cheaper tier"),
+                                           (b.get("deferred_rows"), "rows deferred (the next run answers them first)"),
+                                           (skipped, "rows left out of follow-up passes")) if n]
+    if turned:
+        lines.append(("budget reached", "; ".join(turned)))
     return lines
 
 

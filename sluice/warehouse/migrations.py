@@ -325,6 +325,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        12,
+        "the hard budget: rows a run deferred point back from the run that answers them (results.deferred_from), "
+        "and each run's ledger (runs.budget)",
+        [
+            # '<run_id>/<row_id>' of the deferred row this row answers (sluice/stages/budget/carry.py); NULL else
+            "ALTER TABLE results ADD COLUMN IF NOT EXISTS deferred_from VARCHAR",
+            # {budget_usd, spent_usd, reserved_usd, released_usd, held_usd, overrun_usd, passes, moved_rows,
+            # deferred_rows, skipped_rows, reached}: the run's ledger (sluice/stages/budget/ledger.py); NULL: no budget
+            "ALTER TABLE runs ADD COLUMN IF NOT EXISTS budget JSON",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -337,6 +349,7 @@ RESULT_COLUMNS = [
     "escalated_from", "cascade_reason", "shadow", "shadow_agrees", "shadow_cost_usd", "price_basis",
     "cached_input_tokens", "usage_estimated", "mean_logprob",
     "reference", "grader", "correct", "grade_reason", "meta", "tags", "batch_discount_usd",
+    "deferred_from",
 ]
 ATTEMPT_COLUMNS = ["run_id", "row_id", "attempt", "kind", "tier", "model", "status", "error", "schema_valid",
                    "input_tokens", "output_tokens", "latency_ms", "cost_usd", "mean_logprob", "response"]

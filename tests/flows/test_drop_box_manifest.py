@@ -1,6 +1,6 @@
 """Per-submission options through the drop-box flow, in process, on the local drop box and replay tiers (recorded
 GSM8K answers: no engine, no network). `sluice submit --budget-usd --tag --priority` writes a manifest the run
-honours: the landed cost stays under the budget (rows the budget cannot plan land `over_budget`), every row
+honours: the landed cost stays under the budget (rows the budget cannot plan land `deferred`), every row
 carries the tags, the options are recorded on the run, and the higher priority goes first. A manifest with an
 unknown option files the pair in failed/ with the reason; a file without one runs on the deployment's defaults."""
 
@@ -82,7 +82,7 @@ def test_the_budget_and_tags_of_the_manifest_are_honoured(passed):
         by_tag = con.execute("SELECT tag_value, sum(cost_usd) FROM cost_by_tag WHERE dataset = 'budgeted' "
                              "AND tag_key = 'team' GROUP BY 1").fetchall()
     assert 0 < cost <= BUDGET
-    assert statuses["ok"] >= 1 and statuses["over_budget"] >= 1 and sum(statuses.values()) == 12
+    assert statuses["ok"] >= 1 and statuses["deferred"] >= 1 and sum(statuses.values()) == 12
     assert reasons and all(f"budget ${BUDGET:g}" in r for r in reasons)  # routed under the manifest's budget
     assert json.loads(tags) == {"project": "x", "team": "search"}
     assert row_tags == {'{"project": "x", "team": "search"}'}

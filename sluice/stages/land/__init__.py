@@ -7,7 +7,7 @@
                 for the batch
     judged.py   the judge's outcomes, its requests as attempts, and its spend as the run's own line
     chargeback.py  the input's own columns carried to the results (meta, the results file); each row's tags
-    errors.py   the run's `errors` rows: every failed attempt, quarantined, unaffordable or failed row
+    errors.py   the run's `errors` rows: every failed attempt, quarantined, deferred or failed row
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from models.backends import Request, make_backend
 from models.catalogue import Tier
-from sluice.contracts.columns import ATTEMPT_KINDS, DEFAULT_MAX_TOKENS
+from sluice.contracts.columns import ATTEMPT_KINDS, DEFAULT_MAX_TOKENS, DEFERRED
 from sluice.contracts.shapes import history_turns
 from sluice.runs import answers_dir, write_parquet
 from sluice.stages.land.chargeback import apply_run_tags, meta_values, read_pass_through, results_file
@@ -28,6 +28,7 @@ from sluice.stages.land.grading import baseline_accuracy
 from sluice.stages.land.judged import judge_attempts, judge_line, judge_outcomes
 from sluice.stages.land.labels import labels_from_grades, labels_from_shadow
 from sluice.stages.land.results import assemble_results, combine_attempts, land_results
+from sluice.warehouse.deferred import record_run_budget
 
 __all__ = ["assemble_results", "combine_attempts", "land_results", "land_run"]
 
@@ -50,7 +51,9 @@ def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | N
     # chargeback: the input's own columns (results.meta; unchanged in the results file) and the run's tags
     passthrough = read_pass_through(run.get("source"), results["row_index"].to_list())
     if passthrough is not None:
-        results = results.with_columns(pl.Series("meta", meta_values(passthrough), pl.String))
+        own = pl.Series("_meta", meta_values(passthrough), pl.String)  # carried rows (deferred_from) keep theirs
+        results = results.with_columns(pl.when(pl.col("deferred_from").is_null()).then(own).otherwise("meta")
+                                       .alias("meta"))
     results = apply_run_tags(results, run.get("tags"))
     write_parquet(results_file(results, passthrough), run_dir / "results.parquet")
     hints = pl.from_arrow(routed.select(["row_id", "grader"])) if "grader" in routed.column_names else None
@@ -69,6 +72,9 @@ def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | N
     summary = land_results(warehouse, results, run, attempts=every if asked is None else pl.concat([every, asked]),
                            labels=labels, baseline_quality=quality, quality_estimate=estimate,
                            judge=judge_line(asked, judged))
+    if run.get("budget"):  # the hard budget's ledger (sluice.stages.budget) and the rows it deferred: runs.budget
+        summary["budget"] = {**run["budget"], "deferred_rows": int((results["status"] == DEFERRED).sum())}
+        record_run_budget(warehouse, run["run_id"], summary["budget"])
     return summary, results.height
 
 

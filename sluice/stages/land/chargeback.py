@@ -39,8 +39,9 @@ _SCHEMA_DEPTH_LIMIT = 1024  # as ingest: deep nesting in a column Sluice only ca
 
 
 def with_chargeback_columns(df: pl.DataFrame) -> pl.DataFrame:
-    """Hand-offs written before chargeback existed (or built by hand) have no tags and no meta: both null."""
-    missing = [pl.lit(None, pl.String).alias(c) for c in ("tags", "meta") if c not in df.columns]
+    """Hand-offs written before chargeback existed (or built by hand) have no tags and no meta: both null; nor
+    `deferred_from` (rows an earlier run deferred for its budget: sluice.stages.budget.carry)."""
+    missing = [pl.lit(None, pl.String).alias(c) for c in ("tags", "meta", "deferred_from") if c not in df.columns]
     return df.with_columns(missing) if missing else df
 
 
@@ -54,8 +55,9 @@ def apply_run_tags(results: pl.DataFrame, run_tags: dict[str, str] | None) -> pl
 
 
 def read_pass_through(source: str | Path | None, row_index: list[int]) -> pa.Table | None:
-    """The source's unused columns, one row per entry of `row_index` (in that order); None when the source has
-    none, or cannot be read back as the file the run ingested (a warning says why)."""
+    """The source's unused columns, one row per entry of `row_index` (in that order; a negative index, a row
+    carried from an earlier run, gets nulls); None when the source has none, or cannot be read back as the file
+    the run ingested (a warning says why)."""
     if not source or not Path(source).is_file():
         if source:
             log.warning("%s: gone before landing; its own columns are not landed (results.meta is NULL)", source)
@@ -70,10 +72,10 @@ def read_pass_through(source: str | Path | None, row_index: list[int]) -> pa.Tab
     except Exception as exc:  # a corrupt column chunk in a column Sluice never needed: the rows land anyway
         log.warning("%s: its own columns could not be read back (%s); results.meta is NULL", source, exc)
         return None
-    if row_index and (max(row_index) >= table.num_rows or min(row_index) < 0):
+    if row_index and max(row_index) >= table.num_rows:
         log.warning("%s: has %d rows, not the run's; its own columns are not landed", source, table.num_rows)
         return None
-    return table.take(pa.array(row_index, pa.int64()))
+    return table.take(pa.array([i if i >= 0 else None for i in row_index], pa.int64()))
 
 
 def meta_values(table: pa.Table) -> list[str | None]:

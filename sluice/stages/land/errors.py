@@ -3,7 +3,7 @@
     attempts    every request that failed or answered invalidly: stage `infer` (first answers, escalations) or
                 `review` (schema retries, shadow answers, the judge's requests), its tier, attempt number and reason
     ingest      every quarantined row (attempt 0: nothing was sent), with ingest's reason naming file and row
-    route       every row routing could not afford (`over_budget`; attempt 0)
+    budget      every row the run's budget deferred (`deferred`; attempt 0): the next run answers it
     land        every failed row no failed attempt explains: a duplicate whose canonical row failed, a row no answer
                 came back for (attempt 0); a failed row landed without its attempts (callers that pass none) is
                 stage `infer`, under its tier and its attempt count
@@ -28,9 +28,9 @@ def error_rows(results: pl.DataFrame, attempts: pl.DataFrame | None) -> pl.DataF
         parts.append(bad.select(pl.col("kind").replace_strict(_ATTEMPT_STAGE, default="infer").alias("stage"),
                                 "tier", "row_id", "error", pl.col("attempt").cast(pl.Int32)))
         explained = bad.filter(~pl.col("kind").is_in(["shadow", "judge"]))["row_id"].to_list()
-    unanswered = results.filter(pl.col("status").is_in(["quarantined", "over_budget"]) & pl.col("error").is_not_null())
+    unanswered = results.filter(pl.col("status").is_in(["quarantined", "deferred"]) & pl.col("error").is_not_null())
     parts.append(unanswered.select(
-        pl.when(pl.col("status") == "quarantined").then(pl.lit("ingest")).otherwise(pl.lit("route")).alias("stage"),
+        pl.when(pl.col("status") == "quarantined").then(pl.lit("ingest")).otherwise(pl.lit("budget")).alias("stage"),
         pl.lit(None, pl.String).alias("tier"), "row_id", "error", pl.lit(0, pl.Int32).alias("attempt")))
     attempt_count = pl.col("attempts") if "attempts" in results.columns else pl.lit(None, pl.Int32)
     failed = results.filter((pl.col("status") == "failed") & ~pl.col("row_id").is_in(explained))

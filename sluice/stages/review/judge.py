@@ -245,10 +245,12 @@ def ask_judge(pairs: list[Pair], tier: Tier, catalogue: Catalogue,
 
 
 def judge_shadow_pairs(run_dir: Path, catalogue: Catalogue, data_dir: str = "data",
-                       backend_for: Callable[[Tier], Backend] | None = None) -> tuple[str | None, dict | None]:
+                       backend_for: Callable[[Tier], Backend] | None = None,
+                       admit: Callable[[list[str]], bool] | None = None) -> tuple[str | None, dict | None]:
     """Judge the run's free-text shadow pairs on the catalogue's judge tier (module docstring). Returns the
     billing key ("<judge tier>/judge") and line, or (None, None) when there is no judge or nothing to judge. A
-    resumed run reads the judge's files back."""
+    resumed run reads the judge's files back. `admit(prompts)`: the run's budget, given one order's prompt of
+    every pair; False leaves the pairs unjudged (sluice.stages.budget)."""
     tier = catalogue.judge_tier
     if tier is None:
         return None, None
@@ -264,7 +266,7 @@ def judge_shadow_pairs(run_dir: Path, catalogue: Catalogue, data_dir: str = "dat
     cheap = latest(read_answers(answers_dir(run_dir, "first"), names[0]),
                    read_answers(answers_dir(run_dir, "retry"), names[0]))  # the kept answer (decide.shadow_rows)
     pairs = free_text_pairs(rows, cheap, read_answers(answers_dir(run_dir, "shadow"), names[-1]))
-    if not pairs:
+    if not pairs or (admit is not None and not admit([judge_prompt(p, ORDERS[0]) for p in pairs])):
         return None, None
     attempts, verdicts, billing = ask_judge(
         pairs, tier, catalogue, backend_for or (lambda t: make_backend(t, data_dir=data_dir)))

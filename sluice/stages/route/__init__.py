@@ -33,5 +33,5 @@ def describe(routed: pa.Table) -> list[str]:
     lines = ["route: " + (", ".join(f"{t}={n}" for t, n in counts.items()) or "nothing to send")]
     over = [e for s, e in zip(routed["status"].to_pylist(), routed["error"].to_pylist()) if s == OVER_BUDGET]
     if over:
-        lines.append(f"route: {len(over)} rows over budget, landed unanswered: {over[0]}")
+        lines.append(f"route: {len(over)} rows over budget, deferred to the next run: {over[0]}")
     return lines

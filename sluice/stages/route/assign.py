@@ -11,7 +11,8 @@ premium (last) tier from `premium_from`, the middle tier(s) in between.
 With a learned router, a premium share or a dollar budget (`RouterSettings`), `route_batch` scores the rows with
 the router (`sluice.stages.route.learned`; the heuristic score when none is given) and assigns tiers for the whole batch at once
 (`sluice.stages.route.policies`): the share calibrated on the batch's own scores, or the budget spent where expected quality per
-dollar is highest. Rows the budget cannot cover keep a reason and land as `over_budget`; none is dropped.
+dollar is highest. Rows the budget cannot cover keep a reason and land as `deferred`; none is dropped (the next
+run of the dataset answers them first: sluice.stages.budget).
 
 Only rows still pending after dedup are routed; the routed rows are written as one Parquet partition per tier
 (`<run_dir>/routed/tier=<name>/part-0.parquet`): the hand-off the infer stage and remote workers read.
@@ -29,7 +30,7 @@ import pyarrow as pa
 import sluice.stages.route.policies as bud
 from models.pricing import tier_prices
 from sluice.config import RouterSettings
-from sluice.contracts.columns import DEFAULT_MAX_TOKENS
+from sluice.contracts.columns import DEFAULT_MAX_TOKENS, DEFERRED
 from sluice.contracts.shapes import conversation_texts
 from sluice.runs import write_parquet
 from sluice.stages.route.gatekeeper import gatekeeper_features
@@ -77,7 +78,8 @@ def heuristic_route(rows: pa.Table, tiers: list[str], settings: RouterSettings) 
     return out.to_arrow()
 
 
-OVER_BUDGET = "over_budget"
+# a row the budget plan cannot cover at all: landed unanswered with the reason, answered first by the next run
+OVER_BUDGET = DEFERRED
 
 
 def route_batch(
@@ -111,7 +113,7 @@ def learned_route(
 
     `route_score` is the router's probability that the premium tier is needed (the heuristic complexity score
     when `router` is None). Tiers come from `settings`: budget, share, or the score thresholds. In budget mode the
-    rows the budget cannot cover get no tier, and (when the table has `status`) status `over_budget` + `error`."""
+    rows the budget cannot cover get no tier, and (when the table has `status`) status `deferred` + `error`."""
 
     if len(tiers) < 2:
         raise ValueError("routing needs at least two tiers")
@@ -137,8 +139,9 @@ def learned_route(
         out_tok = (sub["max_tokens"].cast(pl.Float64).fill_null(default_max_tokens).to_numpy()
                    if "max_tokens" in sub.columns else np.full(n, float(default_max_tokens)))
         costs = bud.row_tier_costs(in_tok, out_tok, prices)
+        carried = sub["deferred_from"].is_not_null().to_numpy() if "deferred_from" in sub.columns else None
         plan = bud.route_by_budget(costs, bud.expected_quality(scores, n_tiers, settings.mid_recovery),
-                                   settings.budget_usd)
+                                   settings.budget_usd, first=carried)  # deferred by an earlier run: kept first
         tier_idx = plan.tier
         mode = f"budget ${settings.budget_usd:g}"
         note = [f"planned ${c:.6f}" if t >= 0 else f"{OVER_BUDGET}: {plan.message}" for t, c in

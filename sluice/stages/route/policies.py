@@ -12,7 +12,11 @@ Two ways to turn router scores (estimated probability that the premium tier is n
                   order of falling efficiency). An upgrade that does not fit is skipped and cheaper ones after it are
                   still tried, so the plan never exceeds the budget at all (the stated bound, one row's cost, is
                   loose). If the budget cannot cover the cheapest tier for every row, the cheapest rows are kept
-                  (most rows answered) and the rest are marked `over_budget` with a reason, never dropped.
+                  (most rows answered) and the rest are marked `deferred` with a reason, never dropped.
+
+The plan is the first of two layers. Its costs are estimates made before anything is sent, and it covers only
+first answers; the run's ledger (sluice.stages.budget) then holds every pass to the same budget: first answers,
+cascade escalations, the shadow sample, schema retries and the judge each reserve their cost before they send.
 
 Costs are planned from estimates, before any answer exists:
     input tokens  `models.tokens.estimate_tokens` of prompt and system prompt, + 8 (chat template overhead)
@@ -126,8 +130,10 @@ def _hull(costs: np.ndarray, quality: np.ndarray) -> list[int]:
     return hull
 
 
-def route_by_budget(costs: np.ndarray, quality: np.ndarray, budget_usd: float) -> BudgetPlan:
-    """Tier per row maximising total expected quality within `budget_usd` (greedy, module docstring)."""
+def route_by_budget(costs: np.ndarray, quality: np.ndarray, budget_usd: float,
+                    first: np.ndarray | None = None) -> BudgetPlan:
+    """Tier per row maximising total expected quality within `budget_usd` (greedy, module docstring). `first`:
+    rows kept before any other when the budget cannot cover every row (rows an earlier run deferred)."""
     n, n_tiers = costs.shape
     if budget_usd < 0 or not math.isfinite(budget_usd):
         raise ValueError(f"budget must be a non-negative number of dollars, got {budget_usd}")
@@ -138,14 +144,14 @@ def route_by_budget(costs: np.ndarray, quality: np.ndarray, budget_usd: float) -
     base_cost = costs[np.arange(n), base]
     floor = float(base_cost.sum())
     if floor > budget_usd:
-        # keep as many rows as the budget covers: cheapest rows first, ties by position
-        order = np.lexsort((np.arange(n), base_cost))
+        # keep as many rows as the budget covers: `first` rows, then the cheapest rows, ties by position
+        order = np.lexsort((np.arange(n), base_cost, np.zeros(n) if first is None else ~np.asarray(first, bool)))
         fits = np.cumsum(base_cost[order]) <= budget_usd
         kept = order[fits]
         tier[kept] = base[kept]
         cost = np.where(tier >= 0, base_cost, 0.0)
         msg = (f"budget ${budget_usd:.6g} cannot cover the cheapest tier for all {n} rows (needs ${floor:.6g}): "
-               f"{len(kept)} rows routed, {n - len(kept)} marked over_budget")
+               f"{len(kept)} rows routed, {n - len(kept)} deferred")
         return BudgetPlan(tier, cost, budget_usd, msg)
     tier[:] = base
     spent = floor

@@ -58,13 +58,13 @@ def test_the_cache_stage_joins_only_with_a_warehouse():
     assert default_stages(cache=False)[:2] == ("exact", "near")
 
 
-def test_the_route_stage_describes_rows_per_tier_and_over_budget(tmp_path):
+def test_the_route_stage_describes_rows_per_tier_and_deferred(tmp_path):
     cat = load_catalogue()
     rows = read_prompts(SAMPLE)
     pq.write_table(rows, tmp_path / "in.parquet")
     settings = Settings(router={"budget_usd": 0.0})
     routed = TABLE_STAGES["route"].run(rows, settings, StageContext(catalogue=cat))
     lines = TABLE_STAGES["route"].describe(routed)
-    over = sum(1 for s in routed["status"].to_pylist() if s == "over_budget")
+    over = sum(1 for s in routed["status"].to_pylist() if s == "deferred")
     assert over > 0 and lines[-1].startswith(f"route: {over} rows over budget")
     assert isinstance(routed, pa.Table)

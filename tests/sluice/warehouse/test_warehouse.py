@@ -48,20 +48,23 @@ def test_a_v1_file_upgrades_in_place_keeping_its_rows(tmp_path):
     con.close()
 
     with connect(path) as con:
-        assert schema_version(con) == SCHEMA_VERSION == 11
+        assert schema_version(con) == SCHEMA_VERSION == 12
         assert NEW_TABLES <= tables(con)
         assert con.execute("SELECT run_id, row_id, cost_usd FROM results").fetchall() == [("old", "0", 0.001)]
-        assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(v,) for v in range(1, 12)]
+        assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
         assert con.execute("SELECT saving_usd FROM savings_per_run").fetchone()[0] == pytest.approx(0.001)
         # migrating again is a no-op
         assert migrate(con) == SCHEMA_VERSION
-        assert con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 11
+        assert con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
         # v3 added the request-shape and attempt columns to the old rows (NULL there) and the attempts table
         assert con.execute("SELECT history, parsed, attempts FROM results").fetchall() == [(None, None, None)]
         assert "attempts" in tables(con)
         # v8 dropped `cache` (created by v2, never written: answers are reused from `results`)
         assert "cache" not in tables(con)
         assert con.execute("SELECT meta, tags FROM results").fetchall() == [(None, None)]
+        # the hard budget: no old row points at a deferred one, no old run had a ledger
+        assert con.execute("SELECT deferred_from FROM results").fetchall() == [(None,)]
+        assert con.execute("SELECT count(*) FROM runs WHERE budget IS NOT NULL").fetchone()[0] == 0
 
 
 def test_a_new_file_gets_every_table_and_view(tmp_path):
