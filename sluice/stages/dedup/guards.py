@@ -88,6 +88,7 @@ class TextFacts:
 
     tokens: Counter
     content: tuple[str, ...] | None  # non-stopword words in order; None for long texts
+    sequence: tuple[str, ...] = ()  # every word, lowered, in order
 
 
 def _word(token: str) -> str:
@@ -101,7 +102,8 @@ def text_facts(text: str) -> TextFacts:
     content = None
     if len(tokens) <= ORDER_CHECK_MAX_WORDS:
         content = tuple(info[0] for info in map(_token_info, tokens) if info is not None and info[0] not in STOPWORDS)
-    return TextFacts(Counter(tokens), content)
+    sequence = tuple(info[0] for info in map(_token_info, tokens) if info is not None)
+    return TextFacts(Counter(tokens), content, sequence)
 
 
 @lru_cache(maxsize=1 << 18)
@@ -156,20 +158,41 @@ def _stem(word: str) -> str:
 
 
 def _is_typo(a: str, b: str) -> bool:
-    """Edit distance <= 1 (<= 2 for words of 5+ letters: a swap of two letters costs 2), and not a negating prefix ("refrigerated")."""
+    """Edit distance <= 1, counting a swap of two neighbouring letters as one edit ("uesr" / "user": optimal string
+    alignment distance), and not a negating prefix ("refrigerated"). Two edits are another word more often than a
+    typo ("function" / "functional", "mechanism" / "mechanize")."""
     if abs(len(a) - len(b)) > 2:
         return False
     for prefix in ("un", "in", "non", "dis", "im", "ir", "il"):
         if a == prefix + b or b == prefix + a:
             return False
-    limit = 2 if min(len(a), len(b)) >= 5 else 1
-    prev = list(range(len(b) + 1))
+    limit = 1
+    before, prev = [], list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         cur = [i]
         for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
+            cost = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, before[j - 2] + 1)
+            cur.append(cost)
+        before, prev = prev, cur
     return prev[-1] <= limit
+
+
+def _transposed(a: str, b: str) -> bool:
+    """b is a with two neighbouring letters swapped, in a word of 5+ letters ("Saraswati" / "Sarasawti"): a typo of
+    a name, not another name ("Iran" / "Iraq" changes a letter, "Austria" / "Australia" adds two)."""
+    if len(a) != len(b) or len(a) < 5:
+        return False
+    diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+
+
+def _names_differ(only_a: set[str], only_b: set[str]) -> bool:
+    """A marked word (name, acronym, code) on one side only, unless the one on each side is a typo of the other."""
+    if len(only_a) == 1 and len(only_b) == 1 and _transposed(next(iter(only_a)), next(iter(only_b))):
+        return False
+    return bool(only_a or only_b)
 
 
 def _qualifier_differs(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
@@ -186,10 +209,20 @@ def _qualifier_differs(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 
 def _shared_order_agrees(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """The words both sides share come in the same order: every occurrence, when both sides use each shared word
+    as often ("people kill people" / "people people kill"), else each word's first occurrence."""
     shared = set(a) & set(b)
+    every_a, every_b = [w for w in a if w in shared], [w for w in b if w in shared]
+    if Counter(every_a) == Counter(every_b):
+        return every_a == every_b
     seq_a = [w for w in dict.fromkeys(a) if w in shared]
     seq_b = [w for w in dict.fromkeys(b) if w in shared]
     return seq_a == seq_b
+
+
+def _reordered(a: TextFacts, b: TextFacts) -> bool:
+    """The same words in another order, at any length (a PAWS-style swap keeps every word)."""
+    return a.sequence != b.sequence and Counter(a.sequence) == Counter(b.sequence)
 
 
 TEMPLATE_MIN_SHARED = 6  # content words of shared prefix + suffix that make a template
@@ -227,10 +260,11 @@ def _checks(a: TextFacts, b: TextFacts):
     yield "polarity differs", (any(OPPOSITE[w] in pol_b and w not in pol_b for w in pol_a - NEGATIONS)
                                or any(OPPOSITE[w] in pol_a and w not in pol_a for w in pol_b - NEGATIONS))
     # a name on one side only ("Texas" vs "Ohio"); the same word in another case on the other side is not a name
-    yield "named entity differs", bool((marked_a - low_b) or (marked_b - low_a))
+    yield "named entity differs", _names_differ(marked_a - low_b, marked_b - low_a)
     short = a.content is not None and b.content is not None
     yield "a shared template around different content", short and _template_differs(a.content, b.content)
-    yield "word order differs", short and not _shared_order_agrees(a.content, b.content)
+    yield "word order differs", (_reordered(a, b) if not short
+                                 else not _shared_order_agrees(a.content, b.content))
     yield "a qualifier is added or swapped", short and _qualifier_differs(a.content, b.content)
 
 

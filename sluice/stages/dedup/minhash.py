@@ -78,6 +78,11 @@ class NearConfig:
     num_perm: MinHash permutations P; the estimate's standard error is sqrt(J(1-J)/P).
     max_words: only the first words of very long prompts are shingled (bounded cost per row); a pair still must
         pass the guards, which read the whole text.
+    char_max_words: prompts of at most this many words are shingled by characters instead (`char_shingle`-grams
+        of the normalised words joined by one space): one typo changes one word, so two of a short prompt's few
+        word bigrams (J = 3/7 for a 6-word question), but only a few of its many character grams. 0: words only.
+        A short and a long prompt are then never near duplicates of each other (their shingles differ in kind).
+    char_shingle: k in character k-grams.
     chunk_cells: shingles x permutations per numpy chunk (uint32 cells): bounds peak memory (4 bytes per cell).
     chunk_rows: rows tokenised and hashed at a time: the word lists (the largest temporaries) stay bounded, so
         memory per row does not grow with the batch.
@@ -90,6 +95,8 @@ class NearConfig:
     num_perm: int = 128
     seed: int = 1
     max_words: int = 512
+    char_max_words: int = 16
+    char_shingle: int = 4
     chunk_cells: int = 1 << 23
     chunk_rows: int = 1 << 15
     workers: int | None = None
@@ -126,10 +133,10 @@ def normalised_words(texts: pl.Series, max_words: int) -> pl.Series:
 _MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _grams_numpy(word_hash: np.ndarray, lens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """k-gram hashes (folded to 32 bits) and grams per row, from the word hashes of consecutive rows: a polynomial
-    in wrapping uint64 over the k word hashes at every start position p with p + k <= row end; rows shorter than k
-    get one gram of all their words."""
+def _grams_numpy(word_hash: np.ndarray, lens: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """k-gram hashes (folded to 32 bits) and grams per row, from the token hashes of consecutive rows (k[row] per
+    row): a polynomial in wrapping uint64 over the k token hashes at every start position p with p + k <= row end;
+    rows shorter than k get one gram of all their tokens."""
     n = len(lens)
     starts = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lens, out=starts[1:])
@@ -138,10 +145,10 @@ def _grams_numpy(word_hash: np.ndarray, lens: np.ndarray, k: int) -> tuple[np.nd
     np.cumsum(n_grams, out=off[1:])
     row_of_gram = np.repeat(np.arange(n), n_grams)
     first_word = starts[row_of_gram] + (np.arange(off[-1]) - off[row_of_gram])
-    width = np.minimum(lens[row_of_gram], k)
+    width = np.minimum(lens[row_of_gram], k[row_of_gram])
     gram = np.zeros(off[-1], dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for i in range(k):
+        for i in range(int(k.max(initial=0))):
             take = i < width
             idx = np.where(take, first_word + i, 0)
             gram = np.where(take, gram * _MULT + (word_hash[idx] if word_hash.size else np.uint64(0)), gram)
@@ -183,14 +190,14 @@ def _compiled_grams():
         n_grams = np.empty(n, np.int64)
         total = 0
         for row in range(n):
-            g = lens[row] - k + 1 if lens[row] >= k else min(lens[row], 1)
+            g = lens[row] - k[row] + 1 if lens[row] >= k[row] else min(lens[row], 1)
             n_grams[row] = g
             total += g
         out = np.empty(total, np.uint32)
         word = 0
         at = 0
         for row in range(n):
-            width = min(lens[row], k)
+            width = min(lens[row], k[row])
             for p in range(n_grams[row]):
                 gram = np.uint64(0)
                 for i in range(width):
@@ -207,19 +214,28 @@ def shingle_hashes(texts: Sequence[str] | pl.Series, cfg: NearConfig,
                    compiled: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """32-bit hashes of each text's word k-grams, flat, with row offsets (row i owns hashes[off[i]:off[i+1]]).
 
-    A text with fewer than k words is one shingle of all its words; an empty text has none. The k-gram hash is a
-    polynomial in wrapping uint64 over the k word hashes (polars' string hash), folded to 32 bits. Rows are
-    tokenised cfg.chunk_rows at a time, so the word lists never exist for the whole batch at once.
+    A text with fewer than k words is one shingle of all its words; an empty text has none. Texts of at most
+    cfg.char_max_words words are shingled by characters instead (cfg.char_shingle-grams of the words joined by one
+    space). The k-gram hash is a polynomial in wrapping uint64 over the k token hashes (polars' string hash), folded
+    to 32 bits. Rows are tokenised cfg.chunk_rows at a time, so the word lists never exist for the whole batch at
+    once.
     """
     series = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
     grams = (_compiled_grams() if compiled else None) or _grams_numpy
     parts, counts = [], []
     for lo in range(0, len(series), cfg.chunk_rows):
         words = normalised_words(series.slice(lo, cfg.chunk_rows), cfg.max_words)
+        n_words = words.list.len().fill_null(0)
+        by_char = ((n_words > 0) & (n_words <= cfg.char_max_words)).to_numpy()
+        if by_char.any():  # short rows: their characters are the tokens
+            words = pl.select(pl.when(pl.lit(pl.Series(by_char)))
+                              .then(pl.lit(words).list.join(" ").str.split(""))
+                              .otherwise(pl.lit(words))).to_series()
         lens = words.list.len().fill_null(0).to_numpy().astype(np.int64)
-        word_hash = words.explode().drop_nulls().hash(seed=0x5EED).to_numpy()  # uint64 per word, in row order
+        k = np.where(by_char, cfg.char_shingle, cfg.shingle_words).astype(np.int64)
+        word_hash = words.explode().drop_nulls().hash(seed=0x5EED).to_numpy()  # uint64 per token, in row order
         del words
-        folded, n_grams = grams(word_hash, lens, cfg.shingle_words)
+        folded, n_grams = grams(word_hash, lens, k)
         parts.append(folded)
         counts.append(n_grams)
     off = np.zeros(len(series) + 1, dtype=np.int64)

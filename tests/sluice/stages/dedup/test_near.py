@@ -150,3 +150,34 @@ def test_parallel_kernels_use_the_workqueue_layer_and_survive_concurrent_threads
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("layer workqueue")
+
+
+TYPO_PAIRS = [
+    ("How do I learn Python quickly?", "How do I learn Pyhton quickly?"),
+    ("Is it safe to use Xiaomi mobile phones?", "Is it safe to use Xiaomi mobile phoens?"),
+    ("How can I improve my English speaking skills?", "How can I improve my Englsih speaking skills?"),
+    ("What do Laxmi, Saraswati, and Ganesha symbolize?", "What do Laxmi, Sarasawti, and Ganesha symbolize?"),
+    ("How do I get rid of dandruff permanently?", "How do I get rid of dandruf permanently?"),
+]
+
+
+def _near_marks(texts, cfg):
+    n = len(texts)
+    found = near_duplicate_pairs(texts, np.zeros(n, np.int64), np.ones(n, bool), np.ones(n, bool), cfg)
+    return dict(zip(found.dup.tolist(), found.canonical.tolist()))
+
+
+def test_typo_variants_of_short_prompts_are_caught_by_the_near_stage():
+    texts = [t for pair in TYPO_PAIRS for t in pair]
+    marks = _near_marks(texts, NearConfig())
+    assert marks == {2 * i + 1: 2 * i for i in range(len(TYPO_PAIRS))}
+    # on word bigrams alone (before character shingles for short prompts), one typo hides most of them
+    assert len(_near_marks(texts, NearConfig(char_max_words=0))) <= 1
+
+
+def test_character_shingles_do_not_merge_short_prompts_that_differ_in_a_word():
+    texts = ["What is the capital of France?", "What is the capital of Spain?",
+             "How do I learn Python quickly?", "How do I learn Python slowly?",
+             "Best laptop for gaming", "Best laptop for programming",
+             "How many people live in Tokyo?", "How many people live in Tokio?"]  # a name changed by a letter
+    assert _near_marks(texts, NearConfig()) == {}
