@@ -67,6 +67,7 @@ from sluice.runs import (
     write_manifest,
 )
 from sluice.stages.context import StageContext
+from sluice.stages.dedup import run_record as dedup_record
 from sluice.stages.route import write_tier_partitions
 from tasks.budget import admit_first_answers, budget_summary, carry_deferred, gate, run_failed, settle
 from tasks.infer import (
@@ -114,6 +115,7 @@ def sluice_run(
     retrain_min_new_labels: int | None = None,
     tags: dict[str, str] | None = None,
     submission: dict | None = None,
+    max_false_hit: float | None = None,
 ) -> dict:
     """`response_schema`: JSON Schema text (or a choice list, `sluice.contracts.shapes.schema_from_choices`) for rows
     without their own; `temperature`: for rows without their own (default greedy); `grader`: how rows with a
@@ -124,7 +126,8 @@ def sluice_run(
     the run lands (`RouterSettings.retrain_min_new_labels`)."""
     if min_quality is not None and not 0.0 <= min_quality <= 1.0:
         raise ValueError(f"min_quality must be in [0, 1], got {min_quality}")
-    settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
+    settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir,
+                             max_false_hit=max_false_hit)  # the semantic dedup rule's bound (sluice.stages.dedup)
     overrides = {k: v for k, v in {"model": router, "premium_share": premium_share, "budget_usd": budget_usd,
                                    "cascade_share": cascade_share, "shadow_share": shadow_share,
                                    "cascade_min_confidence": cascade_min_confidence, "mid_share": mid_share,
@@ -145,7 +148,8 @@ def sluice_run(
 
     # Which run is this? An unfinished run of the same file and configuration is resumed, not paid for again.
     input_sha = file_sha256(dataset_path) if Path(dataset_path).is_file() else ""
-    config = fingerprint(catalogue_fingerprint(tiers), settings.model_dump_json(include={"default_max_tokens", "router"}),
+    config = fingerprint(catalogue_fingerprint(tiers), settings.model_dump_json(
+        include={"default_max_tokens", "router", "max_false_hit"}),
                          repr(defaults))
     if run_id is None and resume and input_sha:
         run_id = find_unfinished_run(settings.runs_dir, input_sha, config)
@@ -186,7 +190,7 @@ def sluice_run(
     # self-hosted tier: the run is billed for the worker only while it needs it.
     start = min((i for i, t in enumerate(tiers.tiers) if t.name in partitions), default=len(tiers.tiers))
     todo = tiers.tiers[start:]
-    run["billing"] = {}
+    run["billing"] = {"dedup": dedup_record(deduped)}  # the semantic rule, its delta, bound and labels
     try:
         with keep_stand_ins():
             _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue, dispatch,

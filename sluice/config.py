@@ -86,6 +86,9 @@ class Settings(BaseModel):
     shard_rows: int = Field(default=256, gt=0)
     # characters of prompt + system per row; a longer row is quarantined at ingest (sluice.contracts.columns.MAX_PROMPT_CHARS)
     max_prompt_chars: int = Field(default=MAX_PROMPT_CHARS, gt=0)
+    # the dedup stage's semantic rule is the most permissive whose upper 95% bound on the false-hit rate is at most
+    # this, on labelled pairs plus the team's own verdicts (sluice/stages/dedup/calibrate.py)
+    max_false_hit: float = Field(default=0.01, gt=0, lt=1)
     router: RouterSettings = Field(default_factory=RouterSettings)
     # the drop box the scheduled runs serve (`s3://bucket/prefix` or a folder; None: <data_dir>/drop)
     drop_url: str | None = None
@@ -112,6 +115,7 @@ _ENV = {
     "catalogue_path": "SLUICE_CATALOGUE",
     "shard_rows": "SLUICE_SHARD_ROWS",
     "max_prompt_chars": "SLUICE_MAX_PROMPT_CHARS",
+    "max_false_hit": "SLUICE_MAX_FALSE_HIT",
     "drop_url": "SLUICE_DROP_URL",
     "home": "SLUICE_HOME",
 }

@@ -89,6 +89,9 @@ def run(
                                "runs.quality_alert say when its 95% lower bound falls under it")] = None,
     tag: Annotated[Optional[list[str]], typer.Option(
         "--tag", help="chargeback tag KEY=VALUE for every row (repeatable; a row's own `tags` column wins)")] = None,
+    max_false_hit: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="the semantic dedup rule keeps the upper 95% bound on its false-hit rate at or "
+                               "under this (calibrated on labelled pairs) [0.01]")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", help="every engine and library log line on the terminal, live (default: a progress view; "
                           "the logs go to data/runs/<run_id>/logs/)")] = False,
@@ -140,6 +143,7 @@ def run(
                 grader=grader,
                 min_quality=min_quality,
                 tags=tags,
+                max_false_hit=max_false_hit,
             )
     except (IngestError, CatalogueError, ShapeError, ValueError) as exc:
         _fail(str(exc))
@@ -288,15 +292,22 @@ def dedup(
     only: Annotated[str, typer.Option(help="stages, comma-separated: exact,near,semantic,cache")] = "exact,near,semantic",
     warehouse: Annotated[Optional[Path], typer.Option(help="DuckDB warehouse of earlier runs (cache stage)")] = None,
     default_max_tokens: Annotated[int, typer.Option(help="max_tokens of rows that set none")] = 256,
+    max_false_hit: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="upper 95% bound on the semantic rule's false-hit rate (calibrated)")] = 0.01,
 ) -> None:
     """Mark duplicates: every input row, its columns plus row_id, dup_of, dup_kind, dup_score."""
     from sluice.cli.dedup import dedup_file
-    from sluice.stages.dedup.deduplicate import DedupConfig
+    from sluice.stages.dedup.calibrate import calibrate
+    from sluice.stages.dedup.deduplicate import DedupConfig, calibrated
+    from sluice.stages.dedup.verdicts import team_verdicts
     from sluice.stages.ingest.read import IngestError
 
     stages = tuple(s.strip() for s in only.split(",") if s.strip())
     try:
-        counts = dedup_file(dataset, output, DedupConfig(stages=stages, default_max_tokens=default_max_tokens),
+        rule = calibrate(max_false_hit, team_verdicts(warehouse)).rule
+        console.print(f"semantic rule for max false-hit rate {max_false_hit}: {rule.describe()}", highlight=False)
+        counts = dedup_file(dataset, output, calibrated(DedupConfig(stages=stages,
+                                                                    default_max_tokens=default_max_tokens), rule),
                             warehouse=warehouse)
     except (IngestError, ValueError) as exc:
         _fail(str(exc))

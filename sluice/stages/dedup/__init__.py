@@ -2,22 +2,31 @@
 
     deduplicate.py  the stage: exact, then near, semantic and cache matches, cheapest first
     exact keys, near (MinHash LSH: minhash.py), semantic (MiniLM), guards (content checks), cache (warehouse)
+    calibrate.py    the semantic rule chosen for the run's --max-false-hit on labelled pairs (+ verdicts.py: the
+                    team's own verdicts from the warehouse)
+    verify.py       checks on large clusters before one answer is reused for all their members
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sluice.config import Settings
 from sluice.stages.context import StageContext
 from sluice.stages.dedup.cache import CacheConfig
-from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
+from sluice.stages.dedup.calibrate import calibrate
+from sluice.stages.dedup.deduplicate import DedupConfig, calibrated, deduplicate
+from sluice.stages.dedup.verdicts import team_verdicts
 
-__all__ = ["DedupConfig", "default_stages", "deduplicate", "describe", "run"]
+__all__ = ["DedupConfig", "calibrated", "default_stages", "deduplicate", "describe", "run", "run_record"]
+RECORD_KEY = b"sluice.dedup"  # the hand-off's schema metadata: what the run records in runs.billing['dedup']
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +46,25 @@ def default_stages(cache: bool) -> tuple[str, ...]:
 
 def run(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
     """Mark duplicates; with `ctx.cache_warehouse`, also answers of earlier nights whose model is still the one
-    the catalogue serves for that tier."""
-    cfg = DedupConfig(stages=default_stages(ctx.cache_warehouse is not None),
-                      default_max_tokens=settings.default_max_tokens,
-                      cache=CacheConfig(served_models={t.name: t.model for t in ctx.catalogue.tiers}))
-    return deduplicate(table, cfg, warehouse=ctx.cache_warehouse)
+    the catalogue serves for that tier. The semantic rule is the one calibrated for `settings.max_false_hit` on
+    the shipped labelled pairs plus the team's verdicts in the warehouse; the choice travels in the hand-off's
+    schema metadata (`run_record`)."""
+    stages = default_stages(ctx.cache_warehouse is not None)
+    calibration = calibrate(settings.max_false_hit, team_verdicts(settings.warehouse))
+    cfg = calibrated(DedupConfig(stages=stages, default_max_tokens=settings.default_max_tokens,
+                                 cache=CacheConfig(served_models={t.name: t.model for t in ctx.catalogue.tiers})),
+                     calibration.rule)
+    out = deduplicate(table, cfg, warehouse=ctx.cache_warehouse)
+    record = {**calibration.record(), "stages": list(stages)}
+    log.info("dedup: semantic rule %s for max false-hit rate %s (upper 95%% bound %.4f on %d labels)",
+             calibration.rule.describe(), settings.max_false_hit, calibration.bound, calibration.labels)
+    return out.replace_schema_metadata({**(out.schema.metadata or {}), RECORD_KEY: json.dumps(record).encode()})
+
+
+def run_record(deduped: str | Path) -> dict:
+    """The dedup stage's record of a run (its rule, delta, bound, labels) from its hand-off file, for runs.billing."""
+    meta = pq.read_schema(deduped).metadata or {}
+    return json.loads(meta[RECORD_KEY]) if RECORD_KEY in meta else {}
 
 
 def describe(rows: pa.Table) -> list[str]:

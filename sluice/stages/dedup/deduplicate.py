@@ -23,7 +23,7 @@ Everything here is vectorised in polars, so the stage stays linear in rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from sluice.contracts.columns import DEFAULT_MAX_TOKENS, DUP_COLUMNS, SHAPE_COLUMNS, with_shape_columns
 from sluice.stages.dedup.cache import CACHE_COLUMNS, CacheConfig, load_cache_entries
+from sluice.stages.dedup.calibrate import Rule
 from sluice.stages.dedup.near import NearConfig, near_duplicate_pairs, nfkc
 from sluice.stages.dedup.semantic import Embedder, SemanticConfig, semantic_duplicate_pairs
 
@@ -107,9 +108,14 @@ STAGES = ("exact", "near", "semantic", "cache")
 
 @dataclass(frozen=True)
 class DedupConfig:
-    """Which stages run and their settings. The cache stage needs a warehouse to read."""
+    """Which stages run and their settings. The cache stage needs a warehouse to read.
+
+    reuse_sampled: rows with temperature > 0 asked for a sample each; they are never duplicates (no stage marks
+        them, nor reuses an answer for them) unless this is set: then two sampled requests with equal fingerprints
+        (temperature included) may share one sample like any other rows."""
 
     stages: tuple[str, ...] = ("exact", "near", "semantic")
+    reuse_sampled: bool = False
     default_max_tokens: int = DEFAULT_MAX_TOKENS
     near: NearConfig = field(default_factory=NearConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
@@ -121,6 +127,13 @@ class DedupConfig:
             raise ValueError(f"unknown dedup stage(s) {sorted(unknown)}: choose from {', '.join(STAGES)}")
 
 
+def calibrated(cfg: DedupConfig, rule: Rule) -> DedupConfig:
+    """`cfg` under a calibrated rule (`sluice.stages.dedup.calibrate`): its semantic thresholds, and character
+    shingles for short prompts in the near stage only when the rule keeps them."""
+    near = cfg.near if rule.char_shingles else replace(cfg.near, char_max_words=0)
+    return replace(cfg, near=near, semantic=replace(cfg.semantic, rule=rule))
+
+
 def request_fingerprint(default_max_tokens: int) -> pl.Expr:
     """What besides the prompt changes the answer: the system prompt, the effective max_tokens and the request
     shape (a conversation's earlier turns, sampling parameters, response schema). Near and semantic matches are
@@ -130,6 +143,10 @@ def request_fingerprint(default_max_tokens: int) -> pl.Expr:
          *_shape_parts()],
         separator="\x1f",
     ).hash(seed=0xF1_9E)
+
+
+def _unmark_sampled(df: pl.DataFrame, sampled: pl.Series) -> pl.DataFrame:
+    return df.with_columns(pl.when(sampled).then(pl.lit("pending")).otherwise(pl.col("status")).alias("status"))
 
 
 def deduplicate(
@@ -150,11 +167,16 @@ def deduplicate(
     for name, dtype in DUP_COLUMNS.items():
         if name not in df.columns:
             df = df.with_columns(pl.lit(None, dtype=dtype).alias(name))
+    sampled = pl.Series(np.zeros(df.height, bool))
+    if not cfg.reuse_sampled:  # a sampled row stays out of every stage: status "sampled" while they run
+        sampled = ((pl.col("temperature").fill_null(0.0) > 0) & (pl.col("status") == "pending"))
+        sampled = df.select(sampled).to_series()
+        df = df.with_columns(pl.when(sampled).then(pl.lit("sampled")).otherwise(pl.col("status")).alias("status"))
     if "exact" in cfg.stages:
         df = pl.from_arrow(exact_duplicates(df.to_arrow(), cfg.default_max_tokens))
         assert isinstance(df, pl.DataFrame)
     if not use_cache and "near" not in cfg.stages and "semantic" not in cfg.stages:
-        return df.to_arrow()
+        return _unmark_sampled(df, sampled).to_arrow()
 
     if use_cache:
         entries = load_cache_entries(warehouse, cfg.cache, cfg.default_max_tokens)
@@ -222,4 +244,4 @@ def deduplicate(
         cached = entries.select(*CACHE_COLUMNS).with_row_index("_entry").with_columns(pl.col("_entry").cast(pl.Int64))
         extra = picked.join(cached, on="_entry", how="left", maintain_order="left").drop("_entry")
         df = pl.concat([df.drop([c for c in CACHE_COLUMNS if c in df.columns]), extra], how="horizontal")
-    return df.to_arrow()
+    return _unmark_sampled(df, sampled).to_arrow()

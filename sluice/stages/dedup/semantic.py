@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from sluice.stages.dedup.calibrate import Rule
 from sluice.stages.dedup.guards import TextFacts, text_facts, veto_reason
 from sluice.stages.dedup.minhash import PARALLEL_LAUNCH, numba_module
 from sluice.stages.dedup.near import NearMatches
@@ -53,6 +54,8 @@ class SemanticConfig:
         tuning part 0.80 keeps 98.9% of the pairs with MiniLM cosine >= 0.92 (0.75: 99.6%, 0.85: 96.3%); lower
         costs MiniLM rows (a random pair of corpus prompts passes 0.80 about once in 2,000). None: skip the static
         pass and embed every short row with MiniLM (slow: MiniLM does tens to a few hundred rows/s on 2 cores).
+    rule: the threshold per length bucket chosen for a false-hit rate (`sluice.stages.dedup.calibrate`, what a
+        run uses); None: `threshold` for every pair.
     """
 
     threshold: float = 0.92
@@ -60,6 +63,16 @@ class SemanticConfig:
     top_k: int = 4
     block_cells: int = 1 << 24
     candidate_threshold: float | None = 0.80
+    rule: Rule | None = None
+
+    def pair_thresholds(self, words_a: np.ndarray, words_b: np.ndarray) -> np.ndarray:
+        """The cosine each pair needs: by the longer prompt's length bucket under `rule`, else `threshold`."""
+        if self.rule is None:
+            return np.full(len(words_a), self.threshold)
+        return self.rule.threshold_for(np.maximum(words_a, words_b))
+
+    def lowest_threshold(self) -> float:
+        return self.threshold if self.rule is None else min(self.rule.thresholds)
 
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
@@ -177,7 +190,8 @@ def semantic_duplicate_pairs(
     """Greedy in position order: each row that may be a duplicate points at the earlier canonical row of its block
     with the highest cosine >= threshold that the guards accept."""
     n = len(texts)
-    short = np.fromiter((len(t.split()) <= cfg.max_words for t in texts), bool, n)
+    n_words = np.fromiter((len(t.split()) for t in texts), np.int64, n)
+    short = n_words <= cfg.max_words
     dup_ok = can_be_duplicate & short
     can_ok = can_be_canonical & short
     used = np.flatnonzero(dup_ok | can_ok)
@@ -193,7 +207,7 @@ def semantic_duplicate_pairs(
 
     vetoed_early = 0
     if cfg.candidate_threshold is None:
-        search_rows, search_threshold = used, cfg.threshold
+        search_rows, search_threshold = used, cfg.lowest_threshold()
     else:
         # pass 1: static vectors propose candidates; only their rows go through MiniLM
         t0 = time.perf_counter()
@@ -210,7 +224,7 @@ def semantic_duplicate_pairs(
                               bool, len(j_c))
         vetoed_early = int((~allowed).sum())
         j_c, i_c = j_c[allowed], i_c[allowed]
-        search_rows, search_threshold = np.unique(np.concatenate([j_c, i_c])), cfg.threshold
+        search_rows, search_threshold = np.unique(np.concatenate([j_c, i_c])), cfg.lowest_threshold()
         log.debug("semantic: %d pairs vetoed by the guards, %d rows to embed, after %.1f s", vetoed_early,
                   len(search_rows), time.perf_counter() - t0)
         if not len(search_rows):
@@ -224,6 +238,8 @@ def semantic_duplicate_pairs(
         s_all = np.einsum("ij,ij->i", vectors[j_c], vectors[i_c])
         keep = s_all >= search_threshold
         j_all, i_all, s_all = j_c[keep], i_c[keep], s_all[keep]
+    keep = s_all >= cfg.pair_thresholds(n_words[j_all], n_words[i_all])
+    j_all, i_all, s_all = j_all[keep], i_all[keep], s_all[keep]
     if not len(j_all):
         return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
     order = np.lexsort((-s_all, j_all))  # by duplicate position, best neighbour first
@@ -237,7 +253,7 @@ def semantic_duplicate_pairs(
         if c >= j or not can_ok[c]:
             continue
         score = float(vectors[j] @ vectors[c])  # 0 for a canonical reached only through vetoed pairs
-        if score < cfg.threshold:
+        if score < cfg.pair_thresholds(n_words[[j]], n_words[[c]])[0]:
             continue
         if veto_reason(fact(j), fact(c)) is not None:
             vetoed += 1

@@ -40,3 +40,15 @@ def test_quarantined_rows_are_never_canonical_or_duplicates():
     out = exact_duplicates(rows([None, "hi", "hi"]))
     assert out["status"].to_pylist() == ["quarantined", "pending", "duplicate"]
     assert out["dup_of"].to_pylist() == [None, None, "1"]
+
+
+def test_sampled_rows_are_never_duplicates_unless_the_run_allows_reusing_samples():
+    from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
+
+    table = validate_prompts(pa.table({"prompt": ["Write a poem about rain."] * 3 + ["What is 2+2?"] * 2,
+                                       "temperature": [0.8, 0.8, 0.8, 0.0, 0.0]}))
+    cfg = DedupConfig(stages=("exact", "near"))
+    out = deduplicate(table, cfg)
+    assert out["status"].to_pylist() == ["pending", "pending", "pending", "pending", "duplicate"]
+    reused = deduplicate(table, DedupConfig(stages=("exact", "near"), reuse_sampled=True))
+    assert reused["status"].to_pylist() == ["pending", "duplicate", "duplicate", "pending", "duplicate"]
