@@ -69,7 +69,8 @@ def heuristic_route(rows: pa.Table, tiers: list[str], settings: RouterSettings) 
         pl.col("route_score").round(2),
         pl.col("_tier"),
     )
-    pending = pl.col("status") == "pending"
+    # a plain prompt file (`sluice route`) has no `status`: every row is pending
+    pending = pl.col("status") == "pending" if "status" in df.columns else pl.lit(True)
     out = routed.with_columns(
         pl.when(pending).then(pl.col("_tier")).alias("tier"),
         pl.when(pending).then(pl.col("route_score")).alias("route_score"),

@@ -48,8 +48,9 @@ def text_features(prompts: Sequence[str] | pl.Series) -> np.ndarray:
         (pl.col("t").str.len_chars().cast(pl.Float64) + 1).log().alias("log_chars"),
         pl.col("t").str.count_matches(r"[.!?](\s|$)").cast(pl.Float64).alias("sentences"),
         pl.col("t").str.count_matches(r"\?").cast(pl.Float64).alias("questions"),
-        pl.col("t").str.extract_all(r"\d+(?:\.\d+)?").list.eval(pl.element().cast(pl.Float64)).list.max()
-        .fill_null(0.0).alias("max_number"),
+        # `\d` also matches non-ASCII digits ("𝟭"), which do not parse: those count as no number here
+        pl.col("t").str.extract_all(r"\d+(?:\.\d+)?").list.eval(pl.element().cast(pl.Float64, strict=False))
+        .list.max().fill_null(0.0).alias("max_number"),
         *[pl.col("t").str.to_lowercase().str.count_matches(rx).cast(pl.Float64).alias(c) for c, rx in QUANT_CUES.items()],
     )
     cols = [
