@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from sluice.config import Settings
 from sluice.stages.context import StageContext
 from sluice.stages.dedup.cache import CacheConfig
-from sluice.stages.dedup.calibrate import calibrate
+from sluice.stages.dedup.calibrate import calibrate as calibrate_rule
 from sluice.stages.dedup.deduplicate import DedupConfig, calibrated, deduplicate
 from sluice.stages.dedup.verdicts import team_verdicts
 
@@ -50,7 +50,7 @@ def run(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
     the shipped labelled pairs plus the team's verdicts in the warehouse; the choice travels in the hand-off's
     schema metadata (`run_record`)."""
     stages = default_stages(ctx.cache_warehouse is not None)
-    calibration = calibrate(settings.max_false_hit, team_verdicts(settings.warehouse))
+    calibration = calibrate_rule(settings.max_false_hit, team_verdicts(settings.warehouse))
     cfg = calibrated(DedupConfig(stages=stages, default_max_tokens=settings.default_max_tokens,
                                  cache=CacheConfig(served_models={t.name: t.model for t in ctx.catalogue.tiers})),
                      calibration.rule)
@@ -58,6 +58,10 @@ def run(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
     record = {**calibration.record(), "stages": list(stages)}
     log.info("dedup: semantic rule %s for max false-hit rate %s (upper 95%% bound %.4f on %d labels)",
              calibration.rule.describe(), settings.max_false_hit, calibration.bound, calibration.labels)
+    if calibration.bound > settings.max_false_hit:
+        log.warning("dedup: no rule can be shown to keep the false-hit rate under %s on the labels at hand (the "
+                    "strictest has an upper bound of %.4f): semantic reuse is off", settings.max_false_hit,
+                    calibration.bound)
     return out.replace_schema_metadata({**(out.schema.metadata or {}), RECORD_KEY: json.dumps(record).encode()})
 
 

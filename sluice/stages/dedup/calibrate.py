@@ -19,12 +19,17 @@ not vetoed and its cosine reaches its bucket's threshold. Each labelled set meas
               often two prompts that ask different things are merged. This is the bench's false-hit rate. It is
               per pair of look-alike prompts, not per reused answer: on QQP's hard negatives about 8% of the hits
               at the old 0.92 threshold are labelled non-duplicates (1 - precision), with a false-hit rate of 0.008
-    reuses    (the team's own verdicts: checked cluster members, graded duplicates) wrong reuses / reuses at
-              or above the rule: the share of reused answers that were wrong
+    reuses    (the team's own verdicts: checked cluster members, graded duplicates) wrong reuses the rule would
+              still make / all checked reuses: under a rule at least as permissive as the one the verdicts were
+              gathered under, the share of reused answers that were wrong. The denominator does not move with the
+              rule, so the rate only grows as the rule loosens (a share among the rule's own reuses would have a
+              loose bound at strict rules, with few reuses, and stop the search there)
 
-The chosen rule is the most permissive one whose upper 95% bound (one-sided, exact: Clopper-Pearson) is <= delta
-on every set that has enough labels to show delta at all (0 errors in n: n >= ln 0.05 / ln(1 - delta), 299 for
-0.01; a smaller set is reported, not binding).
+The chosen rule is the most permissive one whose upper 95% bound is <= delta on every set that has enough labels
+to show delta at all (0 errors in n: n >= ln 0.025 / ln(1 - delta), 368 for 0.01; a smaller set is reported, not
+binding). The bound is the upper end of the exact (Clopper-Pearson) two-sided 95% interval, the convention of the
+rest of Sluice (the quality estimate's 95% interval): one-sided, it holds at 97.5%. When even the strictest rule
+(word shingles, no semantic reuse) is over delta, the run uses it and records that delta was not met.
 Rules are tried from strict to permissive (word shingles and no semantic reuse; then character shingles; then the
 cosine thresholds down the grid, with several buckets taking turns to move one step) and the search stops at the
 first that fails: each rule's hits include the previous rule's, so the rate only
@@ -46,7 +51,7 @@ import numpy as np
 CALIBRATION = Path(__file__).resolve().parents[3] / "data" / "samples" / "dedup_calibration.csv.gz"
 GRID = tuple(round(1.0 - 0.005 * i, 3) for i in range(41))  # 1.00 down to 0.80: strict to permissive
 NEVER = 2.0  # a threshold no cosine reaches: the bucket reuses nothing semantically
-LEVEL = 0.95
+LEVEL = 0.975  # one-sided: the upper end of a two-sided 95% interval
 
 
 @dataclass(frozen=True)
@@ -152,8 +157,8 @@ def _binomial_cdf(k: int, n: int, p: float) -> float:
 
 
 def upper_bound(errors: int, n: int, level: float = LEVEL) -> float:
-    """The one-sided exact (Clopper-Pearson) upper confidence bound on a binomial rate: the p at which seeing at
-    most `errors` in n has probability 1 - level. NaN when n == 0."""
+    """The exact (Clopper-Pearson) upper confidence bound on a binomial rate, one-sided at `level`: the p at which
+    seeing at most `errors` in n has probability 1 - level. NaN when n == 0."""
     if n == 0:
         return math.nan
     if errors >= n:
@@ -166,10 +171,11 @@ def upper_bound(errors: int, n: int, level: float = LEVEL) -> float:
 
 
 def set_rate(pairs: LabelledPairs, hit: np.ndarray, name: str) -> tuple[int, int]:
-    """(errors, n) of one set under a rule's hits: false hits of n non-duplicates, or wrong reuses of n reuses."""
+    """(errors, n) of one set under a rule's hits: false hits of its n non-duplicates, or wrong reuses the rule
+    would still make of its n checked reuses."""
     mine = pairs.set_name == name
     if pairs.metric.get(name, "pairs") == "reuses":
-        return int((mine & hit & ~pairs.label).sum()), int((mine & hit).sum())
+        return int((mine & hit & ~pairs.label).sum()), int(mine.sum())
     return int((mine & hit & ~pairs.label).sum()), int((mine & ~pairs.label).sum())
 
 
@@ -188,6 +194,7 @@ class Calibration:
         return {"rule": {"thresholds": list(self.rule.thresholds), "edges": list(self.rule.edges),
                          "char_shingles": self.rule.char_shingles},
                 "rule_text": self.rule.describe(), "max_false_hit": self.delta, "bound": round(self.bound, 5),
+                "met": self.bound <= self.delta,
                 "labels": self.labels, "binding_sets": self.binding_sets, "per_set": self.per_set}
 
 

@@ -54,20 +54,32 @@ def test_a_set_too_small_to_show_delta_is_reported_not_binding():
     pairs = LabelledPairs.concat([big, LabelledPairs(small.set_name, small.words, small.cosine, small.other_hit,
                                                      small.vetoed, small.label, {"small": "pairs"})])
     cal = choose_rule(pairs, 0.01)
-    assert min_labels(0.01) == 299 > 200
+    assert min_labels(0.01) == 368 > 200
     assert cal.binding_sets == ["planted"] and not cal.per_set["small"]["binding"]
     assert cal.rule.thresholds == choose_rule(big, 0.01).rule.thresholds
 
 
+def test_a_few_verdicts_bind_once_the_set_could_show_delta():
+    base = planted(0.0)
+    n = 400
+    cosine = np.linspace(0.90, 1.0, n)
+    team = LabelledPairs(np.full(n, "team_reuses", object), np.full(n, 10), cosine, np.zeros(n, bool),
+                         np.zeros(n, bool), cosine >= 0.99, metric={"team_reuses": "reuses"})
+    # the 20 wrong reuses between 0.985 and 0.99 are 0.05 of the 400 checked: the rule stops at 0.99
+    cal = choose_rule(LabelledPairs.concat([base, team]), 0.01)
+    assert cal.rule.thresholds == (0.99,) and "team_reuses" in cal.binding_sets
+    assert cal.per_set["team_reuses"]["errors"] == 0 and cal.per_set["team_reuses"]["n"] == n
+
+
 def test_wrong_reuses_among_the_teams_verdicts_tighten_the_rule():
     base = planted(0.0)
-    n = 1000
+    n = 3000
     cosine = np.linspace(0.9, 1.0, n)
     ok = cosine >= 0.97  # the team found reuses under 0.97 wrong
     team = LabelledPairs(np.full(n, "team_reuses", object), np.full(n, 10), cosine, np.zeros(n, bool),
                          np.zeros(n, bool), ok, metric={"team_reuses": "reuses"})
     cal = choose_rule(LabelledPairs.concat([base, team]), 0.01)
-    assert cal.rule.thresholds[0] >= 0.965 > choose_rule(base, 0.01).rule.thresholds[0]
+    assert cal.rule.thresholds[0] == 0.97 > choose_rule(base, 0.01).rule.thresholds[0]
     assert cal.per_set["team_reuses"]["upper"] <= 0.01
 
 
@@ -98,12 +110,15 @@ def test_the_shipped_calibration_set_matches_the_stages_and_gives_a_rule_within_
     assert len(pairs.label) > 15000
     assert {"qqp_tune", "mrpc_train", "stsb_train", "swaps", "edits"} <= set(pairs.set_name.tolist())
     cal = choose_rule(pairs, 0.01)
-    assert cal.bound <= 0.01 and cal.rule.thresholds[0] < NEVER
+    assert cal.bound <= 0.01 and cal.rule.thresholds[0] < NEVER and cal.record()["met"]
 
 
 def test_the_exact_upper_bound():
-    assert upper_bound(0, 299) <= 0.01 < upper_bound(0, 298)  # 1 - 0.05 ** (1 / n)
-    assert abs(upper_bound(0, 100) - (1 - 0.05 ** (1 / 100))) < 1e-9
+    assert upper_bound(0, 368) <= 0.01 < upper_bound(0, 367)  # 1 - 0.025 ** (1 / n)
+    assert abs(upper_bound(0, 100) - (1 - 0.025 ** (1 / 100))) < 1e-9
+    assert abs(upper_bound(0, 100, level=0.95) - (1 - 0.05 ** (1 / 100))) < 1e-9
+    # 4 errors in 100: the two-sided exact 95% interval's upper end is 0.0993 (Clopper-Pearson tables)
+    assert abs(upper_bound(4, 100) - 0.0993) < 5e-4
     assert upper_bound(16, 2897) > 16 / 2897 and upper_bound(3, 3) == 1.0
 
 
