@@ -235,6 +235,48 @@ def measure(kind: str, n: int) -> dict:
         out["semantic_max_words"] = sem.SemanticConfig().max_words
         out["torch_threads"] = torch.get_num_threads()
         out["peak_rss_mb"] = round(_peak_mb(), 1)
+    elif kind in ("typos_words", "typos_chars"):
+        # the near stage on word bigrams only (before) or with character shingles for short prompts (after): what
+        # the cheap stages catch, and how many rows are left to MiniLM (counted, not embedded; MiniLM's time is
+        # projected from 1,000 of those rows embedded for real in the same process)
+        from models.embeddings import _load, embed, static_table
+
+        near_cfg = NearConfig(char_max_words=0) if kind == "typos_words" else NearConfig()
+        tok, _ = _load()
+        static_table()
+        calls = {"rows": 0}
+        sample: list[str] = []
+
+        def counting(batch):
+            calls["rows"] += len(batch)
+            sample.extend(batch)
+            return np.zeros((len(batch), 384), np.float32)
+
+        t0 = t()
+        cheap = deduplicate(table, DedupConfig(stages=("exact", "near"), near=near_cfg))
+        cheap_s = t() - t0
+        t0 = t()
+        marked = deduplicate(table, DedupConfig(stages=("exact", "near", "semantic"), near=near_cfg),
+                             embedder=counting)
+        out["near_config"] = {"char_max_words": near_cfg.char_max_words, "char_shingle": near_cfg.char_shingle}
+        out["cheap_seconds"] = round(cheap_s, 2)
+        out["semantic_without_minilm_seconds"] = round(t() - t0 - cheap_s, 2)
+        out["minilm_rows"] = calls["rows"]
+        kinds = cheap["dup_kind"].to_pylist()
+        out["cheap_duplicates"] = {k: kinds.count(k) for k in ("exact", "near")}
+        kinds = marked["dup_kind"].to_pylist()
+        out["duplicates"] = {k: kinds.count(k) for k in ("exact", "near", "semantic")}
+        import torch
+
+        torch.set_num_threads(2)
+        embed(["warm up"])
+        picked = [sample[i] for i in np.random.default_rng(0).permutation(len(sample))[:1000]]
+        t0 = t()
+        embed(picked)
+        rate = len(picked) / max(t() - t0, 1e-9)
+        out["minilm_rows_per_s"] = round(rate, 1)
+        out["projected_stage_seconds"] = round(cheap_s + out["semantic_without_minilm_seconds"] + calls["rows"] / rate, 1)
+        out["peak_rss_mb"] = round(_peak_mb(), 1)
     elif kind == "semantic_plan":
         # everything of the semantic stage but MiniLM itself, at full size: the static pass, the search, the guards
         # and how many rows (and word pieces) MiniLM would have to embed
@@ -277,6 +319,30 @@ def measure(kind: str, n: int) -> dict:
                                             if s == "pending" and len(p.split()) <= 48))
         out["peak_rss_mb"] = round(_peak_mb(), 1)
     return out
+
+
+def typos_main(n: int = 100_000) -> None:
+    runs = [run_child(kind, n) for kind in ("typos_words", "typos_chars")]
+    (OUT / "dedup_speed_typos.json").write_text(json.dumps(runs, indent=2) + "\n")
+    lines = ["# Typos early: the near stage on word bigrams vs character 4-grams for short prompts "
+             "(bench/dedup_speed.py --typos)", "",
+             f"{n} rows of the benchmark corpus (bench/dedup_corpus.py: real prompts plus one-edit variants, a sixth "
+             "of them a letter swap). MiniLM rows are counted, not embedded; MiniLM's time is projected from 1,000 "
+             "of those rows embedded in the same process. Wall-clock on a shared 2-core machine.", "",
+             "| near shingles | exact | near | semantic | rows left to MiniLM | exact+near s | semantic without "
+             "MiniLM s | MiniLM rows/s | projected stage s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        if "error" in r:
+            lines.append(f"| {r['kind']} | error: {r['error'][-200:]} |")
+            continue
+        cmw = r["near_config"]["char_max_words"]
+        name = "word 2-grams" if cmw == 0 else f"character {r['near_config']['char_shingle']}-grams (<= {cmw} words)"
+        d = r["duplicates"]
+        lines.append(f"| {name} | {d['exact']} | {d['near']} | {d['semantic']} | {r['minilm_rows']} | "
+                     f"{r['cheap_seconds']} | {r['semantic_without_minilm_seconds']} | {r['minilm_rows_per_s']} | "
+                     f"{r['projected_stage_seconds']} |")
+    (OUT / "dedup_speed_typos.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def run_child(kind: str, n: int, timeout: int = 1800) -> dict:
@@ -410,7 +476,9 @@ def markdown(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    if "--markdown-only" in sys.argv:  # re-render the .md from the last JSON (no measurement)
+    if "--typos" in sys.argv:  # the near stage before / after character shingles for short prompts, 100k rows
+        typos_main()
+    elif "--markdown-only" in sys.argv:  # re-render the .md from the last JSON (no measurement)
         (OUT / "dedup_speed.md").write_text(markdown(json.loads((OUT / "dedup_speed.json").read_text())))
     elif len(sys.argv) >= 4 and sys.argv[1] == "--measure":
         print(json.dumps(measure(sys.argv[2], int(sys.argv[3]))))
