@@ -18,8 +18,13 @@ and, for near and semantic, the content guards pass. This is computed per pair f
 
 Anchors: static cosine with no guards at 0.80 and 0.92, measured in the same run on the same report split.
 
+`--max-false-hit`: for each delta in {0.005, 0.01, 0.02, 0.05}, the rule a run chooses on the shipped calibration
+set (data/samples/dedup_calibration.csv.gz, no team verdicts; one length bucket, and two: <= 12 and 13-48 words),
+and its false-hit rate, recall and precision on every report set (acceptance: false-hit rate <= delta everywhere).
+
     .venv/bin/python bench/dedup_quality.py          # writes bench/results/dedup_quality.json and .md
-    .venv/bin/python bench/dedup_quality.py --full   # every pair instead of the fixed random samples (~6 min)
+    .venv/bin/python bench/dedup_quality.py --full   # every pair instead of the fixed random samples (~2 min
+                                                     # once the embeddings are cached in /tmp)
 """
 
 from __future__ import annotations
@@ -359,6 +364,7 @@ def main(sizes: dict[str, int]) -> None:
         "ranking_ceiling": {"qqp_tune": ranking_ceiling(tune, learned=True),
                             "qqp_report": ranking_ceiling(report, learned=False)},
         "settings": {"near_threshold": near.threshold, "shingle_words": near.shingle_words,
+                     "char_shingle": near.char_shingle, "char_max_words": near.char_max_words,
                      "num_perm": near.num_perm, "lsh_bands_rows": list(near.lsh_params()),
                      "semantic_threshold": semantic.threshold, "semantic_max_words": semantic.max_words,
                      "embedding": "all-MiniLM-L6-v2 (models.embeddings, mean pooling, max_length 128)",
@@ -448,7 +454,9 @@ def markdown(r: dict) -> str:
     s = r["settings"]
     lines = [
         "# Dedup quality (bench/dedup_quality.py)", "",
-        f"Defaults: near Jaccard >= {s['near_threshold']} on word {s['shingle_words']}-grams "
+        f"Fixed settings (the table right below; a run chooses its rule for `--max-false-hit` instead, next section): "
+        f"near Jaccard >= {s['near_threshold']} on word {s['shingle_words']}-grams, character "
+        f"{s.get('char_shingle', '?')}-grams for prompts of <= {s.get('char_max_words', '?')} words "
         f"({s['num_perm']} permutations, LSH bands x rows {s['lsh_bands_rows']}); semantic cosine >= "
         f"{s['semantic_threshold']} on prompts of <= {s['semantic_max_words']} words ({s['embedding']}); "
         "content guards on every near/semantic hit.", "",
