@@ -153,29 +153,31 @@ def route_command(
     catalogue: Annotated[Optional[Path], typer.Option(help="tier catalogue TOML [models/catalogue.toml]")] = None,
     max_tokens: Annotated[int, typer.Option(help="planned output tokens for rows without max_tokens")] = 256,
 ) -> None:
-    """Assign every row of DATASET a tier; write it with tier, route_score and route_reason."""
-    import polars as pl
+    """Assign every row of DATASET a tier; write it with tier, route_score and route_reason.
+
+    The file is read and written in record batches (`sluice.stages.route.stream`), so memory stays bounded
+    whatever its size; a premium share or a budget reads it twice."""
+    import pyarrow.parquet as pq
     from pydantic import ValidationError
 
     from models.catalogue import CatalogueError, load_catalogue
     from sluice.config import RouterSettings
-    from sluice.stages.route.assign import route_batch
     from sluice.stages.route.learned import RouterError
+    from sluice.stages.route.stream import route_file
 
-    df = _read_table(dataset)
-    if "prompt" not in df.columns:
+    try:
+        columns = pq.ParquetFile(dataset).schema_arrow.names
+    except Exception as exc:  # noqa: BLE001  (any unreadable file is reported the same way)
+        _fail(f"{dataset}: cannot read Parquet: {exc}")
+    if "prompt" not in columns:
         _fail(f"{dataset}: no `prompt` column")
     try:
         settings = RouterSettings(model=router, premium_share=premium_share, budget_usd=budget_usd)
         cat = load_catalogue(catalogue)
-        routed = pl.from_arrow(route_batch(df.to_arrow(), cat.names, settings, cat, max_tokens))
+        counts, unrouted_reason = route_file(dataset, output, cat.names, settings, cat, max_tokens)
     except (ValidationError, CatalogueError, RouterError, ValueError) as exc:
         _fail(str(exc))
-    assert isinstance(routed, pl.DataFrame)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    routed.write_parquet(output)
-    counts = routed.group_by("tier").len().sort("tier", nulls_last=True)
-    console.print(", ".join(f"{t or 'unrouted'}={n}" for t, n in counts.iter_rows()) + f" -> {output}")
-    unrouted = routed.filter(pl.col("tier").is_null())
-    if unrouted.height:
-        console.print(f"[yellow]{unrouted.height} rows not routed:[/] {unrouted['route_reason'][0]}", highlight=False)
+    ordered = sorted(counts.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
+    console.print(", ".join(f"{t or 'unrouted'}={n}" for t, n in ordered) + f" -> {output}")
+    if unrouted_reason is not None:
+        console.print(f"[yellow]{counts[None]} rows not routed:[/] {unrouted_reason}", highlight=False)

@@ -20,6 +20,7 @@ Only rows still pending after dedup are routed; the routed rows are written as o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -114,49 +115,97 @@ def learned_route(
 
     `route_score` is the router's probability that the premium tier is needed (the heuristic complexity score
     when `router` is None). Tiers come from `settings`: budget, share, or the score thresholds. In budget mode the
-    rows the budget cannot cover get no tier, and (when the table has `status`) status `deferred` + `error`."""
+    rows the budget cannot cover get no tier, and (when the table has `status`) status `deferred` + `error`.
+
+    Three steps, which `sluice.stages.route.stream` runs over a file in record batches: score the pending rows
+    (`score_pending`), assign tiers over all their scores (`assign_tiers`), then write tiers and reasons back
+    (`finish_routed`)."""
 
     if len(tiers) < 2:
         raise ValueError("routing needs at least two tiers")
     df = pl.from_arrow(rows)
     assert isinstance(df, pl.DataFrame)
-    has_status = "status" in df.columns
-    pending = (df["status"] == "pending").fill_null(False).to_numpy() if has_status else np.ones(df.height, bool)
-    idx = np.nonzero(pending)[0]
-    sub = df[idx.tolist()] if len(idx) < df.height else df
-    prompts = sub["prompt"].cast(pl.String)
     scorer = scorer_for(router)
-    scores, why = scorer.score(prompts)
-    source, label = scorer.source, scorer.label
-    n_tiers = len(tiers)
-    n = len(scores)
-    note = ["" for _ in range(n)]
+    idx, sub, scores, why = score_pending(df, scorer)
+    costs, carried = (budget_inputs(sub, tiers, settings, catalogue, default_max_tokens)
+                      if settings.budget_usd is not None else (None, None))
+    plan = assign_tiers(scores, len(tiers), settings, costs, carried)
+    return finish_routed(df, idx, scores, why, plan, scorer, tiers, settings)
+
+
+def pending_rows(df: pl.DataFrame) -> np.ndarray:
+    """Positions of the rows to route: those with status `pending`, every row when there is no `status`."""
+    if "status" not in df.columns:
+        return np.arange(df.height)
+    return np.nonzero((df["status"] == "pending").fill_null(False).to_numpy())[0]
+
+
+def score_pending(df: pl.DataFrame, scorer: Scorer) -> tuple[np.ndarray, pl.DataFrame, np.ndarray, list[str]]:
+    """The pending rows' positions, the rows themselves, their scores and the scorer's reasons."""
+    idx = pending_rows(df)
+    sub = df[idx.tolist()] if len(idx) < df.height else df
+    scores, why = scorer.score(sub["prompt"].cast(pl.String))
+    return idx, sub, scores, why
+
+
+def budget_inputs(sub: pl.DataFrame, tiers: list[str], settings: RouterSettings, catalogue: "Catalogue | None",
+                  default_max_tokens: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(rows, tiers) planned cost of each pending row on each tier, and the rows an earlier run deferred."""
+    if catalogue is None:
+        raise ValueError("routing to a budget needs the catalogue (tier prices)")
+    prices = tier_prices(_ordered_catalogue(catalogue, tiers), settings.self_hosted_tokens_per_s)
+    systems = sub["system"].to_list() if "system" in sub.columns else None
+    in_tok = bud.estimate_input_tokens(conversation_texts(sub), systems)  # earlier chat turns are sent too
+    out_tok = (sub["max_tokens"].cast(pl.Float64).fill_null(default_max_tokens).to_numpy()
+               if "max_tokens" in sub.columns else np.full(sub.height, float(default_max_tokens)))
+    carried = sub["deferred_from"].is_not_null().to_numpy() if "deferred_from" in sub.columns else None
+    return bud.row_tier_costs(in_tok, out_tok, prices), carried
+
+
+@dataclass
+class TierPlan:
+    """Tier index per scored row (-1: the budget cannot cover it), the mode for `route_reason`, and in budget
+    mode each row's planned cost and the plan's message."""
+
+    tier: np.ndarray
+    mode: str
+    cost: np.ndarray | None = None
+    message: str = ""
+
+    def notes(self, lo: int = 0, hi: int | None = None) -> list[str]:
+        """The per-row note of rows lo:hi in `route_reason` (empty outside budget mode)."""
+        tier = self.tier[lo:hi]
+        if self.cost is None:
+            return ["" for _ in range(len(tier))]
+        return [f"planned ${c:.6f}" if t >= 0 else f"{OVER_BUDGET}: {self.message}"
+                for t, c in zip(tier, self.cost[lo:hi])]
+
+
+def assign_tiers(scores: np.ndarray, n_tiers: int, settings: RouterSettings, costs: np.ndarray | None = None,
+                 carried: np.ndarray | None = None) -> TierPlan:
+    """Tiers for all scored rows at once: budget (`costs` needed), share, or the score thresholds."""
     if settings.budget_usd is not None:
-        if catalogue is None:
-            raise ValueError("routing to a budget needs the catalogue (tier prices)")
-        prices = tier_prices(_ordered_catalogue(catalogue, tiers), settings.self_hosted_tokens_per_s)
-        systems = sub["system"].to_list() if "system" in sub.columns else None
-        in_tok = bud.estimate_input_tokens(conversation_texts(sub), systems)  # earlier chat turns are sent too
-        out_tok = (sub["max_tokens"].cast(pl.Float64).fill_null(default_max_tokens).to_numpy()
-                   if "max_tokens" in sub.columns else np.full(n, float(default_max_tokens)))
-        costs = bud.row_tier_costs(in_tok, out_tok, prices)
-        carried = sub["deferred_from"].is_not_null().to_numpy() if "deferred_from" in sub.columns else None
+        assert costs is not None
         plan = bud.route_by_budget(costs, bud.expected_quality(scores, n_tiers, settings.mid_recovery),
                                    settings.budget_usd, first=carried)  # deferred by an earlier run: kept first
-        tier_idx = plan.tier
-        mode = f"budget ${settings.budget_usd:g}"
-        note = [f"planned ${c:.6f}" if t >= 0 else f"{OVER_BUDGET}: {plan.message}" for t, c in
-                zip(tier_idx, plan.cost)]
-    elif settings.premium_share is not None:
+        return TierPlan(plan.tier, f"budget ${settings.budget_usd:g}", plan.cost, plan.message)
+    if settings.premium_share is not None:
         tier_idx = bud.route_by_share(scores, settings.premium_share, settings.mid_share, n_tiers)
-        mode = (f"share {settings.premium_share:g} (threshold {bud.premium_threshold(scores, settings.premium_share):.3f})")
-    else:
-        tier_idx = bud.route_by_thresholds(scores, settings.small_below, settings.premium_from, n_tiers)
-        mode = f"thresholds {settings.small_below:g}/{settings.premium_from:g}"
-    names = [tiers[t] if t >= 0 else None for t in tier_idx]
+        threshold = bud.premium_threshold(scores, settings.premium_share)
+        return TierPlan(tier_idx, f"share {settings.premium_share:g} (threshold {threshold:.3f})")
+    tier_idx = bud.route_by_thresholds(scores, settings.small_below, settings.premium_from, n_tiers)
+    return TierPlan(tier_idx, f"thresholds {settings.small_below:g}/{settings.premium_from:g}")
+
+
+def finish_routed(df: pl.DataFrame, idx: np.ndarray, scores: np.ndarray, why: list[str], plan: TierPlan,
+                  scorer: Scorer, tiers: list[str], settings: RouterSettings, lo: int = 0) -> pa.Table:
+    """`df` with `tier`, `route_score`, `route_reason` on its pending rows `idx`, whose scores and reasons are
+    given; their tiers are rows lo:lo+len(idx) of `plan` (a batch of a larger plan)."""
+    n = len(scores)
+    names = [tiers[t] if t >= 0 else None for t in plan.tier[lo:lo + n]]
     reasons = [
-        f"{source}: {label}={s:.2f} [{w}] {mode}{'; ' + k if k else ''} -> {t or 'none'}"
-        for s, w, k, t in zip(scores, why, note, names)
+        f"{scorer.source}: {scorer.label}={s:.2f} [{w}] {plan.mode}{'; ' + k if k else ''} -> {t or 'none'}"
+        for s, w, k, t in zip(scores, why, plan.notes(lo, lo + n), names)
     ]
     full = lambda values, dtype: pl.Series(  # noqa: E731  (scatter the routed rows back into the batch)
         [None] * df.height, dtype=dtype).scatter(idx, pl.Series(values, dtype=dtype)) if n else pl.Series(
@@ -166,7 +215,7 @@ def learned_route(
         full(scores.tolist(), pl.Float64).alias("route_score"),
         full(reasons, pl.String).alias("route_reason"),
     )
-    if has_status and settings.budget_usd is not None:
+    if "status" in df.columns and settings.budget_usd is not None:
         unaffordable = full([t is None for t in names], pl.Boolean).fill_null(False)
         out = out.with_columns(
             pl.when(unaffordable).then(pl.lit(OVER_BUDGET)).otherwise(pl.col("status")).alias("status"),

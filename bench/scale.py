@@ -1,0 +1,295 @@
+"""Scale (issue 19): rows against wall time, time per row and peak RSS, per stage, at 100k and 1M rows.
+
+Each measurement runs the stage's own command (`sluice route ...`) as a child process and polls the child's RSS
+(psutil, every 20 ms; the peak is the highest sample, so a spike shorter than that can be missed: the child's own
+ru_maxrss from `wait4` is recorded beside it and is the figure the target is judged by). The input files are
+generated deterministically under /tmp (never committed) from ../shared/data prompt sets:
+
+    ShareGPT first user turns (dev, 8.7k: long chat requests), GSM8K questions (train + test, 8.8k: arithmetic),
+    self-instruct instructions with their first input (seed + user-oriented, 0.5k), MT-bench first turns (80).
+
+Each row is a real prompt, or (past the first pass through them) a real prompt with one random edit (case, a
+typo, a dropped word, an added number, "Please ...", "... Thanks.", or a demand for rigour: "Explain step by
+step."), so routing sees the real mix of intents and lengths. A third of the rows carry a `max_tokens` (64-1024),
+so budget routing prices rows differently.
+
+Stages:
+    route       `sluice route` with the heuristic gatekeeper (thresholds), and with a learned router trained
+                without embeddings (`sluice router train --no-embeddings` on RouteLLM's GSM8K labels) under
+                thresholds and under `--premium-share 0.2` (the two-pass path)
+    dedup       not run here: its figures are quoted from bench/results/dedup_speed.md (another change is under
+                way in that stage); room is left for it and the other stages in STAGES below
+
+    .venv/bin/python bench/scale.py                       # route at 100k and 1M; writes bench/results/scale.{json,md}
+    .venv/bin/python bench/scale.py --rows 100000         # one size only (merged into the JSON)
+    .venv/bin/python bench/scale.py --label before        # the label the figures are kept under (before/after)
+    .venv/bin/python bench/scale.py --markdown-only       # re-render the .md from the JSON
+
+Timings are wall-clock on a shared 2-core machine (the load average at the start and end of each run is
+recorded): read them as orders of magnitude, never assert them in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+OUT = ROOT / "bench" / "results"
+TMP = Path("/tmp/sluice-scale")
+SLUICE = ROOT / ".venv" / "bin" / "sluice"
+TARGET_RSS_MB = 2048.0
+TARGET_GROWTH = 1.5
+
+
+# ---- the input files ----------------------------------------------------------------------------------------
+
+def real_prompts() -> list[str]:
+    out: list[str] = []
+    with gzip.open(SHARED / "prompts" / "sharegpt_first_turns_dev.jsonl.gz", "rt") as f:
+        out += [json.loads(line)["prompt"] for line in f]
+    for split in ("train", "test"):
+        with open(SHARED / "prompts" / "gsm8k" / f"{split}.jsonl") as f:
+            out += [json.loads(line)["question"] for line in f]
+    for name in ("seed_tasks", "user_oriented_instructions"):
+        with open(SHARED / "prompts" / "self_instruct" / f"{name}.jsonl") as f:
+            for line in f:
+                task = json.loads(line)
+                first = (task.get("instances") or [{}])[0].get("input") or ""
+                out.append(task["instruction"] + ("\n\n" + first if first else ""))
+    with open(SHARED / "prompts" / "mt_bench" / "question.jsonl") as f:
+        out += [json.loads(line)["turns"][0] for line in f]
+    return [p for p in out if p and p.strip()]
+
+
+def _vary(text: str, rng: random.Random) -> str:
+    words = text.split(" ")
+    kind = rng.randrange(7)
+    if kind == 0:
+        return text.upper() if rng.random() < 0.2 else text.lower() + " "
+    if kind == 1 and len(words) > 3:
+        i = rng.randrange(len(words))
+        w = words[i]
+        if len(w) > 3:
+            j = rng.randrange(len(w) - 1)
+            words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+        return " ".join(words)
+    if kind == 2 and len(words) > 4:
+        del words[rng.randrange(len(words))]
+        return " ".join(words)
+    if kind == 3:
+        return text + " " + str(rng.randrange(1, 1000))
+    if kind == 4:
+        return "Please " + text
+    if kind == 5:
+        return text + " Explain step by step."
+    return text + " Thanks."
+
+
+def prompt_file(n: int, seed: int = 0, row_group: int = 65536) -> Path:
+    """`id`, `prompt`, `max_tokens` (null for two rows in three): n rows, written once under /tmp."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = TMP / f"prompts_{n}_s{seed}.parquet"
+    if path.exists():
+        return path
+    base = real_prompts()
+    rng = random.Random(seed)
+    prompts = base[:n]
+    while len(prompts) < n:
+        prompts.append(_vary(base[rng.randrange(len(base))], rng))
+    rng.shuffle(prompts)
+    max_tokens = [rng.choice((64, 128, 256, 512, 1024)) if rng.random() < 1 / 3 else None for _ in range(n)]
+    table = pa.table({"id": [f"p{i}" for i in range(n)], "prompt": prompts,
+                      "max_tokens": pa.array(max_tokens, pa.int64())})
+    TMP.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, str(path) + ".tmp", row_group_size=row_group)
+    os.replace(str(path) + ".tmp", path)
+    return path
+
+
+def router_dir() -> Path:
+    """A logistic router without embeddings, trained on RouteLLM's GSM8K labels (Mixtral = cheap, GPT-4 = premium)."""
+    path = TMP / "router_noemb"
+    if (path / "router.json").exists():
+        return path
+    import polars as pl
+
+    with open(SHARED / "routing" / "gsm8k_responses.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = pl.DataFrame({
+        "prompt": [r["prompt"] for r in rows],
+        "cheap_ok": [r["mistralai/Mixtral-8x7B-Instruct-v0.1"] == "True" for r in rows],
+        "premium_ok": [r["gpt-4-1106-preview"] == "True" for r in rows],
+    })
+    TMP.mkdir(parents=True, exist_ok=True)
+    labels.write_parquet(TMP / "router_labels.parquet")
+    subprocess.run([str(SLUICE), "router", "train", str(TMP / "router_labels.parquet"), "-o", str(path),
+                    "--no-embeddings"], check=True, capture_output=True)
+    return path
+
+
+# ---- measuring a child process ------------------------------------------------------------------------------
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_child(cmd: list[str], env: dict | None = None) -> dict:
+    """Wall time and peak RSS of `cmd`: psutil samples every 20 ms, and the child's own ru_maxrss (wait4)."""
+    import psutil
+
+    log = TMP / "child.log"
+    start = time.perf_counter()
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    ps = psutil.Process(proc.pid)
+    sampled = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        try:
+            sampled = max(sampled, ps.memory_info().rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    tail = log.read_text(errors="replace").strip().splitlines()[-2:]
+    return {"rc": proc.returncode, "wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "sampled_peak_rss_mb": round(sampled / 2**20, 1), "output_tail": tail}
+
+
+# ---- stages -------------------------------------------------------------------------------------------------
+
+ROUTE_CASES = {
+    "heuristic": lambda r: [],
+    "router": lambda r: ["--router", str(r)],
+    "router-share-0.2": lambda r: ["--router", str(r), "--premium-share", "0.2"],
+    # the budget plan holds Python objects per row (policies.route_by_budget): run on its own, --case budget
+    "budget": lambda r: ["--budget-usd", "50"],
+}
+DEFAULT_CASES = ["heuristic", "router", "router-share-0.2"]
+
+
+def bench_route(n: int, cases: list[str], src_tree: Path | None = None) -> list[dict]:
+    src = prompt_file(n)
+    rdir = router_dir()
+    results = []
+    for case in cases:
+        dst = TMP / f"routed_{case}_{n}.parquet"
+        before = load()
+        env = dict(os.environ, PYTHONPATH=str(src_tree)) if src_tree else None  # another checkout's code
+        r = run_child([str(SLUICE), "route", str(src), "-o", str(dst), *ROUTE_CASES[case](rdir)], env)
+        r.update(stage="route", case=case, rows=n, load_before=before, load_after=load(),
+                 us_per_row=round(r["wall_s"] / n * 1e6, 2))
+        print(json.dumps(r), flush=True)
+        results.append(r)
+        dst.unlink(missing_ok=True)
+    return results
+
+
+# dedup and the other stages join here (a function per stage returning the same records)
+STAGES = {"route": bench_route}
+
+
+# ---- the report ---------------------------------------------------------------------------------------------
+
+def render(data: dict) -> str:
+    lines = ["# Scale: rows against wall time and peak RSS (bench/scale.py)", "",
+             "Machine: 2 CPU cores shared with several other agents' jobs (tests, benches, builds) running at the same "
+             "time; the 1-minute load average before and after each run is in the table. Wall times are noisy "
+             "(read them as orders of magnitude); peak RSS is the child process's own `ru_maxrss`.", "",
+             f"Targets (issue 19): peak RSS <= {TARGET_RSS_MB:.0f} MB at 1M rows, and time per row at 1M <= "
+             f"{TARGET_GROWTH}x that at 100k.", ""]
+    for stage, notes in data.get("notes", {}).items():
+        lines += [f"## {stage}", "", *notes, ""]
+        lines += ["| version | case | rows | wall s | us/row | peak RSS MB | sampled peak MB | load before -> after | "
+                  "growth 100k->1M | meets |", "|---|---|---|---|---|---|---|---|---|---|"]
+        recs = [r for r in data["runs"] if r["stage"] == stage]
+        for r in sorted(recs, key=lambda r: (r["label"] != "before", r["case"], r["rows"])):
+            small = next((s for s in recs if s["label"] == r["label"] and s["case"] == r["case"]
+                          and s["rows"] == 100_000 and s["rc"] == 0), None)
+            growth = (r["us_per_row"] / small["us_per_row"]) if small and r["rows"] == 1_000_000 and r["rc"] == 0 else None
+            meets = ""
+            if r["rows"] == 1_000_000:
+                ok = r["rc"] == 0 and r["peak_rss_mb"] <= TARGET_RSS_MB and growth is not None and growth <= TARGET_GROWTH
+                meets = "yes" if ok else "no"
+            wall = f"{r['wall_s']}" if r["rc"] == 0 else f"failed (rc {r['rc']})"
+            lines.append(f"| {r['label']} | {r['case']} | {r['rows']:,} | {wall} | {r['us_per_row']} | "
+                         f"{r['peak_rss_mb']} | {r['sampled_peak_rss_mb']} | {r['load_before'][0]} -> "
+                         f"{r['load_after'][0]} | {'' if growth is None else f'{growth:.2f}x'} | {meets} |")
+        lines.append("")
+    lines += data.get("dedup_context", [])
+    return "\n".join(lines) + "\n"
+
+
+ROUTE_NOTES = [
+    "`sluice route IN -o OUT` on the generated files (1M rows: 520 characters a row on average, 302 MB of "
+    "Parquet in 64k-row row groups): the heuristic gatekeeper under its thresholds; a logistic router trained "
+    "without embeddings on RouteLLM's GSM8K labels (`--router`), under thresholds and under `--premium-share 0.2`.",
+    "",
+    "- **before**: the whole file read into memory, routed as one table (`route_batch`), written at once. On the "
+    "commit before this change; the heuristic gatekeeper and the router both crashed on a plain prompt file "
+    "before that (no `status` column; non-ASCII digits in ShareGPT prompts), fixed first.",
+    "- **after**: `sluice.stages.route.stream.route_file`: 64k-row record batches in, written as they are routed; "
+    "the share reads the file twice (scores kept, the scorer's reasons spilled to disk, the quantile taken over "
+    "all scores, then tiers attached). Same output as before (tests/sluice/stages/route/test_stream.py).",
+    "- Budget routing (`--budget-usd`) streams the same way, but the plan itself "
+    "(`policies.route_by_budget`) holds Python objects per row (each row's convex hull and upgrade steps); it was "
+    "not measured at scale yet (`--case budget` runs it).",
+    "- The after runs at 100k with the router overlapped this change's own test runs on the same two cores "
+    "(14.5 s and 21.2 s against 8.0 s and 7.6 s before); at 1M the router streams at 75 us/row against 52 before: "
+    "per-batch overhead and load are not separated here. Peak RSS is the figure that is not noise: 1.95-2.36 GB "
+    "-> 0.78-0.81 GB at 1M.",
+]
+
+
+DEDUP_CONTEXT = [
+    "## dedup (quoted, not run here)", "",
+    "From bench/results/dedup_speed.md (the exact + near stages, `deduplicate(stages=('exact','near'))`, in "
+    "process; another change to the dedup stage is under way, so it was not re-run at 1M here):", "",
+    "| rows | stage s | us/row | peak RSS MB |", "|---|---|---|---|",
+    "| 100,000 | 5.44 | 54.4 | 707.7 |", "| 1,000,000 | 49.82 | 49.8 | 4022.0 |", "",
+    "At 1M the exact + near stages alone peak at 4.0 GB (target 2 GiB: not met); the semantic stage is measured "
+    "only at 100k (88 s, 2.15 GB with the model).",
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, action="append")
+    ap.add_argument("--case", action="append", choices=list(ROUTE_CASES))
+    ap.add_argument("--label", default="after")
+    ap.add_argument("--src", type=Path, help="run this checkout's code (e.g. `git archive` of an older commit)")
+    ap.add_argument("--markdown-only", action="store_true")
+    args = ap.parse_args()
+    path = OUT / "scale.json"
+    data = json.loads(path.read_text()) if path.exists() else {"runs": [], "notes": {}}
+    if not args.markdown_only:
+        for n in args.rows or [100_000, 1_000_000]:
+            for rec in bench_route(n, args.case or DEFAULT_CASES, args.src):
+                rec["label"] = args.label
+                data["runs"] = [r for r in data["runs"] if (r["label"], r["stage"], r["case"], r["rows"]) !=
+                                (rec["label"], rec["stage"], rec["case"], rec["rows"])] + [rec]
+                path.write_text(json.dumps(data, indent=1) + "\n")
+    data["notes"] = {"route": ROUTE_NOTES}
+    data["dedup_context"] = DEDUP_CONTEXT
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    (OUT / "scale.md").write_text(render(data))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
