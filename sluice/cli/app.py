@@ -305,7 +305,8 @@ def dedup(
     stages = tuple(s.strip() for s in only.split(",") if s.strip())
     try:
         rule = calibrate(max_false_hit, team_verdicts(warehouse)).rule
-        console.print(f"semantic rule for max false-hit rate {max_false_hit}: {rule.describe()}", highlight=False)
+        console.print(f"semantic rule for max false-hit rate {max_false_hit}: {rule.describe()}", highlight=False,
+                      soft_wrap=True)
         counts = dedup_file(dataset, output, calibrated(DedupConfig(stages=stages,
                                                                     default_max_tokens=default_max_tokens), rule),
                             warehouse=warehouse)
