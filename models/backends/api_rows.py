@@ -40,6 +40,7 @@ from tqdm.asyncio import tqdm_asyncio
 from models.backends.base import BatchResult, Completion, Request
 from models.backends.batch_journal import BatchJournal, ProviderBatchPending
 from models.backends.ratelimit import RateLimiter, ServerLimits, estimate_message_tokens, estimate_tokens
+from models.backends.sent_log import SentLog
 from models.catalogue import Tier
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def estimated_tokens(req: Request) -> int:
 
 
 async def answer_row(req: Request, send: Send, tier: Tier, limiter: RateLimiter, sem: asyncio.Semaphore,
-                     secret: str = "") -> Completion:
+                     secret: str = "", sent_log: SentLog | None = None) -> Completion:
     attempts = 0
 
     async def attempt() -> tuple[Answer, float]:
@@ -215,10 +216,14 @@ async def answer_row(req: Request, send: Send, tier: Tier, limiter: RateLimiter,
             reservation = await limiter.acquire(estimated_tokens(req))
             attempts += 1
             t0 = time.perf_counter()
+            if sent_log is not None:  # written down before it leaves: a kill cannot hide that it was paid for
+                sent_log.record_sent(req.row_id, estimated_input_tokens(req), req.max_tokens)
             try:
                 ans = await send(req)
             except BaseException as exc:  # cancellation too: a reservation left in flight would block forever
                 status = status_of(exc)
+                if sent_log is not None and not isinstance(exc, asyncio.CancelledError):
+                    sent_log.record_failed(req.row_id, status)
                 # a refused or failed call bills no output; a timeout may still have been answered in full
                 limiter.release(reservation, None if status is None else estimated_input_tokens(req))
                 if status == 429 and (ra := retry_after_s(exc)):
@@ -241,7 +246,11 @@ async def answer_row(req: Request, send: Send, tier: Tier, limiter: RateLimiter,
                 ans, latency_ms = await attempt()
     except Exception as exc:  # per-row failure: land it with its reason
         return Completion(req.row_id, None, error=error_text(exc, attempts, secret))
-    return completion_from(req, ans, latency_ms)
+    done = completion_from(req, ans, latency_ms)
+    if sent_log is not None:
+        sent_log.record_answered(req.row_id, done.input_tokens, done.output_tokens, done.cached_input_tokens,
+                                 done.usage_estimated)
+    return done
 
 
 def completion_from(req: Request, ans: Answer, latency_ms: float = 0.0, via_batch_api: bool = False) -> Completion:
@@ -263,10 +272,10 @@ def completion_from(req: Request, ans: Answer, latency_ms: float = 0.0, via_batc
 
 
 async def answer_rows(requests: Sequence[Request], send: Send, tier: Tier, limiter: RateLimiter,
-                      secret: str = "") -> list[Completion]:
+                      secret: str = "", sent_log: SentLog | None = None) -> list[Completion]:
     sem = asyncio.Semaphore(tier.max_concurrency)
     return await tqdm_asyncio.gather(
-        *(answer_row(r, send, tier, limiter, sem, secret) for r in requests),
+        *(answer_row(r, send, tier, limiter, sem, secret, sent_log) for r in requests),
         desc=f"tier {tier.name}", unit="row", disable=None,
     )
 
@@ -306,6 +315,12 @@ class ApiBackend:
         self.deadline_s = deadline_s
         # where the provider batches of the next `complete` are journaled (batch_journal.py); None: nowhere
         self.journal: BatchJournal | None = None
+        # where its real-time requests are written down as they are sent and answered (sent_log.py); None: nowhere
+        self.sent_log_path: Path | None = None
+
+    def log_sends_to(self, path: Path | None) -> None:
+        """Log the next `complete`'s real-time requests at `path` (sent_log.py; one file per try of a shard)."""
+        self.sent_log_path = path
 
     def journal_to(self, path: Path | None) -> None:
         """Journal the provider batches of the next `complete` call at `path` (the infer stage gives each shard
@@ -334,8 +349,13 @@ class ApiBackend:
     async def real_time(self, requests: Sequence[Request], key: str) -> list[Completion]:
         """Every row through `answer_rows`: bounded concurrency, the tier's RPM/TPM limiter, retries."""
         limiter = make_limiter(self.tier)
-        async with self.client(key) as client:
-            return await answer_rows(requests, lambda req: self.send(client, req), self.tier, limiter, secret=key)
+        sent_log = SentLog(self.sent_log_path) if self.sent_log_path is not None else None
+        try:
+            async with self.client(key) as client:
+                return await answer_rows(requests, lambda req: self.send(client, req), self.tier, limiter,
+                                         secret=key, sent_log=sent_log)
+        finally:
+            sent_log and sent_log.close()
 
     def _serving(self) -> contextlib.AbstractContextManager:
         """Held while the tier answers (a local stand-in server, for one); nothing by default."""

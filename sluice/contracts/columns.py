@@ -83,6 +83,9 @@ ANSWER_SCHEMA = pa.schema(
         ("cost_usd", pa.float64()),
         # provider batch answers: list price less cost_usd (the batch discount, its own saving); else 0
         ("batch_discount_usd", pa.float64()),
+        # rows whose prompt was trimmed (`trim`): the trimmed tokens at this attempt's input price; else 0
+        ("trim_saving_usd", pa.float64()),
+        # what the row would have cost on the baseline tier: these tokens, the trimmed ones put back, at its prices
         ("baseline_cost_usd", pa.float64()),
         # how cost_usd was priced: "list", "batch" (provider batch API) or "worker" (self-hosted time)
         ("price_basis", pa.string()),
@@ -97,6 +100,8 @@ ANSWER_SCHEMA = pa.schema(
 )
 
 ATTEMPT_KINDS = ("first", "escalation", "retry", "shadow")
+# an attempt's status when a kill cut it off: sent, never checkpointed, sent again (sluice.stages.infer.interrupted)
+INTERRUPTED = "interrupted"
 
 # a landed row's status (results.status): answered, reused, refused by ingest, failed, or deferred by the run's
 # budget to the dataset's next run (sluice.stages.budget); "pending" and "invalid" exist only between stages

@@ -89,6 +89,7 @@ def run_summary(warehouse: str | Path, run_id: str) -> dict:
     recorded beside it (the all-premium baseline's accuracy, the quality estimate, timestamps)."""
     from sluice.reports.html import upgrade_if_outdated
     from sluice.stages.land.results import summarise
+    from sluice.stages.land.trimmed import trim_summary
     from sluice.warehouse.db import connect
 
     upgrade_if_outdated(warehouse)
@@ -102,7 +103,12 @@ def run_summary(warehouse: str | Path, run_id: str) -> dict:
             raise RunNotFound(f"no run {run_id!r} in the warehouse (latest: {', '.join(known) or 'none'})")
         run = dict(zip(cols, found[0], strict=True))
         results = con.execute("SELECT * FROM results WHERE run_id = ? ORDER BY row_index, row_id", [run_id]).pl()
+        cut = con.execute("SELECT count(*), count(*) FILTER (usage_estimated), sum(cost_usd) FROM attempts "
+                          "WHERE run_id = ? AND status = 'interrupted'", [run_id]).fetchone()
     summary = summarise(results) if results.height else _empty_summary()
+    if cut and cut[0]:  # requests a kill cut off, and prompt trimming: their own lines, as the run printed them
+        summary.update(interrupted_requests=cut[0], interrupted_estimated=cut[1], interrupted_cost_usd=cut[2])
+    summary.update(trim_summary(results) if results.height and "trim_tokens_saved" in results.columns else {})
     if run.get("baseline_graded_rows"):
         n, acc = int(run["baseline_graded_rows"]), run.get("baseline_accuracy")
         summary.update(baseline_graded=n, baseline_accuracy=acc,

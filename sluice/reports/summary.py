@@ -25,6 +25,13 @@ def summary_lines(summary: dict) -> list[tuple[str, str]]:
                       f"(${summary['judge_cost_usd']:.6f})"))
     if summary.get("structured"):
         lines.append(("structured answers valid", f"{summary['structured_valid']} of {summary['structured']}"))
+    if summary.get("interrupted_requests"):  # sent before a kill, never saved, sent again: billed twice, both here
+        lines.append(("requests cut off by a kill", f"{summary['interrupted_requests']} sent again "
+                      f"({summary['interrupted_estimated']} with usage estimated)  "
+                      f"(${summary['interrupted_cost_usd']:.6f}, in the total)"))
+    if summary.get("trimmed_rows"):  # its own line of the saving (sluice.stages.land.trimmed)
+        lines.append(("prompt trimming", f"{summary['trimmed_rows']} rows, {summary['trim_tokens_saved']} input "
+                      f"tokens saved  (${summary['trim_saving_usd']:.6f} saved)"))
     lines += [
         ("total cost", f"${summary['cost_usd']:.6f}"),
         ("all-premium cost", f"${summary['baseline_cost_usd']:.6f}"),

@@ -337,6 +337,22 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE runs ADD COLUMN IF NOT EXISTS budget JSON",
         ],
     ),
+    (
+        13,
+        "an honest bill and trimming: requests a kill cut off are attempts (status 'interrupted', "
+        "attempts.usage_estimated), and what prompt trimming saved per row (results.trim_tokens_saved, "
+        "trim_saving_usd)",
+        [
+            # the request's usage came from the client's estimate, not the provider (an interrupted request that
+            # never got its answer, a response without usage); NULL for attempts landed before it was recorded
+            "ALTER TABLE attempts ADD COLUMN IF NOT EXISTS usage_estimated BOOLEAN",
+            # `trim` (sluice run --trim): input tokens trimming took off the row's prompt (word pieces), and what
+            # they would have cost on each attempt's tier (summed); the baseline prices the untrimmed prompt.
+            # 0 for rows not trimmed, NULL for rows landed before trimming was recorded (savings_per_row: 0)
+            "ALTER TABLE results ADD COLUMN IF NOT EXISTS trim_tokens_saved BIGINT",
+            "ALTER TABLE results ADD COLUMN IF NOT EXISTS trim_saving_usd DOUBLE",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -349,7 +365,8 @@ RESULT_COLUMNS = [
     "escalated_from", "cascade_reason", "shadow", "shadow_agrees", "shadow_cost_usd", "price_basis",
     "cached_input_tokens", "usage_estimated", "mean_logprob",
     "reference", "grader", "correct", "grade_reason", "meta", "tags", "batch_discount_usd",
-    "deferred_from",
+    "deferred_from", "trim_tokens_saved", "trim_saving_usd",
 ]
 ATTEMPT_COLUMNS = ["run_id", "row_id", "attempt", "kind", "tier", "model", "status", "error", "schema_valid",
-                   "input_tokens", "output_tokens", "latency_ms", "cost_usd", "mean_logprob", "response"]
+                   "input_tokens", "output_tokens", "latency_ms", "cost_usd", "mean_logprob", "response",
+                   "usage_estimated"]

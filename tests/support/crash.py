@@ -4,7 +4,10 @@ Used by bench/crash_resume.py (many random kill points) and by the tests (a few)
 at a loopback OpenAI-compatible server that records every request it answers, so both sides are checked:
     - the warehouse: every input row landed exactly once, and the landed cost equals an uninterrupted run's;
     - the provider: how many requests it answered more than once (paid twice at a real provider). Work that was
-      in flight when the process died is lost and re-sent; the shard checkpoints bound it.
+      in flight when the process died is lost and re-sent; the shard checkpoints bound it. The re-sent requests'
+      first copies are on the bill: each lands as an `interrupted` attempt with its usage (estimated when its
+      answer never came back) and its cost is in the run's (sluice/stages/infer/interrupted.py), so a resumed run
+      lands the reference's cost plus exactly its interrupted attempts' cost.
 
 The review stage (schema retries, cascade escalations, the shadow sample) is exercised by the review scenario:
 every answer must satisfy `ANSWER_SCHEMA`, and `review_faults` makes the provider answer chosen rows invalidly,
@@ -140,6 +143,9 @@ class Outcome:
     attempts_by_kind: dict[str, int] = dataclasses.field(default_factory=dict)  # landed attempts: first, retry, ...
     decisions: str = ""  # digest of every landed attempt's (row, kind, tier, status): the review's decisions
     rerun_cost_usd: float = 0.0  # runs after the first (a kill after landing): the failed rows asked again
+    interrupted: int = 0  # the first run's attempts with status 'interrupted' (sent before a kill, sent again)
+    interrupted_estimated: int = 0  # of which no answer ever came back: usage estimated
+    interrupted_cost_usd: float = 0.0  # what they cost, in cost_usd (the provider billed them)
 
 
 # Milestones a run passes, read from its folder: killing just after one exercises the resume of the next step.
@@ -157,6 +163,8 @@ REVIEW_MILESTONES = {
 }
 # a provider batch accepted and journaled (an API tier with `batch_api`): killing now exercises polling it again
 BATCH_MILESTONES = {"batch journaled": "answers/**/shard-*.batches.jsonl"}
+# an API shard has sent a request (its sent log has a line): killing now leaves at least one interrupted request
+INFLIGHT_MILESTONES = {"requests in flight": "answers/**/shard-*.sent-*.jsonl"}
 MILESTONES = ["manifest", "ingested", "deduped", "routed", "shard 1", "shard 2", "shard 4", "shard 6",
               *REVIEW_MILESTONES, "results"]
 
@@ -202,6 +210,8 @@ def reached(data_dir: Path, milestone: str) -> bool:
         return any(run.glob(REVIEW_MILESTONES[milestone]))
     if milestone in BATCH_MILESTONES:
         return any(run.glob(BATCH_MILESTONES[milestone]))
+    if milestone in INFLIGHT_MILESTONES:
+        return any(p.stat().st_size > 0 for p in run.glob(INFLIGHT_MILESTONES[milestone]))
     return (run / f"{milestone}.parquet").exists()
 
 
@@ -241,18 +251,21 @@ def landed(workdir: Path) -> tuple[int, int, float, int, float]:
     return n, distinct, first, len(per_run), float(sum(c or 0.0 for _, c in costs[1:]))
 
 
-def landed_attempts(workdir: Path) -> tuple[dict[str, int], str, int]:
+def landed_attempts(workdir: Path) -> tuple[dict[str, int], str, int, tuple[int, int, float]]:
     """The first run's landed attempts per kind, and a digest of each one's (row, kind, tier, status): equal
-    digests mean the same retries, escalations and shadow rows, with the same outcomes. Also the number of
+    digests mean the same retries, escalations and shadow rows, with the same outcomes. Interrupted attempts (the
+    first copies of re-sent requests) are counted apart: (requests, of which estimated, cost). Also the number of
     attempts landed by later runs (the requests a new run made again, deliberately: not re-sends)."""
     with duckdb.connect(str(workdir / "wh.duckdb"), read_only=True) as con:
         first = "(select min(run_id) from results)"
         later = con.execute(f"select count(*) from attempts where run_id <> {first}").fetchone()[0]
-        kinds = dict(con.execute(f"select kind, count(*) from attempts where run_id = {first} group by 1 order by 1")
-                     .fetchall())
-        every = con.execute(f"select row_id, kind, tier, status from attempts where run_id = {first} order by all"
-                            ).fetchall()
-    return kinds, hashlib.sha256(repr(every).encode()).hexdigest()[:12], int(later)
+        mine = f"from attempts where run_id = {first} and status <> 'interrupted'"
+        kinds = dict(con.execute(f"select kind, count(*) {mine} group by 1 order by 1").fetchall())
+        every = con.execute(f"select row_id, kind, tier, status {mine} order by all").fetchall()
+        cut = con.execute(f"select count(*), count(*) filter (usage_estimated), coalesce(sum(cost_usd), 0) "
+                          f"from attempts where run_id = {first} and status = 'interrupted'").fetchone()
+    return kinds, hashlib.sha256(repr(every).encode()).hexdigest()[:12], int(later), (int(cut[0]), int(cut[1]),
+                                                                                       float(cut[2]))
 
 
 def provider_counts(server: OpenAICompatServer, since: int) -> tuple[int, int]:
@@ -289,10 +302,10 @@ def crash_and_resume(dataset: Path, workdir: Path, catalogue: Path, server: Open
         code, killed = run_once(cmd, env, log)
     n, distinct, cost, runs, rerun_cost = landed(workdir)
     requests, resent = provider_counts(server, since)
-    kinds, decisions, asked_again = landed_attempts(workdir)
+    kinds, decisions, asked_again, cut = landed_attempts(workdir)
     resent -= asked_again  # a later run's requests repeat the first run's on purpose
     return Outcome(kill_at_s, stage != "finished", stage, attempts, n, distinct, cost, runs, requests, resent,
-                   milestone or "", kinds, decisions, rerun_cost)
+                   milestone or "", kinds, decisions, rerun_cost, *cut)
 
 
 def reference_run(dataset: Path, workdir: Path, catalogue: Path, server: OpenAICompatServer,
@@ -308,8 +321,9 @@ def reference_run(dataset: Path, workdir: Path, catalogue: Path, server: OpenAIC
         raise RuntimeError(f"reference run failed; see {workdir / 'runs.log'}")
     n, distinct, cost, runs, _ = landed(workdir)
     requests, resent = provider_counts(server, since)
-    kinds, decisions, _ = landed_attempts(workdir)
-    return wall, Outcome(0.0, False, "finished", 0, n, distinct, cost, runs, requests, resent, "", kinds, decisions)
+    kinds, decisions, _, cut = landed_attempts(workdir)
+    return wall, Outcome(0.0, False, "finished", 0, n, distinct, cost, runs, requests, resent, "", kinds, decisions,
+                         0.0, *cut)
 
 
 def all_api_catalogue(path: Path, base_url: str) -> Path:

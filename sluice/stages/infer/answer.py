@@ -7,8 +7,12 @@ Cost per row:
       priced from the backend's token estimate and flagged `usage_estimated`.
     - self-hosted tiers: the worker's billed time (engine start + generation) x its $/hour, apportioned to rows
       in proportion to their tokens (input + output). The rows of a batch therefore add up exactly to the bill.
+    - requests a kill cut off (sent, never checkpointed) are attempts too, `interrupted`, with their usage, or
+      its estimate when no answer came back (interrupted.py); the shard's billing includes them.
 Baseline per row: what the same tokens would have cost on the catalogue's baseline (premium) tier. Output tokens
 of rows answered elsewhere stand in for the premium answer's length (an estimate; the shadow sample measures it).
+A trimmed prompt (`trim`) is priced untrimmed in the baseline; the attempt's `trim_saving_usd` is what the tokens
+trimming took off would have cost on it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ from sluice.contracts.answers import validate_answer
 from sluice.contracts.columns import ANSWER_SCHEMA, DEFAULT_MAX_TOKENS
 from sluice.contracts.shapes import history_turns, stop_strings
 from sluice.runs import write_parquet
+from sluice.stages.infer.interrupted import (
+    forget_tries,
+    interrupted_billing,
+    land_interrupted_tries,
+    next_try,
+    sent_log_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +87,11 @@ def answer_partition(
     base = catalogue.baseline_tier
     rows = []
     asked = {r.row_id: r for r in requests}
+    trimmed = trimmed_tokens(partition)
     discounts = []
     for c, cost in zip(result.completions, costs, strict=True):
         req = asked[c.row_id]
+        saved = trimmed.get(c.row_id, 0)
         # a provider batch's discount is its own saving: what the row would have cost at list price, less its cost
         discounts.append(tier.token_cost_usd(c.input_tokens, c.output_tokens, c.cached_input_tokens) - cost
                          if c.ok and c.via_batch_api else 0.0)
@@ -102,7 +115,9 @@ def answer_partition(
                 "finish_reason": c.finish_reason,
                 "cost_usd": cost,
                 "batch_discount_usd": discounts[-1],
-                "baseline_cost_usd": base.token_cost_usd(c.input_tokens, c.output_tokens) if c.ok else 0.0,
+                "trim_saving_usd": trim_saving(c, cost, saved, tier),
+                # the baseline prices the request as it came, before trimming
+                "baseline_cost_usd": base.token_cost_usd(c.input_tokens + saved, c.output_tokens) if c.ok else 0.0,
                 "price_basis": "worker" if tier.self_hosted else "batch" if c.via_batch_api else "list",
                 "cached_input_tokens": c.cached_input_tokens,
                 "usage_estimated": c.usage_estimated,
@@ -120,6 +135,25 @@ def answer_partition(
         **{k: float(v) for k, v in result.details.items() if isinstance(v, (int, float))},
     }
     return pa.Table.from_pylist(rows, schema=ANSWER_SCHEMA), billing
+
+
+def trimmed_tokens(partition: pa.Table) -> dict[str, int]:
+    """Input tokens trimming took off each row's prompt (`trim`, sluice.stages.route.brevity); {} untrimmed."""
+    if "trim_tokens_saved" not in partition.column_names:
+        return {}
+    return {r: int(n or 0) for r, n in zip(partition["row_id"].to_pylist(), partition["trim_tokens_saved"].to_pylist())}
+
+
+def trim_saving(c, cost: float, saved: int, tier: Tier) -> float:
+    """What the trimmed tokens would have cost on this attempt: at the tier's input price (its batch price in a
+    provider batch); a self-hosted tier at the rate its worker's time was apportioned to this row (cost per token,
+    from the shard's measured throughput). Nothing for an attempt that was not billed."""
+    if not saved or cost <= 0:
+        return 0.0
+    if tier.self_hosted:
+        used = c.input_tokens + c.output_tokens
+        return cost * saved / used if used else 0.0
+    return tier.token_cost_usd(saved, 0, batch=c.via_batch_api)
 
 
 def shard_count(partition_path: Path, shard_rows: int) -> int:
@@ -154,17 +188,28 @@ def answer_shard(
             raise RuntimeError(f"{out}: answers on disk do not match this shard's rows; the run folder was "
                                "changed underneath the run (start a new run id)")
         log.info("tier %s shard %d: already answered, skipped (resume)", tier.name, shard)
+        forget_tries(tier_dir, shard)
         return json.loads(bill_path.read_text())
     # an API tier's provider batches are journaled beside the shard the moment the provider accepts them: answering
     # the shard again (a kill, a run that waited on the provider) polls them instead of paying for them twice
     journal_to = getattr(backend, "journal_to", None)
     if journal_to is not None:
         journal_to(tier_dir / f"shard-{shard:05d}.batches.jsonl")
+    # its real-time requests are logged as they go: what an earlier try sent and never saved lands as interrupted
+    # attempts first (interrupted.py), the provider billed them
+    land_interrupted_tries(tier_dir, shard, tier, trimmed_tokens(rows))
+    log_sends_to = getattr(backend, "log_sends_to", None)
+    if log_sends_to is not None:
+        log_sends_to(sent_log_path(tier_dir, shard, next_try(tier_dir, shard)))
     try:
         answers, billing = answer_partition(rows, tier, catalogue, backend, default_max_tokens)
     finally:
         if journal_to is not None:
             journal_to(None)
+        if log_sends_to is not None:
+            log_sends_to(None)
+    if gone := interrupted_billing(tier_dir, shard):  # re-sent requests are in the bill, once each
+        billing.update(gone, cost_usd=billing["cost_usd"] + gone["interrupted_cost_usd"])
     # which process answered (and, under a Prefect process worker, which worker: the parent)
     billing["worker_pid"], billing["worker_ppid"] = float(os.getpid()), float(os.getppid())
     tmp_bill = bill_path.with_suffix(".json.tmp")
@@ -172,6 +217,7 @@ def answer_shard(
     # billing first, answers last: the answers file is the commit marker of the shard
     tmp_bill.replace(bill_path)
     write_parquet(answers, out)
+    forget_tries(tier_dir, shard)
     return billing
 
 

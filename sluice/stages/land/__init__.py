@@ -8,6 +8,8 @@
     judged.py   the judge's outcomes, its requests as attempts, and its spend as the run's own line
     chargeback.py  the input's own columns carried to the results (meta, the results file); each row's tags
     errors.py   the run's `errors` rows: every failed attempt, quarantined, deferred or failed row
+    interrupted.py  requests a kill cut off, as attempts and in their rows' cost (the provider billed them)
+    trimmed.py  trimmed prompts: the original lands in `prompt`, the tokens trimming saved beside it
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from sluice.runs import answers_dir, write_parquet
 from sluice.stages.land.chargeback import apply_run_tags, meta_values, read_pass_through, results_file
 from sluice.stages.land.estimate import estimate_quality
 from sluice.stages.land.grading import baseline_accuracy
+from sluice.stages.land.interrupted import add_interrupted, interrupted_summary, read_interrupted
 from sluice.stages.land.judged import judge_attempts, judge_line, judge_outcomes
 from sluice.stages.land.labels import labels_from_grades, labels_from_shadow
 from sluice.stages.land.results import assemble_results, combine_attempts, land_results
+from sluice.stages.land.trimmed import trim_summary
 from sluice.warehouse.deferred import record_run_budget
 
 __all__ = ["assemble_results", "combine_attempts", "land_results", "land_run"]
@@ -46,6 +50,7 @@ def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | N
                  for p in sorted((run_dir / "escalated").glob("tier=*.parquet"))]
     order = tier_order or sorted({str(t) for _, a in attempts for t in a["tier"].to_pylist()})
     final, every, pairs = combine_attempts(attempts, order, pl.concat(escalated) if escalated else None)
+    final, every = add_interrupted(final, every, cut_off := read_interrupted(run_dir), order)  # billed, re-sent
     results = assemble_results(routed, final, run["run_id"], run["dataset"])
     results, quality = _baseline_quality(results, baseline)
     # chargeback: the input's own columns (results.meta; unchanged in the results file) and the run's tags
@@ -72,6 +77,7 @@ def land_run(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | N
     summary = land_results(warehouse, results, run, attempts=every if asked is None else pl.concat([every, asked]),
                            labels=labels, baseline_quality=quality, quality_estimate=estimate,
                            judge=judge_line(asked, judged))
+    summary.update(**interrupted_summary(cut_off), **trim_summary(results))  # their own lines in the summary
     if run.get("budget"):  # the hard budget's ledger (sluice.stages.budget) and the rows it deferred: runs.budget
         summary["budget"] = {**run["budget"], "deferred_rows": int((results["status"] == DEFERRED).sum())}
         record_run_budget(warehouse, run["run_id"], summary["budget"])

@@ -48,6 +48,7 @@ def judge_attempts(run_dir: Path, every: pl.DataFrame) -> pl.DataFrame | None:
         pl.lit(JUDGE_KIND).alias("kind"),
         pl.lit(None, pl.Boolean).alias("schema_valid"),
         pl.lit(None, pl.Float64).alias("mean_logprob"),
+        pl.lit(None, pl.Boolean).alias("usage_estimated"),
     )
     return numbered.select(every.columns).cast(dict(every.schema))
 

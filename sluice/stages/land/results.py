@@ -44,10 +44,11 @@ from sluice.stages.land.errors import error_rows
 from sluice.stages.land.estimate import quality_check
 from sluice.stages.land.grading import accuracy_summary, grade_results
 from sluice.stages.land.judged import judge_spend
+from sluice.stages.land.trimmed import restore_prompts
 from sluice.warehouse.db import ATTEMPT_COLUMNS, RESULT_COLUMNS, connect
 
 ANSWER_FIELDS = ["response", "model", "input_tokens", "output_tokens", "latency_ms", "cost_usd",
-                 "batch_discount_usd", "baseline_cost_usd", "finish_reason", "price_basis", "cached_input_tokens", "usage_estimated",
+                 "batch_discount_usd", "trim_saving_usd", "baseline_cost_usd", "finish_reason", "price_basis", "cached_input_tokens", "usage_estimated",
                  "mean_logprob", "parsed", "schema_valid", "attempts", "escalated", "escalated_from",
                  "cascade_reason", "shadow", "shadow_agrees", "shadow_cost_usd"]
 # attempt kinds in the order they happen on one tier; tiers in catalogue order; shadow answers last
@@ -90,13 +91,14 @@ def combine_attempts(attempts: list[tuple[str, pa.Table]], tier_order: list[str]
         pl.col("status").alias("_shadow_status"))
     totals = every.group_by("row_id").agg(
         pl.col("input_tokens").sum(), pl.col("output_tokens").sum(), pl.col("cost_usd").sum(),
-        pl.col("batch_discount_usd").sum(),
+        pl.col("batch_discount_usd").sum(), pl.col("trim_saving_usd").sum(),
         pl.col("latency_ms").filter(pl.col("kind") != "shadow").sum().alias("latency_ms"),
         pl.len().cast(pl.Int32).alias("attempts"),
         (pl.col("kind") == "escalation").any().alias("escalated"),
     )
     final = main.group_by("row_id", maintain_order=True).last().drop(
-        "input_tokens", "output_tokens", "cost_usd", "batch_discount_usd", "latency_ms", "attempt", "kind", "_tier_rank", "_kind_rank",
+        "input_tokens", "output_tokens", "cost_usd", "batch_discount_usd", "trim_saving_usd", "latency_ms", "attempt",
+        "kind", "_tier_rank", "_kind_rank",
         "_is_shadow")
     final = final.join(totals, on="row_id", how="left").join(shadow, on="row_id", how="left")
     if escalations is not None and escalations.height:
@@ -121,7 +123,7 @@ def combine_attempts(attempts: list[tuple[str, pa.Table]], tier_order: list[str]
         "row_id", pl.coalesce("parsed", "response").alias("response"), "_shadow_response", "shadow_agrees")
     final = final.drop("_shadow_response")
     log_cols = ["row_id", "attempt", "kind", "tier", "model", "status", "error", "schema_valid", "input_tokens",
-                "output_tokens", "latency_ms", "cost_usd", "mean_logprob", "response"]
+                "output_tokens", "latency_ms", "cost_usd", "mean_logprob", "response", "usage_estimated"]
     return final, every.select(log_cols), shadow_pairs
 
 
@@ -130,7 +132,7 @@ def assemble_results(routed: pa.Table, answers: list[pa.Table] | pl.DataFrame, r
     """`answers`: answer tables of single-attempt rows, or one answer per row from `combine_attempts`."""
     from sluice.contracts.columns import with_shape_columns
 
-    rows = with_chargeback_columns(with_shape_columns(pl.from_arrow(routed)))
+    rows = with_chargeback_columns(with_shape_columns(pl.from_arrow(restore_prompts(routed))))  # prompt as it came
     if isinstance(answers, pl.DataFrame):
         ans = answers
     else:
@@ -188,8 +190,8 @@ def assemble_results(routed: pa.Table, answers: list[pa.Table] | pl.DataFrame, r
         pl.when(pending).then(pl.col("output_tokens")).otherwise(zero).fill_null(0).alias("output_tokens"),
         pl.when(pending).then(pl.col("latency_ms")).alias("latency_ms"),
         pl.when(pending).then(pl.col("cost_usd")).otherwise(0.0).fill_null(0.0).alias("cost_usd"),
-        pl.when(pending).then(pl.col("batch_discount_usd")).otherwise(0.0).fill_null(0.0)
-        .alias("batch_discount_usd"),
+        *(pl.when(pending).then(pl.col(c)).otherwise(0.0).fill_null(0.0).alias(c)
+          for c in ("batch_discount_usd", "trim_saving_usd")),
         pl.when(pending).then(pl.col("baseline_cost_usd")).when(dup).then(pl.col("c_baseline"))
         .otherwise(0.0).fill_null(0.0).alias("baseline_cost_usd"),
         pl.when(pending).then(pl.col("finish_reason")).alias("finish_reason"),
@@ -221,7 +223,7 @@ def _parse_reused_answers(df: pl.DataFrame) -> pl.DataFrame:
 
 
 _ANSWER_DEFAULTS = {
-    "batch_discount_usd": pl.Float64, "price_basis": pl.String, "cached_input_tokens": pl.Int64, "usage_estimated": pl.Boolean,
+    "batch_discount_usd": pl.Float64, "trim_saving_usd": pl.Float64, "price_basis": pl.String, "cached_input_tokens": pl.Int64, "usage_estimated": pl.Boolean,
     "mean_logprob": pl.Float64, "parsed": pl.String, "schema_valid": pl.Boolean, "attempts": pl.Int32,
     "escalated": pl.Boolean, "escalated_from": pl.String, "cascade_reason": pl.String, "shadow": pl.Boolean,
     "shadow_agrees": pl.Boolean, "shadow_cost_usd": pl.Float64,
@@ -349,8 +351,8 @@ def land_results(
                     con.unregister("_errors")
                 con.execute("DELETE FROM attempts WHERE run_id = ?", [run_id])
                 if attempts is not None and attempts.height:
-                    con.register("_attempts", attempts.with_columns(pl.lit(run_id).alias("run_id"))
-                                 .select(ATTEMPT_COLUMNS).to_arrow())
+                    con.register("_attempts", attempts.with_columns(pl.lit(run_id).alias("run_id")).select(
+                        [c for c in ATTEMPT_COLUMNS if c in attempts.columns or c == "run_id"]).to_arrow())
                     con.execute("INSERT INTO attempts BY NAME SELECT * FROM _attempts")
                     con.unregister("_attempts")
                 if labels is not None and labels.height:

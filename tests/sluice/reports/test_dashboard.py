@@ -252,17 +252,17 @@ def test_spend_and_saving_by_mechanism_match_savings_per_row(wh, page):
             SELECT {NIGHT_SQL}, s.dataset, sum(s.baseline_cost_usd), sum(s.cost_usd), sum(s.dedup_saving_usd),
                    sum(s.cache_saving_usd), sum(s.routing_saving_usd), sum(s.waste_usd), sum(s.saving_usd)
             FROM savings_per_row s JOIN runs u USING (run_id) GROUP BY 1, 2""").fetchall()}
-        dedup, cache, routing, batch, total = c.execute("""SELECT sum(dedup_saving_usd), sum(cache_saving_usd),
-            sum(routing_saving_usd), sum(batch_saving_usd), sum(saving_usd) FROM savings_per_row""").fetchone()
+        dedup, cache, routing, batch, trim, total = c.execute("""SELECT sum(dedup_saving_usd),
+            sum(cache_saving_usd), sum(routing_saving_usd), sum(batch_saving_usd), sum(trim_saving_usd),
+            sum(saving_usd) FROM savings_per_row""").fetchone()
     got = {r["mechanism"]: r for r in table(text, "mechanisms")}
     assert ((num(got["dedup"]["usd"]), num(got["cache"]["usd"]), num(got["routing"]["usd"]),
              num(got["total saving"]["usd"])) == (a(dedup), a(cache), a(routing), a(total)))
-    # the batch discount has its column (migration 11); trimming has none in `results`: shown as not recorded,
-    # never as a measured 0
+    # the batch discount and trimming have their columns (migrations 11 and 13): recorded, measured (the sample's
+    # rows were not trimmed: 0, shown as a measured 0, not as not recorded)
     assert num(got["batch discount"]["usd"]) == a(batch) and got["batch discount"]["recorded"] == "yes"
-    assert got["trimming"]["usd"] == "–"
-    assert got["trimming"]["recorded"] == "no: results.trim_saving_usd does not exist yet"
-    assert "not recorded in the warehouse yet" in text
+    assert num(got["trimming"]["usd"]) == a(trim) == 0 and got["trimming"]["recorded"] == "yes"
+    assert "not recorded in the warehouse yet" not in text
 
     rows = table(text, "savings")
     assert len(rows) == 6
@@ -271,11 +271,11 @@ def test_spend_and_saving_by_mechanism_match_savings_per_row(wh, page):
         got_nums = [num(r[k]) for k in ("all-premium (USD)", "spend (USD)", "dedup", "cache", "routing", "waste",
                                         "saving (USD)")]
         assert got_nums == [a(v, abs=5e-5) for v in (base, cost, d, ca, ro, waste, saving)]
-        assert r["trimming"] == "–" and num(r["batch discount"]) == 0  # the sample's rows record no discount
+        assert num(r["trimming"]) == 0 and num(r["batch discount"]) == 0  # the sample's rows record neither
 
     # the plot: per night and dataset a bar of spend with each recorded mechanism on top, to one scale
     drawn = series(plot_svg(text, "spend"))
-    assert not any(k.startswith("trim_saving_usd") for k in drawn)
+    assert any(k.startswith("trim_saving_usd") for k in drawn)  # recorded: drawn (at 0 here)
     heights = []
     for (night, ds), (base, cost, d, ca, ro, _, _) in per_night.items():
         stack = [bar(drawn[f"{key}-{ds}-{night}"]) for key in ("spend", "dedup_saving_usd", "cache_saving_usd",
@@ -297,16 +297,19 @@ def test_a_recorded_mechanism_is_shown_and_drawn(wh, tmp_path):
     shutil.copy(wh, recorded)
     with connect(recorded) as c:  # batch discounts recorded on the rows answered on premium
         c.execute("UPDATE results SET batch_discount_usd = 0.001 WHERE tier = 'premium' AND status = 'ok'")
+        c.execute("UPDATE results SET trim_saving_usd = 0.0005 WHERE tier = 'small' AND status = 'ok'")
     with connect(recorded):  # a writer refreshes the views with the column now there
         pass
     with duckdb.connect(str(recorded), read_only=True) as c:
-        batch, routing = c.execute("SELECT sum(batch_saving_usd), sum(routing_saving_usd) FROM savings_per_row"
-                                   ).fetchone()
+        batch, trim, routing = c.execute("SELECT sum(batch_saving_usd), sum(trim_saving_usd), sum(routing_saving_usd) "
+                                         "FROM savings_per_row").fetchone()
     text = write_dashboard(recorded, tmp_path / "d.html").read_text()
     got = {r["mechanism"]: r for r in table(text, "mechanisms")}
     assert batch > 0 and num(got["batch discount"]["usd"]) == a(batch) and got["batch discount"]["recorded"] == "yes"
-    assert num(got["routing"]["usd"]) == a(routing) and got["trimming"]["usd"] == "–"
-    assert any(k.startswith("batch_saving_usd-") for k in series(plot_svg(text, "spend")))
+    assert trim > 0 and num(got["trimming"]["usd"]) == a(trim) and got["trimming"]["recorded"] == "yes"
+    assert num(got["routing"]["usd"]) == a(routing)
+    drawn = series(plot_svg(text, "spend"))
+    assert any(k.startswith("batch_saving_usd-") for k in drawn) and any(k.startswith("trim_saving_usd-") for k in drawn)
 
 
 def test_self_hosted_utilisation_per_tier_matches_the_view(wh, page):

@@ -58,7 +58,8 @@ def warehouse(tmp_path_factory):
     attempts = pl.DataFrame(
         [{"row_id": r, "attempt": a, "kind": k, "tier": t, "model": f"{t}-model", "status": s, "error": None,
           "schema_valid": None, "input_tokens": i, "output_tokens": o, "latency_ms": 10.0, "cost_usd": 0.001,
-          "mean_logprob": None, "response": resp} for r, a, k, t, s, i, o, resp in ATTEMPTS],
+          "mean_logprob": None, "response": resp, "usage_estimated": False}
+         for r, a, k, t, s, i, o, resp in ATTEMPTS],
         schema_overrides={"error": pl.String, "schema_valid": pl.Boolean, "mean_logprob": pl.Float64})
     run = {"run_id": "r3", "dataset": "ds2", "source": "ds2.parquet", "billing": {},
            "started_at": datetime(2026, 1, 7, 8, 0, tzinfo=timezone.utc),

@@ -11,7 +11,7 @@ import pytest
 
 from sluice.stages.land.results import land_results
 from sluice.warehouse.db import SCHEMA_VERSION, connect, migrate, schema_version
-from sluice.warehouse.views import VIEW_NAMES
+from sluice.warehouse.views import VIEW_NAMES, create_views
 from tests.support.sample_warehouse import R1, RUNS, build_sample_warehouse, results_frame
 
 # The schema files were written with before migrations existed (sluice/warehouse/db.py at version 1).
@@ -48,7 +48,7 @@ def test_a_v1_file_upgrades_in_place_keeping_its_rows(tmp_path):
     con.close()
 
     with connect(path) as con:
-        assert schema_version(con) == SCHEMA_VERSION == 12
+        assert schema_version(con) == SCHEMA_VERSION == 13
         assert NEW_TABLES <= tables(con)
         assert con.execute("SELECT run_id, row_id, cost_usd FROM results").fetchall() == [("old", "0", 0.001)]
         assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
@@ -78,7 +78,10 @@ def test_a_new_file_gets_every_table_and_view(tmp_path):
 
 def test_views_read_a_column_added_later_instead_of_zero(tmp_path):
     path = build_sample_warehouse(tmp_path / "wh.duckdb")
-    with connect(path) as con:
+    with connect(path) as con:  # a file without the column (as before migration 13): the views count it as 0
+        con.execute("ALTER TABLE results DROP COLUMN trim_saving_usd")
+        create_views(con)
+        assert con.execute("SELECT trim_saving_usd FROM savings_per_row WHERE row_id = 'r4'").fetchone() == (0,)
         con.execute("ALTER TABLE results ADD COLUMN trim_saving_usd DOUBLE")
         con.execute("UPDATE results SET trim_saving_usd = 0.001 WHERE row_id = 'r4'")
     with connect(path) as con:  # the next writer recreates the views over the new column
