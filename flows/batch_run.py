@@ -116,6 +116,7 @@ def sluice_run(
     tags: dict[str, str] | None = None,
     submission: dict | None = None,
     max_false_hit: float | None = None,
+    trim: bool | None = None,
 ) -> dict:
     """`response_schema`: JSON Schema text (or a choice list, `sluice.contracts.shapes.schema_from_choices`) for rows
     without their own; `temperature`: for rows without their own (default greedy); `grader`: how rows with a
@@ -138,6 +139,8 @@ def sluice_run(
     defaults = RequestDefaults(response_schema=response_schema, temperature=temperature, grader=grader)
     # hours the run may take: API tiers with batch_api = "auto" use their provider's batch API (-50%) if it fits
     tiers = settings.catalogue().with_run_deadline(deadline_h)
+    if trim is not None:  # trim prompts before routing (sluice.stages.route.brevity); else the catalogue's `trim`
+        tiers = tiers.model_copy(update={"trim": trim})
     logger = get_run_logger()
     assert settings.runs_dir is not None and settings.warehouse is not None
     dataset = validate_dataset_name(dataset) if dataset else dataset_name_for(dataset_path)

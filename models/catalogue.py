@@ -232,6 +232,8 @@ class Catalogue(BaseModel):
     baseline: str
     # the tier that judges free-text shadow pairs (quality assurance, billed as its own line); None: no judge
     judge: str | None = None
+    # trim every pending prompt before routing (sluice/stages/route/brevity.py); `sluice run --trim/--no-trim` wins
+    trim: bool = False
     workers: dict[str, Worker] = Field(default_factory=dict)
     tiers: list[Tier] = Field(min_length=1)
 

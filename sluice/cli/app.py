@@ -92,6 +92,9 @@ def run(
     max_false_hit: Annotated[Optional[float], typer.Option(
         min=0.0, max=1.0, help="the semantic dedup rule keeps the upper 95% bound on its false-hit rate at or "
                                "under this (calibrated on labelled pairs) [0.01]")] = None,
+    trim: Annotated[Optional[bool], typer.Option(
+        "--trim/--no-trim", help="trim redundant whitespace from prompts before routing; the tokens and dollars "
+                                 "saved land per row [the catalogue's `trim`, else off]")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", help="every engine and library log line on the terminal, live (default: a progress view; "
                           "the logs go to data/runs/<run_id>/logs/)")] = False,
@@ -144,6 +147,7 @@ def run(
                 min_quality=min_quality,
                 tags=tags,
                 max_false_hit=max_false_hit,
+                trim=trim,
             )
     except (IngestError, CatalogueError, ShapeError, ValueError) as exc:
         _fail(str(exc))

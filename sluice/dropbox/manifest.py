@@ -10,6 +10,7 @@
     schema = { type = "object", properties = { stars = { type = "integer" } } }   # or JSON text; or:
     choices = ["positive", "negative"]
     tags = { team = "search", project = "x" }                                        # chargeback tags
+    trim = true                 # trim prompts before routing (sluice run --trim); default: the catalogue's
 
 Validated strictly (`SubmissionOptions`, pydantic, unknown keys rejected): a manifest that cannot be read or
 validated files the pair (the data file and its manifest) in failed/ with the reason, before anything is spent.
@@ -58,6 +59,7 @@ class SubmissionOptions(BaseModel):
     min_quality: float | None = Field(default=None, ge=0, le=1)
     tags: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(default=0, ge=-1000, le=1000)
+    trim: bool | None = None
 
     @field_validator("response_schema", mode="before")
     @classmethod
@@ -96,7 +98,8 @@ class SubmissionOptions(BaseModel):
         """Keyword arguments of `flows.batch_run.sluice_run` (only what the manifest gives)."""
         schema = schema_from_choices(self.choices) if self.choices is not None else self.response_schema
         given = {"budget_usd": self.budget_usd, "deadline_h": self.deadline_h, "router": self.router,
-                 "premium_share": self.premium_share, "min_quality": self.min_quality, "response_schema": schema}
+                 "premium_share": self.premium_share, "min_quality": self.min_quality, "response_schema": schema,
+                 "trim": self.trim}
         return {**{k: v for k, v in given.items() if v is not None}, "tags": dict(self.tags)}
 
     def record(self, manifest: str | None) -> dict:

@@ -9,21 +9,28 @@
     loop.py        what a run routes with (given, promoted or heuristic) and the quality floor's next-run rule
     features.py    the learned router's features
     policies.py    scores -> tiers: thresholds, a share calibrated on the batch, a dollar budget
-    brevity.py     prompt trimming and answer caps by intent
+    brevity.py     prompt trimming (with `trim` on, of every pending row before it is scored) and answer caps by
+                   intent
 """
 
 from __future__ import annotations
 
+import polars as pl
 import pyarrow as pa
 
 from sluice.config import Settings
 from sluice.stages.context import StageContext
 from sluice.stages.route.assign import OVER_BUDGET, route_batch, write_tier_partitions
+from sluice.stages.route.brevity import trim_pending
 
 __all__ = ["OVER_BUDGET", "describe", "route_batch", "run", "write_tier_partitions"]
 
 
 def run(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
+    if ctx.catalogue.trim:  # prompts trimmed before they are scored and priced (brevity.trim_pending)
+        df = pl.from_arrow(table)
+        assert isinstance(df, pl.DataFrame)
+        table = trim_pending(df).to_arrow()
     return route_batch(table, ctx.catalogue.names, settings.router, ctx.catalogue, settings.default_max_tokens)
 
 
@@ -31,6 +38,9 @@ def describe(routed: pa.Table) -> list[str]:
     pending = [t for s, t in zip(routed["status"].to_pylist(), routed["tier"].to_pylist()) if s == "pending" and t]
     counts = {t: pending.count(t) for t in dict.fromkeys(pending)}
     lines = ["route: " + (", ".join(f"{t}={n}" for t, n in counts.items()) or "nothing to send")]
+    if "trim_tokens_saved" in routed.column_names:
+        saved = [n for n in routed["trim_tokens_saved"].to_pylist() if n]
+        lines.append(f"route: prompts trimmed, {len(saved)} rows shorter by {sum(saved)} input tokens")
     over = [e for s, e in zip(routed["status"].to_pylist(), routed["error"].to_pylist()) if s == OVER_BUDGET]
     if over:
         lines.append(f"route: {len(over)} rows over budget, deferred to the next run: {over[0]}")

@@ -13,6 +13,14 @@ Enable trial period" once per plan), a song's chorus, a heading that follows its
 Tokens are counted with `count_tokens` (default: a word-piece estimate, words and punctuation marks, close to
 BPE counts on English), so the saving is measured, not assumed; pass a tier's real tokenizer to count exactly.
 
+`trim_pending` is what a run with `trim` on (`sluice run --trim`, the catalogue's top-level `trim = true`, a drop-box
+manifest's `trim`) does before routing: each pending row's `prompt` (its last user turn; the system prompt and
+earlier turns are left alone) is trimmed, the original kept in `untrimmed_prompt` (the landed `prompt`:
+sluice/stages/land/trimmed.py) and the input tokens saved in `trim_tokens_saved`, counted with `count_tokens`. The
+infer stage prices them per attempt (`trim_saving_usd`) and the baseline prices the untrimmed prompt. The answer
+caps below are not applied by `trim`: they change what an answer may say, and what they save cannot be measured
+per row.
+
 `MAX_TOKENS_BY_INTENT` caps the answer length of rows that did not set `max_tokens`, by the gatekeeper's intent
 (`sluice.stages.route.assign.gatekeeper_features`): a yes/no label does not need 256 tokens of budget. A row without
 `max_tokens` gets min(its intent's cap, the run's default), so a cap only ever lowers what a row may spend; the
@@ -139,3 +147,22 @@ def apply_brevity(
         max_output_tokens_saved=out_saved,
     )
     return out, report
+
+
+def trim_pending(rows: pl.DataFrame, count_tokens: Callable[[str], int] = estimate_tokens) -> pl.DataFrame:
+    """Trim the prompt of every pending row (status "pending"; all rows without a status); adds `untrimmed_prompt`
+    (the original, null where nothing changed) and `trim_tokens_saved` (0 where nothing changed, null for rows not
+    sent). Rows that are not sent (duplicates, quarantined, deferred) keep their prompt."""
+    pending = (rows["status"] == "pending").fill_null(False) if "status" in rows.columns else pl.Series(
+        [True] * rows.height)
+    before = rows["prompt"].to_list()
+    after = [trim_prompt(p) if go else p for p, go in zip(before, pending.to_list())]
+    changed = [a != b for a, b in zip(before, after)]
+    saved = [max(count_tokens(b or "") - count_tokens(a or ""), 0) if c else (0 if go else None)
+             for a, b, c, go in zip(after, before, changed, pending.to_list())]
+    return rows.with_columns(
+        pl.Series("prompt", after, dtype=pl.String),
+        pl.Series("untrimmed_prompt", [b if c else None for b, c in zip(before, changed)], dtype=pl.String),
+        pl.Series("trim_tokens_saved", saved, dtype=pl.Int64),
+    )
+

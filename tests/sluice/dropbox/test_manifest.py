@@ -139,3 +139,10 @@ def test_submit_manifest_replaces_an_older_one_and_priority_orders_a_pass(box, t
     submit_manifest(box, "soon.parquet", parse_manifest("x.sluice.json", b'{"deadline_h": 2}'))
     order = [o.name for o in order_by_priority(box, box.incoming())]
     assert order == ["urgent.parquet", "soon.parquet", "none.parquet", "low.parquet"]
+
+
+def test_a_manifest_may_turn_prompt_trimming_on_or_off():
+    assert parse_manifest("t.sluice.toml", b"trim = true").run_options() == {"trim": True, "tags": {}}
+    assert parse_manifest("t.sluice.json", b'{"trim": false}').run_options() == {"trim": False, "tags": {}}
+    with pytest.raises(ManifestError, match="trim"):
+        parse_manifest("t.sluice.toml", b'trim = "yes"')  # strict: a string is not a flag

@@ -48,3 +48,44 @@ def test_apply_brevity_reports_tokens_saved_and_caps_max_tokens_by_intent():
         256 - MAX_TOKENS_BY_INTENT["chit-chat"])
     code, _ = apply_brevity(pl.DataFrame({"prompt": ["Write a Python function to merge two lists."]}))
     assert code["max_tokens"].to_list() == [256]  # a cap never raises a row above the run's default
+
+
+def _rows():
+    return pl.DataFrame({
+        "row_id": ["a", "b", "c", "d"],
+        "prompt": ["Summarise  this:\n\n\n\nthe report.", "already tidy.", "Dup\n\n\n\nof a", "Bad\n\n\n\nrow"],
+        "system": [None] * 4, "max_tokens": [None] * 4,
+        "status": ["pending", "pending", "duplicate", "quarantined"], "error": [None] * 4,
+    })
+
+
+def test_trim_pending_trims_only_rows_that_will_be_sent_and_counts_what_it_saved():
+    from sluice.stages.route.brevity import trim_pending
+
+    rows = _rows()
+    out = trim_pending(rows)
+    assert out["prompt"].to_list() == ["Summarise this:\n\nthe report.", "already tidy.", *rows["prompt"][2:]]
+    assert out["untrimmed_prompt"].to_list() == [rows["prompt"][0], None, None, None]
+    # two line breaks fewer, counted as the module counts them (word pieces)
+    saved = estimate_tokens(rows["prompt"][0]) - estimate_tokens(out["prompt"][0])
+    assert saved == 2 and out["trim_tokens_saved"].to_list() == [2, 0, None, None]
+
+
+def test_the_route_stage_trims_when_the_catalogue_says_so_and_changes_nothing_when_it_does_not():
+    from models.catalogue import Catalogue
+    from sluice.config import load_settings
+    from sluice.stages.context import StageContext
+    from sluice.stages.route import run
+
+    tiers = [{"name": n, "backend": "openai", "model": n, "base_url": "http://x", "input_usd_per_1m": 1.0,
+              "output_usd_per_1m": 2.0} for n in ("small", "premium")]
+    settings = load_settings()
+    table = _rows().to_arrow()
+    plain = run(table, settings, StageContext(catalogue=Catalogue(baseline="premium", tiers=tiers)))
+    off = run(table, settings, StageContext(catalogue=Catalogue(baseline="premium", tiers=tiers, trim=False)))
+    on = run(table, settings, StageContext(catalogue=Catalogue(baseline="premium", tiers=tiers, trim=True)))
+    assert off.equals(plain) and "trim_tokens_saved" not in off.column_names  # off: nothing changes
+    assert on["trim_tokens_saved"].to_pylist() == [2, 0, None, None]
+    assert on["prompt"].to_pylist()[0] == "Summarise this:\n\nthe report."
+    assert on.drop_columns(["prompt", "untrimmed_prompt", "trim_tokens_saved", "route_reason", "route_score"]).equals(
+        off.drop_columns(["prompt", "route_reason", "route_score"]))
