@@ -112,40 +112,127 @@ class BudgetPlan:
         return float(self.cost.sum())
 
 
-def _hull(costs: np.ndarray, quality: np.ndarray) -> list[int]:
-    """Indices of one row's options on the upper convex hull of (cost, quality), cheapest first."""
-    opts = sorted(range(len(costs)), key=lambda k: (costs[k], -quality[k]))
-    hull: list[int] = []
-    for k in opts:
-        if hull and quality[k] <= quality[hull[-1]]:
-            continue  # dearer and no better
-        while len(hull) >= 2:
-            a, b = hull[-2], hull[-1]
+def _hulls(costs: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's options on the upper convex hull of (cost, quality), cheapest first: (rows, tiers) tier indices,
+    the first `length[i]` of row i valid, and `length`. Andrew's monotone chain, run on all rows at once (one
+    column of options at a time: the catalogue has a handful of tiers, the batch a million rows)."""
+    n, n_tiers = costs.shape
+    rows = np.arange(n)
+    # cheapest first, the better of equally cheap ones first, ties by tier index (lexsort is stable)
+    opts = np.lexsort((np.broadcast_to(np.arange(n_tiers), (n, n_tiers)), -quality, costs), axis=-1)
+    hull = np.zeros((n, n_tiers), dtype=np.int64)
+    length = np.zeros(n, dtype=np.int64)
+    for t in range(n_tiers):
+        k = opts[:, t]
+        qk, ck = quality[rows, k], costs[rows, k]
+        top = hull[rows, np.maximum(length - 1, 0)]
+        live = (length == 0) | (qk > quality[rows, top])  # else dearer and no better
+        while True:
             # drop b if it lies under the segment a -> k (its marginal efficiency is below k's)
-            if (quality[b] - quality[a]) * (costs[k] - costs[a]) <= (quality[k] - quality[a]) * (costs[b] - costs[a]):
-                hull.pop()
-            else:
+            can = live & (length >= 2)
+            a = hull[rows, np.maximum(length - 2, 0)]
+            b = hull[rows, np.maximum(length - 1, 0)]
+            qa, ca = quality[rows, a], costs[rows, a]
+            under = can & ((quality[rows, b] - qa) * (ck - ca) <= (qk - qa) * (costs[rows, b] - ca))
+            if not under.any():
                 break
-        hull.append(k)
-    return hull
+            length -= under
+        hull[rows[live], length[live]] = k[live]
+        length += live
+    return hull, length
+
+
+def _upgrade_steps(costs: np.ndarray, quality: np.ndarray, hull: np.ndarray,
+                   length: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every row's upgrades along its hull (step j: hull[j-1] -> hull[j]), in the order they are bought: highest
+    efficiency (expected quality per extra dollar) first, ties by row, then step. Returns row, step j and extra cost
+    per step, in that order, without the steps that could never be bought: a step placed before the step it
+    follows (rounding can make two of a row's efficiencies cross) finds its row not yet there when its turn comes,
+    and so do the row's later steps."""
+    n, n_tiers = costs.shape
+    row, step = np.nonzero(np.arange(1, n_tiers)[None, :] < length[:, None])
+    step = step + 1
+    frm, to = hull[row, step - 1], hull[row, step]
+    dc = costs[row, to] - costs[row, frm]
+    dq = quality[row, to] - quality[row, frm]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eff = np.where(dc <= 0, np.inf, dq / np.where(dc <= 0, 1.0, dc))
+    order = np.lexsort((step, row, -eff))
+    row, step, dc = row[order], step[order], dc[order]
+    if n_tiers > 2:
+        # position of each row's step j in the buying order (-1: none); keep step j only if it comes after j-1
+        pos = np.full((n, n_tiers), -1, dtype=np.int64)
+        pos[row, step] = np.arange(len(row))
+        ok = np.ones((n, n_tiers), dtype=bool)
+        for j in range(2, n_tiers):
+            ok[:, j] = ok[:, j - 1] & (pos[:, j] > pos[:, j - 1])
+        keep = ok[row, step]
+        row, step, dc = row[keep], step[keep], dc[keep]
+    return row, step, dc
+
+
+def _buy_upgrades(row: np.ndarray, dc: np.ndarray, spent: float, limit: float, n: int, rounds: int = 64) -> np.ndarray:
+    """Which upgrades the greedy buys (a mask over the buying order): walking the steps in order, a step is bought
+    if its row reached the step before it and `spent + dc <= limit`; one that does not fit leaves its row where it
+    is (its later steps are never bought), and cheaper steps after it are still tried.
+
+    Done in rounds instead of one step at a time: the running total over the steps still in play is a cumulative
+    sum (the same additions in the same order as a loop, so the same floats), bought up to the first step that does
+    not fit. Spending only grows, so after that miss every step that does not fit now never will: they are dropped
+    with their rows' later steps, and the next round runs on what is left: only steps that still fit in the money
+    left. Past `rounds` rounds (an adversarial order of steps) the rest is walked one step at a time."""
+    bought = np.zeros(len(row), dtype=bool)
+    live = np.arange(len(row))
+    for _ in range(rounds):
+        if live.size == 0:
+            return bought
+        total = np.cumsum(np.concatenate(([spent], dc[live])))[1:]
+        k = int(np.searchsorted(total > limit, True))  # spending never falls: `total` is non-decreasing
+        bought[live[:k]] = True
+        if k == live.size:
+            return bought
+        if k:
+            spent = float(total[k - 1])
+        rest = live[k:]  # rest[0] is the miss
+        miss = (spent + dc[rest]) > limit
+        stop = np.full(n, len(row), dtype=np.int64)  # each row's first step not bought: its later ones never are
+        np.minimum.at(stop, row[rest[miss]], rest[miss])
+        live = rest[~miss & (rest < stop[row[rest]])]
+    stopped: set[int] = set()
+    for p in live.tolist():
+        r = int(row[p])
+        if r in stopped:
+            continue
+        if spent + dc[p] <= limit:
+            bought[p] = True
+            spent += dc[p]
+        else:
+            stopped.add(r)
+    return bought
 
 
 def route_by_budget(costs: np.ndarray, quality: np.ndarray, budget_usd: float,
                     first: np.ndarray | None = None) -> BudgetPlan:
     """Tier per row maximising total expected quality within `budget_usd` (greedy, module docstring). `first`:
-    rows kept before any other when the budget cannot cover every row (rows an earlier run deferred)."""
+    rows kept before any other when the budget cannot cover every row (rows an earlier run deferred).
+
+    Array operations throughout (a few arrays of 8 bytes per row and per upgrade step), so a million-row plan
+    costs tens of megabytes and a second or two, not per-row Python objects."""
+    costs = np.asarray(costs, dtype=np.float64)
+    quality = np.asarray(quality, dtype=np.float64)
     n, n_tiers = costs.shape
     if budget_usd < 0 or not math.isfinite(budget_usd):
         raise ValueError(f"budget must be a non-negative number of dollars, got {budget_usd}")
     tier = np.full(n, -1, dtype=np.int64)
-    hulls = [_hull(costs[i], quality[i]) for i in range(n)]
+    rows = np.arange(n)
+    hull, length = _hulls(costs, quality)
     # each row's cheapest option (tier 0 in a cheapest-first catalogue; the better of equally cheap ones)
-    base = np.array([h[0] for h in hulls], dtype=np.int64)
-    base_cost = costs[np.arange(n), base]
+    base = hull[:, 0]
+    base_cost = costs[rows, base]
     floor = float(base_cost.sum())
     if floor > budget_usd:
         # keep as many rows as the budget covers: `first` rows, then the cheapest rows, ties by position
-        order = np.lexsort((np.arange(n), base_cost, np.zeros(n) if first is None else ~np.asarray(first, bool)))
+        order = np.lexsort((rows, base_cost, np.zeros(n) if first is None else ~np.asarray(first, bool)))
         fits = np.cumsum(base_cost[order]) <= budget_usd
         kept = order[fits]
         tier[kept] = base[kept]
@@ -153,23 +240,12 @@ def route_by_budget(costs: np.ndarray, quality: np.ndarray, budget_usd: float,
         msg = (f"budget ${budget_usd:.6g} cannot cover the cheapest tier for all {n} rows (needs ${floor:.6g}): "
                f"{len(kept)} rows routed, {n - len(kept)} deferred")
         return BudgetPlan(tier, cost, budget_usd, msg)
-    tier[:] = base
-    spent = floor
-    steps = []  # (efficiency, row, step index, from, to, extra cost)
-    for i, h in enumerate(hulls):
-        for j in range(1, len(h)):
-            dc = costs[i, h[j]] - costs[i, h[j - 1]]
-            dq = quality[i, h[j]] - quality[i, h[j - 1]]
-            eff = math.inf if dc <= 0 else dq / dc
-            steps.append((eff, i, j, h[j - 1], h[j], dc))
-    steps.sort(key=lambda s: (-s[0], s[1], s[2]))
-    for _, i, _, frm, to, dc in steps:
-        if tier[i] != frm:
-            continue  # an earlier upgrade of this row did not fit
-        if spent + dc <= budget_usd + 1e-15:
-            tier[i] = to
-            spent += dc
-    cost = costs[np.arange(n), tier]
+    row, step, dc = _upgrade_steps(costs, quality, hull, length)
+    bought = _buy_upgrades(row, dc, floor, budget_usd + 1e-15, n)
+    reached = np.zeros(n, dtype=np.int64)  # how far along its hull each row got (its bought steps are a prefix)
+    np.maximum.at(reached, row[bought], step[bought])
+    tier[:] = hull[rows, reached]
+    cost = costs[rows, tier]
     upgraded = int((tier != base).sum())
     msg = f"budget ${budget_usd:.6g}: planned ${float(cost.sum()):.6g}, {upgraded} of {n} rows above the cheapest tier"
     return BudgetPlan(tier, cost, budget_usd, msg)
