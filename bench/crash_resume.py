@@ -7,9 +7,13 @@ decision, the first retry answers, the escalation to mid and the shadow sample, 
 escalation to premium, the first shadow answers; results written; cycled), then run the same command until it
 completes. Checked against an uninterrupted reference run of the same command:
     rows landed == input rows, each row_id once, one run landed;
-    the resumed run's landed cost == the reference's landed cost (within 1e-9);
-    the same review decisions: the landed attempts (row, kind, tier, status) equal the reference's;
-    provider-side re-sends: requests the loopback provider answered more than once (work in flight at the kill).
+    the resumed run's landed cost == the reference's landed cost + what the interrupted requests cost (within
+    1e-9): every request sent before the kill and never checkpointed lands as an `interrupted` attempt, with the
+    provider's usage when its answer had arrived, else estimated (input over-counted, output at max_tokens);
+    the same review decisions: the landed attempts (row, kind, tier, status), interrupted ones aside, equal the
+    reference's;
+    provider-side re-sends: requests the loopback provider answered more than once (work in flight at the kill),
+    each of which must be on the bill (interrupted attempts >= re-sends).
 The tiers are API tiers on a loopback OpenAI-compatible server with a small per-request delay (so kills land
 inside every stage); shards of 16 rows. The run is the crash harness's review scenario (tests/support/crash.py):
 every answer under a JSON Schema, chosen rows answered invalidly by the provider (some retried once, some
@@ -76,11 +80,13 @@ def main() -> None:
             print(f"kill {i:2d} {delay:.2f} s after {milestone} at {o.kill_at_s:5.1f} s ({o.stage_at_kill}): "
                   f"resumed in {o.attempts} run(s), {o.rows_landed} rows, ${o.cost_usd:.6f}, "
                   f"decisions {'same' if o.decisions == ref.decisions else 'DIFFERENT'}, "
-                  f"provider re-sent {o.provider_resent}", flush=True)
+                  f"provider re-sent {o.provider_resent} (${o.provider_resent_usd:.6f}), interrupted {o.interrupted} "
+                  f"({o.interrupted_estimated} estimated, ${o.interrupted_cost_usd:.6f})", flush=True)
 
     expected_rows = ref.rows_landed
     ok = [o for o in outcomes if o.rows_landed == o.distinct_rows == expected_rows and o.runs_landed >= 1
-          and abs(o.cost_usd - ref.cost_usd) < 1e-9 and o.decisions == ref.decisions]
+          and abs(o.cost_usd - o.interrupted_cost_usd - ref.cost_usd) < 1e-9 and o.decisions == ref.decisions]
+    cut_cost = sum(o.interrupted_cost_usd for o in outcomes)
     in_review = [o for o in outcomes if o.milestone in REVIEW_MILESTONES]
     result = {
         "commit": commit,
@@ -93,12 +99,21 @@ def main() -> None:
         "rows_lost": sum(max(0, expected_rows - o.distinct_rows) for o in outcomes),
         "rows_landed_twice_in_a_run": sum(o.rows_landed - o.distinct_rows for o in outcomes),
         "kills_after_landing_rerun_from_cache": sum(o.runs_landed > 1 for o in outcomes),
-        "max_cost_diff_usd": max(abs(o.cost_usd - ref.cost_usd) for o in outcomes),
+        "max_cost_diff_usd": max(abs(o.cost_usd - o.interrupted_cost_usd - ref.cost_usd) for o in outcomes),
         "same_review_decisions": sum(o.decisions == ref.decisions for o in outcomes),
         "kills_timed_from_a_review_milestone": len(in_review),
         "kills_with_a_review_output_last_written": sum(o.stage_at_kill.startswith("review") for o in outcomes),
         "provider_resent_total": sum(o.provider_resent for o in outcomes),
         "provider_resent_max": max(o.provider_resent for o in outcomes),
+        "interrupted_total": sum(o.interrupted for o in outcomes),
+        "interrupted_estimated_total": sum(o.interrupted_estimated for o in outcomes),
+        "interrupted_cost_usd_total": cut_cost,
+        "interrupted_cost_usd_max": max(o.interrupted_cost_usd for o in outcomes),
+        "kills_with_resent_not_billed": sum(o.interrupted < o.provider_resent for o in outcomes),
+        # what the provider itself billed for the re-sends' extra copies (its token counts), against the bill
+        "provider_resent_usd_total": sum(o.provider_resent_usd for o in outcomes),
+        "kills_billed_under_the_provider": sum(o.interrupted_cost_usd < o.provider_resent_usd - 1e-12
+                                               for o in outcomes),
         "kills_that_hit_a_running_process": sum(o.killed for o in outcomes),
         "outcomes": [asdict(o) for o in outcomes],
     }
@@ -110,14 +125,24 @@ def main() -> None:
         f"Measured at commit `{commit}`" + (" (with uncommitted changes, listed in the .json)" if dirty else "")
         + f", `bench/crash_resume.py --points {args.points} --seed {args.seed}`: the review scenario "
         "(every answer under a JSON Schema; provider answers chosen rows invalidly; 10% shadow sample).", "",
-        f"- resumes that completed with every row landed once, the reference cost and the reference's review "
-        f"decisions: **{len(ok)}/{args.points}**",
+        f"- resumes that completed with every row landed once, the reference cost plus their interrupted "
+        f"requests' cost, and the reference's review decisions: **{len(ok)}/{args.points}**",
         f"- rows lost: **{result['rows_lost']}**, rows landed twice in a run: "
         f"**{result['rows_landed_twice_in_a_run']}**, "
-        f"largest landed-cost difference: ${result['max_cost_diff_usd']:.2e}",
+        f"largest landed-cost difference (less the interrupted requests): ${result['max_cost_diff_usd']:.2e}",
         f"- provider-side re-sends (requests in flight at the kill, answered again after resume): "
         f"{result['provider_resent_total']} in total, at most {result['provider_resent_max']} per kill "
         f"(bounded by the 16-row shard)",
+        f"- re-sent requests on the bill: **{result['interrupted_total']} interrupted attempts** landed "
+        f"({result['interrupted_estimated_total']} with usage estimated: no answer came back; the others at the "
+        f"provider's usage), **${cut_cost:.6f}** in the landed cost, at most "
+        f"${result['interrupted_cost_usd_max']:.6f} per kill ({100 * cut_cost / max(ref.cost_usd, 1e-12):.1f}% of "
+        f"one reference run's cost over all {args.points} kills); kills with a re-send not on the bill: "
+        f"**{result['kills_with_resent_not_billed']}**. The provider's own bill for the re-sends' extra copies: "
+        f"${result['provider_resent_usd_total']:.6f}; kills where the landed bill is under it: "
+        f"**{result['kills_billed_under_the_provider']}**. The bill is an upper bound: interrupted attempts can "
+        f"outnumber re-sends (a request written down as sent may not have reached the provider before the kill), "
+        f"and one whose answer never came back is billed at its max_tokens of output",
         f"- kills that hit a running process: **{result['kills_that_hit_a_running_process']} of {args.points}**",
         f"- kills that came after the run had landed (the rerun is a new run, answered from the cache at $0 except "
         f"the failed rows, asked again): {result['kills_after_landing_rerun_from_cache']}, costing "
@@ -130,13 +155,15 @@ def main() -> None:
         f"- reference run: {ref_wall:.1f} s wall, {ref.rows_landed} rows, ${ref.cost_usd:.6f}, "
         f"{ref.provider_requests} requests; attempts: "
         + ", ".join(f"{k} {v}" for k, v in sorted(ref.attempts_by_kind.items())), "",
-        "| kill | timed from | at s | last written | resume runs | rows | cost $ | same decisions | provider re-sent |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| kill | timed from | at s | last written | resume runs | rows | cost $ | same decisions | provider re-sent "
+        "| provider re-sent $ | interrupted (estimated) | interrupted $ |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ] + [f"| {i} | {o.milestone} | {o.kill_at_s:.1f} | {o.stage_at_kill} | {o.attempts} | "
          f"{o.rows_landed} x {o.runs_landed} run(s) | {o.cost_usd:.6f} | "
-         f"{'yes' if o.decisions == ref.decisions else 'NO'} | {o.provider_resent} |" for i, o in enumerate(outcomes)]
+         f"{'yes' if o.decisions == ref.decisions else 'NO'} | {o.provider_resent} | {o.provider_resent_usd:.6f} | "
+         f"{o.interrupted} ({o.interrupted_estimated}) | {o.interrupted_cost_usd:.6f} |" for i, o in enumerate(outcomes)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:9]))
+    print("\n".join(lines[:10]))
 
 
 if __name__ == "__main__":

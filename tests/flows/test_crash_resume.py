@@ -50,6 +50,7 @@ def test_killed_runs_resume_without_losing_or_double_charging_rows(tmp_path):
             assert (o.attempts_by_kind, o.decisions) == (ref.attempts_by_kind, ref.decisions), o  # same decisions
             assert o.provider_resent <= 16  # at most the shard that was in flight
             assert o.interrupted >= o.provider_resent, o  # every request the provider answered twice is billed
+            assert o.interrupted_cost_usd >= o.provider_resent_usd - 1e-12, o  # never under the provider's bill
 
 
 def test_requests_a_kill_cut_off_land_as_interrupted_attempts_and_their_cost_is_in_the_bill(tmp_path):
@@ -63,6 +64,7 @@ def test_requests_a_kill_cut_off_land_as_interrupted_attempts_and_their_cost_is_
                              args=args)
     assert o.killed and (o.rows_landed, o.distinct_rows, o.runs_landed) == (rows, rows, 1), o
     assert o.interrupted >= max(1, o.provider_resent) and o.interrupted_cost_usd > 0, o
+    assert o.interrupted_cost_usd >= o.provider_resent_usd - 1e-12, o  # an upper bound on what the provider billed
     assert abs(o.cost_usd - o.interrupted_cost_usd - ref.cost_usd) < 1e-9, o
     assert (o.attempts_by_kind, o.decisions) == (ref.attempts_by_kind, ref.decisions), o
     with duckdb.connect(str(tmp_path / "k" / "wh.duckdb"), read_only=True) as con:

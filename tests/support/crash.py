@@ -28,7 +28,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +145,7 @@ class Outcome:
     interrupted: int = 0  # the first run's attempts with status 'interrupted' (sent before a kill, sent again)
     interrupted_estimated: int = 0  # of which no answer ever came back: usage estimated
     interrupted_cost_usd: float = 0.0  # what they cost, in cost_usd (the provider billed them)
+    provider_resent_usd: float = 0.0  # what the provider billed for the re-sent requests' extra copies
 
 
 # Milestones a run passes, read from its folder: killing just after one exercises the resume of the next step.
@@ -268,14 +268,25 @@ def landed_attempts(workdir: Path) -> tuple[dict[str, int], str, int, tuple[int,
                                                                                        float(cut[2]))
 
 
-def provider_counts(server: OpenAICompatServer, since: int) -> tuple[int, int]:
+# all_api_catalogue's list prices ($ per 1M input, output tokens), by the model name the provider sees
+API_PRICES = {"small-test": (0.10, 0.40), "mid-test": (0.20, 0.60), "premium-test": (2.50, 10.00)}
+
+
+def provider_counts(server: OpenAICompatServer, since: int) -> tuple[int, int, float]:
+    """Requests the provider answered since `since`, how many of them were re-sends, and what the re-sends' extra
+    copies cost at all_api_catalogue's prices (the provider's own token counts: what it billed)."""
     answered = [r for r in server.received[since:] if r.status == 200]
     # the same request twice: same model, conversation and sampling (a shadow answer goes to another model, a
     # schema retry changes max_tokens or temperature: deliberate second requests, not re-sends)
-    per_prompt = Counter((r.model, r.body.get("max_tokens"), r.body.get("temperature"),
-                          tuple((m.get("role"), str(m.get("content"))) for m in r.body.get("messages", [])))
-                         for r in answered)
-    return len(answered), sum(n - 1 for n in per_prompt.values() if n > 1)
+    per_prompt: dict[tuple, list] = {}
+    for r in answered:
+        key = (r.model, r.body.get("max_tokens"), r.body.get("temperature"),
+               tuple((m.get("role"), str(m.get("content"))) for m in r.body.get("messages", [])))
+        per_prompt.setdefault(key, []).append(r)
+    extra = [r for copies in per_prompt.values() for r in copies[1:]]
+    usd = sum((r.prompt_tokens * API_PRICES.get(r.model, (0, 0))[0]
+               + r.completion_tokens * API_PRICES.get(r.model, (0, 0))[1]) / 1e6 for r in extra)
+    return len(answered), len(extra), usd
 
 
 def crash_and_resume(dataset: Path, workdir: Path, catalogue: Path, server: OpenAICompatServer,
@@ -301,11 +312,11 @@ def crash_and_resume(dataset: Path, workdir: Path, catalogue: Path, server: Open
         attempts += 1
         code, killed = run_once(cmd, env, log)
     n, distinct, cost, runs, rerun_cost = landed(workdir)
-    requests, resent = provider_counts(server, since)
+    requests, resent, resent_usd = provider_counts(server, since)
     kinds, decisions, asked_again, cut = landed_attempts(workdir)
     resent -= asked_again  # a later run's requests repeat the first run's on purpose
     return Outcome(kill_at_s, stage != "finished", stage, attempts, n, distinct, cost, runs, requests, resent,
-                   milestone or "", kinds, decisions, rerun_cost, *cut)
+                   milestone or "", kinds, decisions, rerun_cost, *cut, resent_usd if not asked_again else 0.0)
 
 
 def reference_run(dataset: Path, workdir: Path, catalogue: Path, server: OpenAICompatServer,
@@ -320,7 +331,7 @@ def reference_run(dataset: Path, workdir: Path, catalogue: Path, server: OpenAIC
     if code != 0:
         raise RuntimeError(f"reference run failed; see {workdir / 'runs.log'}")
     n, distinct, cost, runs, _ = landed(workdir)
-    requests, resent = provider_counts(server, since)
+    requests, resent, _ = provider_counts(server, since)
     kinds, decisions, _, cut = landed_attempts(workdir)
     return wall, Outcome(0.0, False, "finished", 0, n, distinct, cost, runs, requests, resent, "", kinds, decisions,
                          0.0, *cut)
