@@ -1,6 +1,6 @@
-"""Inference tasks: a tier's partition answered here or dispatched to a work pool, and the check a quantised tier
-passes first; a run that waits on its provider batches, polling them, and landing their record. Engines are
-reached only through the backend interface (`models.backends`)."""
+"""Inference tasks: a tier's partition answered here or dispatched to a work pool; a run that waits on its provider
+batches, polling them, and landing their record. Engines are reached only through the backend interface
+(`models.backends`). The check a tier with a `reference_tier` passes first is in tasks/validate.py."""
 
 from __future__ import annotations
 
