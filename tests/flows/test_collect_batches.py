@@ -110,7 +110,7 @@ def test_a_run_killed_while_polling_its_provider_batch_resumes_it_and_pays_once(
         code, killed = run_once(cmd, env, log)  # the same command again: resumes the run, polls the batch
         assert code == 0 and not killed, log.read_text()[-3000:]
         batches = srv.batches
-        answered, resent = provider_counts(srv, 0)
+        answered, resent, _ = provider_counts(srv, 0)
     assert len(batches) == 1 and answered == N and resent == 0  # one submission; every request answered once
     rows, distinct, cost, runs, _ = landed(tmp_path)
     assert (rows, distinct, runs) == (N, N, 1)
