@@ -11,6 +11,10 @@
                  run (runs.submission, runs.tags): row problems are quarantined there (null or empty prompt,
                  repeated id, a prompt too long for every tier's stated context window, ...)
     file      -> results Parquet to results/<dataset>/<run_id>/, the file (and its manifest) to done/<run_id>/
+    share     -> the pass answers its files on one warm engine per self-hosted engine (started once, by the first
+                 run that needs it); when the pass ends, every start is apportioned across the pass's landed runs
+                 by their tokens on that engine (sluice/stages/land/engine_share.py), in the warehouse and in the
+                 results files handed back
 
 Deployed as `nightly` (everything at 02:00) and `drop-watch` (every 5 minutes) in prefect.yaml. Submit files
 with `sluice submit FILE.parquet`. Run it once by hand, with no Prefect server:
@@ -28,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from prefect import flow, get_run_logger
 
 from flows.batch_run import new_run_id, sluice_run
+from models.backends import engines_kept_warm
 from sluice.config import Settings, load_settings
 from sluice.contracts.names import dataset_name_for
 from sluice.dropbox import DEFAULT_STALE_AFTER_S, Claim, ClaimLost, DropBox, Heartbeat, Skipped, open_drop_box
@@ -41,6 +46,7 @@ from sluice.dropbox.manifest import (
     reject_manifests,
 )
 from sluice.stages.ingest.read import IngestError, read_prompts
+from sluice.stages.land.engine_share import apportion_engine_starts
 from tasks.dashboard import refresh_dashboard
 
 
@@ -106,7 +112,8 @@ def process_claim(
         file_manifests(box, manifests, dest)
         logger.info("%s: %d rows landed (run %s); results at %s", name, rows, claim.run_id,
                     box.locate(results_key))
-        return {**outcome, "state": "done", "dest": dest, "results": box.locate(results_key), "rows": rows}
+        return {**outcome, "state": "done", "dest": dest, "results": box.locate(results_key), "rows": rows,
+                "results_key": results_key}
     except BadFile as exc:
         dest = box.finish(claim, ok=False, report={"reason": str(exc), "kind": "bad_file"})
         file_manifests(box, manifests, dest)
@@ -122,6 +129,24 @@ def process_claim(
         return {**outcome, "state": "error", "dest": dest, "reason": reason}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def share_engine_starts(box: DropBox, settings: Settings, outcomes: list[dict]) -> dict[str, dict]:
+    """The pass's engine starts, apportioned across its landed runs by tokens (sluice/stages/land/engine_share.py);
+    the results files already handed back are replaced by ones with the apportioned costs."""
+    runs = {o["run_id"]: settings.runs_dir / o["run_id"] for o in outcomes}
+    landed = {o["run_id"]: runs[o["run_id"]] for o in outcomes if o["state"] == "done"}
+    if not landed or not Path(str(settings.warehouse)).exists():
+        return {}
+    shares = apportion_engine_starts(str(settings.warehouse), settings.catalogue(), landed,
+                                     {r: d for r, d in runs.items() if r not in landed})
+    for o in outcomes:
+        if o["run_id"] in shares:
+            box.upload(landed[o["run_id"]] / "results.parquet", o["results_key"])
+            get_run_logger().info("%s: engine start shared with the pass: %s", o["key"], ", ".join(
+                f"{g} ${s['share_usd']:.6f} ({s['share_s']:.1f} of {s['pass_start_s']:.1f} s)"
+                for g, s in shares[o["run_id"]].items()))
+    return shares
 
 
 @flow(name="process-drop-box")
@@ -146,30 +171,34 @@ def process_drop_box(
     def room() -> bool:
         return max_files is None or len(outcomes) < max_files
 
-    # one at a time: a claim taken over now is processed now, while its fresh heartbeat keeps others off it
-    while room() and (recovered := box.recover_stale(stale_after_s, limit=1)):
-        [claim] = recovered
-        logger.warning("%s: run %s stopped heartbeating; taking it over", claim.obj.key, claim.run_id)
-        outcomes.append(process_claim(box, claim, settings, catalogue, stale_after_s))
-    for obj in order_by_priority(box, box.incoming()):  # a manifest's priority first, then its deadline
-        if not room():
-            break
-        got = box.claim(obj, new_run_id(), stale_after_s)
-        if isinstance(got, Skipped):
-            if got.entry.get("state") == "done":  # the same bytes again: filed away with the reason, not rerun
-                rejected = new_run_id()
-                dest = box.reject(obj, rejected, got.reason)
-                reject_manifests(box, obj, rejected)
-                logger.warning("%s: %s; moved to %s", obj.key, got.reason, dest or "(already gone)")
-            skipped.append({"key": obj.key, "reason": got.reason})
-            continue
-        outcomes.append(process_claim(box, got, settings, catalogue, stale_after_s))
+    # one warm engine per self-hosted engine for the whole pass: each run's release waits for the pass's end
+    with engines_kept_warm():
+        # one at a time: a claim taken over now is processed now, while its fresh heartbeat keeps others off it
+        while room() and (recovered := box.recover_stale(stale_after_s, limit=1)):
+            [claim] = recovered
+            logger.warning("%s: run %s stopped heartbeating; taking it over", claim.obj.key, claim.run_id)
+            outcomes.append(process_claim(box, claim, settings, catalogue, stale_after_s))
+        for obj in order_by_priority(box, box.incoming()):  # a manifest's priority first, then its deadline
+            if not room():
+                break
+            got = box.claim(obj, new_run_id(), stale_after_s)
+            if isinstance(got, Skipped):
+                if got.entry.get("state") == "done":  # the same bytes again: filed away with the reason, not rerun
+                    rejected = new_run_id()
+                    dest = box.reject(obj, rejected, got.reason)
+                    reject_manifests(box, obj, rejected)
+                    logger.warning("%s: %s; moved to %s", obj.key, got.reason, dest or "(already gone)")
+                skipped.append({"key": obj.key, "reason": got.reason})
+                continue
+            outcomes.append(process_claim(box, got, settings, catalogue, stale_after_s))
+    shares = share_engine_starts(box, settings, outcomes)
 
     summary = {
         "drop": box.url,
         "done": [o for o in outcomes if o["state"] == "done"],
         "failed": [o for o in outcomes if o["state"] != "done"],
         "skipped": skipped,
+        "engine_shares": shares,
     }
     logger.info("drop box: %d done, %d failed, %d skipped", len(summary["done"]), len(summary["failed"]),
                 len(skipped))

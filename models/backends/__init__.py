@@ -5,7 +5,7 @@ Backend, choice_list), the choice of backend per tier in `registry` (make_backen
 import either from here; modules inside the package import from `models.backends.base`, never from here.
 
     base.py            the interface
-    registry.py        make_backend, release_engines
+    registry.py        make_backend, release_engines, engines_kept_warm, engine_identity
     vllm_offline.py    self-hosted tier: vLLM's offline engine
     openai_http.py     API tier: OpenAI-compatible chat completions (real time and the Batch API)
     anthropic_http.py  API tier: Anthropic Messages (real time and Message Batches)
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from models.backends.base import Backend, BatchResult, Completion, Request, choice_list
 from models.backends.batch_journal import BatchJournal, ProviderBatchPending
-from models.backends.registry import make_backend, release_engines
+from models.backends.registry import engine_identity, engines_kept_warm, make_backend, release_engines
 
 __all__ = ["Backend", "BatchJournal", "BatchResult", "Completion", "ProviderBatchPending", "Request", "choice_list",
-           "make_backend", "release_engines"]
+           "engine_identity", "engines_kept_warm", "make_backend", "release_engines"]

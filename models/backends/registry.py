@@ -37,7 +37,8 @@ def make_backend(tier: Tier, data_dir: str = "data", deadline_s: float | None = 
 
 
 def release_engines() -> None:
-    """Release the self-hosted engine this process keeps warm (vLLM's, kept across shards), if it holds one.
+    """Release the self-hosted engine this process keeps warm (vLLM's, kept across shards), if it holds one;
+    inside `engines_kept_warm()` a live engine waits for the scope's end.
 
     Cheap when there is none: a process that never loaded the vLLM backend module never started an engine, so
     nothing is imported (neither that module nor vllm)."""
@@ -46,3 +47,20 @@ def release_engines() -> None:
     from models.backends.vllm_offline import shutdown_engine
 
     shutdown_engine()
+
+
+def engines_kept_warm():
+    """A scope (context manager) in which the self-hosted engine outlives the runs that use it: a drop-box pass
+    answers its datasets on one warm engine and releases it when the scope closes (vllm_offline.py)."""
+    from models.backends.vllm_offline import engines_kept_warm as kept_warm
+
+    return kept_warm()
+
+
+def engine_identity(tier: Tier) -> str | None:
+    """Tiers with equal identities run on one engine (a worker keeps one); None for a tier that is not vLLM."""
+    if tier.backend != "vllm":
+        return None
+    from models.backends.vllm_offline import engine_identity as identity
+
+    return identity(tier)

@@ -9,6 +9,10 @@ gives the same answer to the same request, which is what makes answers safe to r
 and a response schema, which vLLM's structured outputs enforce while decoding (the llguidance backend, which runs on
 CPU): a JSON Schema gives JSON text, a choice list gives one of its labels as plain text.
 
+A drop-box pass answers several datasets in one process: inside `engines_kept_warm()` a run's request to release
+the engine (after its last self-hosted tier) waits for the pass to end, so the next dataset's run reuses it and
+the start is paid once per pass (the land stage's engine_share.py apportions it across the pass's runs).
+
 A dead engine must fail the shard, not hang it: vLLM notices its EngineCore process dying but leaves `LLM.generate`
 waiting for outputs that will never come, so `generate` runs under a watchdog (`_generate_or_raise`).
 """
@@ -21,6 +25,7 @@ import logging
 import os
 import threading
 import time
+from contextlib import contextmanager
 from multiprocessing import connection
 from typing import Sequence
 
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 # costs 20-90 s of billed time. A different engine replaces it (a worker holds one engine's memory at a time).
 _engine_key: tuple | None = None
 _engine = None
+# True inside `engines_kept_warm()`: `shutdown_engine()` keeps a live engine until the pass ends
+_kept_warm = False
 
 
 def _engine_args(tier: Tier, model: str) -> dict:
@@ -58,6 +65,26 @@ def _engine_args(tier: Tier, model: str) -> dict:
     }
 
 
+def engine_identity(tier: Tier) -> str:
+    """What decides whether two tiers run on one engine: equal identities share the process's engine."""
+    return repr(sorted(_engine_args(tier, tier.model).items()))
+
+
+@contextmanager
+def engines_kept_warm():
+    """While open (a drop-box pass), `shutdown_engine()` keeps a live engine warm for the next run; the engine is
+    released when the outermost scope closes. A dead engine, or one another tier's settings replace, still goes."""
+    global _kept_warm
+    outer = not _kept_warm
+    _kept_warm = True
+    try:
+        yield
+    finally:
+        if outer:
+            _kept_warm = False
+            shutdown_engine()
+
+
 def acquire_engine(tier: Tier, data_dir: str = "data"):
     """The process's engine for this tier's settings, and the seconds spent starting it (0 when reused)."""
     global _engine, _engine_key
@@ -65,7 +92,7 @@ def acquire_engine(tier: Tier, data_dir: str = "data"):
     key = tuple(sorted(args.items()))
     if _engine is not None and _engine_key == key and not _engine_is_dead(_engine):
         return _engine, 0.0
-    shutdown_engine()
+    shutdown_engine(force=True)
     # On CPU vLLM sizes its KV cache from this (GiB); without it it assumes the whole NUMA node.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm import LLM
@@ -78,8 +105,12 @@ def acquire_engine(tier: Tier, data_dir: str = "data"):
     return _engine, started
 
 
-def shutdown_engine() -> None:
+def shutdown_engine(force: bool = False) -> None:
+    """Release the process's engine; inside `engines_kept_warm()` a live engine is kept unless `force`."""
     global _engine, _engine_key
+    if _kept_warm and not force and _engine is not None and not _engine_is_dead(_engine):
+        log.info("engine kept warm for the next run of this pass")
+        return
     if _engine is not None:
         try:
             _engine.llm_engine.engine_core.shutdown()
@@ -166,7 +197,7 @@ def _generate_or_raise(llm, prompts, params):
             if died:
                 log.warning("vLLM EngineCore died (exit codes %s); generate unwound %.2f s after the watchdog saw it",
                             exitcodes, time.perf_counter() - died["at"])
-            shutdown_engine()
+            shutdown_engine(force=True)
             raise EngineDiedError(
                 f"vLLM engine died during generate (EngineCore exit codes {exitcodes}); "
                 f"{len(prompts)} requests unanswered, the engine was released: retry on a fresh one"

@@ -10,6 +10,7 @@
     errors.py   the run's `errors` rows: every failed attempt, quarantined, deferred or failed row
     interrupted.py  requests a kill cut off, as attempts and in their rows' cost (the provider billed them)
     trimmed.py  trimmed prompts: the original lands in `prompt`, the tokens trimming saved beside it
+    engine_share.py  a drop-box pass's engine starts, apportioned across its landed runs by tokens (after landing)
 """
 
 from __future__ import annotations
