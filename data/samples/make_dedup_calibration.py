@@ -4,7 +4,9 @@
 Only numbers are written, never a text: per pair, its set, its source id, the longer prompt's word count, MiniLM
 cosine (empty where the semantic stage would not score the pair), whether the exact stage or the near stage on word
 shingles merges it anyway, whether the near stage with character shingles for short prompts does (guards
-included), whether a guard vetoes it, and its label. The sets are disjoint from the parts
+included), whether a guard vetoes it, every guard's verdict (`guards`, 0/1 in guards.GUARDS order) and the pair
+score's text measures (`sluice.stages.dedup.pair_score.TEXT_FEATURES`: word / character 3-gram / content-word
+overlap, length ratio, question words; numbers computed from the texts, the texts not kept), and its label. The sets are disjoint from the parts
 bench/dedup_quality.py reports on (QQP's report part, MRPC test, STS-B dev, swaps and edits of those):
 
     qqp_tune     QQP dev pairs with id % 5 in {0, 1}
@@ -36,6 +38,7 @@ import numpy as np  # noqa: E402
 from dedup_quality import PAIRS, PairScorer, _tsv, edit_pair, qqp, swap_pair  # noqa: E402
 
 from sluice.stages.dedup.near import NearConfig  # noqa: E402
+from sluice.stages.dedup.pair_score import TEXT_FEATURES, guard_bits, text_features  # noqa: E402
 from sluice.stages.dedup.semantic import SemanticConfig  # noqa: E402
 
 OUT = ROOT / "data" / "samples" / "dedup_calibration.csv.gz"
@@ -72,15 +75,21 @@ def main() -> None:
     with gzip.open(OUT, "wt", newline="") as f:
         f.write("# " + json.dumps(settings_record(near, semantic)) + "\n")
         w = csv.writer(f)
-        w.writerow(["set", "pair", "words", "cosine", "other_hit", "near_chars", "vetoed", "label"])
+        w.writerow(["set", "pair", "words", "cosine", "other_hit", "near_chars", "vetoed", "label", "guards",
+                    *TEXT_FEATURES])
         for name, pairs in sets.items():
             a, b, y = scorer.arrays([(p[1], p[2], p[3]) for p in pairs])
             feats = scorer.features(a, b)
             for k, p in enumerate(pairs):
                 cos = feats["cosine"][k]
+                extra = ["", *[""] * len(TEXT_FEATURES)]
+                if not np.isnan(cos):  # only pairs the semantic stage scores need the pair score's features
+                    i, j = int(a[k]), int(b[k])
+                    extra = [guard_bits(scorer.facts(j), scorer.facts(i)),
+                             *(f"{v:.4g}" for v in text_features(p[1], p[2]))]
                 w.writerow([name, p[0], int(feats["words"][k]), "" if np.isnan(cos) else f"{cos:.4f}",
                             int(feats["other_hit"][k]), int(feats["near_chars"][k]), int(feats["vetoed"][k]),
-                            int(y[k])])
+                            int(y[k]), *extra])
             print(f"{name}: {len(pairs)} pairs, {int(y.sum())} labelled the same request")
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
 

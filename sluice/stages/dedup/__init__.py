@@ -3,7 +3,7 @@
     deduplicate.py  the stage: exact, then near, semantic and cache matches, cheapest first
     exact keys, near (MinHash LSH: minhash.py), semantic (MiniLM), guards (content checks), cache (warehouse)
     calibrate.py    the semantic rule chosen for the run's --max-false-hit on labelled pairs (+ verdicts.py: the
-                    team's own verdicts from the warehouse)
+                    team's own verdicts from the warehouse; pair_score.py: the learned pair score it thresholds)
     verify.py       checks on large clusters before one answer is reused for all their members
 """
 

@@ -10,7 +10,8 @@ Two passes, so the transformer only runs on the few rows that have a candidate:
     decision    all-MiniLM-L6-v2 (`models.embeddings.embed`, L2-normalised, so cosine = dot product) embeds only the
                 rows of candidate pairs; a pair must clear the MiniLM cosine `threshold` and then the content
                 guards (`sluice.stages.dedup.guards`): cosine alone is blind to negation, numbers and swapped names (a question
-                and its negation score 0.83-0.99).
+                and its negation score 0.83-0.99). Under a run's calibrated rule with a learned pair score
+                (`sluice.stages.dedup.pair_score`), the score decides instead of the cosine, and only the hard guards veto.
 
 The guards run on the candidate pairs before MiniLM (they veto whatever the cosine), so MiniLM embeds only rows of
 pairs the guards allow. A hit is exactly "MiniLM cosine >= threshold and guards silent", as before; the static pass
@@ -36,6 +37,7 @@ from sluice.stages.dedup.calibrate import Rule
 from sluice.stages.dedup.guards import TextFacts, text_facts, veto_reason
 from sluice.stages.dedup.minhash import PARALLEL_LAUNCH, numba_module
 from sluice.stages.dedup.near import NearMatches
+from sluice.stages.dedup.pair_score import guard_bits, hard_veto, score_pairs
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,16 @@ class SemanticConfig:
         return self.rule.threshold_for(np.maximum(words_a, words_b))
 
     def lowest_threshold(self) -> float:
+        """The MiniLM cosine a pair needs before it is decided (under a learned pair score: its min_cosine)."""
+        if self.rule is not None and self.rule.scorer is not None:
+            return self.rule.scorer.min_cosine
         return self.threshold if self.rule is None else min(self.rule.thresholds)
+
+    def vetoed(self, a: TextFacts, b: TextFacts) -> bool:
+        """Under a learned pair score only its hard guards veto (the others are its features); else every guard."""
+        if self.rule is not None and self.rule.scorer is not None:
+            return hard_veto(guard_bits(a, b))
+        return veto_reason(a, b) is not None
 
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
@@ -220,7 +231,7 @@ def semantic_duplicate_pairs(
         log.debug("semantic: %d candidate pairs after %.1f s", len(j_c), time.perf_counter() - t0)
         # the guards veto whatever the cosine: a candidate pair they refuse needs no MiniLM (changed numbers and
         # added qualifiers are most static candidates in a batch of templated or edited prompts)
-        allowed = np.fromiter((veto_reason(fact(j), fact(i)) is None for j, i in zip(j_c.tolist(), i_c.tolist())),
+        allowed = np.fromiter((not cfg.vetoed(fact(j), fact(i)) for j, i in zip(j_c.tolist(), i_c.tolist())),
                               bool, len(j_c))
         vetoed_early = int((~allowed).sum())
         j_c, i_c = j_c[allowed], i_c[allowed]
@@ -238,6 +249,9 @@ def semantic_duplicate_pairs(
         s_all = np.einsum("ij,ij->i", vectors[j_c], vectors[i_c])
         keep = s_all >= search_threshold
         j_all, i_all, s_all = j_c[keep], i_c[keep], s_all[keep]
+    scorer = cfg.rule.scorer if cfg.rule is not None else None
+    if scorer is not None:  # the learned pair score decides (sluice.stages.dedup.pair_score), not the cosine
+        s_all = score_pairs(scorer, i_all.tolist(), j_all.tolist(), s_all, texts.__getitem__, fact)
     keep = s_all >= cfg.pair_thresholds(n_words[j_all], n_words[i_all])
     j_all, i_all, s_all = j_all[keep], i_all[keep], s_all[keep]
     if not len(j_all):
@@ -253,9 +267,11 @@ def semantic_duplicate_pairs(
         if c >= j or not can_ok[c]:
             continue
         score = float(vectors[j] @ vectors[c])  # 0 for a canonical reached only through vetoed pairs
+        if scorer is not None:
+            score = float(score_pairs(scorer, [c], [j], np.array([score]), texts.__getitem__, fact)[0])
         if score < cfg.pair_thresholds(n_words[[j]], n_words[[c]])[0]:
             continue
-        if veto_reason(fact(j), fact(c)) is not None:
+        if cfg.vetoed(fact(j), fact(c)):
             vetoed += 1
             continue
         canonical_of[j] = c

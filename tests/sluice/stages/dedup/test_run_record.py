@@ -31,8 +31,10 @@ def test_a_run_records_the_rule_it_chose_for_its_max_false_hit(tmp_path):
         record = json.loads(con.execute("SELECT billing FROM runs").fetchone()[0])["dedup"]
     assert record["max_false_hit"] == 0.02 and record["bound"] <= 0.02
     assert record["labels"] == len(read_calibration().label)  # the shipped set, no verdicts in a new warehouse
-    assert record["rule"]["char_shingles"] and NEVER > record["rule"]["thresholds"][0] >= 0.8
-    assert "cosine >=" in record["rule_text"] and set(record["binding_sets"]) >= {"qqp_tune", "mrpc_train"}
+    assert record["rule"]["char_shingles"] and NEVER > record["rule"]["thresholds"][0] > 0.5
+    assert "pair score >=" in record["rule_text"] and set(record["binding_sets"]) >= {"qqp_tune", "mrpc_train"}
+    scorer = record["rule"]["scorer"]  # the learned pair score's weights, and the labels it was fitted on
+    assert len(scorer["weights"]) == len(scorer["features"]) and 0 < record["fit_labels"] < record["labels"]
     assert team_verdicts(wh).label.size == 0
 
 
