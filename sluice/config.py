@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -74,6 +75,26 @@ class RouterSettings(BaseModel):
         return self
 
 
+class ClusterSettings(BaseModel):
+    """Where the map/reduce stages (`sluice route`) run their partitions (flows/cluster.py, docs/cluster.md):
+    `local` in this process (the default), or `dask`: each partition a Prefect task on a Dask cluster, the one
+    whose scheduler listens at `address` (`tcp://host:8786`), or without one a temporary local cluster of
+    `workers` processes of `threads_per_worker` threads. A partition is >= `partition_rows` rows (whole batches)."""
+
+    model_config = ConfigDict(extra="forbid")
+    engine: Literal["local", "dask"] = "local"
+    address: str | None = None
+    workers: int = Field(default=2, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    partition_rows: int = Field(default=262_144, gt=0)
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> "ClusterSettings":
+        if self.address and self.engine != "dask":
+            raise ValueError("cluster.address is set but cluster.engine is 'local': set engine to 'dask'")
+        return self
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -90,6 +111,7 @@ class Settings(BaseModel):
     # this, on labelled pairs plus the team's own verdicts (sluice/stages/dedup/calibrate.py)
     max_false_hit: float = Field(default=0.01, gt=0, lt=1)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     # the drop box the scheduled runs serve (`s3://bucket/prefix` or a folder; None: <data_dir>/drop)
     drop_url: str | None = None
     # the checkout deployments run from (the pull step `sluice.dropbox.workspace.enter_checkout`; None: the
@@ -121,9 +143,20 @@ _ENV = {
 }
 
 
+_CLUSTER_ENV = {
+    "engine": "SLUICE_CLUSTER",
+    "address": "SLUICE_CLUSTER_ADDRESS",
+    "workers": "SLUICE_CLUSTER_WORKERS",
+    "partition_rows": "SLUICE_CLUSTER_PARTITION_ROWS",
+}
+
+
 def load_settings(**overrides: object) -> Settings:
     """Defaults, then SLUICE_* environment variables, then explicit non-None overrides."""
     values: dict[str, object] = {k: os.environ[v] for k, v in _ENV.items() if os.environ.get(v)}
+    cluster = {k: os.environ[v] for k, v in _CLUSTER_ENV.items() if os.environ.get(v)}
+    if cluster:
+        values["cluster"] = cluster
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings.model_validate(values)
 

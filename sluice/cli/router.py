@@ -152,11 +152,17 @@ def route_command(
     budget_usd: Annotated[Optional[float], typer.Option(help="dollar budget for the whole batch")] = None,
     catalogue: Annotated[Optional[Path], typer.Option(help="tier catalogue TOML [models/catalogue.toml]")] = None,
     max_tokens: Annotated[int, typer.Option(help="planned output tokens for rows without max_tokens")] = 256,
+    cluster: Annotated[Optional[str], typer.Option(
+        help="where the partitions run: local (this process) or dask (docs/cluster.md) [SLUICE_CLUSTER, local]")] = None,
+    cluster_address: Annotated[Optional[str], typer.Option(
+        help="scheduler of a running Dask cluster, tcp://HOST:8786; implies --cluster dask (without it, dask "
+             "starts a temporary local cluster) [SLUICE_CLUSTER_ADDRESS]")] = None,
 ) -> None:
     """Assign every row of DATASET a tier; write it with tier, route_score and route_reason.
 
     The file is read and written in record batches (`sluice.stages.route.stream`), so memory stays bounded
-    whatever its size; a premium share or a budget reads it twice."""
+    whatever its size; a premium share or a budget reads it twice. With --cluster dask its partitions are routed
+    on a Dask cluster (flows/cluster.py), with the same output."""
     import pyarrow.parquet as pq
     from pydantic import ValidationError
 
@@ -173,11 +179,34 @@ def route_command(
         _fail(f"{dataset}: no `prompt` column")
     try:
         settings = RouterSettings(model=router, premium_share=premium_share, budget_usd=budget_usd)
+        where = _cluster_settings(cluster, cluster_address)
         cat = load_catalogue(catalogue)
-        counts, unrouted_reason = route_file(dataset, output, cat.names, settings, cat, max_tokens)
+        if where.engine == "local":
+            counts, unrouted_reason = route_file(dataset, output, cat.names, settings, cat, max_tokens)
+        else:
+            try:
+                from flows.cluster import route_on_cluster
+            except ImportError as exc:
+                _fail(f"--cluster dask needs the cluster extra (pip install 'sluice[cluster]'): {exc}")
+
+            counts, unrouted_reason = route_on_cluster(where, dataset, output, cat.names, settings, cat, max_tokens)
     except (ValidationError, CatalogueError, RouterError, ValueError) as exc:
         _fail(str(exc))
     ordered = sorted(counts.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
     console.print(", ".join(f"{t or 'unrouted'}={n}" for t, n in ordered) + f" -> {output}")
     if unrouted_reason is not None:
         console.print(f"[yellow]{counts[None]} rows not routed:[/] {unrouted_reason}", highlight=False)
+
+
+def _cluster_settings(engine: str | None, address: str | None):
+    """SLUICE_CLUSTER* from the environment, overridden by the flags (an address implies dask; local drops it)."""
+    from sluice.config import ClusterSettings, load_settings
+
+    values = load_settings().cluster.model_dump()
+    if address:
+        values.update(engine="dask", address=address)
+    if engine:
+        values["engine"] = engine
+    if values["engine"] == "local":
+        values["address"] = None
+    return ClusterSettings.model_validate(values)

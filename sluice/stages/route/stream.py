@@ -11,6 +11,9 @@ scores at once, so it takes two passes:
     2. assign every tier at once (`assign_tiers`: the share's quantile, or the budget plan), then read the input
        again batch by batch, attach each batch's slice of the tiers and its spilled reasons, and write it.
 
+`score_batches` and `attach_batches` are the two passes over any run of batches: `sluice.stages.route.partitioned`
+runs them per partition on a cluster, with the tiers assigned once in between.
+
 Peak memory is a batch's worth of rows and its features, plus those few numbers a row (about 16-32 MB at 1M
 rows), plus the budget plan's own working set in budget mode. A row group is read whole, so it bounds a batch
 from below: files written with very large row groups cost a row group's worth of memory.
@@ -19,8 +22,9 @@ from below: files written with very large row groups cost a row group's worth of
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 import polars as pl
@@ -30,6 +34,7 @@ import pyarrow.parquet as pq
 from sluice.config import RouterSettings
 from sluice.contracts.columns import DEFAULT_MAX_TOKENS
 from sluice.stages.route.assign import (
+    TierPlan,
     assign_tiers,
     budget_inputs,
     finish_routed,
@@ -121,36 +126,61 @@ def route_file(
     return out.counts, out.unrouted_reason
 
 
+@dataclass
+class Scored:
+    """Pass 1's keep for a run of batches: each batch's scores, the spill's row group holding its reasons (None:
+    nothing pending), and in budget mode each batch's planned costs and deferred-by-an-earlier-run flags."""
+
+    scores: list[np.ndarray] = field(default_factory=list)
+    spilled: list[int | None] = field(default_factory=list)
+    costs: list[np.ndarray] = field(default_factory=list)
+    carried: list[np.ndarray] = field(default_factory=list)
+
+    def plan(self, n_tiers: int, settings: RouterSettings) -> TierPlan:
+        """Tiers for every scored row at once (`assign_tiers`)."""
+        budget = settings.budget_usd is not None
+        return assign_tiers(np.concatenate(self.scores) if self.scores else np.zeros(0), n_tiers, settings,
+                            np.concatenate(self.costs) if budget and self.costs else np.zeros((0, n_tiers)),
+                            np.concatenate(self.carried) if self.carried else None)
+
+
+def score_batches(batches: Iterable[pl.DataFrame], spill_path: Path, tiers: list[str], settings: RouterSettings,
+                  catalogue: "Catalogue | None", default_max_tokens: int, scorer: Scorer) -> Scored:
+    """Pass 1: score each batch's pending rows; keep scores (and costs), spill the reasons to `spill_path`."""
+    kept = Scored()
+    with pq.ParquetWriter(spill_path, pa.schema([("why", pa.string())])) as spill:
+        for df in batches:
+            _, sub, s, why = score_pending(df, scorer)
+            kept.scores.append(np.asarray(s, dtype=np.float64))
+            kept.spilled.append(None if not why else sum(g is not None for g in kept.spilled))
+            if why:
+                spill.write_table(pa.table({"why": pa.array(why, pa.string())}), row_group_size=len(why))
+            if settings.budget_usd is not None:
+                c, k = budget_inputs(sub, tiers, settings, catalogue, default_max_tokens)
+                kept.costs.append(c)
+                if k is not None:
+                    kept.carried.append(k)
+    return kept
+
+
+def attach_batches(batches: Iterable[pl.DataFrame], kept: Scored, plan: TierPlan, spill_path: Path, out: _Output,
+                   scorer: Scorer, tiers: list[str], settings: RouterSettings) -> None:
+    """Pass 2: the same batches again, each with its slice of `plan` (its rows first) and its spilled reasons."""
+    reasons = pq.ParquetFile(spill_path)
+    lo = 0
+    for df, s, group in zip(batches, kept.scores, kept.spilled):
+        why = [] if group is None else reasons.read_row_group(group)["why"].to_pylist()
+        out.write(finish_routed(df, pending_rows(df), s, why, plan, scorer, tiers, settings, lo))
+        lo += len(s)
+
+
 def _two_passes(src: Path, out: _Output, tiers: list[str], settings: RouterSettings, catalogue: "Catalogue | None",
                 default_max_tokens: int, scorer: Scorer, batch_rows: int) -> None:
-    budget = settings.budget_usd is not None
     spill_path = out.path.with_name(out.path.name + ".reasons.partial")
-    scores: list[np.ndarray] = []
-    spilled: list[int | None] = []  # the spill's row group holding each batch's reasons (None: nothing pending)
-    costs: list[np.ndarray] = []
-    carried: list[np.ndarray] = []
     try:
-        with pq.ParquetWriter(spill_path, pa.schema([("why", pa.string())])) as spill:
-            for df in _batches(src, batch_rows):  # pass 1: scores and costs kept, reasons spilled
-                _, sub, s, why = score_pending(df, scorer)
-                scores.append(np.asarray(s, dtype=np.float64))
-                spilled.append(None if not why else sum(g is not None for g in spilled))
-                if why:
-                    spill.write_table(pa.table({"why": pa.array(why, pa.string())}), row_group_size=len(why))
-                if budget:
-                    c, k = budget_inputs(sub, tiers, settings, catalogue, default_max_tokens)
-                    costs.append(c)
-                    if k is not None:
-                        carried.append(k)
-        all_scores = np.concatenate(scores) if scores else np.zeros(0)
-        plan = assign_tiers(all_scores, len(tiers), settings,
-                            np.concatenate(costs) if budget and costs else np.zeros((0, len(tiers))),
-                            np.concatenate(carried) if carried else None)
-        reasons = pq.ParquetFile(spill_path)
-        lo = 0
-        for df, s, group in zip(_batches(src, batch_rows), scores, spilled):  # pass 2: tiers attached, written
-            why = [] if group is None else reasons.read_row_group(group)["why"].to_pylist()
-            out.write(finish_routed(df, pending_rows(df), s, why, plan, scorer, tiers, settings, lo))
-            lo += len(s)
+        kept = score_batches(_batches(src, batch_rows), spill_path, tiers, settings, catalogue, default_max_tokens,
+                             scorer)
+        attach_batches(_batches(src, batch_rows), kept, kept.plan(len(tiers), settings), spill_path, out, scorer,
+                       tiers, settings)
     finally:
         spill_path.unlink(missing_ok=True)
