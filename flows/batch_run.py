@@ -81,6 +81,7 @@ from tasks.learn import plan_routing, record_routing, retrain_router
 from tasks.review import judge, review
 from tasks.stage import run_stage
 from tasks.validate import validate_tier
+from tasks.verify_clusters import ClusterProbe
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -179,7 +180,8 @@ def sluice_run(
     # Each stage writes its output atomically in the run folder; a resumed run starts after the last one written.
     # answers landed by earlier runs are reused (cache) while the tier's model is still the one that answered them
     cache = str(settings.warehouse) if use_cache and Path(settings.warehouse).exists() else None
-    ctx = StageContext(catalogue=tiers, source=dataset_path, defaults=defaults, cache_warehouse=cache)
+    ctx = StageContext(catalogue=tiers, source=dataset_path, defaults=defaults, cache_warehouse=cache,
+                       verify_clusters=ClusterProbe(tiers, str(settings.data_dir), settings.default_max_tokens))
     ingested = _done(run_dir / "ingested.parquet") or run_stage("ingest", run_dir, settings, ctx)
     ingested = carry_deferred(run_dir, ingested, str(settings.warehouse), dataset)  # deferred rows go first
     deduped = _done(run_dir / "deduped.parquet") or run_stage("dedup", run_dir, settings, ctx, ingested)

@@ -14,3 +14,5 @@ class StageContext:
     source: str | None = None  # the dataset file ingest reads
     defaults: RequestDefaults | None = None  # dataset-level request options (schema, temperature)
     cache_warehouse: str | None = None  # answers landed by earlier runs, reused by dedup (None: no cache)
+    # answer(rows) and judge (or None) for dedup's checks of large clusters (tasks.verify_clusters); None: unchecked
+    verify_clusters: object | None = None

@@ -15,6 +15,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -24,6 +25,7 @@ from sluice.stages.dedup.cache import CacheConfig
 from sluice.stages.dedup.calibrate import calibrate as calibrate_rule
 from sluice.stages.dedup.deduplicate import DedupConfig, calibrated, deduplicate
 from sluice.stages.dedup.verdicts import team_verdicts
+from sluice.stages.dedup.verify import check_clusters, refuse
 
 __all__ = ["DedupConfig", "calibrated", "default_stages", "deduplicate", "describe", "run", "run_record"]
 RECORD_KEY = b"sluice.dedup"  # the hand-off's schema metadata: what the run records in runs.billing['dedup']
@@ -48,7 +50,9 @@ def run(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
     """Mark duplicates; with `ctx.cache_warehouse`, also answers of earlier nights whose model is still the one
     the catalogue serves for that tier. The semantic rule is the one calibrated for `settings.max_false_hit` on
     the shipped labelled pairs plus the team's verdicts in the warehouse; the choice travels in the hand-off's
-    schema metadata (`run_record`)."""
+    schema metadata (`run_record`). With `ctx.verify_clusters`, large near / semantic clusters are checked before
+    their answer is reused (`verify.py`): refused clusters' members go back to pending, the checks (cost, verdicts)
+    are recorded under 'checks'."""
     stages = default_stages(ctx.cache_warehouse is not None)
     calibration = calibrate_rule(settings.max_false_hit, team_verdicts(settings.warehouse))
     cfg = calibrated(DedupConfig(stages=stages, default_max_tokens=settings.default_max_tokens,
@@ -56,6 +60,8 @@ def run(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
                      calibration.rule)
     out = deduplicate(table, cfg, warehouse=ctx.cache_warehouse)
     record = {**calibration.record(), "stages": list(stages)}
+    if ctx.verify_clusters is not None:
+        out, record["checks"] = verified(out, ctx.verify_clusters, settings.max_false_hit)
     log.info("dedup: semantic rule %s for max false-hit rate %s (upper 95%% bound %.4f on %d labels)",
              calibration.rule.describe(), settings.max_false_hit, calibration.bound, calibration.labels)
     if calibration.bound > settings.max_false_hit:
@@ -63,6 +69,18 @@ def run(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
                     "strictest has an upper bound of %.4f): semantic reuse is off", settings.max_false_hit,
                     calibration.bound)
     return out.replace_schema_metadata({**(out.schema.metadata or {}), RECORD_KEY: json.dumps(record).encode()})
+
+
+def verified(out: pa.Table, probe, delta: float) -> tuple[pa.Table, dict]:
+    """Check the large clusters of the stage's output with `probe.answer` / `probe.judge`; refused clusters' members
+    back to pending. Returns the rows and the checks' record."""
+    rows = pl.from_arrow(out)
+    checks = check_clusters(rows, probe.answer, delta, judge=probe.judge)
+    if checks.refused:
+        log.info("dedup: %d of %d large clusters refused after their checks (%s); their members are answered",
+                 len(checks.refused), len(checks.refused) + len(checks.reused), "; ".join(checks.refused.values()))
+        out = refuse(rows, checks.refused).to_arrow().cast(out.schema).replace_schema_metadata(out.schema.metadata)
+    return out, checks.record()
 
 
 def run_record(deduped: str | Path) -> dict:

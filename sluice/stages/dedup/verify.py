@@ -3,7 +3,8 @@
 A cluster is a canonical row and the rows marked near or semantic duplicates of it (exact duplicates are the same
 request and are not checked). For every cluster of at least `min_cluster` rows, `sample` members (chosen by a hash
 of their row ids, so a resumed run picks the same) are answered on their own, through the `answer` function the
-caller passes, and each own answer is compared with the canonical answer the member would have reused:
+caller passes (in a run: `tasks.verify_clusters`, on the catalogue's cheapest tier, before routing), together with
+the canonical row, and each own answer is compared with the canonical's answer, the one the member would reuse:
 
     shape   `sluice.contracts.agreement.compare_shapes` where the answers have a shape (the row's response_schema,
             its grader, or a number / option letter / JSON premium-style answer): the reused answer must equal
@@ -14,8 +15,8 @@ caller passes, and each own answer is compared with the canonical answer the mem
 The verdicts decide: a cluster reuses its answer only when at least half its checks could be judged and its
 failures stay within delta of them (failures <= floor(delta x judged): with fewer than 1 / delta checks, one
 wrong reuse refuses the cluster, because its own rate is then at least 1 / judged > delta). A refused cluster, and
-one that could not be judged, has every member answered normally (`refuse`). Every check's cost (the members'
-own answers and the judge's calls) is counted in `ClusterChecks.cost_usd`, and each verdict is kept as a label
+one that could not be judged, has every member answered normally (`refuse`). Every check's cost (the members' and
+the canonical's probe answers and the judge's calls) is counted in `ClusterChecks.cost_usd`, and each verdict is kept as a label
 for the next run's calibration (`sluice.stages.dedup.verdicts`).
 """
 
@@ -94,7 +95,7 @@ def check_clusters(rows: pl.DataFrame, answer: AnswerFn, delta: float, cfg: Veri
     subset = rows.filter(pl.col("row_id").is_in(list(wanted)))
     answers = answer(subset)
     out.checked_rows = sum(len(m) for m in picked.values())
-    out.cost_usd = sum(cost for r, (_, cost) in answers.items() if r not in picked)  # the canonical is paid anyway
+    out.cost_usd = sum(cost for _, cost in answers.values())  # the canonical's probe too: not the answer it lands
     by_id = {r["row_id"]: r for r in subset.iter_rows(named=True)}
     for canonical, members in picked.items():
         reused = answers.get(canonical, (None, 0.0))[0]

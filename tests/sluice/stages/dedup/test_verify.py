@@ -33,7 +33,7 @@ def test_a_planted_bad_cluster_is_refused_and_its_members_go_back_to_pending():
     assert checks.reused == ["g0"] and list(checks.refused) == ["b0"]
     assert "4 of 4" in checks.refused["b0"]
     assert not any(r.startswith("s") for r in asked)  # the small cluster is not checked
-    assert checks.checked_rows == 8 and abs(checks.cost_usd - 8 * 0.002) < 1e-12  # canonicals are paid anyway
+    assert checks.checked_rows == 8 and abs(checks.cost_usd - 10 * 0.002) < 1e-12  # the 2 canonicals' probes too
     assert sum(v["ok"] is False for v in checks.verdicts) == 4 and len(checks.record()["verdicts"]) == 8
     out = refuse(rows, checks.refused)
     back = out.filter(pl.col("row_id").str.starts_with("b"))
@@ -70,7 +70,7 @@ def test_free_text_needs_the_judge_function_and_is_refused_without_one():
 
     judged = check_clusters(rows, answer, delta=0.01, judge=judge)
     assert judged.reused == ["g0"] and list(judged.refused) == ["b0"]
-    assert len(calls) == 8 and abs(judged.cost_usd - (8 * 0.001 + 8 * 0.0005)) < 1e-12
+    assert len(calls) == 8 and abs(judged.cost_usd - (10 * 0.001 + 8 * 0.0005)) < 1e-12
 
 
 def test_only_near_and_semantic_clusters_of_the_minimum_size_are_checked():
