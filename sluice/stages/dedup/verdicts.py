@@ -10,7 +10,9 @@ Two sources, both from earlier runs:
                        it is right for the duplicate's says whether the reuse was. Pairs whose canonical answer
                        was wrong say nothing about the reuse and are left out.
 
-Near duplicates have no MiniLM cosine: they count under every rule (other_hit).
+Near duplicates have no MiniLM cosine: they count under every rule (other_hit). A semantic duplicate carries its
+run's dup_score: under a learned rule the pair score (`sluice.stages.dedup.pair_score`), on which the next run's
+threshold is chosen; it stays comparable while the shipped calibration file, and so the fitted score, is the same.
 """
 
 from __future__ import annotations
