@@ -1,4 +1,5 @@
-"""`sluice dedup FILE -o OUT`: a whole Parquet file marked by the dedup stage, every input column kept."""
+"""`sluice dedup FILE -o OUT`: a whole Parquet file marked by the dedup stage, every input column kept (copied over
+in batches)."""
 
 from __future__ import annotations
 
@@ -13,20 +14,33 @@ from sluice.stages.ingest.read import read_prompts
 
 
 def dedup_file(
-    dataset: str | Path, output: str | Path, cfg: DedupConfig = DedupConfig(), warehouse: str | Path | None = None
+    dataset: str | Path, output: str | Path, cfg: DedupConfig = DedupConfig(), warehouse: str | Path | None = None,
+    batch_rows: int = 1 << 16,
 ) -> dict[str, int]:
     """`sluice dedup`: every input row with all its columns plus row_id, dup_of, dup_kind, dup_score (quarantined
-    rows keep nulls); returns counts per dup_kind."""
-    raw = pl.from_arrow(pq.read_table(dataset))
-    assert isinstance(raw, pl.DataFrame)
-    marked = pl.from_arrow(deduplicate(read_prompts(dataset), cfg, warehouse))
-    assert isinstance(marked, pl.DataFrame)
-    added = marked.select("row_index", "row_id", *DUP_COLUMNS).sort("row_index")
-    out = pl.concat([raw.drop([c for c in ("row_id", *DUP_COLUMNS) if c in raw.columns]),
-                     added.drop("row_index")], how="horizontal")
+    rows keep nulls); returns counts per dup_kind. The input's own columns are copied batch_rows rows at a time
+    (the whole file is never held twice)."""
+    marked = deduplicate(read_prompts(dataset), cfg, warehouse)
+    added = pl.from_arrow(marked.select(["row_index", "row_id", *DUP_COLUMNS]))
+    del marked
+    assert isinstance(added, pl.DataFrame)
+    added = added.sort("row_index").drop("row_index")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    out.write_parquet(output)
-    counts = {"rows": out.height}
+    writer, lo = None, 0
+    with pq.ParquetFile(dataset) as pf:
+        try:
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                raw = pl.from_arrow(batch)
+                assert isinstance(raw, pl.DataFrame)
+                part = pl.concat([raw.drop([c for c in ("row_id", *DUP_COLUMNS) if c in raw.columns]),
+                                  added.slice(lo, raw.height)], how="horizontal").to_arrow()
+                writer = writer or pq.ParquetWriter(output, part.schema)
+                writer.write_table(part)
+                lo += raw.height
+        finally:
+            if writer is not None:
+                writer.close()
+    counts = {"rows": added.height}
     for kind in ("exact", "near", "semantic", "cache"):
-        counts[kind] = int((out["dup_kind"] == kind).sum())
+        counts[kind] = int((added["dup_kind"] == kind).sum())
     return counts

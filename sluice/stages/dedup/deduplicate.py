@@ -33,7 +33,7 @@ import pyarrow as pa
 from sluice.contracts.columns import DEFAULT_MAX_TOKENS, DUP_COLUMNS, SHAPE_COLUMNS, with_shape_columns
 from sluice.stages.dedup.cache import CACHE_COLUMNS, CacheConfig, load_cache_entries
 from sluice.stages.dedup.calibrate import Rule
-from sluice.stages.dedup.near import NearConfig, near_duplicate_pairs, nfkc
+from sluice.stages.dedup.near import Mapper, NearConfig, near_duplicate_pairs, nfkc, run_locally
 from sluice.stages.dedup.semantic import Embedder, SemanticConfig, semantic_duplicate_pairs
 
 
@@ -83,6 +83,11 @@ def exact_duplicates(rows: pa.Table, default_max_tokens: int = DEFAULT_MAX_TOKEN
     """Mark exact duplicates among pending rows; returns the rows with dup_of / dup_kind / dup_score added."""
     df = pl.from_arrow(rows)
     assert isinstance(df, pl.DataFrame)
+    return _mark_exact(df, default_max_tokens).to_arrow()
+
+
+def _mark_exact(df: pl.DataFrame, default_max_tokens: int) -> pl.DataFrame:
+    """`exact_duplicates` on a polars frame (no Arrow round trip: each one copies the prompts)."""
     df = with_shape_columns(df)
     for name, dtype in DUP_COLUMNS.items():
         if name not in df.columns:
@@ -100,7 +105,7 @@ def exact_duplicates(rows: pa.Table, default_max_tokens: int = DEFAULT_MAX_TOKEN
         pl.when(is_dup).then(pl.lit(1.0)).otherwise(pl.col("dup_score")).alias("dup_score"),
         pl.when(is_dup).then(pl.lit("duplicate")).otherwise(pl.col("status")).alias("status"),
     ).drop("_key", "_canonical")
-    return df.to_arrow()
+    return df
 
 
 STAGES = ("exact", "near", "semantic", "cache")
@@ -149,15 +154,27 @@ def _unmark_sampled(df: pl.DataFrame, sampled: pl.Series) -> pl.DataFrame:
     return df.with_columns(pl.when(sampled).then(pl.lit("pending")).otherwise(pl.col("status")).alias("status"))
 
 
+def _scattered(df: pl.DataFrame, marked: dict[int, tuple[str, str, float]]) -> list[pl.Series]:
+    """dup_of, dup_kind and dup_score with the marked rows' values written in."""
+    cols = [df[name].clone() for name in ("dup_of", "dup_kind", "dup_score")]
+    if marked:
+        at = np.fromiter(marked, np.int64, len(marked))
+        for col, values in zip(cols, zip(*marked.values())):
+            col.scatter(at, pl.Series(values, dtype=col.dtype))
+    return cols
+
+
 def deduplicate(
     rows: pa.Table,
     cfg: DedupConfig = DedupConfig(),
     warehouse: str | Path | None = None,
     embedder: Embedder | None = None,
+    mapper: Mapper | None = None,
 ) -> pa.Table:
     """Run the selected stages over ingested rows (row schema of `sluice.stages.ingest.read`); returns the rows with dup_of,
     dup_kind, dup_score set and status "duplicate" for every duplicate. With the cache stage, cache hits also
-    carry cache_response, cache_model and cache_baseline_cost_usd for landing."""
+    carry cache_response, cache_model and cache_baseline_cost_usd for landing. `mapper` runs the near stage's
+    partitions (`sluice.stages.dedup.near`; default: one after another in this process)."""
     use_cache = "cache" in cfg.stages
     if use_cache and warehouse is None:
         raise ValueError("the cache stage needs a warehouse (DuckDB file) to read earlier answers from")
@@ -173,8 +190,7 @@ def deduplicate(
         sampled = df.select(sampled).to_series()
         df = df.with_columns(pl.when(sampled).then(pl.lit("sampled")).otherwise(pl.col("status")).alias("status"))
     if "exact" in cfg.stages:
-        df = pl.from_arrow(exact_duplicates(df.to_arrow(), cfg.default_max_tokens))
-        assert isinstance(df, pl.DataFrame)
+        df = _mark_exact(df, cfg.default_max_tokens)
     if not use_cache and "near" not in cfg.stages and "semantic" not in cfg.stages:
         return _unmark_sampled(df, sampled).to_arrow()
 
@@ -184,14 +200,12 @@ def deduplicate(
         entries = pl.DataFrame(schema={"cache_ref": pl.String, "prompt": pl.String, "system": pl.String,
                                        "max_tokens": pl.Int32, **SHAPE_COLUMNS, **CACHE_COLUMNS})
     m, n = entries.height, df.height
-    dup_of = df["dup_of"].to_list()
-    dup_kind = df["dup_kind"].to_list()
-    dup_score = df["dup_score"].to_list()
     pending = (df["status"] == "pending").to_numpy().copy()
     hit_entry = np.full(n, -1, np.int64)  # which cache entry answers a tonight row
+    marked: dict[int, tuple[str, str, float]] = {}  # row -> (dup_of, dup_kind, dup_score), only rows marked here
 
     def mark(row: int, of: str, kind: str, score: float, entry: int = -1) -> None:
-        dup_of[row], dup_kind[row], dup_score[row] = of, kind, score
+        marked[row] = (of, kind, score)
         pending[row] = False
         hit_entry[row] = entry
 
@@ -207,13 +221,14 @@ def deduplicate(
             if pending[row]:
                 mark(row, refs[entry], "cache", 1.0, entry)
 
-    # near and semantic stages over earlier answers (positions 0..m-1) then tonight's rows (m..m+n-1)
+    # near and semantic stages over earlier answers (positions 0..m-1) then tonight's rows (m..m+n-1); the prompts
+    # stay one Arrow column (never a Python string per row): the stages fetch the texts they need
     both = pl.concat([entries.select("prompt", "system", "max_tokens", *SHAPE_COLUMNS),
                       df.select("prompt", "system", pl.col("max_tokens").cast(pl.Int32), *SHAPE_COLUMNS)])
-    texts = both["prompt"].fill_null("").to_list()
+    texts = both["prompt"]
     block = _by_chunks(both, request_fingerprint(cfg.default_max_tokens)).to_numpy().view(np.int64)
+    del both
     is_prior = np.arange(m + n) < m
-    row_ids = df["row_id"].to_list()
     refs = entries["cache_ref"].to_list()
     for stage, find, stage_cfg in (("near", near_duplicate_pairs, cfg.near),
                                    ("semantic", semantic_duplicate_pairs, cfg.semantic)):
@@ -224,20 +239,19 @@ def deduplicate(
         can_be_canonical = (is_prior if use_cache else np.zeros(m + n, bool)) | (tonight if in_batch else False)
         if not tonight.any() or not can_be_canonical.any():
             continue
-        kwargs = {"embedder": embedder} if stage == "semantic" else {}
+        kwargs = {"embedder": embedder} if stage == "semantic" else {"mapper": mapper or run_locally}
         found = find(texts, block, tonight, can_be_canonical, stage_cfg, **kwargs)
-        for j, c, score in zip(found.dup.tolist(), found.canonical.tolist(), found.score.tolist()):
+        ids = df["row_id"].gather(np.maximum(found.canonical - m, 0)).to_list()  # row ids of tonight's canonicals
+        for j, c, score, row_id in zip(found.dup.tolist(), found.canonical.tolist(), found.score.tolist(), ids):
             if c < m:
                 mark(j - m, refs[c], "cache", round(score, 4), c)
             else:
-                mark(j - m, row_ids[c - m], stage, round(score, 4))
+                mark(j - m, row_id, stage, round(score, 4))
 
     is_dup = pl.Series(~pending & (df["status"] == "pending").to_numpy())
     df = df.with_columns(
-        pl.Series("dup_of", dup_of, pl.String),
-        pl.Series("dup_kind", dup_kind, pl.String),
-        pl.Series("dup_score", dup_score, pl.Float64),
         pl.when(is_dup).then(pl.lit("duplicate")).otherwise(pl.col("status")).alias("status"),
+        *_scattered(df, marked),
     )
     if use_cache:
         picked = pl.DataFrame({"_entry": hit_entry})

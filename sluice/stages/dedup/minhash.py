@@ -16,9 +16,7 @@ split across cores; numba comes with vLLM) or, without numba, numpy in chunks (p
 memory stays bounded whatever the number of rows. Both paths are tested against datasketch. The permutations and
 the LSH (bands, rows) are datasketch's, recomputed here with numpy (importing datasketch pulls in scipy: about 1.5 s
 per process), and tested against the library.
-
-Every numba kernel of Sluice gets numba from `numba_module` and holds `PARALLEL_LAUNCH` around parallel launches
-(the semantic stage's too).
+Every numba kernel of Sluice (the semantic stage's too) gets numba from `numba_module`, holding `PARALLEL_LAUNCH`.
 """
 
 from __future__ import annotations
@@ -88,6 +86,8 @@ class NearConfig:
         memory per row does not grow with the batch.
     workers: processes verifying candidate pairs (guards are Python); None: the cores this process may use.
     parallel_min_pairs: below this many candidate pairs, verification stays in this process (a fork costs more).
+    partition_rows: rows per partition of the near stage (`sluice.stages.dedup.near`): shingles and signatures
+        exist for one partition at a time; spill_dir: where signatures are spilled (None: a temporary folder).
     """
 
     threshold: float = 0.7
@@ -102,6 +102,8 @@ class NearConfig:
     workers: int | None = None
     parallel_min_pairs: int = 20_000
     bands_rows: tuple[int, int] | None = field(default=None)
+    partition_rows: int = 1 << 16
+    spill_dir: str | None = None
 
     def lsh_params(self) -> tuple[int, int]:
         return self.bands_rows or optimal_bands_rows(self.threshold, self.num_perm)
@@ -166,8 +168,7 @@ def numba_module():
     with torch on an explicit thread count slows ~20x (measured: 146 -> 8 rows/s on 2 cores) while both
     runtimes' idle threads spin. The workqueue layer leaves torch alone (156 rows/s). The layer is fixed at the
     first parallel launch, so every kernel of Sluice gets numba from here; NUMBA_THREADING_LAYER still wins.
-    The workqueue layer takes one parallel launch at a time: callers hold `PARALLEL_LAUNCH` around theirs
-    (Prefect may run tasks on threads)."""
+    It takes one parallel launch at a time: callers hold `PARALLEL_LAUNCH` (Prefect may run tasks on threads)."""
     try:
         import numba
     except ImportError:  # pragma: no cover - numba ships with vllm
@@ -296,9 +297,7 @@ def _compiled_kernel():
 
 def signatures(hashes: np.ndarray, offsets: np.ndarray, cfg: NearConfig, compiled: bool = True) -> np.ndarray:
     """MinHash signatures (rows x num_perm, uint32) identical to datasketch's affine32 MinHash of the same hashes.
-
-    Rows without shingles keep datasketch's empty value (all 0xFFFFFFFF) and are never candidates.
-    """
+    Rows without shingles keep datasketch's empty value (all 0xFFFFFFFF) and are never candidates."""
     a, b = permutations(cfg.num_perm, cfg.seed)
     n = len(offsets) - 1
     sig = np.full((n, cfg.num_perm), np.iinfo(_U32).max, dtype=_U32)
@@ -331,14 +330,19 @@ def _band_keys(block: np.ndarray, band: np.ndarray) -> np.ndarray:
 
 def candidate_pairs(sig: np.ndarray, block: np.ndarray, live: np.ndarray, can_be_duplicate: np.ndarray,
                     bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(dup, canonical) position pairs, sorted by dup then canonical, each once: for every band, each live row
-    that may be a duplicate and the first live row of its bucket (same block, same band values), when that is
-    an earlier row."""
-    n = len(sig)
+    """(dup, canonical) position pairs, sorted by dup then canonical, each once: for every band, each live row that
+    may be a duplicate and the first live row of its bucket (same block, same band values), if that is earlier."""
     block64 = np.asarray(block).astype(np.int64).view(np.uint64)[live]
+    return pairs_from_band_keys(lambda band: _band_keys(block64, sig[live, band * rows:(band + 1) * rows]),
+                                live, can_be_duplicate, len(sig), bands)
+
+
+def pairs_from_band_keys(keys_of_band, live: np.ndarray, can_be_duplicate: np.ndarray, n: int,
+                         bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """`candidate_pairs` from the live rows' band keys (`keys_of_band(band)`: one uint64 per live row)."""
     codes = []
     for band in range(bands):
-        first = live[_bucket_firsts(_band_keys(block64, sig[live, band * rows:(band + 1) * rows]))]
+        first = live[_bucket_firsts(keys_of_band(band))]
         pick = (first != live) & can_be_duplicate[live]
         codes.append(live[pick] * n + first[pick])  # one int64 per pair: unique and sorted in one pass
     code = np.unique(np.concatenate(codes)) if codes else np.empty(0, np.int64)

@@ -10,28 +10,67 @@ Where the time goes (100k prompts, bench/dedup_speed.py): the guards on candidat
 they are Python; the candidate graph splits into small connected components, and the greedy resolution of one
 component never looks at another, so components are verified in parallel worker processes (fork: the texts are
 shared, not copied) when there are enough pairs to pay for the processes.
+
+Memory stays bounded as batches grow (issue 19): rows are taken in partitions of `NearConfig.partition_rows`, and
+`sign_partition` (a pure function of one `NearPartition`) shingles them, computes their signatures, writes the
+signatures to a .npy file in a spill folder and returns only the partition's LSH band keys (bands x 8 bytes a row).
+Candidates come from the band keys, one band at a time; verification reads back the signatures and texts of the
+rows in candidate pairs only (never a Python list of every prompt). The partitions go through `mapper(fn, items)
+-> list of fn(item)`, a plain in-process loop by default; a distributed runner passes its own (e.g. Dask's map and
+gather), as long as its workers can write to the spill folder (`NearConfig.spill_dir`, else a temporary folder)
+and the caller can read it. The result is identical to the whole-batch computation (tests/sluice/stages/dedup/
+test_near_partitions.py).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import polars as pl
+import pyarrow as pa
 
 from sluice.stages.dedup.guards import TextFacts, text_facts, veto_reason
 from sluice.stages.dedup.minhash import PARALLEL_LAUNCH as PARALLEL_LAUNCH
 
 # moved to sluice.stages.dedup.minhash; re-exported so `from sluice.stages.dedup.near import ...` keeps working
 from sluice.stages.dedup.minhash import NearConfig as NearConfig
-from sluice.stages.dedup.minhash import _compiled_pair_kernels, agreement, candidate_pairs, shingle_hashes, signatures
+from sluice.stages.dedup.minhash import (
+    _band_keys,
+    _compiled_pair_kernels,
+    agreement,
+    pairs_from_band_keys,
+    shingle_hashes,
+    signatures,
+)
 from sluice.stages.dedup.minhash import nfkc as nfkc
 from sluice.stages.dedup.minhash import normalised_words as normalised_words
 from sluice.stages.dedup.minhash import numba_module as numba_module
 from sluice.stages.dedup.minhash import optimal_bands_rows as optimal_bands_rows
 from sluice.stages.dedup.minhash import permutations as permutations
+
+# a row's guard facts (a Counter of its tokens) cost a few kB: at 1M rows, keeping every candidate row's took 1.2 GB;
+# pairs come sorted by duplicate, so a row is mostly needed again soon after, and a miss only recomputes
+FACTS_CACHED = 1 << 15
+
+
+class ArrowTexts:
+    """Texts of an Arrow string array as Python strings, one at a time when asked (`texts[i]`)."""
+
+    def __init__(self, array: pa.Array):
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: int) -> str:
+        return self.array[i].as_py() or ""
 
 
 @dataclass
@@ -49,12 +88,17 @@ def _resolve(texts: Sequence[str], sig: np.ndarray, dup: np.ndarray, can: np.nda
     """Greedy, in (dup, canonical) order: a row's canonical is the canonical of its first candidate that is itself
     allowed to be canonical, earlier, still >= threshold against it, and passes the guards."""
     canonical_of: dict[int, int] = {}  # rows already resolved as duplicates
-    facts: dict[int, TextFacts] = {}
+    facts: OrderedDict[int, TextFacts] = OrderedDict()  # the most recently used rows' facts, FACTS_CACHED at most
 
     def fact(i: int) -> TextFacts:
-        if i not in facts:
-            facts[i] = text_facts(texts[i])
-        return facts[i]
+        found = facts.get(i)
+        if found is None:
+            found = facts[i] = text_facts(texts[i])
+            if len(facts) > FACTS_CACHED:
+                facts.popitem(last=False)
+        else:
+            facts.move_to_end(i)
+        return found
 
     out_dup, out_can, out_score, vetoed = [], [], [], 0
     for j, i, est_ji in zip(dup.tolist(), can.tolist(), est.tolist()):
@@ -129,15 +173,73 @@ def verify(texts: Sequence[str], sig: np.ndarray, dup: np.ndarray, can: np.ndarr
     return out_dup[order], out_can[order], out_score[order], sum(p[3] for p in parts), workers
 
 
+Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], list]
+
+
+def run_locally(fn: Callable[[Any], Any], items: Sequence[Any]) -> list:
+    """The default mapper: each item in turn, in this process."""
+    return [fn(x) for x in items]
+
+
+@dataclass(frozen=True)
+class NearPartition:
+    """Rows lo..lo+len(texts)-1 of a batch: their prompts, request fingerprints and where their signatures go."""
+
+    lo: int
+    texts: pl.Series
+    block: np.ndarray
+    spill: Path
+    cfg: NearConfig
+
+
+@dataclass
+class SignedPartition:
+    lo: int
+    keys: np.ndarray  # (bands, rows) uint64: the LSH bucket key of each band (request fingerprint included)
+    has_shingles: np.ndarray  # rows with at least one shingle (the others are never candidates)
+    signatures: Path  # (rows, num_perm) uint32, as .npy
+    seconds: dict[str, float]
+
+
+def sign_partition(part: NearPartition) -> SignedPartition:
+    """Shingles, signatures (spilled to disk) and LSH band keys of one partition."""
+    t0 = time.perf_counter()
+    hashes, offsets = shingle_hashes(part.texts, part.cfg)
+    t1 = time.perf_counter()
+    sig = signatures(hashes, offsets, part.cfg)
+    del hashes
+    bands, rows = part.cfg.lsh_params()
+    block64 = np.asarray(part.block).astype(np.int64).view(np.uint64)
+    keys = np.stack([_band_keys(block64, sig[:, b * rows:(b + 1) * rows]) for b in range(bands)]) if len(sig) \
+        else np.empty((bands, 0), np.uint64)
+    path = part.spill / f"signatures_{part.lo}.npy"
+    np.save(path, sig)
+    return SignedPartition(part.lo, keys, np.diff(offsets) > 0, path,
+                           {"shingles": t1 - t0, "signatures": time.perf_counter() - t1})
+
+
+def _read_signatures(parts: list[SignedPartition], rows: np.ndarray, num_perm: int) -> np.ndarray:
+    """The signatures of `rows` (sorted positions), read back one partition's file at a time."""
+    out = np.empty((len(rows), num_perm), np.uint32)
+    for p in parts:
+        hi = p.lo + len(p.has_shingles)
+        at = np.searchsorted(rows, [p.lo, hi])
+        if at[1] > at[0]:
+            out[at[0]:at[1]] = np.load(p.signatures, mmap_mode="r")[rows[at[0]:at[1]] - p.lo]
+    return out
+
+
 def near_duplicate_pairs(
-    texts: Sequence[str],
+    texts: Sequence[str] | pl.Series,
     block: np.ndarray,
     can_be_duplicate: np.ndarray,
     can_be_canonical: np.ndarray,
     cfg: NearConfig = NearConfig(),
+    mapper: Mapper = run_locally,
 ) -> NearMatches:
     """Greedy, in position order: each row that may be a duplicate points at an earlier canonical row whose
-    signature shares an LSH band, within the same block (request fingerprint), J >= threshold, guards silent."""
+    signature shares an LSH band, within the same block (request fingerprint), J >= threshold, guards silent.
+    `mapper` applies `sign_partition` to the partitions (module docstring)."""
     clock = [time.perf_counter()]
     seconds: dict[str, float] = {}
 
@@ -145,19 +247,35 @@ def near_duplicate_pairs(
         clock.append(time.perf_counter())
         seconds[name] = round(clock[-1] - clock[-2], 3)
 
+    series = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
+    n, block = len(series), np.asarray(block)
+    if n == 0:
+        return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), 0, seconds)
     can_be_duplicate = np.asarray(can_be_duplicate, bool)
     can_be_canonical = np.asarray(can_be_canonical, bool)
-    hashes, offsets = shingle_hashes(texts, cfg)
-    lap("shingles")
-    sig = signatures(hashes, offsets, cfg)
-    del hashes
-    lap("signatures")
-    live = np.flatnonzero((np.diff(offsets) > 0) & (can_be_duplicate | can_be_canonical))
-    dup, can = candidate_pairs(sig, block, live, can_be_duplicate, *cfg.lsh_params())
-    lap("lsh")
+    step = cfg.partition_rows
+    with tempfile.TemporaryDirectory(prefix="sluice-near-", dir=cfg.spill_dir) as spill:
+        parts = mapper(sign_partition, [NearPartition(lo, series.slice(lo, step), block[lo:lo + step], Path(spill),
+                                                      cfg) for lo in range(0, n, step)])
+        for name in ("shingles", "signatures"):
+            seconds[name] = round(sum(p.seconds[name] for p in parts), 3)
+        clock.append(time.perf_counter())
+        has_shingles = np.concatenate([p.has_shingles for p in parts]) if parts else np.zeros(0, bool)
+        live = np.flatnonzero(has_shingles & (can_be_duplicate | can_be_canonical))
+        bands = cfg.lsh_params()[0]
+        dup, can = pairs_from_band_keys(lambda b: np.concatenate([p.keys[b] for p in parts])[live],
+                                        live, can_be_duplicate, n, bands)
+        lap("lsh")
+        # from here on only the rows of candidate pairs, renumbered 0..k-1 in position order (order is kept, so
+        # the greedy resolution is the same as over all rows)
+        rows = np.unique(np.concatenate([dup, can]))
+        sig = _read_signatures(parts, rows, cfg.num_perm)
+    dup, can = np.searchsorted(rows, dup), np.searchsorted(rows, can)
     est = agreement(sig, dup, can)
     keep = est >= cfg.threshold
     dup, can, est = dup[keep], can[keep], est[keep]
-    out_dup, out_can, out_score, vetoed, workers = verify(texts, sig, dup, can, est, can_be_canonical, cfg)
+    texts_of_rows = ArrowTexts(series.gather(rows).to_arrow())
+    out_dup, out_can, out_score, vetoed, workers = verify(texts_of_rows, sig, dup, can, est,
+                                                          can_be_canonical[rows], cfg)
     lap("verify_and_guards")
-    return NearMatches(out_dup, out_can, out_score, vetoed, seconds, workers)
+    return NearMatches(rows[out_dup], rows[out_can], out_score, vetoed, seconds, workers)

@@ -18,6 +18,10 @@ pairs the guards allow. A hit is exactly "MiniLM cosine >= threshold and guards 
 can only lose a pair whose static cosine falls below `candidate_threshold` (on the QQP tuning pairs, 1.1% of the pairs with MiniLM
 cosine >= 0.92; a random pair of corpus prompts passes 0.80 about once in 2,000).
 
+Memory (issue 19): the prompts stay one Arrow column; static vectors are made `embed_rows` rows at a time and
+kept for the short rows only, MiniLM vectors for the rows of candidate pairs only (never an n x 384 matrix), and
+texts are fetched for the rows that need them.
+
 Only short prompts are compared (`max_words`): on long prompts a shared template dominates the mean-pooled
 embedding, and MiniLM truncates at 128 word pieces anyway, so two long prompts that differ after the cut-off would
 look identical.
@@ -32,6 +36,7 @@ from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
+import polars as pl
 
 from sluice.stages.dedup.calibrate import Rule
 from sluice.stages.dedup.guards import TextFacts, text_facts, veto_reason
@@ -58,6 +63,7 @@ class SemanticConfig:
         pass and embed every short row with MiniLM (slow: MiniLM does tens to a few hundred rows/s on 2 cores).
     rule: the threshold per length bucket chosen for a false-hit rate (`sluice.stages.dedup.calibrate`, what a
         run uses); None: `threshold` for every pair.
+    embed_rows: rows tokenised and given static vectors at a time (and rows whose words are counted at a time).
     """
 
     threshold: float = 0.92
@@ -66,6 +72,7 @@ class SemanticConfig:
     block_cells: int = 1 << 24
     candidate_threshold: float | None = 0.80
     rule: Rule | None = None
+    embed_rows: int = 1 << 16
 
     def pair_thresholds(self, words_a: np.ndarray, words_b: np.ndarray) -> np.ndarray:
         """The cosine each pair needs: by the longer prompt's length bucket under `rule`, else `threshold`."""
@@ -163,7 +170,8 @@ def _top_neighbours(vectors: np.ndarray, used: np.ndarray, block: np.ndarray, du
                     can_ok: np.ndarray, cfg: SemanticConfig, threshold: float
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each possible duplicate, its top_k earlier neighbours in the same block with cosine >= threshold:
-    (duplicate, neighbour, cosine) arrays. Blocked: at most block_cells scores in memory at once."""
+    (duplicate, neighbour, cosine) arrays. vectors[k] is the vector of row used[k] (used sorted). Blocked: at
+    most block_cells scores in memory at once."""
     cand_j: list[np.ndarray] = [np.empty(0, np.int64)]
     cand_i: list[np.ndarray] = [np.empty(0, np.int64)]
     cand_s: list[np.ndarray] = [np.empty(0, np.float32)]
@@ -174,14 +182,14 @@ def _top_neighbours(vectors: np.ndarray, used: np.ndarray, block: np.ndarray, du
         if not len(targets) or not len(queries):
             continue
         step = max(1, cfg.block_cells // len(targets))
-        t_vec = vectors[targets]
+        t_vec = vectors[np.searchsorted(used, targets)]
         for lo in range(0, len(queries), step):
             q = queries[lo:lo + step]
             # only earlier rows can be canonical: targets sorted, so score just the prefix before the last query
             n_t = int(np.searchsorted(targets, q[-1]))
             if n_t == 0:
                 continue
-            sims = vectors[q] @ t_vec[:n_t].T
+            sims = vectors[np.searchsorted(used, q)] @ t_vec[:n_t].T
             r, c, s = _best_per_row(sims, np.searchsorted(targets, q), threshold, cfg.top_k)
             cand_j.append(q[r])
             cand_i.append(targets[c])
@@ -189,8 +197,24 @@ def _top_neighbours(vectors: np.ndarray, used: np.ndarray, block: np.ndarray, du
     return np.concatenate(cand_j), np.concatenate(cand_i), np.concatenate(cand_s)
 
 
+def _word_counts(texts: pl.Series, chunk_rows: int) -> np.ndarray:
+    """Whitespace words per text (Python's str.split, null: 0), a chunk of rows at a time."""
+    out = np.zeros(len(texts), np.int64)
+    for lo in range(0, len(texts), chunk_rows):
+        chunk = texts.slice(lo, chunk_rows).fill_null("").to_list()
+        out[lo:lo + len(chunk)] = np.fromiter((len(t.split()) for t in chunk), np.int64, len(chunk))
+    return out
+
+
+def _blocked(embed: Embedder, texts: pl.Series, rows: np.ndarray, chunk_rows: int) -> np.ndarray:
+    """embed(texts of rows), chunk_rows rows at a time (the static vectors are per row, so the same at any size)."""
+    parts = [embed(texts.gather(rows[lo:lo + chunk_rows]).fill_null("").to_list())
+             for lo in range(0, len(rows), chunk_rows)]
+    return np.concatenate(parts) if parts else embed([])
+
+
 def semantic_duplicate_pairs(
-    texts: Sequence[str],
+    texts: Sequence[str] | pl.Series,
     block: np.ndarray,
     can_be_duplicate: np.ndarray,
     can_be_canonical: np.ndarray,
@@ -200,8 +224,9 @@ def semantic_duplicate_pairs(
 ) -> NearMatches:
     """Greedy in position order: each row that may be a duplicate points at the earlier canonical row of its block
     with the highest cosine >= threshold that the guards accept."""
-    n = len(texts)
-    n_words = np.fromiter((len(t.split()) for t in texts), np.int64, n)
+    series = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
+    n = len(series)
+    n_words = _word_counts(series, cfg.embed_rows)
     short = n_words <= cfg.max_words
     dup_ok = can_be_duplicate & short
     can_ok = can_be_canonical & short
@@ -210,10 +235,16 @@ def semantic_duplicate_pairs(
         return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
     block = np.asarray(block)
     facts: dict[int, TextFacts] = {}
+    text_of: dict[int, str] = {}  # the texts of the rows the guards read, fetched once (`fetch`)
+
+    def fetch(rows: np.ndarray) -> None:
+        rows = np.unique(rows)
+        rows = rows[[r not in text_of for r in rows.tolist()]]
+        text_of.update(zip(rows.tolist(), series.gather(rows).fill_null("").to_list()))
 
     def fact(i: int) -> TextFacts:
         if i not in facts:
-            facts[i] = text_facts(texts[i])
+            facts[i] = text_facts(text_of[i])
         return facts[i]
 
     vetoed_early = 0
@@ -222,12 +253,11 @@ def semantic_duplicate_pairs(
     else:
         # pass 1: static vectors propose candidates; only their rows go through MiniLM
         t0 = time.perf_counter()
-        static = (candidate_embedder or _default_candidate_embedder)([texts[i] for i in used])
+        static = _blocked(candidate_embedder or _default_candidate_embedder, series, used, cfg.embed_rows)
         log.debug("semantic: %d static vectors in %.1f s", len(used), time.perf_counter() - t0)
-        static_vectors = np.zeros((n, static.shape[1]), np.float32)
-        static_vectors[used] = static
-        j_c, i_c, _ = _top_neighbours(static_vectors, used, block, dup_ok, can_ok, cfg, cfg.candidate_threshold)
-        del static_vectors
+        j_c, i_c, _ = _top_neighbours(static, used, block, dup_ok, can_ok, cfg, cfg.candidate_threshold)
+        del static
+        fetch(np.concatenate([j_c, i_c]))
         log.debug("semantic: %d candidate pairs after %.1f s", len(j_c), time.perf_counter() - t0)
         # the guards veto whatever the cosine: a candidate pair they refuse needs no MiniLM (changed numbers and
         # added qualifiers are most static candidates in a batch of templated or edited prompts)
@@ -240,18 +270,23 @@ def semantic_duplicate_pairs(
                   len(search_rows), time.perf_counter() - t0)
         if not len(search_rows):
             return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
-    emb = (embedder or _default_embedder)([texts[i] for i in search_rows])
-    vectors = np.zeros((n, emb.shape[1]), np.float32)
-    vectors[search_rows] = emb
+    emb = (embedder or _default_embedder)(series.gather(search_rows).fill_null("").to_list())
+
+    def vectors(rows: np.ndarray) -> np.ndarray:
+        """MiniLM vectors of rows (zero for a row that was not embedded)."""
+        at = np.minimum(np.searchsorted(search_rows, rows), len(search_rows) - 1)
+        return np.where((search_rows[at] == rows)[:, None], emb[at], np.float32(0))
+
     if cfg.candidate_threshold is None:
-        j_all, i_all, s_all = _top_neighbours(vectors, used, block, dup_ok, can_ok, cfg, search_threshold)
+        j_all, i_all, s_all = _top_neighbours(emb, used, block, dup_ok, can_ok, cfg, search_threshold)
+        fetch(np.concatenate([j_all, i_all]))
     else:
-        s_all = np.einsum("ij,ij->i", vectors[j_c], vectors[i_c])
+        s_all = np.einsum("ij,ij->i", vectors(j_c), vectors(i_c))
         keep = s_all >= search_threshold
         j_all, i_all, s_all = j_c[keep], i_c[keep], s_all[keep]
     scorer = cfg.rule.scorer if cfg.rule is not None else None
     if scorer is not None:  # the learned pair score decides (sluice.stages.dedup.pair_score), not the cosine
-        s_all = score_pairs(scorer, i_all.tolist(), j_all.tolist(), s_all, texts.__getitem__, fact)
+        s_all = score_pairs(scorer, i_all.tolist(), j_all.tolist(), s_all, text_of.__getitem__, fact)
     keep = s_all >= cfg.pair_thresholds(n_words[j_all], n_words[i_all])
     j_all, i_all, s_all = j_all[keep], i_all[keep], s_all[keep]
     if not len(j_all):
@@ -266,9 +301,10 @@ def semantic_duplicate_pairs(
         c = int(canonical_of[i])
         if c >= j or not can_ok[c]:
             continue
-        score = float(vectors[j] @ vectors[c])  # 0 for a canonical reached only through vetoed pairs
+        v_j, v_c = vectors(np.array([j, c]))
+        score = float(v_j @ v_c)  # 0 for a canonical reached only through vetoed pairs (never embedded)
         if scorer is not None:
-            score = float(score_pairs(scorer, [c], [j], np.array([score]), texts.__getitem__, fact)[0])
+            score = float(score_pairs(scorer, [c], [j], np.array([score]), text_of.__getitem__, fact)[0])
         if score < cfg.pair_thresholds(n_words[[j]], n_words[[c]])[0]:
             continue
         if cfg.vetoed(fact(j), fact(c)):
