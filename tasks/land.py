@@ -1,5 +1,6 @@
 """The land task: the run into the warehouse (`sluice.stages.land.land_run`), its summary as Prefect artifacts, and
-its HTML report (`sluice report`) written into the run folder and linked from a Prefect artifact."""
+its HTML report (`sluice report`) written into the run folder and linked from a Prefect artifact; its answered
+rows are added to the cache index (`sluice.stages.dedup.cache_index`) that later runs look earlier answers up in."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from models.catalogue import Tier
+from sluice.contracts.columns import DEFAULT_MAX_TOKENS
 from sluice.reports.html import write_report
 from sluice.reports.summary import summary_markdown, summary_table
+from sluice.stages.dedup.cache_index import index_answers
+from sluice.stages.dedup.deduplicate import request_fingerprint, request_key
 from sluice.stages.land import land_run
 from tasks.progress import stage_finished, stage_started
 
@@ -20,9 +24,14 @@ REPORT_FILE = "report.html"
 
 @task(name="land", cache_policy=NO_CACHE)
 def land(run_dir: Path, warehouse: str, run: dict, tier_order: list[str] | None = None,
-         baseline: Tier | None = None) -> dict:
+         baseline: Tier | None = None, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict:
     stage_started("land")
     summary, rows = land_run(run_dir, warehouse, run, tier_order, baseline)
+    try:  # an unindexed run is read whole by later lookups (slower, same hits): never the run's failure
+        index_answers(warehouse, request_key(default_max_tokens), request_fingerprint(default_max_tokens),
+                      default_max_tokens, runs=[run["run_id"]])
+    except Exception as exc:  # noqa: BLE001
+        get_run_logger().warning("cache index not updated: %s: %s", type(exc).__name__, exc)
     stage_finished("land", rows)
     get_run_logger().info("landed %d rows into %s (results)", rows, warehouse)
     create_markdown_artifact(

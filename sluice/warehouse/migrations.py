@@ -353,6 +353,22 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE results ADD COLUMN IF NOT EXISTS trim_saving_usd DOUBLE",
         ],
     ),
+    (
+        14,
+        "the cache index: earlier answers looked up by key instead of loaded (sluice/stages/dedup/cache_index.py)",
+        [
+            # one row per answered row of an indexed run: its exact request key and its word count (the semantic
+            # stage only compares short prompts); entry_id numbers entries in landing order (the ANN file's keys)
+            "CREATE SEQUENCE IF NOT EXISTS cache_entry_ids",  # never reused: the ANN file keys vectors by entry_id
+            "CREATE TABLE IF NOT EXISTS cache_entries (entry_id BIGINT, run_id VARCHAR, row_id VARCHAR, "
+            "request_key UBIGINT, words INTEGER)",
+            # the entry's MinHash LSH bucket keys (band, key over block and band values), as the near stage forms them
+            "CREATE TABLE IF NOT EXISTS cache_bands (entry_id BIGINT, band UTINYINT, band_key UBIGINT)",
+            # which runs are indexed, under which scheme (hash and shingle settings); others are read whole
+            "CREATE TABLE IF NOT EXISTS cache_index_runs (run_id VARCHAR PRIMARY KEY, scheme VARCHAR, "
+            "entries BIGINT, indexed_at TIMESTAMPTZ)",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -12,6 +12,10 @@ earlier row's baseline (what the premium tier would charge to answer it again).
 
 The warehouse is opened read-only, read once, closed: DuckDB allows one writing process per file, and the run
 that lands tonight's results needs it later.
+
+`load_cache_entries` reads every valid entry (the reference path); a run reads only the entries that could match
+tonight's rows, found through the cache index (`sluice.stages.dedup.cache_index`), with the same filters
+(`entry_sql`) and order, so today's matchers decide the same hits.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from pathlib import Path
 
 import polars as pl
 
+ENTRY_SCHEMA = {"cache_ref": pl.String, "prompt": pl.String, "system": pl.String, "max_tokens": pl.Int32,
+                "history": pl.String, "temperature": pl.Float64, "stop": pl.String, "response_schema": pl.String,
+                "cache_response": pl.String, "cache_model": pl.String, "cache_tier": pl.String,
+                "cache_baseline_cost_usd": pl.Float64}
+ORDER = "runs.finished_at DESC, r.row_index, r.run_id"  # newest first: the first of equal requests is canonical
 CACHE_COLUMNS = {"cache_response": pl.String, "cache_model": pl.String, "cache_baseline_cost_usd": pl.Float64}
 
 
@@ -37,38 +46,50 @@ class CacheConfig:
     invalidated_before: datetime | None = None
 
 
-def load_cache_entries(warehouse: str | Path, cfg: CacheConfig, default_max_tokens: int) -> pl.DataFrame:
-    """Answered rows of earlier runs still valid under `cfg`, newest first, one per distinct request.
+def entry_sql(valid: bool = True) -> str:
+    """SELECT ... FROM ... WHERE of entries (ENTRY_SCHEMA's columns, then _run_id, _row_index, _finished_at);
+    valid: only rows `cfg` still accepts (named parameters $default_max_tokens, $ttl_days, $cutoff, $any_model
+    and a registered table _cache_served(tier, model): `entry_params`). Callers add conditions with AND."""
+    filters = """
+          AND runs.finished_at >= now() - to_microseconds(CAST($ttl_days * 86400e6 AS BIGINT))
+          AND ($cutoff IS NULL OR runs.finished_at >= $cutoff::TIMESTAMPTZ)
+          AND ($any_model OR EXISTS (SELECT 1 FROM _cache_served s WHERE s.tier = r.tier AND s.model = r.model))"""
+    return f"""
+        SELECT r.run_id || '/' || r.row_id AS cache_ref, r.prompt, r.system,
+               coalesce(r.max_tokens, $default_max_tokens)::INTEGER AS max_tokens, r.history, r.temperature, r.stop,
+               r.response_schema, r.response AS cache_response,
+               r.model AS cache_model, r.tier AS cache_tier, r.baseline_cost_usd AS cache_baseline_cost_usd,
+               r.run_id AS _run_id, r.row_index AS _row_index, runs.finished_at AS _finished_at
+        FROM results r JOIN runs USING (run_id)
+        WHERE r.status = 'ok' AND r.response IS NOT NULL AND r.tier IS NOT NULL {filters if valid else ""}"""
 
-    Columns: cache_ref ("<run_id>/<row_id>"), prompt, system, max_tokens (effective), cache_response, cache_model,
-    cache_tier, cache_baseline_cost_usd, finished_at.
-    """
-    empty = pl.DataFrame(schema={"cache_ref": pl.String, "prompt": pl.String, "system": pl.String,
-                                 "max_tokens": pl.Int32, "history": pl.String, "temperature": pl.Float64,
-                                 "stop": pl.String, "response_schema": pl.String, "cache_response": pl.String, "cache_model": pl.String,
-                                 "cache_tier": pl.String, "cache_baseline_cost_usd": pl.Float64})
+
+def entry_params(con, cfg: CacheConfig, default_max_tokens: int) -> dict:
+    """The parameters of `entry_sql` (registers _cache_served on `con`)."""
+    served = cfg.served_models or {}
+    con.register("_cache_served", pl.DataFrame({"tier": list(served), "model": list(served.values())},
+                                               schema={"tier": pl.String, "model": pl.String}).to_arrow())
+    return {"default_max_tokens": default_max_tokens, "ttl_days": cfg.ttl_days, "cutoff": cfg.invalidated_before,
+            "any_model": cfg.served_models is None}
+
+
+def has_tables(con, names: set[str]) -> bool:
+    return names <= {t[0] for t in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
+def empty_entries() -> pl.DataFrame:
+    return pl.DataFrame(schema=ENTRY_SCHEMA)
+
+
+def load_cache_entries(warehouse: str | Path, cfg: CacheConfig, default_max_tokens: int) -> pl.DataFrame:
+    """Every answered row of earlier runs still valid under `cfg`, newest first (the reference path: it reads
+    them all). Columns: ENTRY_SCHEMA's (cache_ref is "<run_id>/<row_id>", max_tokens the effective one)."""
     if not Path(warehouse).is_file():
-        return empty
+        return empty_entries()
     from sluice.warehouse.db import connect
 
-    query = """
-        SELECT r.run_id || '/' || r.row_id AS cache_ref, r.prompt, r.system,
-               coalesce(r.max_tokens, ?)::INTEGER AS max_tokens, r.history, r.temperature, r.stop,
-               r.response_schema, r.response AS cache_response,
-               r.model AS cache_model, r.tier AS cache_tier, r.baseline_cost_usd AS cache_baseline_cost_usd
-        FROM results r JOIN runs USING (run_id)
-        WHERE r.status = 'ok' AND r.response IS NOT NULL AND r.tier IS NOT NULL
-          AND runs.finished_at >= now() - to_microseconds(CAST(? * 86400e6 AS BIGINT))
-          AND (? IS NULL OR runs.finished_at >= ?::TIMESTAMPTZ)
-        ORDER BY runs.finished_at DESC, r.row_index
-    """
     with connect(warehouse, read_only=True) as con:
-        tables = {t[0] for t in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if not {"results", "runs"} <= tables:
-            return empty
-        cutoff = cfg.invalidated_before
-        entries = con.execute(query, [default_max_tokens, cfg.ttl_days, cutoff, cutoff]).pl()
-    if cfg.served_models is not None:
-        served = pl.DataFrame({"cache_tier": list(cfg.served_models), "cache_model": list(cfg.served_models.values())})
-        entries = entries.join(served, on=["cache_tier", "cache_model"], how="semi", maintain_order="left")
-    return entries.select(empty.columns).cast(dict(empty.schema))
+        if not has_tables(con, {"results", "runs"}):
+            return empty_entries()
+        entries = con.execute(entry_sql() + f" ORDER BY {ORDER}", entry_params(con, cfg, default_max_tokens)).pl()
+    return entries.select(list(ENTRY_SCHEMA)).cast(ENTRY_SCHEMA)

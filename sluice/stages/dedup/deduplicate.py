@@ -31,7 +31,8 @@ import polars as pl
 import pyarrow as pa
 
 from sluice.contracts.columns import DEFAULT_MAX_TOKENS, DUP_COLUMNS, SHAPE_COLUMNS, with_shape_columns
-from sluice.stages.dedup.cache import CACHE_COLUMNS, CacheConfig, load_cache_entries
+from sluice.stages.dedup.cache import CACHE_COLUMNS, CacheConfig
+from sluice.stages.dedup.cache_index import cache_candidates
 from sluice.stages.dedup.calibrate import Rule
 from sluice.stages.dedup.near import Mapper, NearConfig, near_duplicate_pairs, nfkc, run_locally
 from sluice.stages.dedup.semantic import Embedder, SemanticConfig, semantic_duplicate_pairs
@@ -195,7 +196,8 @@ def deduplicate(
         return _unmark_sampled(df, sampled).to_arrow()
 
     if use_cache:
-        entries = load_cache_entries(warehouse, cfg.cache, cfg.default_max_tokens)
+        entries = cache_candidates(warehouse, cfg, df, request_key(cfg.default_max_tokens),
+                                   request_fingerprint(cfg.default_max_tokens))  # only what tonight could match
     else:
         entries = pl.DataFrame(schema={"cache_ref": pl.String, "prompt": pl.String, "system": pl.String,
                                        "max_tokens": pl.Int32, **SHAPE_COLUMNS, **CACHE_COLUMNS})

@@ -48,7 +48,7 @@ def test_a_v1_file_upgrades_in_place_keeping_its_rows(tmp_path):
     con.close()
 
     with connect(path) as con:
-        assert schema_version(con) == SCHEMA_VERSION == 13
+        assert schema_version(con) == SCHEMA_VERSION == 14
         assert NEW_TABLES <= tables(con)
         assert con.execute("SELECT run_id, row_id, cost_usd FROM results").fetchall() == [("old", "0", 0.001)]
         assert con.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
