@@ -2,7 +2,9 @@
 
 vLLM already does continuous batching inside one call; Sluice's job is to hand it the whole shard at once, keep
 one engine per worker process, and account for the time the worker was held (engine start included), which
-the infer stage apportions to rows by tokens.
+the infer stage apportions to rows by tokens. The shard goes in arrival order: grouping rows by system
+prompt for vLLM's prefix cache, longest first, measured no faster (bench/results/prefix_order.md), because one
+`generate` call already shares each cached prefix whatever the order.
 
 Each row brings its own sampling: max tokens, temperature (None: greedy, with a fixed engine seed, so a nightly batch
 gives the same answer to the same request, which is what makes answers safe to reuse from the cache), stop strings,
