@@ -15,6 +15,8 @@ Ray's actors or its object store.
                                                `partition` tasks (tasks/partition.py)
     route_on_cluster(cluster, src, dst, ...)   `sluice route`: route_file, or on Dask as partitioned
                                                map/reduce (sluice.stages.route.partitioned)
+    dedup_on_cluster(cluster, rows, cfg, ...)  `deduplicate`, its near stage's partitions on Dask
+                                               (`SLUICE_CLUSTER=dask sluice dedup ...`)
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
+import pyarrow as pa
 from prefect import flow
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
 from sluice.config import ClusterSettings, RouterSettings
 from sluice.contracts.columns import DEFAULT_MAX_TOKENS
+from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
 from sluice.stages.mapping import Mapper
 from sluice.stages.route.partitioned import route_partitioned
 from sluice.stages.route.stream import BATCH_ROWS, route_file
@@ -99,3 +103,18 @@ def _one_prefect_api() -> Iterator[None]:
     server.start()
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         yield
+
+
+def dedup_on_cluster(cluster: ClusterSettings, rows: pa.Table, cfg: DedupConfig = DedupConfig(),
+                     warehouse: str | Path | None = None) -> pa.Table:
+    """`deduplicate` where `cluster` says: in this process, or with the near stage's partitions (shingles,
+    MinHash signatures, LSH band keys) as tasks on Dask; the rest (exact, candidate pairs, verification, semantic,
+    cache) runs on the driver. The signatures are spilled under `cfg.near.spill_dir` (default: the system's
+    temporary folder), which the workers must share with the driver."""
+    if cluster.engine == "local":
+        return deduplicate(rows, cfg, warehouse)
+    return on_dask(cluster, "dedup", partial(_dedup_job, rows, cfg, warehouse))
+
+
+def _dedup_job(rows: pa.Table, cfg: DedupConfig, warehouse: str | Path | None, mapper: Mapper) -> pa.Table:
+    return deduplicate(rows, cfg, warehouse, mapper=mapper)

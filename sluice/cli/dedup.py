@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
+from sluice.config import load_settings
 from sluice.contracts.columns import DUP_COLUMNS
 from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
 from sluice.stages.ingest.read import read_prompts
@@ -20,7 +21,13 @@ def dedup_file(
     """`sluice dedup`: every input row with all its columns plus row_id, dup_of, dup_kind, dup_score (quarantined
     rows keep nulls); returns counts per dup_kind. The input's own columns are copied batch_rows rows at a time
     (the whole file is never held twice)."""
-    marked = deduplicate(read_prompts(dataset), cfg, warehouse)
+    where = load_settings().cluster  # SLUICE_CLUSTER=dask: the near stage's partitions on Dask (flows/cluster.py)
+    if where.engine == "dask":
+        from flows.cluster import dedup_on_cluster
+
+        marked = dedup_on_cluster(where, read_prompts(dataset), cfg, warehouse)
+    else:
+        marked = deduplicate(read_prompts(dataset), cfg, warehouse)
     added = pl.from_arrow(marked.select(["row_index", "row_id", *DUP_COLUMNS]))
     del marked
     assert isinstance(added, pl.DataFrame)

@@ -1,6 +1,7 @@
-"""The cluster path (issue 19): `sluice route` as partitioned map/reduce, each partition a Prefect task on a Dask
-cluster of two worker processes (one thread each) on loopback; the output is the single-process path's, bit for
-bit. Prefect reports to the test session's temporary server; the cluster is closed with the module."""
+"""The cluster path (issue 19): `sluice route` as partitioned map/reduce, and the dedup stage's near partitions,
+each partition a Prefect task on a Dask cluster of two worker processes (one thread each) on loopback; the output
+is the single-process path's, bit for bit. Prefect reports to the test session's temporary server; the cluster is
+closed with the module."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from distributed import Client, LocalCluster, get_task_stream
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from flows.cluster import route_on_cluster
+from flows.cluster import dedup_on_cluster, route_on_cluster
 from models.catalogue import load_catalogue
 from sluice.cli import app
 from sluice.config import ClusterSettings, RouterSettings, load_settings
+from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
+from sluice.stages.dedup.minhash import NearConfig
 from sluice.stages.route.learned import train_router
 from sluice.stages.route.stream import route_file
+from tests.sluice.stages.dedup.test_dedup_memory import fixture_rows
 from tests.sluice.stages.route.test_partitioned import PROMPTS, prompts_file
 
 ROWS, BATCH = 700, 64
@@ -84,3 +88,37 @@ def test_dask_without_an_address_starts_a_temporary_local_cluster(tmp_path, monk
 def test_an_address_with_the_local_engine_is_refused():
     with pytest.raises(ValueError, match="set engine to 'dask'"):
         ClusterSettings(engine="local", address="tcp://127.0.0.1:8786")
+
+
+def test_cluster_dedup_equals_single_process_dedup(tmp_path, dask_cluster):
+    """Planted exact copies (case, spacing), near copies (filler words) and vetoed edits (changed numbers,
+    reorderings, other system prompts): the near stage's partitions signed on the workers mark the same rows."""
+    cluster, client = dask_cluster
+    rows = fixture_rows()
+    cfg = DedupConfig(stages=("exact", "near"), near=NearConfig(partition_rows=256, spill_dir=str(tmp_path)))
+    local = deduplicate(rows, cfg)
+    where = ClusterSettings(engine="dask", address=cluster.scheduler_address)
+    with get_task_stream(client) as stream:
+        remote = dedup_on_cluster(where, rows, cfg)
+    assert remote.equals(local)
+    kinds = pl.from_arrow(remote.select(["dup_kind"]))["dup_kind"].value_counts()
+    found = dict(kinds.iter_rows())
+    assert found.get("exact", 0) > 50 and found.get("near", 0) > 20  # both kinds really planted and found
+    partitions = [t for t in stream.data if t["key"].startswith("run_partition")]
+    assert len(partitions) == -(-rows.num_rows // 256) and len({t["worker"] for t in partitions}) == 2
+
+
+def test_sluice_dedup_with_a_cluster_address_writes_what_the_local_command_writes(tmp_path, dask_cluster, monkeypatch):
+    import pyarrow.parquet as pq
+
+    cluster, _ = dask_cluster
+    rows = fixture_rows()
+    pq.write_table(rows.select(["prompt", "system", "max_tokens"]), tmp_path / "in.parquet")
+    args = ["dedup", str(tmp_path / "in.parquet"), "--only", "exact,near"]
+    local = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "local.parquet")])
+    monkeypatch.setenv("SLUICE_CLUSTER_ADDRESS", cluster.scheduler_address)
+    monkeypatch.setenv("SLUICE_CLUSTER", "dask")
+    remote = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "cluster.parquet")])
+    assert local.exit_code == 0 and remote.exit_code == 0, local.output + remote.output
+    assert remote.output.replace("cluster.parquet", "local.parquet") == local.output
+    assert_frame_equal(pl.read_parquet(tmp_path / "cluster.parquet"), pl.read_parquet(tmp_path / "local.parquet"))
