@@ -17,8 +17,9 @@ Index rows are written when a run lands (`index_answers`, called by the land tas
 hashes' polars version, default max_tokens, MinHash settings): runs not indexed under tonight's scheme, such as
 runs landed before this index existed, are read whole (the reference path for them), and the next landing
 indexes them. The ANN file is derived: it lives beside the warehouse and is brought up to date at lookup.
-Exactness rests on the ANN search finding each row's nearest entries (usearch HNSW; bench/cache_index.py measures
-agreement at 1M entries); the exact and near lookups are exact.
+Exactness rests on the ANN search finding each row's nearest entries (usearch HNSW, exhaustive below 20k entries;
+at 1M entries 4 of 10k rows lost a cache hit: bench/results/cache_index.md); the exact and near lookups are exact.
+The exact and near lookups pick entry ids first (no texts through the window), then read those rows.
 """
 
 from __future__ import annotations
@@ -186,18 +187,25 @@ def _candidates(con, warehouse: str | Path, cfg: Any, tonight: pl.DataFrame, req
     if tonight.height:
         block = tonight.select(fingerprint).to_series().to_numpy()
         con.register("_keys", tonight.select(request_key.alias("request_key")).unique().to_arrow())
-        con.register("_bands", _tonight_bands(tonight, block, cfg.near))
-        first = (f"QUALIFY row_number() OVER (PARTITION BY {{by}} ORDER BY {ORDER}) = 1")
+        con.register("_bands", pl.from_arrow(_tonight_bands(tonight, block, cfg.near)).unique().to_arrow())
+        first = f"QUALIFY row_number() OVER (PARTITION BY {{by}} ORDER BY {ORDER}) = 1"
+        narrow = "SELECT e.entry_id FROM" + entry_sql().split("FROM", 1)[1]  # ids only: no texts in the window
+        ids = []
         for table, by in (("_keys", "k.request_key"), ("_bands", "k.band, k.band_key")):
             join = "k.request_key = e.request_key" if table == "_keys" else \
                 "k.band = b.band AND k.band_key = b.band_key"
             bands = "" if table == "_keys" else "JOIN cache_bands b ON b.entry_id = e.entry_id "
-            frames.append(con.execute(
-                entry_sql().replace("FROM results r JOIN runs USING (run_id)",
-                                    "FROM results r JOIN runs USING (run_id) "
-                                    "JOIN cache_entries e ON e.run_id = r.run_id AND e.row_id = r.row_id "
-                                    f"{bands}JOIN {table} k ON {join}")
-                + f" AND {indexed} " + first.format(by=by), {**params, "scheme": current}).pl())
+            ids.append(con.execute(
+                narrow.replace("FROM results r JOIN runs USING (run_id)",
+                               "FROM results r JOIN runs USING (run_id) "
+                               "JOIN cache_entries e ON e.run_id = r.run_id AND e.row_id = r.row_id "
+                               f"{bands}JOIN {table} k ON {join}")
+                + f" AND {indexed} " + first.format(by=by),
+                {**{k: v for k, v in params.items() if k != "default_max_tokens"}, "scheme": current}
+            ).fetchnumpy()["entry_id"])
+        con.register("_ids", pa.table({"entry_id": np.unique(np.concatenate(ids)).astype(np.int64)}))
+        frames.append(_read(con, params, "(r.run_id, r.row_id) IN (SELECT run_id, row_id "
+                            "FROM cache_entries JOIN _ids USING (entry_id))"))
         frames += semantic_candidates(con, warehouse, tonight, block, cfg.semantic, fingerprint,
                                       lambda cond, p: _read(con, {**params, "scheme": current, **p},
                                                             f"{indexed} AND {cond}"))
