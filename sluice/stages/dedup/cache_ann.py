@@ -82,6 +82,18 @@ def ann_index(con, warehouse: str | Path):
     return index
 
 
+def _as_batch(found, n: int, kk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keys, similarities, counts) of a usearch search as n x kk arrays: one query comes back as `Matches`
+    holding only its valid results, several as `BatchMatches` padded to kk with `counts` per query."""
+    if hasattr(found, "counts"):
+        return (np.asarray(found.keys).reshape(n, kk).astype(np.int64),
+                1.0 - np.asarray(found.distances).reshape(n, kk), np.asarray(found.counts).reshape(n))
+    m = len(found.keys)
+    keys, sims = np.zeros((1, kk), np.int64), np.full((1, kk), -np.inf)
+    keys[0, :m], sims[0, :m] = np.asarray(found.keys).astype(np.int64), 1.0 - np.asarray(found.distances)
+    return keys, sims, np.array([m])
+
+
 def semantic_candidates(con, warehouse: str | Path, tonight: pl.DataFrame, block: np.ndarray, sem,
                         fingerprint: pl.Expr, read: Callable[[str, dict], pl.DataFrame]) -> list[pl.DataFrame]:
     """Valid entries that may be among a tonight short row's top_k static neighbours of its fingerprint
@@ -107,9 +119,7 @@ def semantic_candidates(con, warehouse: str | Path, tonight: pl.DataFrame, block
     while len(todo):
         kk = min(k, len(index))
         found = index.search(vecs[todo], count=kk, exact=len(index) <= EXACT_BELOW)
-        keys = np.asarray(found.keys).reshape(len(todo), kk).astype(np.int64)
-        sims = 1.0 - np.asarray(found.distances).reshape(len(todo), kk)
-        counts = np.asarray(found.counts).reshape(len(todo))
+        keys, sims, counts = _as_batch(found, len(todo), kk)
         above = (np.arange(kk)[None, :] < counts[:, None]) & (sims >= floor)
         fresh = np.setdiff1d(np.unique(keys[above]), seen_ids)
         if len(fresh):

@@ -178,6 +178,15 @@ def cache_candidates(warehouse: str | Path | None, cfg: Any, df: pl.DataFrame, r
     return _in_order(frames)
 
 
+def _temp_table(con, name: str, table: pa.Table) -> None:
+    """Copy an Arrow table into a temporary DuckDB table (allowed on a read-only connection). Joined as a
+    registered Arrow scan, DuckDB 1.5 pushes the join's key range into the scan as a pyarrow filter and fails on
+    UBIGINT keys above 2**63 ("Python int too large to convert to C long")."""
+    con.register("_arrow_in", table)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _arrow_in")
+    con.unregister("_arrow_in")
+
+
 def _candidates(con, warehouse: str | Path, cfg: Any, tonight: pl.DataFrame, request_key: pl.Expr,
                 fingerprint: pl.Expr) -> list[pl.DataFrame]:
     params = entry_params(con, cfg.cache, cfg.default_max_tokens)
@@ -186,8 +195,8 @@ def _candidates(con, warehouse: str | Path, cfg: Any, tonight: pl.DataFrame, req
     frames = [_read(con, {**params, "scheme": current}, "NOT " + indexed)]  # runs read whole
     if tonight.height:
         block = tonight.select(fingerprint).to_series().to_numpy()
-        con.register("_keys", tonight.select(request_key.alias("request_key")).unique().to_arrow())
-        con.register("_bands", pl.from_arrow(_tonight_bands(tonight, block, cfg.near)).unique().to_arrow())
+        _temp_table(con, "_keys", tonight.select(request_key.alias("request_key")).unique().to_arrow())
+        _temp_table(con, "_bands", pl.from_arrow(_tonight_bands(tonight, block, cfg.near)).unique().to_arrow())
         first = f"QUALIFY row_number() OVER (PARTITION BY {{by}} ORDER BY {ORDER}) = 1"
         narrow = "SELECT e.entry_id FROM" + entry_sql().split("FROM", 1)[1]  # ids only: no texts in the window
         ids = []

@@ -144,6 +144,31 @@ def test_semantic_hits_through_the_ann_index(monkeypatch, warehouse):
     assert list((warehouse.parent / "wh.duckdb.cache-ann").glob("ann-*.usearch"))  # kept beside the warehouse
 
 
+def test_a_night_of_one_short_row_finds_its_paraphrase(monkeypatch, warehouse):
+    """One query comes back from usearch as Matches (no per-query counts), several as BatchMatches."""
+    table = validate_prompts(pa.table({"prompt": [PARAPHRASES[0][1]]}))
+    indexed, everything = run_both(monkeypatch, warehouse, table, CacheConfig(served_models=SERVED, ttl_days=60))
+    assert indexed.select(HIT_COLUMNS).equals(everything.select(HIT_COLUMNS))
+    assert indexed["dup_kind"].to_list() == ["cache"]
+
+
+def test_request_keys_above_2_63_are_looked_up(tmp_path):
+    """Keys are UBIGINT hashes: a warehouse whose keys all lie above 2**63 (DuckDB pushed the join's key range into
+    the Arrow scan of tonight's keys as a pyarrow filter, which overflowed a C long: a second night failed)."""
+    texts = [f"Summarise note number {i} about the harbour." for i in range(64)]
+    table = validate_prompts(pa.table({"prompt": texts}))
+    keys = pl.from_arrow(table).select(request_key(DMT).alias("k"))["k"].to_list()
+    high = [t for t, k in zip(texts, keys) if k >= 2**63][:4]
+    assert len(high) == 4
+    wh = tmp_path / "wh.duckdb"
+    land_night(wh, "night1", high, NOW - timedelta(days=1))
+    index(wh)
+    tonight_df = pl.from_arrow(validate_prompts(pa.table({"prompt": high}))).with_columns(status=pl.lit("pending"))
+    cfg = DedupConfig(stages=STAGES, cache=CacheConfig(served_models=SERVED))
+    found = cache_candidates(wh, cfg, tonight_df, request_key(DMT), request_fingerprint(DMT))
+    assert sorted(found["prompt"].to_list()) == sorted(high)
+
+
 def test_a_warehouse_landed_before_the_index_is_read_whole_then_indexed(monkeypatch, tmp_path):
     wh = tmp_path / "wh.duckdb"
     rng = random.Random(3)
