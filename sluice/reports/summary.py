@@ -23,6 +23,9 @@ def summary_lines(summary: dict) -> list[tuple[str, str]]:
         lines.append((f"judge on {summary['judge_tier']} (quality assurance)",
                       f"{summary['judge_pairs']} free-text shadow pairs, {summary['judge_requests']} requests  "
                       f"(${summary['judge_cost_usd']:.6f})"))
+    if summary.get("checks_cost_usd"):  # checks of large dedup clusters: part of the total (land/checked.py)
+        lines.append(("dedup cluster checks", f"{summary['clusters_checked']} clusters, "
+                      f"{summary['clusters_refused']} refused  (${summary['checks_cost_usd']:.6f})"))
     if summary.get("structured"):
         lines.append(("structured answers valid", f"{summary['structured_valid']} of {summary['structured']}"))
     if summary.get("interrupted_requests"):  # sent before a kill, never saved, sent again: billed twice, both here
@@ -161,6 +164,8 @@ def summary_table(summary: dict) -> list[dict]:
         {"tier": "failed", "rows": summary["failed"], "cost_usd": None},
         *([{"tier": f"judge on {summary['judge_tier']} (quality assurance)", "rows": summary["judge_pairs"],
             "cost_usd": round(summary["judge_cost_usd"], 6)}] if summary.get("judge_tier") else []),
+        *([{"tier": "dedup cluster checks", "rows": summary["clusters_checked"],
+            "cost_usd": round(summary["checks_cost_usd"], 6)}] if summary.get("checks_cost_usd") else []),
         {"tier": "total", "rows": summary["rows"], "cost_usd": round(summary["cost_usd"], 6)},
         {"tier": "all-premium baseline", "rows": summary["rows"], "cost_usd": round(summary["baseline_cost_usd"], 6)},
         {"tier": f"saving ({summary['saving_pct']:.1f}%)", "rows": None, "cost_usd": round(summary["saving_usd"], 6)},

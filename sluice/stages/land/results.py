@@ -40,6 +40,7 @@ import pyarrow as pa
 from sluice.contracts.columns import ANSWER_SCHEMA
 from sluice.contracts.tags import tags_json
 from sluice.stages.land.chargeback import apply_run_tags, with_chargeback_columns
+from sluice.stages.land.checked import checks_spend
 from sluice.stages.land.errors import error_rows
 from sluice.stages.land.estimate import quality_check
 from sluice.stages.land.grading import accuracy_summary, grade_results
@@ -328,6 +329,7 @@ def land_results(
         raise ValueError(f"run {run_id}: duplicate row_id in results; refusing to land")
     summary = summarise(results)
     summary.update(judge_spend(summary, judge))  # the judge's own line, in the run's total (land/judged.py)
+    summary.update(checks_spend(summary, run.get("billing")))  # the dedup cluster checks' too (land/checked.py)
     summary.update(baseline_quality or {})
     summary.update(quality_estimate or {})  # sluice.stages.land.estimate; against run["min_quality"], if set
     summary.update(quality_check(summary, run.get("min_quality")))

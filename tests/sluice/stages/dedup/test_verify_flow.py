@@ -1,6 +1,6 @@
 """Verified clusters in a real run (flows/batch_run.py on replay tiers): a planted bad cluster is refused and its
-members answered on their own; a good one keeps its reuse; the checks' cost and verdicts are recorded and come back
-as the team's verdicts."""
+members answered on their own; a good one keeps its reuse; the checks' cost and verdicts are recorded (the cost in
+the run's total) and come back as the team's verdicts."""
 
 import json
 
@@ -41,11 +41,17 @@ def test_a_planted_bad_cluster_is_refused_in_the_run_and_its_members_are_answere
     data = tmp_path / "batch.parquet"
     pq.write_table(pa.table({"prompt": good + bad}), data)
     wh = tmp_path / "wh.duckdb"
-    sluice_run(str(data), warehouse=str(wh), catalogue=str(catalogue), data_dir=str(tmp_path / "data"))
+    summary = sluice_run(str(data), warehouse=str(wh), catalogue=str(catalogue), data_dir=str(tmp_path / "data"))
 
     with duckdb.connect(str(wh), read_only=True) as con:
         checks = json.loads(con.execute("SELECT billing FROM runs").fetchone()[0])["dedup"]["checks"]
         rows = dict(con.execute("SELECT prompt, status || ':' || coalesce(response, '') FROM results").fetchall())
+        run_cost, baseline = con.execute("SELECT cost_usd, baseline_cost_usd FROM runs").fetchone()
+        rows_cost = con.execute("SELECT sum(cost_usd) FROM results").fetchone()[0]
+    # the checks are the run's spend, in no row's cost: the run's total is its rows' plus the checks'
+    assert abs(run_cost - (rows_cost + checks["cost_usd"])) < 1e-9 and rows_cost > 0
+    assert abs(summary["saving_usd"] - (baseline - rows_cost - checks["cost_usd"])) < 1e-9
+    assert summary["checks_cost_usd"] == checks["cost_usd"] and summary["clusters_refused"] == 1
     assert checks["clusters_checked"] == 2 and checks["clusters_refused"] == 1 and checks["members_checked"] == 8
     assert checks["cost_usd"] > 0  # 2 canonical probes + 8 members at $1 per 1M tokens
     assert all(rows[p] == "duplicate:42" for p in good[1:])  # the good cluster keeps its reuse
