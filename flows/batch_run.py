@@ -71,6 +71,7 @@ from sluice.stages.dedup import run_record as dedup_record
 from sluice.stages.route import write_tier_partitions
 from tasks.budget import admit_first_answers, budget_summary, carry_deferred, gate, run_failed, settle
 from tasks.infer import (
+    answer_pass,
     dispatch_tier,
     infer_tier,
     record_provider_batches,
@@ -204,7 +205,8 @@ def sluice_run(
     except ProviderBatchPending as wait:  # a tier with `batch_wait = false`: collect-batches resumes the run
         return waiting_on_provider(run_dir, wait)
     run["budget"] = budget_summary(run_dir)  # budget, spent, reserved and released (None: no budget)
-    summary = land(run_dir, str(settings.warehouse), run, tiers.names, tiers.baseline_tier)
+    summary = land(run_dir, str(settings.warehouse), run, tiers.names, tiers.baseline_tier,
+                   default_max_tokens=settings.default_max_tokens)
     record_provider_batches(run_dir, str(settings.warehouse), run_id)  # every batch the provider was paid for
     # The router learns from tonight's labels: a new version when enough have arrived, promoted only if it beats
     # the promoted one on held-out folds. A failure to retrain is recorded, never the run's failure.
@@ -228,8 +230,9 @@ def _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue,
                 if i == last_self_hosted:
                     release_engines()
                 continue
+        sends = dispatch if dispatch and (t.self_hosted or dispatch_api_tiers) else None  # scale-out, every pass
         if t.name not in partitions:
-            _follow_ups(t, run_dir, tiers, settings, billing)
+            _follow_ups(t, run_dir, tiers, settings, billing, sends, catalogue)
             if i == last_self_hosted:
                 release_engines()
             continue
@@ -246,26 +249,28 @@ def _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue,
                 shard_rows=shard_rows,
             )
         settle(run_dir, t.name, billing[t.name])  # the tier's first answers, reserved when they were admitted
-        _follow_ups(t, run_dir, tiers, settings, billing)
+        _follow_ups(t, run_dir, tiers, settings, billing, sends, catalogue)
         if i == last_self_hosted:
             release_engines()
 
 
-def _follow_ups(t, run_dir: Path, tiers, settings, billing: dict) -> None:
+def _follow_ups(t, run_dir: Path, tiers, settings, billing: dict, dispatch: str | None = None,
+                catalogue: str | None = None) -> None:
     """After tier `t`'s routed rows: answer the rows escalated to it and its shadow sample, retry its schema
-    failures on it, then decide what goes on to the next tier (tasks.review)."""
-    args = (run_dir, tiers, str(settings.data_dir), settings.default_max_tokens)
+    failures on it, then decide what goes on to the next tier (tasks.review). With `dispatch`, each pass goes to
+    the pool's workers like the first."""
+    args = (run_dir, tiers, str(settings.data_dir), settings.default_max_tokens, settings.shard_rows)
+    where = {"dispatch": dispatch, "catalogue_path": catalogue}
     # with a budget, each pass sends only the rows it has room for (gate) and settles its bill after
     for kind, part in (("escalation", run_dir / "escalated" / f"tier={t.name}.parquet"),
                        ("shadow", run_dir / "shadow" / f"tier={t.name}.parquet")):
         key = f"{t.name}/{kind}"
         if part.is_file() and pq.read_metadata(part).num_rows and gate(run_dir, key, part, settings.default_max_tokens):
-            billing[key] = settle(run_dir, key, infer_tier(t.name, part, *args, shard_rows=settings.shard_rows,
-                                                           kind=kind))
+            billing[key] = settle(run_dir, key, answer_pass(t.name, part, *args, kind=kind, **where))
     retry = review(run_dir, t.name, tiers, settings.router, settings.default_max_tokens, "retry")
     if retry is not None and gate(run_dir, f"{t.name}/retry", retry, settings.default_max_tokens):
-        billing[f"{t.name}/retry"] = settle(run_dir, f"{t.name}/retry", infer_tier(
-            t.name, retry, *args, shard_rows=settings.shard_rows, kind="retry"))
+        billing[f"{t.name}/retry"] = settle(run_dir, f"{t.name}/retry", answer_pass(
+            t.name, retry, *args, kind="retry", **where))
     review(run_dir, t.name, tiers, settings.router, settings.default_max_tokens, "escalate")
 
 

@@ -14,7 +14,15 @@ from prefect.cache_policies import NO_CACHE
 from models.backends import ProviderBatchPending, make_backend, release_engines
 from models.catalogue import Catalogue
 from sluice.runs import answers_dir, mark_waiting, read_manifest
-from sluice.stages.infer import answer_shard, infer_tier_shards, shard_count, tier_billing
+from sluice.stages.infer import (
+    answer_shard,
+    claim_shard,
+    clear_claims,
+    infer_tier_shards,
+    shard_answered,
+    shard_count,
+    tier_billing,
+)
 from tasks.progress import stage_advanced, stage_finished, stage_started
 
 
@@ -82,24 +90,28 @@ def infer_tier(
 @task(name="dispatch-tier", cache_policy=NO_CACHE)
 def dispatch_tier(
     tier_name: str, partition: Path, run_dir: Path, deployment: str, shard_rows: int,
-    catalogue_path: str | None, data_dir: str, default_max_tokens: int,
+    catalogue_path: str | None, data_dir: str, default_max_tokens: int, kind: str = "first",
 ) -> dict[str, float]:
     """Scale out: one flow run of the `infer-shard` deployment per unanswered shard, taken by whichever workers
-    of its pool are free; wait for all, then add up the shards' billing files."""
+    of its pool are free; wait for all, then add up the shards' billing files. Every pass is dispatched alike:
+    the routed rows ("first") and the review's follow-ups ("escalation", "shadow", "retry")."""
     from prefect import get_client
     from prefect.deployments import run_deployment
 
     logger = get_run_logger()
-    stage_started(f"infer {tier_name}", pq.read_metadata(partition).num_rows)
-    answers = run_dir / "answers" / f"tier={tier_name}"
-    todo = [k for k in range(shard_count(partition, shard_rows))
-            if not (answers / f"shard-{k:05d}.parquet").exists()]
+    stage = f"infer {tier_name}" if kind == "first" else f"{kind} {tier_name}"
+    stage_started(stage, pq.read_metadata(partition).num_rows)
+    tier_dir = answers_dir(run_dir, kind) / f"tier={tier_name}"
+    shards = shard_count(partition, shard_rows)
+    if cleared := clear_claims(tier_dir):  # left by workers of an earlier try that died holding them
+        logger.info("tier %s: %d stale shard claim(s) cleared", tier_name, cleared)
+    todo = [k for k in range(shards) if not shard_answered(tier_dir, k)]
     params = {"run_dir": str(run_dir.resolve()), "tier_name": tier_name, "partition": str(partition.resolve()),
-              "shard_rows": shard_rows, "default_max_tokens": default_max_tokens,
+              "shard_rows": shard_rows, "default_max_tokens": default_max_tokens, "kind": kind,
               "catalogue": str(Path(catalogue_path).resolve()) if catalogue_path else None,
               "data_dir": str(Path(data_dir).resolve())}
     submitted = [run_deployment(deployment, parameters={**params, "shard": k}, timeout=0) for k in todo]
-    logger.info("tier %s: %d shards dispatched to %s", tier_name, len(submitted), deployment)
+    logger.info("tier %s (%s): %d shards dispatched to %s", tier_name, kind, len(submitted), deployment)
     failed = []
     with get_client(sync_client=True) as client:
         for run in submitted:
@@ -107,31 +119,69 @@ def dispatch_tier(
                 time.sleep(2)
             if not state.is_completed():
                 failed.append(f"{run.name}: {state.name}")
-    if failed:
-        raise RuntimeError(f"tier {tier_name}: {len(failed)} shard run(s) did not complete ({'; '.join(failed)});"
-                           " rerun to resume: answered shards are kept")
-    billing = tier_billing(run_dir / "answers", tier_name)
-    stage_advanced(f"infer {tier_name}", int(billing.get("rows", 0)), cost_usd=billing.get("cost_usd", 0.0))
-    stage_finished(f"infer {tier_name}")
+    missing = [k for k in range(shards) if not shard_answered(tier_dir, k)]
+    if failed or missing:
+        raise RuntimeError(f"tier {tier_name} ({kind}): {len(failed)} shard run(s) did not complete "
+                           f"({'; '.join(failed)}), {len(missing)} shard(s) unanswered; rerun to resume: answered "
+                           "shards are kept")
+    billing = tier_billing(answers_dir(run_dir, kind), tier_name)
+    stage_advanced(stage, int(billing.get("rows", 0)), cost_usd=billing.get("cost_usd", 0.0))
+    stage_finished(stage)
     return billing
+
+
+def answer_pass(tier_name: str, partition: Path, run_dir: Path, catalogue: Catalogue, data_dir: str,
+                default_max_tokens: int, shard_rows: int, kind: str, dispatch: str | None = None,
+                catalogue_path: str | None = None) -> dict[str, float]:
+    """One pass of a tier, answered here (`infer_tier`) or, with `dispatch` (a deployment), on the pool's workers
+    like the first pass (`dispatch_tier`); returns its billing."""
+    if dispatch:
+        return dispatch_tier(tier_name, partition, run_dir, dispatch, shard_rows, catalogue_path, data_dir,
+                             default_max_tokens, kind=kind)
+    return infer_tier(tier_name, partition, run_dir, catalogue, data_dir, default_max_tokens, shard_rows=shard_rows,
+                      kind=kind)
 
 
 @task(name="infer-shard", cache_policy=NO_CACHE)
 def infer_one_shard(run_dir: Path, tier_name: str, partition: Path, shard: int, shard_rows: int,
-                    catalogue: Catalogue, data_dir: str, default_max_tokens: int) -> dict[str, float]:
-    """One shard of a tier's partition, on whichever worker runs it (flows/infer_shard.py); a process worker runs
-    one flow per process, so the engine is released before it exits."""
+                    catalogue: Catalogue, data_dir: str, default_max_tokens: int,
+                    kind: str = "first") -> dict[str, float]:
+    """Shard `shard` of a tier's pass, on whichever worker runs it (flows/infer_shard.py), unless another worker
+    has taken it. While its engine is warm the worker goes on to the tier's shards no run has started yet (each
+    taken by `claim_shard`, so the run dispatched for it skips it): a pool of N workers starts N engines per tier,
+    not one per shard. A process worker runs one flow per process, so the engine is released before it exits.
+    Returns the billing of the shards answered here (summed; `shards` counts them, 0 when skipped)."""
+    logger = get_run_logger()
     tier = catalogue.tier(tier_name)
-    get_run_logger().info("tier %s shard %d of %s", tier_name, shard, partition)
+    tier_dir = answers_dir(run_dir, kind) / f"tier={tier_name}"
+    if not claim_shard(tier_dir, shard):
+        logger.info("tier %s (%s) shard %d: answered or taken by another worker; skipped", tier_name, kind, shard)
+        return {"shards": 0.0}
+    logger.info("tier %s (%s) shard %d of %s", tier_name, kind, shard, partition)
     if tier.replayed:
-        get_run_logger().info("tier %s: replayed from %s (recorded answers, no network)", tier.name, tier.answers)
+        logger.info("tier %s: replayed from %s (recorded answers, no network)", tier.name, tier.answers)
     backend = make_backend(tier, data_dir=data_dir)
+    answered = [shard]
     try:
-        return answer_shard(partition, shard, run_dir / "answers", tier, catalogue, backend, default_max_tokens,
-                            shard_rows)
+        bills = [answer_shard(partition, shard, answers_dir(run_dir, kind), tier, catalogue, backend,
+                              default_max_tokens, shard_rows)]
+        if tier.self_hosted:  # the engine is warm: take the tier's next shards that nobody has started
+            for k in range(shard_count(partition, shard_rows)):
+                if k != shard and claim_shard(tier_dir, k):
+                    logger.info("tier %s (%s) shard %d: taken on the warm engine", tier_name, kind, k)
+                    bills.append(answer_shard(partition, k, answers_dir(run_dir, kind), tier, catalogue, backend,
+                                              default_max_tokens, shard_rows))
+                    answered.append(k)
     finally:
         backend.close()
         release_engines()
+    totals: dict[str, float] = {}
+    for bill in bills:
+        for key, value in bill.items():
+            if key not in ("worker_pid", "worker_ppid"):
+                totals[key] = totals.get(key, 0.0) + float(value)
+    totals["shards"] = float(len(answered))
+    return totals
 
 
 def waiting_on_provider(run_dir: Path, wait: ProviderBatchPending):

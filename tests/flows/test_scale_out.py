@@ -1,6 +1,7 @@
 """Scale-out: a real Prefect server, the `infer-shard/gpu` deployment from prefect.yaml, two process workers
-on loopback; the self-hosted tier's shards are dispatched as separate flow runs and shared between the workers,
-each running its own vLLM engine (the tiny Llama); the API tiers answer on a loopback server."""
+on loopback; the self-hosted tiers' shards are dispatched as separate flow runs and shared between the workers,
+each running its own vLLM engine (the tiny Llama) and keeping it warm for the next shard; follow-up passes are
+dispatched like the first; the API tier answers on a loopback server."""
 
 from __future__ import annotations
 
@@ -79,39 +80,74 @@ def prefect_stack(tmp_path):
                 os.killpg(p.pid, signal.SIGKILL)
 
 
-def test_two_workers_share_one_batch_and_every_row_lands_once(tmp_path, prefect_stack, monkeypatch, tiny_model_dir,
-                                                               test_catalogue):
-    """The self-hosted tier (the tiny Llama on vLLM) is split into two shards; each worker starts its own engine,
-    answers its shard, and bills its own time. The tier's landed cost is the sum of both workers' billed time."""
+def _two_engine_tiers_catalogue(path: Path, model: Path, base_url: str) -> Path:
+    """small and mid both on vLLM (the tiny Llama, one engine's settings; small gives logprobs, so the cascade
+    escalates its least confident answers to mid), premium on the loopback API."""
+    vllm = f'backend = "vllm"\nmodel = "{model}"\ndtype = "float32"\nworker = "cpu"\nmax_model_len = 1024\n'
+    path.write_text(f"""
+baseline = "premium"
+[workers.cpu]
+usd_per_hour = 0.36
+[[tiers]]
+name = "small"
+{vllm}logprobs = true
+[[tiers]]
+name = "mid"
+{vllm}
+[[tiers]]
+name = "premium"
+backend = "openai"
+model = "premium-test"
+base_url = "{base_url}"
+api_key_env = "SLUICE_TEST_PREMIUM_KEY"
+input_usd_per_1m = 2.50
+output_usd_per_1m = 10.00
+""")
+    return path
+
+
+def test_two_workers_share_one_batch_and_every_row_lands_once(tmp_path, prefect_stack, monkeypatch, tiny_model_dir):
+    """The self-hosted tier (the tiny Llama on vLLM) is split into shards dispatched as flow runs; each worker
+    starts its engine once and, while it is warm, goes on to the shards nobody has started (the runs dispatched
+    for those skip them), answers and bills its own time. The tier's landed cost is the sum of both workers'
+    billed time. The cascade's escalations to mid (self-hosted too) are dispatched to the workers like the first
+    pass."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.batch_run import sluice_run
 
-    monkeypatch.setenv("SLUICE_SHARD_ROWS", "40")
+    monkeypatch.setenv("SLUICE_SHARD_ROWS", "20")
+    monkeypatch.setenv("SLUICE_TEST_PREMIUM_KEY", "sk-test-scale")
     with OpenAICompatServer(faults=Faults(delay_s=0.01)) as server, \
             temporary_settings(updates={PREFECT_API_URL: prefect_stack}):
-        cat = test_catalogue(tiny_model_dir, server.base_url)
+        cat = _two_engine_tiers_catalogue(tmp_path / "catalogue.toml", tiny_model_dir, server.base_url)
         summary = sluice_run(str(SAMPLE), warehouse=str(tmp_path / "wh.duckdb"), catalogue=str(cat),
                              data_dir=str(tmp_path / "data"), dispatch="infer-shard/gpu")
 
     run_dir = tmp_path / "data" / "runs" / summary["run_id"]
     small_rows = pq.read_metadata(run_dir / "routed" / "tier=small" / "part-0.parquet").num_rows
     bills = [json.loads(p.read_text()) for p in sorted(run_dir.glob("answers/tier=small/shard-*.billing.json"))]
-    assert len(bills) == -(-small_rows // 40) >= 2
-    workers = {int(b["worker_ppid"]) for b in bills}
-    assert os.getpid() not in {int(b["worker_pid"]) for b in bills}  # answered by workers, not the driver
-    assert len(workers) == 2  # ... by both of them
-    assert all(b["engine_start_s"] > 0 for b in bills)  # each worker started (and billed) its own engine
+    assert len(bills) == -(-small_rows // 20) >= 4
+    processes = {int(b["worker_pid"]) for b in bills}
+    assert os.getpid() not in processes  # answered by workers, not the driver
+    assert len({int(b["worker_ppid"]) for b in bills}) == 2  # ... by both of them
+    # one engine start per worker process that answered, not one per shard: a warm engine takes the next shards
+    assert sum(1 for b in bills if b["engine_start_s"] > 0) == len(processes) < len(bills)
+    # the follow-up pass went to the workers too: mid's escalations answered in worker processes
+    escalated = [json.loads(p.read_text()) for p in run_dir.glob("answers/escalation/tier=mid/shard-*.billing.json")]
+    assert escalated and all(int(b["worker_pid"]) != os.getpid() for b in escalated)
 
     with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
         n, distinct = con.execute("select count(*), count(distinct row_id) from results").fetchone()
-        # what was spent on the small tier: its attempts (a row's cost_usd also holds its shadow answer on premium)
+        # what was spent on the small tier's routed rows: their first attempts
         small_cost, answered = con.execute(
             "select sum(cost_usd), count(distinct row_id) from attempts where tier = 'small' and kind = 'first' "
             "and status = 'ok'").fetchone()
-        shadow = con.execute("select sum(cost_usd - shadow_cost_usd) from results where tier = 'small'").fetchone()[0]
-    assert shadow == pytest.approx(small_cost)  # the rows' own cost, less their shadow answers, is the tier's
+        escalation_cost, escalation_rows = con.execute(
+            "select sum(cost_usd), count(*) from attempts where kind = 'escalation' and tier = 'mid'").fetchone()
     assert n == distinct == pq.read_metadata(SAMPLE).num_rows  # every row landed once
     assert answered == small_rows
     # the tier's cost is both workers' billed time (engine start + generation) at the worker's hourly price
     assert small_cost == pytest.approx(sum(b["billed_seconds"] for b in bills) * 0.36 / 3600)
+    assert escalation_rows == sum(int(b["rows"]) for b in escalated)
+    assert escalation_cost == pytest.approx(sum(b["billed_seconds"] for b in escalated) * 0.36 / 3600)

@@ -6,6 +6,16 @@
                         rows before it is used; refused, its rows go to the next tier
 """
 
-from sluice.stages.infer.answer import answer_shard, infer_tier_shards, requests_from, shard_count, tier_billing
+from sluice.stages.infer.answer import (
+    answer_shard,
+    claim_shard,
+    clear_claims,
+    infer_tier_shards,
+    requests_from,
+    shard_answered,
+    shard_count,
+    tier_billing,
+)
 
-__all__ = ["answer_shard", "infer_tier_shards", "requests_from", "shard_count", "tier_billing"]
+__all__ = ["answer_shard", "claim_shard", "clear_claims", "infer_tier_shards", "requests_from", "shard_answered",
+           "shard_count", "tier_billing"]

@@ -221,6 +221,39 @@ def answer_shard(
     return billing
 
 
+def shard_answered(tier_dir: Path, shard: int) -> bool:
+    out = tier_dir / f"shard-{shard:05d}.parquet"
+    return out.exists() and out.with_suffix(".billing.json").exists()
+
+
+def claim_shard(tier_dir: Path, shard: int) -> bool:
+    """Take an unanswered shard for this process; False when it is answered or another process has taken it.
+
+    Scale-out (flows/infer_shard.py): a worker whose engine is warm goes on to shards no run has started, and the
+    run dispatched for such a shard finds it taken and skips it. The claim is an exclusive create of
+    `shard-NNNNN.claim` in the shared run folder: one process wins. The driver clears the claims of unanswered
+    shards before it dispatches (`clear_claims`), so a worker that died holding one does not block a rerun."""
+    if shard_answered(tier_dir, shard):
+        return False
+    tier_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(tier_dir / f"shard-{shard:05d}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"pid": os.getpid(), "ppid": os.getppid()}))
+    return True
+
+
+def clear_claims(tier_dir: Path) -> int:
+    """Forget the claims of unanswered shards (before a dispatch: no shard run is in flight); returns how many."""
+    stale = [c for c in tier_dir.glob("shard-*.claim")
+             if not shard_answered(tier_dir, int(c.name.split(".")[0].removeprefix("shard-")))]
+    for c in stale:
+        c.unlink(missing_ok=True)
+    return len(stale)
+
+
 def tier_billing(answers_dir: Path, tier: str) -> dict[str, float]:
     """A tier's billing: the sum over its shards' billing files (whichever worker answered them)."""
     totals: dict[str, float] = {}
