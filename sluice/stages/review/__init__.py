@@ -4,6 +4,8 @@
     cascade.py  confidence from logprobs, escalation within a budget, answer signals
     shadow.py   the deterministic shadow sample
     verifier.py answer checks as a confidence, for tiers that report no logprobs
+    checks.py   checks of an answer against its question (unused given numbers, invented operands)
+    steps.py    every worked step re-computed (units, percentages, words, chains), the final line against it
     judge.py    the judge of free-text shadow pairs (the catalogue's `judge` tier, asked in both orders)
 """
 
