@@ -225,7 +225,8 @@ def _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue,
     for i, t in enumerate(todo):
         if t.reference_tier:  # compared with its reference first; refused, its rows go on to the next tier
             usable, partitions = validate_tier(t.name, partitions, run_dir, run_id, tiers, str(settings.data_dir),
-                                               str(settings.warehouse), settings.default_max_tokens)
+                                               str(settings.warehouse), settings.default_max_tokens, dispatch,
+                                               dispatch_api_tiers, settings.shard_rows, catalogue)
             if not usable:
                 if i == last_self_hosted:
                     release_engines()

@@ -108,7 +108,11 @@ def waiting_runs(runs_dir: Path) -> list[Path]:
 
 def answers_dir(run_dir: Path, kind: str) -> Path:
     """Where a run keeps the answers of one attempt kind: the routed rows' ("first") under answers/, the others
-    under answers/<kind>/ (each with one tier=<name>/ folder of shards)."""
+    under answers/<kind>/ (each with one tier=<name>/ folder of shards). A tier validation's answers
+    ("validation/<tier>": the tier's and its reference's answers to a sample of its rows) are kept apart under
+    validation/<tier>/: they are not the rows' attempts and never land as such."""
+    if kind.startswith("validation/") and kind.count("/") == 1 and kind != "validation/":
+        return run_dir / "validation" / kind.split("/", 1)[1]
     if kind not in ATTEMPT_KINDS:
         raise ValueError(f"unknown attempt kind {kind!r}: one of {', '.join(ATTEMPT_KINDS)}")
     return run_dir / "answers" if kind == "first" else run_dir / "answers" / kind

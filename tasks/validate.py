@@ -11,11 +11,15 @@ from prefect.cache_policies import NO_CACHE
 
 from models.backends import Request
 from models.catalogue import Catalogue
+from sluice.runs import answers_dir
 from sluice.stages.infer.tier_validation import (
     TierRefused,
+    completions_from,
+    decide,
     hand_on,
     land_decision,
     load_decision,
+    reference_of,
     sample_rows,
     save_decision,
 )
@@ -45,12 +49,15 @@ def judge_free_text(rows: list[dict], requests: dict[str, Request], catalogue: C
 @task(name="validate-tier", cache_policy=NO_CACHE)
 def validate_tier(
     tier_name: str, partitions: dict[str, Path], run_dir: Path, run_id: str, catalogue: Catalogue, data_dir: str,
-    warehouse: str, default_max_tokens: int,
+    warehouse: str, default_max_tokens: int, dispatch: str | None = None, dispatch_api_tiers: bool = False,
+    shard_rows: int = 256, catalogue_path: str | None = None,
 ) -> tuple[bool, dict[str, Path]]:
     """Before a tier with a `reference_tier` answers: compare the two on a sample of the tier's rows and land the
     decision in `validations` (sluice/stages/infer/tier_validation.py). Returns (use it?, the partitions the run
     goes on with): refused, the tier's rows are handed to the next tier and the run does not use it. A resumed run
-    reuses the decision kept in the run folder."""
+    reuses the decision kept in the run folder. With `dispatch` (scale-out), the sample is answered on the pool's
+    workers like any pass (self-hosted tiers; API tiers too with `dispatch_api_tiers`); the verdicts, the judge
+    and the decision stay here."""
     logger = get_run_logger()
     tier = catalogue.tier(tier_name)
     decision = load_decision(run_dir, tier_name)
@@ -61,8 +68,13 @@ def validate_tier(
         if rows is None or rows.num_rows == 0:
             return True, partitions  # nothing for it to answer
         stage_started(f"validate {tier_name}", min(tier.validation_rows, rows.num_rows))
-        decision = compare_with_reference(tier, catalogue, sample_rows(rows, tier.validation_rows),
-                                          default_max_tokens, data_dir, judge=judge_free_text)
+        sample = sample_rows(rows, tier.validation_rows)
+        if dispatch:
+            decision = _answered_on_the_pool(tier, catalogue, sample, run_dir, data_dir, default_max_tokens,
+                                             dispatch, dispatch_api_tiers, shard_rows, catalogue_path)
+        else:
+            decision = compare_with_reference(tier, catalogue, sample, default_max_tokens, data_dir,
+                                              judge=judge_free_text)
         land_decision(warehouse, run_id, decision)
         save_decision(run_dir, decision)
         stage_finished(f"validate {tier_name}")
@@ -76,3 +88,31 @@ def validate_tier(
     hand_on(run_dir, partitions, tier_name, later[0])
     logger.info("tier %s is not used this run: its rows go to %s", tier_name, later[0])
     return False, partitions
+
+
+def _answered_on_the_pool(tier, catalogue: Catalogue, sample: pa.Table, run_dir: Path, data_dir: str,
+                          default_max_tokens: int, dispatch: str, dispatch_api_tiers: bool, shard_rows: int,
+                          catalogue_path: str | None):
+    """The tier and its reference answer the sample as dispatched passes (answers under validation/<tier>/, apart
+    from the rows' attempts), then the decision is taken from their answer shards."""
+    from models.backends import make_backend, release_engines
+    from tasks.infer import answer_pass
+
+    kind = f"validation/{tier.name}"
+    part = answers_dir(run_dir, kind) / "sample.parquet"
+    if not part.is_file():  # a resumed run answers the same sample (answered shards are kept)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(sample, part)
+    sample = pq.read_table(part)
+    answers, cost = {}, 0.0
+    for t in (tier, reference_of(tier, catalogue)):
+        sends = dispatch if (t.self_hosted or dispatch_api_tiers) else None
+        billing = answer_pass(t.name, part, run_dir, catalogue, data_dir, default_max_tokens, shard_rows, kind,
+                              dispatch=sends, catalogue_path=catalogue_path)
+        if sends is None:
+            release_engines()  # answered here: the reference may need the memory
+        cost += float(billing.get("cost_usd", 0.0))
+        shards = sorted((answers_dir(run_dir, kind) / f"tier={t.name}").glob("shard-*.parquet"))
+        answers[t.name] = completions_from(pa.concat_tables([pq.read_table(p) for p in shards])) if shards else {}
+    return decide(tier, catalogue, sample, answers, cost, default_max_tokens,
+                  lambda t: make_backend(t, data_dir), judge=judge_free_text)

@@ -151,3 +151,33 @@ def test_two_workers_share_one_batch_and_every_row_lands_once(tmp_path, prefect_
     assert small_cost == pytest.approx(sum(b["billed_seconds"] for b in bills) * 0.36 / 3600)
     assert escalation_rows == sum(int(b["rows"]) for b in escalated)
     assert escalation_cost == pytest.approx(sum(b["billed_seconds"] for b in escalated) * 0.36 / 3600)
+
+
+def test_a_tier_validation_is_answered_on_the_pool(tmp_path, prefect_stack, monkeypatch):
+    """Scale-out validates a tier on the workers too: the tier (recorded GPT-4 answers standing in for a quantised
+    GPT-4) and its reference answer the validation sample as dispatched passes (replay tiers, sent to the pool with
+    dispatch_api_tiers), kept apart from the rows' attempts; the decision is the one the driver takes in-process."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.batch_run import sluice_run
+    from tests.flows.test_tier_validation_flow import SAMPLES, catalogue
+
+    monkeypatch.setenv("SLUICE_SHARD_ROWS", "20")
+    with temporary_settings(updates={PREFECT_API_URL: prefect_stack}):
+        summary = sluice_run(f"{SAMPLES}/gsm8k.parquet", warehouse=str(tmp_path / "wh.duckdb"),
+                             catalogue=str(catalogue(tmp_path, SAMPLES / "gsm8k_gpt4.parquet")),
+                             data_dir=str(tmp_path / "data"), grader="number", use_cache=False, premium_share=0.0,
+                             shadow_share=0.0, cascade_share=0.0, dispatch="infer-shard/gpu", dispatch_api_tiers=True)
+
+    sample_dir = tmp_path / "data" / "runs" / summary["run_id"] / "validation" / "cheap"
+    for tier in ("cheap", "premium"):
+        bills = [json.loads(p.read_text()) for p in sorted(sample_dir.glob(f"tier={tier}/shard-*.billing.json"))]
+        assert len(bills) == 3  # 60 sampled rows in shards of 20
+        assert os.getpid() not in {int(b["worker_pid"]) for b in bills}  # answered by the workers
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
+        [(passed, detail)] = con.execute("SELECT passed, detail FROM validations WHERE row_id = '(decision)'"
+                                         ).fetchall()
+        attempts = con.execute("SELECT kind, tier, count(*) FROM attempts GROUP BY ALL ORDER BY ALL").fetchall()
+    numbers = json.loads(detail)
+    assert passed and (numbers["n"], numbers["tier_right"], numbers["reference_right"]) == (60, 54, 54)
+    assert attempts == [("first", "cheap", 60)]  # the validation's answers are not the rows' attempts

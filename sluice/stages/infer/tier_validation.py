@@ -151,9 +151,7 @@ def validate_tier(tier: Tier, catalogue: Catalogue, sample: pa.Table, default_ma
     from models.backends import make_backend, release_engines
     from sluice.stages.infer.answer import requests_from, row_costs
 
-    if tier.reference_tier is None:
-        raise ValueError(f"tier {tier.name!r} names no reference_tier: nothing to validate against")
-    reference = catalogue.tier(tier.reference_tier)
+    reference = reference_of(tier, catalogue)
     make = backend_for or (lambda t: make_backend(t, data_dir))
     requests = requests_from(sample, default_max_tokens)
     answers, cost = {}, 0.0
@@ -166,6 +164,33 @@ def validate_tier(tier: Tier, catalogue: Catalogue, sample: pa.Table, default_ma
             release_engines()  # the reference may need the worker's memory
         cost += sum(row_costs(result, t, catalogue)) if result.completions else 0.0
         answers[t.name] = {c.row_id: c for c in result.completions}
+    return decide(tier, catalogue, sample, answers, cost, default_max_tokens, make, judge)
+
+
+def reference_of(tier: Tier, catalogue: Catalogue) -> Tier:
+    if tier.reference_tier is None:
+        raise ValueError(f"tier {tier.name!r} names no reference_tier: nothing to validate against")
+    return catalogue.tier(tier.reference_tier)
+
+
+def completions_from(answers: pa.Table) -> dict[str, Completion]:
+    """Answers as an answer shard holds them (ANSWER_SCHEMA: answered elsewhere, e.g. by the pool's workers), by
+    row id, as the backends return them."""
+    return {r["row_id"]: Completion(r["row_id"], r["response"], int(r["input_tokens"] or 0),
+                                    int(r["output_tokens"] or 0), float(r["latency_ms"] or 0.0), r["finish_reason"],
+                                    None if r["status"] == "ok" else (r["error"] or r["status"]))
+            for r in answers.select(["row_id", "response", "status", "error", "input_tokens", "output_tokens",
+                                     "latency_ms", "finish_reason"]).to_pylist()}
+
+
+def decide(tier: Tier, catalogue: Catalogue, sample: pa.Table, answers: dict[str, dict[str, Completion]],
+           cost: float, default_max_tokens: int, make: Callable[[Tier], object],
+           judge: FreeTextJudge | None = None) -> Decision:
+    """The decision from both tiers' answers to `sample` (by tier name, then row id) and what they cost."""
+    from sluice.stages.infer.answer import requests_from
+
+    reference = reference_of(tier, catalogue)
+    requests = requests_from(sample, default_max_tokens)
     cols = [c for c in ("row_id", "reference", "grader", "response_schema") if c in sample.column_names]
     rows = [verdict(r, answers[tier.name].get(r["row_id"]) or Completion(r["row_id"], None, error="no answer"),
                     answers[reference.name].get(r["row_id"]) or Completion(r["row_id"], None, error="no answer"))
