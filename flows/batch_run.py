@@ -68,6 +68,7 @@ from sluice.runs import (
 )
 from sluice.stages.context import StageContext
 from sluice.stages.dedup import run_record as dedup_record
+from sluice.stages.infer.tier_validation import validation_billing
 from sluice.stages.route import write_tier_partitions
 from tasks.budget import admit_first_answers, budget_summary, carry_deferred, gate, run_failed, settle
 from tasks.infer import (
@@ -202,6 +203,7 @@ def sluice_run(
             _answer_tiers(todo, partitions, run_dir, run_id, tiers, settings, catalogue, dispatch,
                           dispatch_api_tiers, run["billing"])
             run["billing"].update(judge(run_dir, tiers, str(settings.data_dir)))  # free-text shadow pairs, if any
+            run["billing"].update({"validation": v} if (v := validation_billing(run_dir)) else {})  # tier checks
     except ProviderBatchPending as wait:  # a tier with `batch_wait = false`: collect-batches resumes the run
         return waiting_on_provider(run_dir, wait)
     run["budget"] = budget_summary(run_dir)  # budget, spent, reserved and released (None: no budget)

@@ -26,6 +26,9 @@ def summary_lines(summary: dict) -> list[tuple[str, str]]:
     if summary.get("checks_cost_usd"):  # checks of large dedup clusters: part of the total (land/checked.py)
         lines.append(("dedup cluster checks", f"{summary['clusters_checked']} clusters, "
                       f"{summary['clusters_refused']} refused  (${summary['checks_cost_usd']:.6f})"))
+    if summary.get("validation_cost_usd"):  # tiers validated against their reference: in the total (validated.py)
+        lines.append(("tier validation", f"{summary['tiers_validated']} tier(s), {summary['tiers_refused']} refused  "
+                      f"(${summary['validation_cost_usd']:.6f})"))
     if summary.get("structured"):
         lines.append(("structured answers valid", f"{summary['structured_valid']} of {summary['structured']}"))
     if summary.get("interrupted_requests"):  # sent before a kill, never saved, sent again: billed twice, both here
@@ -166,6 +169,8 @@ def summary_table(summary: dict) -> list[dict]:
             "cost_usd": round(summary["judge_cost_usd"], 6)}] if summary.get("judge_tier") else []),
         *([{"tier": "dedup cluster checks", "rows": summary["clusters_checked"],
             "cost_usd": round(summary["checks_cost_usd"], 6)}] if summary.get("checks_cost_usd") else []),
+        *([{"tier": "tier validation", "rows": summary["tiers_validated"],
+            "cost_usd": round(summary["validation_cost_usd"], 6)}] if summary.get("validation_cost_usd") else []),
         {"tier": "total", "rows": summary["rows"], "cost_usd": round(summary["cost_usd"], 6)},
         {"tier": "all-premium baseline", "rows": summary["rows"], "cost_usd": round(summary["baseline_cost_usd"], 6)},
         {"tier": f"saving ({summary['saving_pct']:.1f}%)", "rows": None, "cost_usd": round(summary["saving_usd"], 6)},

@@ -37,6 +37,16 @@ def run(tmp_path, cat, name):
                                ).fetchall()
         per_row = con.execute("SELECT count(*), sum(CASE WHEN passed THEN 1 ELSE 0 END) FROM validations "
                               "WHERE row_id <> '(decision)'").fetchone()
+        run_cost, baseline, billing = con.execute("SELECT cost_usd, baseline_cost_usd, billing FROM runs").fetchone()
+        rows_cost = con.execute("SELECT sum(cost_usd) FROM results").fetchone()[0]
+    # validating is the run's spend, not any row's: its line in the billing, and in the run's total and saving
+    [(_, _, _, detail)] = decision
+    line = json.loads(billing)["validation"]["cheap"]
+    assert line["cost_usd"] == pytest.approx(json.loads(detail)["cost_usd"]) and line["cost_usd"] > 0
+    assert line["sampled"] == 60 and line["reference"] == "premium"
+    assert run_cost == pytest.approx(rows_cost + line["cost_usd"])
+    assert summary["cost_usd"] == pytest.approx(run_cost) and summary["validation_cost_usd"] == line["cost_usd"]
+    assert summary["saving_usd"] == pytest.approx(baseline - run_cost)
     return summary, dict(zip(tiers["tier"], tiers["n"])), decision, per_row
 
 

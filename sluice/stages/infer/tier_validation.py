@@ -233,6 +233,17 @@ def load_decision(run_dir: Path, tier: str) -> Decision | None:
     return Decision(**json.loads(path.read_text())) if path.is_file() else None
 
 
+def validation_billing(run_dir: Path) -> dict[str, dict]:
+    """What validating each tier cost this run, by tier (the decisions kept in the run folder): its line in
+    runs.billing['validation'], added to the run's total at landing (sluice/stages/land/validated.py)."""
+    out = {}
+    for path in sorted((run_dir / "validations").glob("tier=*.json")):
+        d = Decision(**json.loads(path.read_text()))
+        out[d.tier] = {"cost_usd": round(d.cost_usd, 6), "sampled": len(d.rows), "reference": d.reference,
+                       "passed": d.passed}
+    return out
+
+
 def hand_on(run_dir: Path, partitions: dict[str, Path], refused: str, to: str) -> None:
     """A refused tier's rows go to the next tier: its routed rows join the next tier's partition (rewritten from
     routed.parquet at every start of the run, so a resumed run hands them on the same way), and rows escalated to

@@ -46,6 +46,7 @@ from sluice.stages.land.estimate import quality_check
 from sluice.stages.land.grading import accuracy_summary, grade_results
 from sluice.stages.land.judged import judge_spend
 from sluice.stages.land.trimmed import restore_prompts
+from sluice.stages.land.validated import validation_spend
 from sluice.warehouse.db import ATTEMPT_COLUMNS, RESULT_COLUMNS, connect
 
 ANSWER_FIELDS = ["response", "model", "input_tokens", "output_tokens", "latency_ms", "cost_usd",
@@ -330,6 +331,7 @@ def land_results(
     summary = summarise(results)
     summary.update(judge_spend(summary, judge))  # the judge's own line, in the run's total (land/judged.py)
     summary.update(checks_spend(summary, run.get("billing")))  # the dedup cluster checks' too (land/checked.py)
+    summary.update(validation_spend(summary, run.get("billing")))  # and validating tiers (land/validated.py)
     summary.update(baseline_quality or {})
     summary.update(quality_estimate or {})  # sluice.stages.land.estimate; against run["min_quality"], if set
     summary.update(quality_check(summary, run.get("min_quality")))
