@@ -52,7 +52,9 @@ def settings_record(near: NearConfig, semantic: SemanticConfig) -> dict:
             "embedding": "all-MiniLM-L6-v2, mean pooling, max_length 128"}
 
 
-def main() -> None:
+def calibration_sets() -> dict[str, list[tuple[str, str, str, int]]]:
+    """set -> [(source id, text a, text b, label)], deterministic: the pairs the file is written from, in its row
+    order (bench/dedup_quality_features.py reads them again for features the file does not carry)."""
     rng = random.Random(0)
     tune_rows = [r for r in _tsv(PAIRS / "qqp_dev.tsv") if len(r) >= 6 and r[3] and r[4] and int(r[0]) % 5 in (0, 1)]
     assert len(tune_rows) == len(qqp()[0])
@@ -68,6 +70,11 @@ def main() -> None:
     sets["swaps"] = [(i, a, s, 0) for i, a in sources if (s := swap_pair(a, rng)) and s != a]
     sets["edits"] = [(i, a, e, 0) for i, a in [(p[0], p[1]) for p in sets["qqp_tune"][:EDIT_SOURCES]]
                      if (e := edit_pair(a, rng)) and e != a]
+    return sets
+
+
+def main() -> None:
+    sets = calibration_sets()
     texts = list(dict.fromkeys(t for pairs in sets.values() for p in pairs for t in p[1:3]))
     near, semantic = NearConfig(), SemanticConfig()
     scorer = PairScorer(texts, near, semantic)
