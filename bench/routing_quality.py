@@ -28,7 +28,11 @@ Two label sets: RouteLLM's (the csv's correctness columns: the tables above `gra
 graded as the pipeline grades them (`sluice.contracts.grading.grade(answer, reference, "number")` against
 ../shared/data/prompts/gsm8k/test.jsonl), which counts answers like "$6.00" that RouteLLM's labels miss.
 
+Arithmetic-cue features and rank-average ensembles of the kinds (`bench/routing_ensemble.py`) are scored on all
+rows 5-fold too, every setting chosen inside the training folds: `ensemble` in the results.
+
     .venv/bin/python bench/routing_quality.py    # writes bench/results/routing_quality.{json,md}
+    .venv/bin/python bench/routing_quality.py --ensemble-only    # reruns only the `ensemble` section
 Embeddings are cached in bench/.work/ (git-ignored).
 """
 
@@ -42,6 +46,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from routing_budget import brevity_on_sharegpt, budget_sweep
+from routing_ensemble import all_rows_5fold as ensemble_out_of_fold
+from routing_ensemble import bootstrap_shares, reference_difficulty
+from routing_report import CURVE, markdown
 
 from sluice.contracts.grading import grade
 from sluice.stages.review.cascade import answer_signals
@@ -54,13 +62,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "routing" / "gsm8k_responses.csv"
 WORK = ROOT / "bench" / ".work"
 OUT = ROOT / "bench" / "results"
-SHAREGPT = ROOT.parent / "shared" / "data" / "prompts" / "sharegpt_first_turns_dev.jsonl.gz"
 REFERENCES = ROOT.parent / "shared" / "data" / "prompts" / "gsm8k" / "test.jsonl"
 KINDS = {"router_product": "logistic", "knn": "knn", "per_tier": "per-tier", "auto": "auto"}
 SEED = 20260124
 CHEAP, PREMIUM = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
 L2_GRID = [1.0, 10.0, 100.0, 1000.0, 3000.0, 10000.0, 30000.0]
-CURVE = [round(x, 2) for x in np.arange(0.0, 1.0001, 0.05)]
 
 
 def cached_embeddings(name: str, texts: list[str]) -> np.ndarray:
@@ -188,6 +194,17 @@ def graded_report(labels: pl.DataFrame, emb: np.ndarray, train: np.ndarray, test
             "all_rows_5fold": {**table(np.arange(labels.height), oof), "chose": fold_chose}}
 
 
+def ensemble_report(labels: pl.DataFrame, emb: np.ndarray, folds: np.ndarray) -> dict:
+    """`routing_ensemble`'s candidates and ensembles on all rows, 5-fold (the same folds), the reference
+    diagnostics, and each figure's bootstrap interval."""
+    c, p = labels["cheap_ok"].to_numpy(), labels["premium_ok"].to_numpy()
+    oof, chose = ensemble_out_of_fold(labels, emb, folds)
+    oof.update(reference_difficulty(labels["prompt"].to_list(), REFERENCES))
+    rng = np.random.default_rng(SEED)
+    return {"methods": {k: no_curve(summarise(accuracy_curve(order_by(s, rng), c, p), c, p)) for k, s in oof.items()},
+            "share_interval_90": bootstrap_shares(oof, c, p), "chose": chose}
+
+
 def main() -> dict:
     df = pl.read_csv(DATA)
     prompts = df["prompt"].to_list()
@@ -299,6 +316,7 @@ def main() -> dict:
         "methods": {k: no_curve(summarise(v, cheap_ok, premium_ok)) for k, v in every.items()},
         "chose": fold_chose,
     }
+    report["ensemble"] = ensemble_report(labels, emb, folds)
     report["graded"] = graded_report(graded_labels(df), emb, train, test, folds)
 
     # speed of the gatekeeper (per row, this machine)
@@ -335,199 +353,17 @@ def main() -> dict:
     return report
 
 
-# USD per 1M tokens (input, output): Mixtral-8x7B-Instruct at a typical hosted price; gpt-4-1106-preview list price
-PRICES = {"cheap": (0.60, 0.60), "premium": (10.0, 30.0)}
-
-
-def budget_sweep(prompts: list[str], scores: np.ndarray, cheap_ok: np.ndarray, premium_ok: np.ndarray) -> dict:
-    """`sluice.stages.route.policies.route_by_budget` on the test rows: accuracy and spend for budgets between all-cheap and
-    all-premium (planned with the router's scores, 8 + chars/4 input tokens and 256 output tokens a row)."""
-    from models.pricing import TierPrice
-    from sluice.stages.route.policies import estimate_input_tokens, expected_quality, route_by_budget, row_tier_costs
-
-    prices = [TierPrice(k, i / 1e6, o / 1e6, "list") for k, (i, o) in PRICES.items()]
-    costs = row_tier_costs(estimate_input_tokens(prompts), np.full(len(prompts), 256.0), prices)
-    low, high = costs[:, 0].sum(), costs[:, 1].sum()
-    rows = []
-    for frac in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0):
-        budget = low + frac * (high - low)
-        plan = route_by_budget(costs, expected_quality(scores, 2), budget)
-        acc = float(np.where(plan.tier == 1, premium_ok, cheap_ok).mean())
-        rows.append({"budget_usd": round(budget, 4), "share_of_premium_cost": round(budget / high, 3),
-                     "planned_usd": round(plan.planned_usd, 4), "premium_share": round(float((plan.tier == 1).mean()), 3),
-                     "accuracy": round(acc, 4)})
-    return {"prices_usd_per_1m": PRICES, "all_cheap_usd": round(low, 4), "all_premium_usd": round(high, 4),
-            "sweep": rows}
-
-
-def brevity_on_sharegpt() -> dict:
-    """Tokens `sluice.stages.route.brevity` trims from 8,700 real first user turns (ShareGPT), and the max_tokens caps it sets."""
-    from models.tokens import count_word_pieces as estimate_tokens
-    from sluice.stages.route.brevity import apply_brevity
-
-    rows = pl.read_ndjson(SHAREGPT).select("prompt")
-    count, how = estimate_tokens, "word-piece estimate (models.tokens.count_word_pieces)"
-    tok_file = ROOT / "data" / "models" / "smollm2-135m-instruct" / "tokenizer.json"
-    if tok_file.exists():  # the demo model's BPE tokenizer (made by `sluice prepare`): exact counts
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(tok_file))
-        count, how = (lambda t: len(tok.encode(t, add_special_tokens=False).ids)), "SmolLM2 BPE tokenizer"
-    t0 = time.perf_counter()
-    out, rep = apply_brevity(rows.with_columns(pl.lit(None, pl.Int32).alias("max_tokens")), count_tokens=count)
-    seconds = time.perf_counter() - t0
-    _, rep_opt = apply_brevity(rows, count_tokens=count, cap_max_tokens=False, drop_repeated_lines=True)
-    caps = out["max_tokens"].value_counts().sort("max_tokens")
-    return {
-        "data": str(SHAREGPT.relative_to(ROOT.parent)), "rows": rep.rows, "rows_trimmed": rep.rows_trimmed,
-        "tokens_before": rep.tokens_before, "tokens_after": rep.tokens_after, "tokens_saved": rep.tokens_saved,
-        "saved_pct": round(100 * rep.tokens_saved / max(rep.tokens_before, 1), 2),
-        "max_tokens_caps": {str(k): v for k, v in caps.iter_rows()},
-        "rows_capped_below_default_256": rep.rows_capped, "max_output_tokens_saved": rep.max_output_tokens_saved,
-        "us_per_row_including_token_counting": round(seconds / rep.rows * 1e6, 1),
-        "token_count": how,
-        "with_drop_repeated_lines": {"rows_trimmed": rep_opt.rows_trimmed, "tokens_saved": rep_opt.tokens_saved},
-    }
-
-
-PROMPT_ONLY = ("length", "router_text", "router_text_embedding", "router", "router_product", "knn", "per_tier", "auto")
-TARGET_SHARE = 0.50  # issue 17: premium share for 95% of all-premium accuracy, 5-fold on all rows
-
-
-def best_prompt_only(methods: dict) -> tuple[str, float]:
-    shares = {k: v["share_for_95pct_of_premium_accuracy"] for k, v in methods.items()
-              if k in PROMPT_ONLY and v["share_for_95pct_of_premium_accuracy"] is not None}
-    best = min(shares, key=lambda k: shares[k])
-    return best, shares[best]
-
-
-def kinds_markdown(r: dict) -> list[str]:
-    a, g = r["all_rows_5fold"], r["graded"]
-    lines = ["", "## Router kinds and the acceptance figure", ""]
-    for name, methods in (("RouteLLM's labels", a["methods"]),
-                          ("graded labels", g["all_rows_5fold"]["methods"])):
-        best, share = best_prompt_only(methods)
-        verdict = "meets" if share <= TARGET_SHARE else "does not meet"
-        shares = ", ".join(f"{k} {methods[k]['share_for_95pct_of_premium_accuracy']}" for k in
-                           ("knn", "per_tier", "auto", "router_product", "router", "cascade_answer_checks")
-                           if k in methods)
-        lines.append(f"- {name}, all {r['rows']} rows 5-fold: the best prompt-only router is **{best} at {share}** "
-                     f"premium share for 95% of all-premium accuracy, which {verdict} the target of "
-                     f"{TARGET_SHARE} ({shares}).")
-    m, am = r["methods"], a["methods"]
-    best, share = best_prompt_only(am)
-    fig = lambda ms, k: ms[k]["share_for_95pct_of_premium_accuracy"]  # noqa: E731
-    lines += [
-        "",
-        f"{'No' if share > TARGET_SHARE else 'A'} router that reads only the prompt reaches {TARGET_SHARE} on "
-        f"all rows (best: {best}, {share}; target 0.50). Which GSM8K questions Mixtral gets wrong is mostly not "
-        f"visible in the question: the oracle needs {fig(am, 'oracle')} premium share, while the prompt-only "
-        f"routers' APGR stays between {min(am[k]['apgr'] for k in PROMPT_ONLY if k in am)} and "
-        f"{max(am[k]['apgr'] for k in PROMPT_ONLY if k in am)} (random: 0.5). kNN over MiniLM embeddings "
-        f"(neighbours by topic and wording, not by the arithmetic that trips the cheap model) lands with the "
-        f"logistic heads, not above them: {fig(am, 'knn')} on all rows. On the 396-row split knn shows "
-        f"{fig(m, 'knn')} and the logistic router {fig(m, 'router')}, under 0.50, but one test row is 0.25 "
-        f"points there and the same methods need {fig(am, 'knn')} and {fig(am, 'router')} on all rows. Auto "
-        "picks logistic or per-tier, within 0.01 APGR of each other on every training set (knn 0.001 to 0.05 "
-        "below them), so its choice moves with the folds and its figure stays with theirs. The strong signal is the cheap tier's "
-        f"answer: the cascade's answer checks need {fig(am, 'cascade_answer_checks')} (on top of one cheap "
-        "call per row). Prompt-only routing is a first cut before any answer exists; the saving at a quality bar "
-        "comes from the cascade.",
-        "",
-        "`router` (L2 by cross-validation on the split's training rows, which overlap the 5-fold test folds) and "
-        "`router_product` (the shipped defaults, chosen the same way earlier) are the same logistic router; "
-        "knn, per_tier and auto choose every setting inside their training rows only.",
-        "",
-        "What the chooser picked on each training set (auto: out-of-fold APGR of every candidate on the training "
-        "rows; the kNN's k / weighting / text weight by its own cross-validation):", "",
-        "| labels | rows trained on | auto chose | candidates (APGR) | knn chose |", "|---|---|---|---|---|"]
-    m = r["methods"]
-    rows = [("csv, split", f"{r['train_rows']} training rows", m["auto"]["chose"], m["knn"]["chose"]),
-            ("graded, split", f"{r['train_rows']} training rows", g["split"]["chose"]["auto"],
-             g["split"]["chose"]["knn"])]
-    for name, folds in (("csv, 5-fold", a["chose"]), ("graded, 5-fold", g["all_rows_5fold"]["chose"])):
-        rows += [(name, f"the 4 folds other than fold {i}", c["auto"], c["knn"]) for i, c in enumerate(folds)]
-    for name, trained, auto, knn in rows:
-        candidates = ", ".join(f"{k} {v}" for k, v in auto["candidates"].items())
-        lines.append(f"| {name} | {trained} | {auto['chosen']} | {candidates} | k={knn['k']}, {knn['weighting']}, "
-                     f"text weight {knn['text_weight']} |")
-    for name, part, rows in (("Graded labels, split", "split", f"{r['test_rows']} test rows"),
-                             ("Graded labels, all rows 5-fold", "all_rows_5fold", f"all {r['rows']} rows")):
-        t = g[part]
-        lines += ["", f"### {name} ({rows}; cheap {t['cheap_accuracy']}, premium {t['premium_accuracy']})", "",
-                  "| method | APGR | premium share for 95% of premium accuracy | share for 95% of the gap |",
-                  "|---|---|---|---|"]
-        for k, v in t["methods"].items():
-            lines.append(f"| {k} | {v['apgr']} | {v['share_for_95pct_of_premium_accuracy']} | "
-                         f"{v['share_for_95pct_gap_recovered']} |")
-    return lines
-
-
-def markdown(r: dict) -> str:
-    m = r["methods"]
-    lines = [
-        "# Routing quality on GSM8K (Mixtral-8x7B cheap, GPT-4 premium)", "",
-        f"`bench/routing_quality.py`, data `{r['data']}`, seed {r['seed']}: {r['train_rows']} train rows, "
-        f"{r['test_rows']} test rows. Test accuracy: cheap {r['cheap_accuracy_test']}, premium "
-        f"{r['premium_accuracy_test']}; 95% of all-premium = {r['target_accuracy_test']}.", "",
-        "Labels: every table down to \"Router kinds\" uses RouteLLM's correctness columns from the csv; the \"Graded "
-        "labels\" tables grade both recorded answers as `sluice run --grader number` does (against "
-        "../shared/data/prompts/gsm8k/test.jsonl), which also counts answers like \"$6.00\" that RouteLLM's labels "
-        f"miss (premium accuracy {r['graded']['all_rows_5fold']['premium_accuracy']} graded, "
-        f"{r['all_rows_5fold']['premium_accuracy']} in the csv).", "",
-        "| method | APGR | premium share for 95% of premium accuracy | share for 95% of the gap (RouteLLM CPT) |",
-        "|---|---|---|---|",
-    ]
-    for k, v in m.items():
-        lines.append(f"| {k} | {v['apgr']} | {v['share_for_95pct_of_premium_accuracy']} | "
-                     f"{v['share_for_95pct_gap_recovered']} |")
-    a = r["all_rows_5fold"]
-    lines += ["", f"All {r['rows']} rows, 5-fold out-of-fold scores (cheap {a['cheap_accuracy']}, premium "
-              f"{a['premium_accuracy']}):", "",
-              "| method | APGR | premium share for 95% of premium accuracy | share for 95% of the gap |", "|---|---|---|---|"]
-    for k, v in a["methods"].items():
-        lines.append(f"| {k} | {v['apgr']} | {v['share_for_95pct_of_premium_accuracy']} | "
-                     f"{v['share_for_95pct_gap_recovered']} |")
-    lines += kinds_markdown(r)
-    lines += ["", "## Accuracy against premium share (test rows)", "",
-              "| share | " + " | ".join(m) + " |", "|---" * (len(m) + 1) + "|"]
-    for f in CURVE:
-        lines.append(f"| {f:.2f} | " + " | ".join(str(v["curve"][f"{f:.2f}"]) for v in m.values()) + " |")
-    bu = r["budget"]
-    lines += ["", "## Budget mode (`route_by_budget`) on the test rows", "",
-              f"Prices (USD per 1M tokens in/out): cheap {bu['prices_usd_per_1m']['cheap']}, premium "
-              f"{bu['prices_usd_per_1m']['premium']}; planned all-cheap ${bu['all_cheap_usd']}, all-premium "
-              f"${bu['all_premium_usd']}. The budget is filled with the rows whose escalation buys the most expected "
-              "quality per dollar (router scores).", "",
-              "| budget (USD) | share of all-premium cost | planned (USD) | premium share | accuracy |", "|---|---|---|---|---|"]
-    for x in bu["sweep"]:
-        lines.append(f"| {x['budget_usd']} | {x['share_of_premium_cost']} | {x['planned_usd']} | {x['premium_share']} | "
-                     f"{x['accuracy']} |")
-    b = r["brevity"]
-    lines += ["", "## Prompt brevity (`sluice.stages.route.brevity`) on real prompts", "",
-              f"{b['rows']} ShareGPT first user turns (`{b['data']}`): {b['rows_trimmed']} rows trimmed, "
-              f"{b['tokens_before']:,} -> {b['tokens_after']:,} tokens ({b['tokens_saved']:,} saved, "
-              f"{b['saved_pct']}%; counted with the {b['token_count']}), {b['us_per_row_including_token_counting']} "
-              f"µs/row including the counting. The opt-in `drop_repeated_lines` would trim "
-              f"{b['with_drop_repeated_lines']['rows_trimmed']} rows and save "
-              f"{b['with_drop_repeated_lines']['tokens_saved']:,} tokens, but repeated lines in real prompts are "
-              f"mostly content (code, lists, lyrics), so it is off by default. max_tokens caps set by intent for "
-              f"rows without one (cap: rows): {', '.join(f'{k}: {v}' for k, v in b['max_tokens_caps'].items())}; "
-              f"{b['rows_capped_below_default_256']} rows capped below the default 256, taking "
-              f"{b['max_output_tokens_saved']:,} output tokens off the batch's worst case."]
-    s = r["speed"]
-    lines += ["", "## Speed", "",
-              f"- text features (length, intent, numbers, rigour): {s['text_features_us_per_row']} µs/row",
-              f"- router scoring given embeddings: {s['router_scoring_us_per_row_given_embeddings']} µs/row",
-              f"- MiniLM embedding (batches of 128, max 256 tokens): {s['embedding_ms_per_row']} ms/row "
-              f"({s['machine']})",
-              f"- cheap-answer checks (cascade scorer): {s['answer_signals_us_per_row']} µs/row", ""]
-    return "\n".join(lines)
-
-
 if __name__ == "__main__":
     if "--markdown-only" in sys.argv:  # redraw the tables from the last results
         result = json.loads((OUT / "routing_quality.json").read_text())
+    elif "--ensemble-only" in sys.argv:  # rerun only routing_ensemble's section into the last results
+        result = json.loads((OUT / "routing_quality.json").read_text())
+        frame = pl.read_csv(DATA)
+        result["ensemble"] = ensemble_report(
+            pl.DataFrame({"prompt": frame["prompt"], "cheap_ok": frame[CHEAP], "premium_ok": frame[PREMIUM]}),
+            cached_embeddings("gsm8k_prompt_emb", frame["prompt"].to_list()),
+            np.random.default_rng(SEED + 1).permutation(frame.height) % 5)
+        (OUT / "routing_quality.json").write_text(json.dumps(result, indent=2) + "\n")
     else:
         result = main()
         OUT.mkdir(parents=True, exist_ok=True)
