@@ -50,6 +50,7 @@ TMP = Path("/tmp/sluice-scale")
 SLUICE = ROOT / ".venv" / "bin" / "sluice"
 TARGET_RSS_MB = 2048.0
 TARGET_GROWTH = 1.5
+KEEP_OUTPUT = False  # --keep-output: the dedup output files are kept under TMP, named after the code that wrote them
 
 
 # ---- the input files ----------------------------------------------------------------------------------------
@@ -207,9 +208,26 @@ DEDUP_CASES = {
 }
 
 
+def with_data(src_tree: Path) -> list[str]:
+    """Copy the files of data/samples the code reads (the dedup calibration set, ...) into another checkout that
+    lacks them (an older commit's `git archive`): without them its `sluice dedup` exits 1. Returns what it copied."""
+    import shutil
+
+    copied = []
+    for f in sorted((ROOT / "data" / "samples").rglob("*")):
+        dst = src_tree / f.relative_to(ROOT)
+        if f.is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst)
+            copied.append(str(f.relative_to(ROOT)))
+    return copied
+
+
 def bench_dedup(n: int, cases: list[str], src_tree: Path | None = None) -> list[dict]:
     """`sluice dedup IN -o OUT` per case, in a child process, like route."""
     src = prompt_file(n)
+    if src_tree and (copied := with_data(src_tree)):
+        print(f"copied into {src_tree}: {', '.join(copied)}", flush=True)
     results = []
     for case in cases:
         dst = TMP / f"dedup_{case}_{n}.parquet"
@@ -220,6 +238,8 @@ def bench_dedup(n: int, cases: list[str], src_tree: Path | None = None) -> list[
                  us_per_row=round(r["wall_s"] / n * 1e6, 2))
         print(json.dumps(r), flush=True)
         results.append(r)
+        if KEEP_OUTPUT:  # compared against another version's (--keep-output)
+            dst.rename(dst.with_name(f"{dst.stem}_{'src' if src_tree else 'here'}.parquet"))
         dst.unlink(missing_ok=True)
     return results
 
@@ -339,7 +359,10 @@ def main() -> None:
     ap.add_argument("--label", default="after")
     ap.add_argument("--src", type=Path, help="run this checkout's code (e.g. `git archive` of an older commit)")
     ap.add_argument("--markdown-only", action="store_true")
+    ap.add_argument("--keep-output", action="store_true", help="keep the dedup output files (to compare versions)")
     args = ap.parse_args()
+    global KEEP_OUTPUT
+    KEEP_OUTPUT = args.keep_output
     path = OUT / "scale.json"
     data = json.loads(path.read_text()) if path.exists() else {"runs": [], "notes": {}}
     if not args.markdown_only:

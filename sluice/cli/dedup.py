@@ -27,14 +27,14 @@ def dedup_file(
 
         marked = dedup_on_cluster(where, read_prompts(dataset), cfg, warehouse)
     else:
-        marked = deduplicate(read_prompts(dataset), cfg, warehouse)
+        marked = deduplicate(read_prompts(dataset), cfg, warehouse, columns=["row_index", "row_id", *DUP_COLUMNS])
     added = pl.from_arrow(marked.select(["row_index", "row_id", *DUP_COLUMNS]))
     del marked
     assert isinstance(added, pl.DataFrame)
     added = added.sort("row_index").drop("row_index")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     writer, lo = None, 0
-    with pq.ParquetFile(dataset) as pf:
+    with pq.ParquetFile(dataset, pre_buffer=False) as pf:  # pre-buffered chunks stay cached (ingest/read.py)
         try:
             for batch in pf.iter_batches(batch_size=batch_rows):
                 raw = pl.from_arrow(batch)

@@ -171,11 +171,14 @@ def deduplicate(
     warehouse: str | Path | None = None,
     embedder: Embedder | None = None,
     mapper: Mapper | None = None,
+    columns: list[str] | None = None,
 ) -> pa.Table:
     """Run the selected stages over ingested rows (row schema of `sluice.stages.ingest.read`); returns the rows with dup_of,
     dup_kind, dup_score set and status "duplicate" for every duplicate. With the cache stage, cache hits also
     carry cache_response, cache_model and cache_baseline_cost_usd for landing. `mapper` runs the near stage's
-    partitions (`sluice.stages.dedup.near`; default: one after another in this process)."""
+    partitions (`sluice.stages.dedup.near`; default: one after another in this process). `columns`: return only
+    these (`sluice dedup` takes the marks alone: converting the prompts back to Arrow copies them, 600 MB at 1M
+    rows)."""
     use_cache = "cache" in cfg.stages
     if use_cache and warehouse is None:
         raise ValueError("the cache stage needs a warehouse (DuckDB file) to read earlier answers from")
@@ -193,7 +196,7 @@ def deduplicate(
     if "exact" in cfg.stages:
         df = _mark_exact(df, cfg.default_max_tokens)
     if not use_cache and "near" not in cfg.stages and "semantic" not in cfg.stages:
-        return _unmark_sampled(df, sampled).to_arrow()
+        return _unmark_sampled(df, sampled).select(columns or df.columns).to_arrow()
 
     if use_cache:
         entries = cache_candidates(warehouse, cfg, df, request_key(cfg.default_max_tokens),
@@ -260,4 +263,4 @@ def deduplicate(
         cached = entries.select(*CACHE_COLUMNS).with_row_index("_entry").with_columns(pl.col("_entry").cast(pl.Int64))
         extra = picked.join(cached, on="_entry", how="left", maintain_order="left").drop("_entry")
         df = pl.concat([df.drop([c for c in CACHE_COLUMNS if c in df.columns]), extra], how="horizontal")
-    return _unmark_sampled(df, sampled).to_arrow()
+    return _unmark_sampled(df, sampled).select(columns or df.columns).to_arrow()

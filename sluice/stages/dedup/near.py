@@ -61,16 +61,18 @@ FACTS_CACHED = 1 << 15
 
 
 class ArrowTexts:
-    """Texts of an Arrow string array as Python strings, one at a time when asked (`texts[i]`)."""
+    """Texts of an Arrow string array as Python strings, one at a time when asked (`texts[i]`); with `rows`, the
+    i-th text is the array's `rows[i]`-th (the texts of some rows without gathering them: a gather copies them)."""
 
-    def __init__(self, array: pa.Array):
+    def __init__(self, array: pa.Array, rows: np.ndarray | None = None):
         self.array = array
+        self.rows = rows
 
     def __len__(self) -> int:
-        return len(self.array)
+        return len(self.array) if self.rows is None else len(self.rows)
 
     def __getitem__(self, i: int) -> str:
-        return self.array[i].as_py() or ""
+        return self.array[i if self.rows is None else int(self.rows[i])].as_py() or ""
 
 
 @dataclass
@@ -274,7 +276,9 @@ def near_duplicate_pairs(
     est = agreement(sig, dup, can)
     keep = est >= cfg.threshold
     dup, can, est = dup[keep], can[keep], est[keep]
-    texts_of_rows = ArrowTexts(series.gather(rows).to_arrow())
+    # the prompts as an Arrow string_view array share polars' buffers (no copy; a gather of the candidate rows
+    # and its conversion to large_string copied their texts twice, about 500 MB at 1M rows)
+    texts_of_rows = ArrowTexts(series.to_arrow(compat_level=pl.CompatLevel.newest()), rows)
     out_dup, out_can, out_score, vetoed, workers = verify(texts_of_rows, sig, dup, can, est,
                                                           can_be_canonical[rows], cfg)
     lap("verify_and_guards")

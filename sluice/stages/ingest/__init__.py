@@ -1,7 +1,8 @@
 """Ingest: a Parquet dataset into the row schema (`sluice.contracts.columns.ROW_SCHEMA`).
 
-    read.py     file-level checks (IngestError) and row validation (quarantine with a reason)
-    columns.py  decoding each input column, with per-row reasons
+    read.py     file-level checks (IngestError) and row validation (quarantine with a reason), 64k rows at a time
+    batch.py    the row checks of one slice of rows, as Arrow compute over its columns
+    columns.py  decoding the rarer input columns value by value, with per-row reasons
 """
 
 from __future__ import annotations

@@ -126,6 +126,17 @@ def test_semantic_pairs_are_the_ones_recorded_before_the_change_at_any_block_siz
     assert semantic_marks(pl.Series(texts), block, embed_rows=37) == expected
 
 
+def test_asking_for_some_columns_gives_those_columns_of_the_whole_output():
+    """`sluice dedup` asks for the marks alone (the prompts are not converted back to Arrow)."""
+    from sluice.contracts.columns import DUP_COLUMNS
+    from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
+
+    keep = ["row_index", "row_id", *DUP_COLUMNS]
+    for stages in (("exact",), ("exact", "near")):
+        whole = deduplicate(fixture_rows(), DedupConfig(stages=stages))
+        assert deduplicate(fixture_rows(), DedupConfig(stages=stages), columns=keep).equals(whole.select(keep))
+
+
 if __name__ == "__main__":
     EXPECTED.write_text(json.dumps(record()) + "\n")
     print(f"wrote {EXPECTED}")
