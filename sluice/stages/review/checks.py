@@ -40,7 +40,8 @@ _WORDS = {"half": 0.5, "twice": 2, "double": 2, "triple": 3, "one": 1, "two": 2,
 _CONSTANTS = {0.5, 1.0, 2.0, 7.0, 10.0, 12.0, 24.0, 60.0, 100.0, 1000.0}
 
 
-def _numbers(text: str) -> list[float]:
+def numbers_in(text: str) -> list[float]:
+    """Every number written in digits in `text` (thousands separators allowed), in order."""
     out = []
     for m in _NUMBER.findall(text):
         try:
@@ -67,17 +68,17 @@ def question_signals(prompts: Sequence[str | None], responses: Sequence[str | No
     rows = []
     for prompt, text in zip(prompts, responses):
         prompt, text = prompt or "", text or ""
-        given = set(_numbers(prompt))
-        used = set(_numbers(text))
+        given = set(numbers_in(prompt))
+        used = set(numbers_in(text))
         words = {v for w, v in _WORDS.items() if re.search(rf"\b{w}\b", prompt, re.IGNORECASE)}
         final, marks = _final(text)
         known = given | words | _CONSTANTS
         operands = unsupported = 0
         for m in _STEP.finditer(text):
-            ops = _numbers(m.group(1))
+            ops = numbers_in(m.group(1))
             operands += len(ops)
             unsupported += sum(1 for o in ops if o not in known)
-            known.update(_numbers(m.group(2)))
+            known.update(numbers_in(m.group(2)))
         rows.append([
             len(given - used),
             len(given & used) / len(given) if given else 1.0,

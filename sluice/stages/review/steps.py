@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from sluice.stages.review.cascade import _arithmetic
+from sluice.stages.review.checks import numbers_in
 
 STEP_SIGNALS = ["steps_checked", "steps_wrong", "steps_rounded", "steps_unit_conversion", "any_step_wrong",
                 "final_not_last_step", "final_off_by_rounding", "final_unseen", "steps_per_given_number",
@@ -40,7 +41,6 @@ STEP_SIGNALS = ["steps_checked", "steps_wrong", "steps_rounded", "steps_unit_con
 
 _ANNOTATION = re.compile(r"<<([^=<>]+)=([^<>]+)>>")
 _FINAL = re.compile(r"(?:####|answer is:?|answer:)\s*\$?\s*(-?\d[\d,]*\.?\d*)", re.IGNORECASE)
-_NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*\.?\d*")
 _AHEAD = r"(?=\s*\$?\s*\(?\s*\d)"  # a word is an operator only when a number follows it
 _WORD_OPS = [(re.compile(r"(?<=[\d)])\s*(?:multiplied by|times)\b" + _AHEAD, re.I), " * "),
              (re.compile(r"(?<=[\d)])\s*(?:divided by|over)\b" + _AHEAD, re.I), " / "),
@@ -108,16 +108,6 @@ def _decimals(stated: str) -> int:
     return len(m.group(1)) if m else 6
 
 
-def _numbers(text: str) -> list[float]:
-    out = []
-    for m in _NUMBER.findall(text):
-        try:
-            out.append(float(m.replace(",", "").rstrip(".")))
-        except ValueError:
-            continue
-    return out
-
-
 def step_signals(prompts: Sequence[str | None], responses: Sequence[str | None]) -> np.ndarray:
     """(n, len(STEP_SIGNALS)) re-computed steps of each answer, against its question (module docstring)."""
     if len(prompts) != len(responses):
@@ -147,9 +137,9 @@ def step_signals(prompts: Sequence[str | None], responses: Sequence[str | None])
             else:
                 wrong += 1
         marks = _FINAL.findall(text)
-        final = _numbers(marks[-1])[0] if marks and _numbers(marks[-1]) else None
-        given = set(_numbers(prompt))
-        body = set(_numbers(text[:text.rfind("####")] if "####" in text else text))
+        final = numbers_in(marks[-1])[0] if marks and numbers_in(marks[-1]) else None
+        given = set(numbers_in(prompt))
+        body = set(numbers_in(text[:text.rfind("####")] if "####" in text else text))
         off = final is not None and last is not None and not _close(final, last)
         unseen = final is not None and final not in body | given and not any(
             b is not None and _close(b, final) for _, b, _ in steps)
