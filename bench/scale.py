@@ -313,41 +313,65 @@ DEDUP_NOTES = [
     "ingested rows), every prompt a Python string (`texts = ...to_list()`), the near stage's shingles and full "
     "signature matrix for all rows at once, a MiniLM matrix of n x 384 floats, guard facts kept for every candidate "
     "row.",
-    "- **after**: commit 95695aa: near stage in 64k-row partitions through a `mapper` (signatures spilled to .npy, "
-    "only LSH band keys kept; verification reads back the signatures and the Arrow texts of candidate rows only; "
-    "guard facts for the 32k most recently used rows), semantic vectors for short / candidate rows only, static "
-    "vectors 64k rows at a time, exact stage without Arrow round trips, the CLI copying the input's columns over in "
-    "64k-row batches. Output identical: the exact+near output file at 100k and at 1M rows equals before's "
-    "(polars `equals`, same schema), plus the tests in tests/sluice/stages/dedup/test_dedup_memory.py and "
-    "test_near_partitions.py.",
-    "- The `default` after runs also carry another engineer's learned pair scorer (commit 511bd6b, issue 21: 4024 "
-    "semantic duplicates at 100k against 626 before), so default before/after differ in what they decide, not only "
-    "in how; the 100k after run overlapped other benches (load 5 -> 8.5): its 650 s mixes that load with the scorer's "
-    "extra work and says nothing about this change's speed.",
+    "- **95695aa** (the first bounded-memory dedup): near stage in 64k-row partitions through a `mapper` "
+    "(signatures spilled to .npy, only LSH band keys kept), guard facts for the 32k most recently used rows, "
+    "semantic vectors for short / candidate rows only, the CLI copying the input's columns over in 64k-row batches. "
+    "Exact+near at 1M in process: 4010 MB, of which ingest alone 3198 MB peak. Its one CLI record (default, 100k) "
+    "is kept in the table under its commit.",
+    "- **after** (commit 8b1f21d): ingest batch-wise and vectorised (`sluice/stages/ingest/batch.py`: 64k rows at "
+    "a time as Arrow compute, valid text carried without a copy, Python only for rows a mask cannot clear and for "
+    "failing rows; the Parquet read without `pre_buffer`, which kept 288 MB of compressed chunks cached); "
+    "`deduplicate(columns=...)` so `sluice dedup` never converts the prompts back to Arrow (600 MB at 1M); the "
+    "near stage's verification reads candidate texts through a zero-copy string_view array instead of gathering "
+    "and converting them (two copies, about 500 MB at 1M). `read_prompts` at 1M rows in process: peak 3205 -> "
+    "1109 MB, 26.9 -> 11.9 s (load 10-13), output `Table.equals` the row-by-row code's; "
+    "tests/sluice/stages/ingest/test_validate_equivalence.py holds the old code's output on every bad-row kind. "
+    "Output identical: exact+near at 100k equals commit 9e1c618's (`git archive`, polars `equals`), at 1M equals "
+    "the output of this change's ingest with 9e1c618's dedup code (a full 9e1c618 run at 1M was not repeated; "
+    "95695aa's was checked equal to before's).",
+    "- Machine load: every after run shared the 2 cores with other agents' benches and tests and with this "
+    "change's own profiling (1-minute load 5-13, in the table). The wall times are 5-10x those of the before runs "
+    "made at load 0.6-1.9 and say nothing about speed; the growth ratio compares runs under similar load.",
     "",
-    "**Targets: not met.** Where the memory goes at 1M rows, exact+near, after (in process, RSS sampled every 10 ms "
-    "per phase; 654 s under load ~9; ru_maxrss 4010 MB against 5691 MB for the same measurement before):",
+    "**exact+near: targets met** (barely, for memory): 2037 MB at 1M (target 2048), 0.81 ms/row against 0.73 at "
+    "100k (1.12x, both under load 5-10). In process at 1M (RSS sampled every 10 ms per phase; this profile ran "
+    "before the string_view change, ru_maxrss 2324 MB):",
     "",
-    "| phase | RSS before -> after MB | peak MB |", "|---|---|---|",
-    "| imports | -> 113 | |",
-    "| `read_prompts` (ingest: validate 1M rows) | 122 -> 2837 | 3198 |",
-    "| exact stage (normalised request keys, window) | 2837 -> ~3030 | 3106 |",
-    "| near: partitions (shingles, signatures spilled, band keys), LSH candidates | 3110 -> 3183 | 3213 |",
-    "| near: verification + guards of candidate pairs | 3455 -> 3633 | 3673 |",
-    "| marks written, output assembled | -> 4006 | 4009 |",
+    "| phase | RSS start -> end MB | peak MB |", "|---|---|---|",
+    "| imports | -> 178 | |",
+    "| `read_prompts` (ingest: 1M rows) | 178 -> 886 | 1072 (was 3198) |",
+    "| polars frame, sampled rows | 886 -> 1051 | |",
+    "| exact stage (normalised request keys) | 1051 -> 1352 | 1352 |",
+    "| near: partitions, LSH candidates, verification + guards | 1150 -> 2037 | 2325 |",
+    "| marks, output file (the input's columns copied in 64k-row batches) | 2037 -> 1135 | 2038 |",
     "",
-    "Ingest alone peaks at 3.2 GB at 1M rows, over the target before dedup starts: the ingested table is 574 MB "
-    "(502 MB of it prompts) but `validate_prompts` (sluice/stages/ingest/read.py, not part of this change) turns "
-    "every column into Python lists and loops per row in Python; after it returns, 2.2 GB are allocator slack "
-    "(`pa.default_memory_pool().release_unused()` plus glibc `malloc_trim` bring the process from 2402 to 743 MB). "
-    "The dedup stage itself now adds about 1.2 GB on top of its input (before: 2.9 GB). Reaching 2 GiB needs a "
-    "vectorised, batch-wise ingest; the stage's own remaining cost is the exact stage's normalised keys and the "
-    "polars frames of 1M rows (about 500 MB), the candidate rows' texts and facts (about 500 MB).",
+    "The peak is now the near stage's verification: the signatures of candidate rows (rows x 128 uint32, about "
+    "300 MB for 600k candidate rows), the candidate pairs and the guard facts, on top of the 1.1 GB the rows and "
+    "exact keys hold; the string_view change took it from 2325 to about 2037 MB.",
     "",
-    "Before in process (same profile, commit 75e8188): read_prompts 3193 MB peak, exact stage +850 MB (two Arrow "
-    "round trips copying the prompts), verification +1.2 GB (guard facts of every candidate row), 5691 MB in all. "
-    "After, exact+near at 100k with `/usr/bin/time`: 1020 MB (before 1235 MB), 53.6 s under load 6 (before 13.1 s "
-    "under load 0.6): the growth target cannot be judged from runs this loaded.",
+    "**default (semantic included): target not met.** At 100k rows the CLI peaks at 2669 MB (844 s under load 9; "
+    "this run had the ingest and `columns` changes but not yet the string_view one; 95695aa: 2472 MB; before, "
+    "without the learned pair scorer of issue 21: 2412 MB). Where it goes, in process at 100k (ru_maxrss 2739 MB):",
+    "",
+    "| phase | RSS start -> end MB | peak MB |", "|---|---|---|",
+    "| ingest, exact, near (as exact+near at 100k) | 179 -> 839 | 963 |",
+    "| semantic: static vectors (imports torch + transformers, loads MiniLM and the static table: about 620 MB "
+    "measured alone) | 839 -> 1501 | 1638 |",
+    "| semantic: static neighbours, guards on candidates | 1501 -> 1518 | 1627 |",
+    "| semantic: MiniLM embedding of the candidate rows (`models.embeddings.embed`: all their texts tokenised at "
+    "once into Python lists, then 128-row batches) | 1518 -> 2342 | 2739 |",
+    "| pair scores, resolution, output | 2342 -> 2303 | 2430 |",
+    "",
+    "So the semantic stage costs about 1.9 GB at 100k: 0.6-0.7 GB fixed (torch, MiniLM) and about 1.2 GB in the "
+    "MiniLM pass, which grows with the candidate rows.",
+    "",
+    "Projection for 1M rows, default (not run: at the 100k rate under this load, 844 s, the semantic stage alone "
+    "would take hours): the semantic stage starts from the near stage's 2.0 GB and adds the 0.6-0.7 GB fixed cost "
+    "plus the MiniLM pass, so **at least 2.7 GB and likely 3.5-4 GB**; it does not meet 2 GiB. What would: "
+    "embedding candidate rows in slices with their tokenisation (models/embeddings.py, outside this change; the "
+    "batches would differ, so the vectors must be checked equal), returning the near stage's freed memory to the "
+    "system before torch loads (`release_unused`, `malloc_trim`), and reading the near verification's signatures "
+    "from the spilled files instead of a copy.",
 ]
 
 
