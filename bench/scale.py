@@ -329,13 +329,17 @@ DEDUP_NOTES = [
     "Output identical: exact+near at 100k equals commit 9e1c618's (`git archive`, polars `equals`), at 1M equals "
     "the output of this change's ingest with 9e1c618's dedup code (a full 9e1c618 run at 1M was not repeated; "
     "95695aa's was checked equal to before's).",
-    "- Machine load: every after run shared the 2 cores with other agents' benches and tests and with this "
-    "change's own profiling (1-minute load 5-13, in the table). The wall times are 5-10x those of the before runs "
-    "made at load 0.6-1.9 and say nothing about speed; the growth ratio compares runs under similar load.",
+    "- Machine load: the after runs of the default case and this profile shared the 2 cores with other agents' "
+    "benches and tests and with this change's own profiling (1-minute load 5-13); their wall times say nothing "
+    "about speed. The exact+near rows in the table were rerun at the end on a quiet machine (load 0-1.2).",
     "",
-    "**exact+near: targets met** (barely, for memory): 2037 MB at 1M (target 2048), 0.81 ms/row against 0.73 at "
-    "100k (1.12x, both under load 5-10). In process at 1M (RSS sampled every 10 ms per phase; this profile ran "
-    "before the string_view change, ru_maxrss 2324 MB):",
+    "**exact+near: at the line.** At 1M rows three runs of the same code peaked at 2037 MB (load 9), 2056 MB "
+    "(load 0.3) and 2043 MB (load 1.1, the one in the table), against the 2048 MB target: met in two runs of "
+    "three, by margins smaller than the run-to-run spread (a fourth run with `malloc_trim` and Arrow's "
+    "`release_unused` before the near stage peaked at 2073 MB and was not kept). Time per row at 1M is 1.15x that "
+    "at 100k (103.6 s against 9.0 s, quiet machine): met. Before: 6752 MB; 95695aa: 4010 MB in process. In "
+    "process at 1M (RSS sampled every 10 ms per phase; this profile ran under load 9 and before the string_view "
+    "change, ru_maxrss 2324 MB):",
     "",
     "| phase | RSS start -> end MB | peak MB |", "|---|---|---|",
     "| imports | -> 178 | |",
@@ -347,7 +351,8 @@ DEDUP_NOTES = [
     "",
     "The peak is now the near stage's verification: the signatures of candidate rows (rows x 128 uint32, about "
     "300 MB for 600k candidate rows), the candidate pairs and the guard facts, on top of the 1.1 GB the rows and "
-    "exact keys hold; the string_view change took it from 2325 to about 2037 MB.",
+    "exact keys hold; the string_view change took it from 2325 to 2037-2056 MB. Getting safely under needs the "
+    "verification to read the candidate signatures from the spilled files instead of a copy (about 300 MB).",
     "",
     "**default (semantic included): target not met.** At 100k rows the CLI peaks at 2669 MB (844 s under load 9; "
     "this run had the ingest and `columns` changes but not yet the string_view one; 95695aa: 2472 MB; before, "
@@ -363,11 +368,16 @@ DEDUP_NOTES = [
     "| pair scores, resolution, output | 2342 -> 2303 | 2430 |",
     "",
     "So the semantic stage costs about 1.9 GB at 100k: 0.6-0.7 GB fixed (torch, MiniLM) and about 1.2 GB in the "
-    "MiniLM pass, which grows with the candidate rows.",
+    "MiniLM pass. Measured alone (`embed` of 6,000 short prompts of the 100k file after loading): +577 MB peak, "
+    "+240 MB kept (the 128-token batches' activations, then allocator arenas), and tokenising all texts at once "
+    "keeps three Python lists per text, about 7 KB a row (+220 MB for 30,000 texts): that part grows with the "
+    "candidate rows. At 300k rows the CLI peaks at 3288 MB (1255 s, load 5.5 -> 2.9; exact 94290, near 56638, "
+    "semantic 13394).",
     "",
-    "Projection for 1M rows, default (not run: at the 100k rate under this load, 844 s, the semantic stage alone "
-    "would take hours): the semantic stage starts from the near stage's 2.0 GB and adds the 0.6-0.7 GB fixed cost "
-    "plus the MiniLM pass, so **at least 2.7 GB and likely 3.5-4 GB**; it does not meet 2 GiB. What would: "
+    "Projection for 1M rows, default (not run: at 300k it took 21 minutes, so 1M would take over an hour on this "
+    "machine): the peak grew 619 MB from 100k to 300k; linear in rows that is **about 5.4 GB at 1M** (projected, "
+    "not measured), and at least 2.7 GB in any case (the near stage's 2.0 GB plus the 0.65 GB fixed cost of "
+    "torch and MiniLM); it does not meet 2 GiB. What would: "
     "embedding candidate rows in slices with their tokenisation (models/embeddings.py, outside this change; the "
     "batches would differ, so the vectors must be checked equal), returning the near stage's freed memory to the "
     "system before torch loads (`release_unused`, `malloc_trim`), and reading the near verification's signatures "
