@@ -38,7 +38,8 @@ def _load():
     return tok, model
 
 
-def embed(texts: Sequence[str], batch_size: int = 128, max_length: int = 128) -> np.ndarray:
+def embed(texts: Sequence[str], batch_size: int = 128, max_length: int = 128,
+          chunk_rows: int = 16_384) -> np.ndarray:
     """L2-normalised float32 embeddings, shape (len(texts), 384)."""
     import torch
 
@@ -46,13 +47,24 @@ def embed(texts: Sequence[str], batch_size: int = 128, max_length: int = 128) ->
     out = np.zeros((len(texts), DIM), dtype=np.float32)
     if not texts:
         return out
-    # tokenised once, then batched by word-piece count: a batch is padded to its longest member only
-    ids = tok([t or "" for t in texts], truncation=True, max_length=max_length)["input_ids"]
-    order = np.argsort([len(x) for x in ids], kind="stable")
+    # tokenised once, `chunk_rows` texts at a time into one flat int32 array (Python lists of ids took about 7 kB
+    # a row), then batched by word-piece count over all texts: a batch is padded to its longest member only
+    flat, lengths = [], []
+    for lo in range(0, len(texts), chunk_rows):
+        ids = tok([t or "" for t in texts[lo:lo + chunk_rows]], truncation=True, max_length=max_length)["input_ids"]
+        lengths.append(np.fromiter((len(x) for x in ids), np.int64, len(ids)))
+        flat.append(np.fromiter((i for x in ids for i in x), np.int32, int(lengths[-1].sum())))
+        del ids
+    lengths_all = np.concatenate(lengths)
+    flat_all = np.concatenate(flat)
+    offsets = np.concatenate([[0], np.cumsum(lengths_all)])
+    del flat, lengths
+    order = np.argsort(lengths_all, kind="stable")
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            enc = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+            enc = tok.pad({"input_ids": [flat_all[offsets[i]:offsets[i + 1]].tolist() for i in idx]},
+                          return_tensors="pt")
             hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
