@@ -24,7 +24,6 @@ from sluice.contracts.columns import MAX_TOKENS_LIMIT
 from sluice.contracts.shapes import RequestDefaults
 from sluice.stages.ingest.columns import (
     IngestError,
-    _decode,
     _grading,
     _is_binary,
     _is_string,
@@ -32,6 +31,7 @@ from sluice.stages.ingest.columns import (
     _plain,
     _request_shapes,
     _tags,
+    text_array,
 )
 
 # a character Python's str.strip() never removes: printable ASCII other than space, any letter, any digit
@@ -63,25 +63,6 @@ class Checked:
 def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A boolean Arrow result as numpy, null as False."""
     return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def text_array(t: pa.Table, name: str, source: str) -> tuple[pa.ChunkedArray, dict[int, str]]:
-    """A text column as UTF-8 strings (valid text is not copied), plus per row (local) why a value is unusable."""
-    col = _plain(t.column(name))
-    if pa.types.is_null(col.type):
-        return pa.chunked_array([pa.nulls(t.num_rows, pa.string())]), {}
-    if not (_is_string(col.type) or _is_binary(col.type)):
-        raise IngestError(f"{source}: column {name!r} must hold strings, found {col.type}")
-    try:
-        if _is_string(col.type):
-            col.validate(full=True)  # Parquet writers other than Arrow may store invalid UTF-8 in a string column
-        return col.cast(pa.string()), {}  # binary -> string checks the UTF-8 itself
-    except pa.ArrowInvalid:
-        if _is_string(col.type):
-            binary = {pa.string(): pa.binary(), pa.large_string(): pa.large_binary()}.get(col.type, pa.binary_view())
-            col = pa.chunked_array([c.view(binary) for c in col.chunks], binary)
-        values, bad = _decode(col.to_pylist())
-        return pa.chunked_array([pa.array(values, pa.string())]), {i: why for i, why in enumerate(bad) if why}
 
 
 def blank(values: pa.ChunkedArray) -> np.ndarray:

@@ -79,20 +79,27 @@ def _decode(values: list[bytes | None]) -> tuple[list[str | None], list[str | No
 
 def _text_column(raw: pa.Table, name: str, source: str) -> tuple[list[str | None], list[str | None]]:
     """Values of a text column as str, plus per row why a value is unusable (None when it is fine)."""
-    col = _plain(raw.column(name))
-    n = raw.num_rows
+    values, bad = text_array(raw, name, source)
+    return values.to_pylist(), [bad.get(i) for i in range(raw.num_rows)]
+
+
+def text_array(t: pa.Table, name: str, source: str) -> tuple[pa.ChunkedArray, dict[int, str]]:
+    """A text column as UTF-8 strings (valid text is not copied), plus per row (local) why a value is unusable."""
+    col = _plain(t.column(name))
     if pa.types.is_null(col.type):
-        return [None] * n, [None] * n
-    if _is_binary(col.type):
-        return _decode(col.to_pylist())
-    if not _is_string(col.type):
+        return pa.chunked_array([pa.nulls(t.num_rows, pa.string())]), {}
+    if not (_is_string(col.type) or _is_binary(col.type)):
         raise IngestError(f"{source}: column {name!r} must hold strings, found {col.type}")
     try:
-        col.validate(full=True)  # Parquet writers other than Arrow may store invalid UTF-8 in a string column
+        if _is_string(col.type):
+            col.validate(full=True)  # Parquet writers other than Arrow may store invalid UTF-8 in a string column
+        return col.cast(pa.string()), {}  # binary -> string checks the UTF-8 itself
     except pa.ArrowInvalid:
-        binary = {pa.string(): pa.binary(), pa.large_string(): pa.large_binary()}.get(col.type, pa.binary_view())
-        return _decode(pa.chunked_array([c.view(binary) for c in col.chunks], binary).to_pylist())
-    return col.to_pylist(), [None] * n
+        if _is_string(col.type):
+            binary = {pa.string(): pa.binary(), pa.large_string(): pa.large_binary()}.get(col.type, pa.binary_view())
+            col = pa.chunked_array([c.view(binary) for c in col.chunks], binary)
+        values, bad = _decode(col.to_pylist())
+        return pa.chunked_array([pa.array(values, pa.string())]), {i: why for i, why in enumerate(bad) if why}
 
 
 def _number_column(raw: pa.Table, name: str, source: str) -> tuple[list[int | None], dict[int, str]]:
@@ -117,18 +124,6 @@ def _number_column(raw: pa.Table, name: str, source: str) -> tuple[list[int | No
         else:
             out.append(int(v))
     return out, bad
-
-
-def _id_column(raw: pa.Table, source: str) -> tuple[list[str | None], dict[int, str]]:
-    col = _plain(raw.column("id"))
-    t = col.type
-    if _is_string(t) or _is_binary(t) or pa.types.is_null(t):
-        ids, bad = _text_column(raw, "id", source)
-        return ids, {i: f"id {why}" for i, why in enumerate(bad) if why}
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        nums, bad = _number_column(raw, "id", source)
-        return [None if v is None else str(v) for v in nums], bad
-    raise IngestError(f"{source}: column 'id' must hold strings or integers, found {t}")
 
 
 @dataclass
