@@ -21,6 +21,7 @@ from sluice.stages.infer import (
     infer_tier_shards,
     shard_answered,
     shard_count,
+    sum_billings,
     tier_billing,
 )
 from tasks.progress import stage_advanced, stage_finished, stage_started
@@ -161,7 +162,6 @@ def infer_one_shard(run_dir: Path, tier_name: str, partition: Path, shard: int, 
     if tier.replayed:
         logger.info("tier %s: replayed from %s (recorded answers, no network)", tier.name, tier.answers)
     backend = make_backend(tier, data_dir=data_dir)
-    answered = [shard]
     try:
         bills = [answer_shard(partition, shard, answers_dir(run_dir, kind), tier, catalogue, backend,
                               default_max_tokens, shard_rows)]
@@ -171,17 +171,10 @@ def infer_one_shard(run_dir: Path, tier_name: str, partition: Path, shard: int, 
                     logger.info("tier %s (%s) shard %d: taken on the warm engine", tier_name, kind, k)
                     bills.append(answer_shard(partition, k, answers_dir(run_dir, kind), tier, catalogue, backend,
                                               default_max_tokens, shard_rows))
-                    answered.append(k)
     finally:
         backend.close()
         release_engines()
-    totals: dict[str, float] = {}
-    for bill in bills:
-        for key, value in bill.items():
-            if key not in ("worker_pid", "worker_ppid"):
-                totals[key] = totals.get(key, 0.0) + float(value)
-    totals["shards"] = float(len(answered))
-    return totals
+    return sum_billings(bills)
 
 
 def waiting_on_provider(run_dir: Path, wait: ProviderBatchPending):

@@ -14,8 +14,9 @@ from sluice.stages.infer.answer import (
     requests_from,
     shard_answered,
     shard_count,
+    sum_billings,
     tier_billing,
 )
 
 __all__ = ["answer_shard", "claim_shard", "clear_claims", "infer_tier_shards", "requests_from", "shard_answered",
-           "shard_count", "tier_billing"]
+           "shard_count", "sum_billings", "tier_billing"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -256,13 +256,18 @@ def clear_claims(tier_dir: Path) -> int:
 
 def tier_billing(answers_dir: Path, tier: str) -> dict[str, float]:
     """A tier's billing: the sum over its shards' billing files (whichever worker answered them)."""
-    totals: dict[str, float] = {}
     files = sorted((answers_dir / f"tier={tier}").glob("shard-*.billing.json"))
-    for f in files:
-        for key, value in json.loads(f.read_text()).items():
+    return sum_billings(json.loads(f.read_text()) for f in files)
+
+
+def sum_billings(bills: Iterable[dict]) -> dict[str, float]:
+    """Shards' billings added up (the worker's process ids left out); `shards` counts them."""
+    totals: dict[str, float] = {"shards": 0.0}
+    for bill in bills:
+        totals["shards"] += 1
+        for key, value in bill.items():
             if key not in ("worker_pid", "worker_ppid"):
                 totals[key] = totals.get(key, 0.0) + float(value)
-    totals["shards"] = float(len(files))
     return totals
 
 
