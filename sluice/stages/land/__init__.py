@@ -8,6 +8,7 @@
     judged.py   the judge's outcomes, its requests as attempts, and its spend as the run's own line
     checked.py  the dedup stage's cluster checks' spend as the run's own line, in its total
     validated.py  validating tiers against their reference (samples answered twice, judge calls), in its total
+    totals.py   the run's total and saving, the rows' cost plus each of those lines
     chargeback.py  the input's own columns carried to the results (meta, the results file); each row's tags
     errors.py   the run's `errors` rows: every failed attempt, quarantined, deferred or failed row
     interrupted.py  requests a kill cut off, as attempts and in their rows' cost (the provider billed them)

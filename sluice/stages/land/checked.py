@@ -10,6 +10,8 @@ all-premium is net of it.
 
 from __future__ import annotations
 
+from sluice.stages.land.totals import plus_spend
+
 
 def checks_cost(billing: dict | None) -> float:
     """The cluster checks' cost from a run's billing (0.0: no cluster was checked)."""
@@ -24,9 +26,5 @@ def checks_spend(summary: dict, billing: dict | None) -> dict:
     if not cost:
         return {}
     checks = billing["dedup"]["checks"]  # type: ignore[index]  # checks_cost found it
-    total = summary["cost_usd"] + cost
-    baseline = summary["baseline_cost_usd"]
     return {"checks_cost_usd": cost, "clusters_checked": int(checks.get("clusters_checked", 0)),
-            "clusters_refused": int(checks.get("clusters_refused", 0)), "cost_usd": total,
-            "saving_usd": baseline - total,
-            "saving_pct": (100.0 * (baseline - total) / baseline) if baseline > 0 else 0.0}
+            "clusters_refused": int(checks.get("clusters_refused", 0)), **plus_spend(summary, cost)}

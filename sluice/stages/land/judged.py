@@ -19,6 +19,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from sluice.contracts.judging import JUDGE_KIND, judge_attempts_path, judge_verdicts_path
+from sluice.stages.land.totals import plus_spend
 
 
 def judge_outcomes(run_dir: Path) -> pl.DataFrame | None:
@@ -67,7 +68,4 @@ def judge_spend(summary: dict, judge: dict | None) -> dict:
     judge_pairs, and the run's total cost and saving with the judge's cost in them (module docstring)."""
     if not judge:
         return {}
-    cost = summary["cost_usd"] + judge["judge_cost_usd"]
-    baseline = summary["baseline_cost_usd"]
-    return {**judge, "cost_usd": cost, "saving_usd": baseline - cost,
-            "saving_pct": (100.0 * (baseline - cost) / baseline) if baseline > 0 else 0.0}
+    return {**judge, **plus_spend(summary, judge["judge_cost_usd"])}

@@ -45,6 +45,7 @@ from sluice.stages.land.errors import error_rows
 from sluice.stages.land.estimate import quality_check
 from sluice.stages.land.grading import accuracy_summary, grade_results
 from sluice.stages.land.judged import judge_spend
+from sluice.stages.land.totals import saving
 from sluice.stages.land.trimmed import restore_prompts
 from sluice.stages.land.validated import validation_spend
 from sluice.warehouse.db import ATTEMPT_COLUMNS, RESULT_COLUMNS, connect
@@ -283,8 +284,7 @@ def summarise(results: pl.DataFrame) -> dict:
         "cost_per_tier_usd": {r["tier"]: r["cost_usd"] for r in by_tier.to_dicts()},
         "cost_usd": cost,
         "baseline_cost_usd": baseline,
-        "saving_usd": baseline - cost,
-        "saving_pct": (100.0 * (baseline - cost) / baseline) if baseline > 0 else 0.0,
+        **saving(cost, baseline),
         **accuracy_summary(results),  # graded, correct, accuracy, accuracy_per_tier (sluice.stages.land.grading)
     }
 

@@ -9,6 +9,8 @@ Like the judge's (judged.py) and the dedup cluster checks' (checked.py) it is th
 
 from __future__ import annotations
 
+from sluice.stages.land.totals import plus_spend
+
 
 def validation_cost(billing: dict | None) -> float:
     """Validation's cost from a run's billing (0.0: no tier was validated)."""
@@ -22,9 +24,5 @@ def validation_spend(summary: dict, billing: dict | None) -> dict:
     if not cost:
         return {}
     tiers = billing["validation"]  # type: ignore[index]  # validation_cost found it
-    total = summary["cost_usd"] + cost
-    baseline = summary["baseline_cost_usd"]
     return {"validation_cost_usd": cost, "tiers_validated": len(tiers),
-            "tiers_refused": sum(not v.get("passed", True) for v in tiers.values()), "cost_usd": total,
-            "saving_usd": baseline - total,
-            "saving_pct": (100.0 * (baseline - total) / baseline) if baseline > 0 else 0.0}
+            "tiers_refused": sum(not v.get("passed", True) for v in tiers.values()), **plus_spend(summary, cost)}
