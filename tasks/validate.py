@@ -96,6 +96,7 @@ def _answered_on_the_pool(tier, catalogue: Catalogue, sample: pa.Table, run_dir:
     """The tier and its reference answer the sample as dispatched passes (answers under validation/<tier>/, apart
     from the rows' attempts), then the decision is taken from their answer shards."""
     from models.backends import make_backend, release_engines
+    from sluice.stages.review.decide import read_answers
     from tasks.infer import answer_pass
 
     kind = f"validation/{tier.name}"
@@ -112,7 +113,7 @@ def _answered_on_the_pool(tier, catalogue: Catalogue, sample: pa.Table, run_dir:
         if sends is None:
             release_engines()  # answered here: the reference may need the memory
         cost += float(billing.get("cost_usd", 0.0))
-        shards = sorted((answers_dir(run_dir, kind) / f"tier={t.name}").glob("shard-*.parquet"))
-        answers[t.name] = completions_from(pa.concat_tables([pq.read_table(p) for p in shards])) if shards else {}
+        found = read_answers(answers_dir(run_dir, kind), t.name)
+        answers[t.name] = completions_from(found.to_arrow()) if found is not None else {}
     return decide(tier, catalogue, sample, answers, cost, default_max_tokens,
                   lambda t: make_backend(t, data_dir), judge=judge_free_text)

@@ -190,13 +190,12 @@ def decide(tier: Tier, catalogue: Catalogue, sample: pa.Table, answers: dict[str
     from sluice.stages.infer.answer import requests_from
 
     reference = reference_of(tier, catalogue)
-    requests = requests_from(sample, default_max_tokens)
     cols = [c for c in ("row_id", "reference", "grader", "response_schema") if c in sample.column_names]
     rows = [verdict(r, answers[tier.name].get(r["row_id"]) or Completion(r["row_id"], None, error="no answer"),
                     answers[reference.name].get(r["row_id"]) or Completion(r["row_id"], None, error="no answer"))
             for r in sample.select(cols).to_pylist()]
     if judge is not None:
-        cost += judge(rows, {r.row_id: r for r in requests}, catalogue, make)
+        cost += judge(rows, {r.row_id: r for r in requests_from(sample, default_max_tokens)}, catalogue, make)
     return Decision(tier.name, reference.name, tier.validation_margin, rows, cost)
 
 
