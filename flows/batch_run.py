@@ -32,7 +32,9 @@ An API tier with `batch_wait = false` submits its batches and the run ends "wait
 
 Scale-out: `dispatch="infer-shard/gpu"` sends each shard of the self-hosted tiers to the workers of a work pool
 as separate flow runs (flows/infer_shard.py); `dispatch_api_tiers=True` sends the API tiers' shards too (each
-worker then applies the tier's rate limits on its own: divide them by the number of workers).
+worker then applies the tier's rate limits on its own: divide them by the number of workers). With
+`SLUICE_CLUSTER=dask` (or SLUICE_CLUSTER_ADDRESS) the dedup stage's near partitions and the route stage's
+partitions run on a Dask cluster (flows/cluster.py, docs/cluster.md), with the same hand-offs as in process.
 
 Run it with no Prefect server (a temporary local one starts by itself):
 
@@ -183,7 +185,8 @@ def sluice_run(
     # answers landed by earlier runs are reused (cache) while the tier's model is still the one that answered them
     cache = str(settings.warehouse) if use_cache and Path(settings.warehouse).exists() else None
     ctx = StageContext(catalogue=tiers, source=dataset_path, defaults=defaults, cache_warehouse=cache,
-                       verify_clusters=ClusterProbe(tiers, str(settings.data_dir), settings.default_max_tokens))
+                       verify_clusters=ClusterProbe(tiers, str(settings.data_dir), settings.default_max_tokens),
+                       cluster=_cluster(settings), shared_dir=str(run_dir))  # SLUICE_CLUSTER=dask: on Dask
     ingested = _done(run_dir / "ingested.parquet") or run_stage("ingest", run_dir, settings, ctx)
     ingested = carry_deferred(run_dir, ingested, str(settings.warehouse), dataset)  # deferred rows go first
     deduped = _done(run_dir / "deduped.parquet") or run_stage("dedup", run_dir, settings, ctx, ingested)
@@ -275,6 +278,17 @@ def _follow_ups(t, run_dir: Path, tiers, settings, billing: dict, dispatch: str 
         billing[f"{t.name}/retry"] = settle(run_dir, f"{t.name}/retry", answer_pass(
             t.name, retry, *args, kind="retry", **where))
     review(run_dir, t.name, tiers, settings.router, settings.default_max_tokens, "escalate")
+
+
+def _cluster(settings):
+    """Where dedup's near partitions and route's partitions run: None (this process) unless `cluster.engine` is
+    dask (SLUICE_CLUSTER, SLUICE_CLUSTER_ADDRESS; docs/cluster.md). prefect-dask is the cluster extra: imported
+    only then."""
+    if settings.cluster.engine == "local":
+        return None
+    from flows.cluster import DaskCluster
+
+    return DaskCluster(settings.cluster)
 
 
 def _done(path: Path) -> Path | None:

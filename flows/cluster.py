@@ -16,12 +16,15 @@ Ray's actors or its object store.
     route_on_cluster(cluster, src, dst, ...)   `sluice route`: route_file, or on Dask as partitioned
                                                map/reduce (sluice.stages.route.partitioned)
     dedup_on_cluster(cluster, rows, cfg, ...)  `deduplicate`, its near stage's partitions on Dask
-                                               (`SLUICE_CLUSTER=dask sluice dedup ...`)
+                                               (`sluice dedup --cluster dask`, `SLUICE_CLUSTER=dask`)
+    DaskCluster(cluster)                       `sluice run`'s stages' cluster (`StageContext.cluster`): the
+                                               dedup and route stages run their maps through `on_dask`
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
@@ -68,6 +71,17 @@ def on_dask(cluster: ClusterSettings, stage: str, job: Callable[[Mapper], T]) ->
     with _one_prefect_api():
         return map_reduce.with_options(task_runner=task_runner(cluster), flow_run_name=f"{stage}-partitioned")(
             stage, job)
+
+
+@dataclass(frozen=True)
+class DaskCluster:
+    """`sluice.stages.mapping.Cluster` on Dask, for a run's table stages: `cluster(stage, job)` is `on_dask`."""
+
+    settings: ClusterSettings
+    engine: str = "dask"
+
+    def __call__(self, stage: str, job: Callable[[Mapper], T]) -> T:
+        return on_dask(self.settings, stage, job)
 
 
 def route_on_cluster(

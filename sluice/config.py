@@ -76,11 +76,12 @@ class RouterSettings(BaseModel):
 
 
 class ClusterSettings(BaseModel):
-    """Where the map/reduce stages (`sluice route`, `sluice dedup`'s near stage) run their partitions
-    (flows/cluster.py, docs/cluster.md): `local` in this process (the default), or `dask`: each partition a
-    Prefect task on a Dask cluster, the one whose scheduler listens at `address` (`tcp://host:8786`), or without
-    one a temporary local cluster of `workers` processes of `threads_per_worker` threads. A route partition is
-    >= `partition_rows` rows (whole batches); the near stage's come from its own NearConfig.partition_rows."""
+    """Where the map/reduce stages (`sluice route`, `sluice dedup`'s near stage, and both in `sluice run`) run
+    their partitions (flows/cluster.py, docs/cluster.md): `local` in this process (the default), or `dask`: each
+    partition a Prefect task on a Dask cluster, the one whose scheduler listens at `address` (`tcp://host:8786`),
+    or without one a temporary local cluster of `workers` processes of `threads_per_worker` threads. A route
+    partition is >= `partition_rows` rows (whole batches); the near stage's come from its own
+    NearConfig.partition_rows."""
 
     model_config = ConfigDict(extra="forbid")
     engine: Literal["local", "dask"] = "local"

@@ -185,6 +185,11 @@ from sluice.cli.router import route_command, router_app  # noqa: E402
 app.add_typer(router_app, name="router")
 app.command("route")(route_command)
 
+# `sluice dedup`, on this process or a cluster (sluice/cli/dedup.py)
+from sluice.cli.dedup import dedup_command  # noqa: E402
+
+app.command("dedup")(dedup_command)
+
 # recorded answers for replay tiers: `sluice answers export` (sluice/cli/answers.py)
 from sluice.cli.answers import answers_app  # noqa: E402
 
@@ -287,36 +292,6 @@ def dashboard(
     if not settings.warehouse.is_file():
         _fail(f"{settings.warehouse}: no warehouse (run `sluice run` first)")
     console.print(f"wrote {write_dashboard(settings.warehouse, output, days=days, tag_key=tag_key)}", highlight=False)
-
-
-@app.command()
-def dedup(
-    dataset: Annotated[Path, typer.Argument(help="Parquet file with a `prompt` column")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write")],
-    only: Annotated[str, typer.Option(help="stages, comma-separated: exact,near,semantic,cache")] = "exact,near,semantic",
-    warehouse: Annotated[Optional[Path], typer.Option(help="DuckDB warehouse of earlier runs (cache stage)")] = None,
-    default_max_tokens: Annotated[int, typer.Option(help="max_tokens of rows that set none")] = 256,
-    max_false_hit: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="upper 95% bound on the semantic rule's false-hit rate (calibrated)")] = 0.01,
-) -> None:
-    """Mark duplicates: every input row, its columns plus row_id, dup_of, dup_kind, dup_score."""
-    from sluice.cli.dedup import dedup_file
-    from sluice.stages.dedup.calibrate import calibrate
-    from sluice.stages.dedup.deduplicate import DedupConfig, calibrated
-    from sluice.stages.dedup.verdicts import team_verdicts
-    from sluice.stages.ingest.read import IngestError
-
-    stages = tuple(s.strip() for s in only.split(",") if s.strip())
-    try:
-        rule = calibrate(max_false_hit, team_verdicts(warehouse)).rule
-        console.print(f"semantic rule for max false-hit rate {max_false_hit}: {rule.describe()}", highlight=False,
-                      soft_wrap=True)
-        counts = dedup_file(dataset, output, calibrated(DedupConfig(stages=stages,
-                                                                    default_max_tokens=default_max_tokens), rule),
-                            warehouse=warehouse)
-    except (IngestError, ValueError) as exc:
-        _fail(str(exc))
-    console.print(f"{output}: {counts['rows']} rows, " + ", ".join(f"{k} {v}" for k, v in counts.items() if k != "rows"))
 
 
 @app.command()

@@ -144,6 +144,14 @@ def rollback_version(warehouse: Annotated[Path, typer.Option()] = Path("data/war
     console.print(f"rolled back: router version {version} promoted")
 
 
+# where a command's map/reduce partitions run (`sluice route`, `sluice dedup`): flags over SLUICE_CLUSTER*
+ClusterOpt = Annotated[Optional[str], typer.Option(
+    help="where the partitions run: local (this process) or dask (docs/cluster.md) [SLUICE_CLUSTER, local]")]
+ClusterAddressOpt = Annotated[Optional[str], typer.Option(
+    help="scheduler of a running Dask cluster, tcp://HOST:8786; implies --cluster dask (without it, dask starts a "
+         "temporary local cluster) [SLUICE_CLUSTER_ADDRESS]")]
+
+
 def route_command(
     dataset: Annotated[Path, typer.Argument(help="Parquet file with a `prompt` column")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write")],
@@ -152,11 +160,8 @@ def route_command(
     budget_usd: Annotated[Optional[float], typer.Option(help="dollar budget for the whole batch")] = None,
     catalogue: Annotated[Optional[Path], typer.Option(help="tier catalogue TOML [models/catalogue.toml]")] = None,
     max_tokens: Annotated[int, typer.Option(help="planned output tokens for rows without max_tokens")] = 256,
-    cluster: Annotated[Optional[str], typer.Option(
-        help="where the partitions run: local (this process) or dask (docs/cluster.md) [SLUICE_CLUSTER, local]")] = None,
-    cluster_address: Annotated[Optional[str], typer.Option(
-        help="scheduler of a running Dask cluster, tcp://HOST:8786; implies --cluster dask (without it, dask "
-             "starts a temporary local cluster) [SLUICE_CLUSTER_ADDRESS]")] = None,
+    cluster: ClusterOpt = None,
+    cluster_address: ClusterAddressOpt = None,
 ) -> None:
     """Assign every row of DATASET a tier; write it with tier, route_score and route_reason.
 
@@ -179,7 +184,7 @@ def route_command(
         _fail(f"{dataset}: no `prompt` column")
     try:
         settings = RouterSettings(model=router, premium_share=premium_share, budget_usd=budget_usd)
-        where = _cluster_settings(cluster, cluster_address)
+        where = cluster_settings(cluster, cluster_address)
         cat = load_catalogue(catalogue)
         if where.engine == "local":
             counts, unrouted_reason = route_file(dataset, output, cat.names, settings, cat, max_tokens)
@@ -198,7 +203,7 @@ def route_command(
         console.print(f"[yellow]{counts[None]} rows not routed:[/] {unrouted_reason}", highlight=False)
 
 
-def _cluster_settings(engine: str | None, address: str | None):
+def cluster_settings(engine: str | None, address: str | None):
     """SLUICE_CLUSTER* from the environment, overridden by the flags (an address implies dask; local drops it)."""
     from sluice.config import ClusterSettings, load_settings
 

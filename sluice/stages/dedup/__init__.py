@@ -13,6 +13,8 @@ import importlib.util
 import json
 import logging
 from collections import Counter
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -26,6 +28,7 @@ from sluice.stages.dedup.calibrate import calibrate as calibrate_rule
 from sluice.stages.dedup.deduplicate import DedupConfig, calibrated, deduplicate
 from sluice.stages.dedup.verdicts import team_verdicts
 from sluice.stages.dedup.verify import check_clusters, refuse
+from sluice.stages.mapping import Mapper
 
 __all__ = ["DedupConfig", "calibrated", "default_stages", "deduplicate", "describe", "run", "run_record"]
 RECORD_KEY = b"sluice.dedup"  # the hand-off's schema metadata: what the run records in runs.billing['dedup']
@@ -52,14 +55,21 @@ def run(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
     the shipped labelled pairs plus the team's verdicts in the warehouse; the choice travels in the hand-off's
     schema metadata (`run_record`). With `ctx.verify_clusters`, large near / semantic clusters are checked before
     their answer is reused (`verify.py`): refused clusters' members go back to pending, the checks (cost, verdicts)
-    are recorded under 'checks'."""
+    are recorded under 'checks'. With `ctx.cluster`, the near stage's partitions run there (as `sluice dedup` on a
+    cluster does), its signatures spilled under `ctx.shared_dir`; the marks are the same. The record names the
+    engine ('local' or the cluster's)."""
     stages = default_stages(ctx.cache_warehouse is not None)
     calibration = calibrate_rule(settings.max_false_hit, team_verdicts(settings.warehouse))
     cfg = calibrated(DedupConfig(stages=stages, default_max_tokens=settings.default_max_tokens,
                                  cache=CacheConfig(served_models={t.name: t.model for t in ctx.catalogue.tiers})),
                      calibration.rule)
-    out = deduplicate(table, cfg, warehouse=ctx.cache_warehouse)
-    record = {**calibration.record(), "stages": list(stages)}
+    if ctx.cluster is None:
+        out = deduplicate(table, cfg, warehouse=ctx.cache_warehouse)
+    else:  # the workers read the spilled signatures: a folder they share with this process
+        cfg = replace(cfg, near=replace(cfg.near, spill_dir=ctx.shared_dir or cfg.near.spill_dir))
+        out = ctx.cluster("dedup", partial(_deduplicate_on, table, cfg, ctx.cache_warehouse))
+    record = {**calibration.record(), "stages": list(stages),
+              "engine": "local" if ctx.cluster is None else ctx.cluster.engine}
     if ctx.verify_clusters is not None:
         out, record["checks"] = verified(out, ctx.verify_clusters, settings.max_false_hit)
     log.info("dedup: semantic rule %s for max false-hit rate %s (upper 95%% bound %.4f on %d labels)",
@@ -69,6 +79,10 @@ def run(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
                     "strictest has an upper bound of %.4f): semantic reuse is off", settings.max_false_hit,
                     calibration.bound)
     return out.replace_schema_metadata({**(out.schema.metadata or {}), RECORD_KEY: json.dumps(record).encode()})
+
+
+def _deduplicate_on(table: pa.Table, cfg: DedupConfig, warehouse: str | None, mapper: Mapper) -> pa.Table:
+    return deduplicate(table, cfg, warehouse=warehouse, mapper=mapper)
 
 
 def verified(out: pa.Table, probe, delta: float) -> tuple[pa.Table, dict]:

@@ -15,13 +15,19 @@
 
 from __future__ import annotations
 
+import tempfile
+from functools import partial
+from pathlib import Path
+
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sluice.config import Settings
 from sluice.stages.context import StageContext
 from sluice.stages.route.assign import OVER_BUDGET, route_batch, write_tier_partitions
 from sluice.stages.route.brevity import trim_pending
+from sluice.stages.route.partitioned import route_partitioned
 
 __all__ = ["OVER_BUDGET", "describe", "route_batch", "run", "write_tier_partitions"]
 
@@ -31,7 +37,23 @@ def run(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
         df = pl.from_arrow(table)
         assert isinstance(df, pl.DataFrame)
         table = trim_pending(df).to_arrow()
+    if ctx.cluster is not None:
+        return _route_on(table, settings, ctx)
     return route_batch(table, ctx.catalogue.names, settings.router, ctx.catalogue, settings.default_max_tokens)
+
+
+def _route_on(table: pa.Table, settings: Settings, ctx: StageContext) -> pa.Table:
+    """`route_batch` as partitioned map/reduce on `ctx.cluster` (`sluice.stages.route.partitioned`, as `sluice
+    route --cluster` runs it): the rows are written to a folder under `ctx.shared_dir` for the workers to read, its
+    partitions routed there, the routed file read back. Same rows and tiers as `route_batch` (over 64k rows a
+    learned router's scores can differ in the last bit: it scores in 64k batches, `route_partitioned` says why)."""
+    assert ctx.cluster is not None
+    with tempfile.TemporaryDirectory(prefix="route-", dir=ctx.shared_dir) as folder:
+        src, dst = Path(folder) / "rows.parquet", Path(folder) / "routed.parquet"
+        pq.write_table(table, src)
+        ctx.cluster("route", partial(route_partitioned, src, dst, ctx.catalogue.names, settings.router, ctx.catalogue,
+                                     settings.default_max_tokens, None, partition_rows=settings.cluster.partition_rows))
+        return pq.read_table(dst)
 
 
 def describe(routed: pa.Table) -> list[str]:
