@@ -39,8 +39,11 @@ def _load():
 
 
 def embed(texts: Sequence[str], batch_size: int = 128, max_length: int = 128,
-          chunk_rows: int = 16_384) -> np.ndarray:
-    """L2-normalised float32 embeddings, shape (len(texts), 384)."""
+          chunk_rows: int = 16_384, batch_tokens: int = 4096) -> np.ndarray:
+    """L2-normalised float32 embeddings, shape (len(texts), 384). A batch holds at most `batch_size` texts and
+    `batch_tokens` word pieces counted with padding (its activations are what the pass holds: 128 texts of 128
+    pieces took about 1 GB, issue 19); batches differ in shape, so vectors can differ from another batching in the
+    last bits (2e-7 measured), never more."""
     import torch
 
     tok, model = _load()
@@ -61,8 +64,7 @@ def embed(texts: Sequence[str], batch_size: int = 128, max_length: int = 128,
     del flat, lengths
     order = np.argsort(lengths_all, kind="stable")
     with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in _token_batches(order, lengths_all[order], batch_size, batch_tokens):
             enc = tok.pad({"input_ids": [flat_all[offsets[i]:offsets[i + 1]].tolist() for i in idx]},
                           return_tensors="pt")
             hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
@@ -71,6 +73,20 @@ def embed(texts: Sequence[str], batch_size: int = 128, max_length: int = 128,
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             out[idx] = pooled.numpy()
     return out
+
+
+def _token_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, batch_tokens: int) -> list[np.ndarray]:
+    """`order` (sorted by length, `lengths` its lengths) cut into consecutive batches of at most batch_size texts
+    whose padded size (texts x the longest one's length) stays within batch_tokens (one text at least)."""
+    batches, start = [], 0
+    while start < len(order):
+        end = start + 1
+        while (end < len(order) and end - start < batch_size
+               and (end - start + 1) * int(lengths[end]) <= batch_tokens):
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches
 
 
 # --- Static embeddings distilled from MiniLM, for fast candidate search -------------------------------------------
@@ -117,9 +133,22 @@ def build_static_table(batch_size: int = 1024) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def static_table() -> np.ndarray:
-    """The distilled table, built on first use (1-2 minutes on 2 cores) and cached in ~/.cache/sluice (or
-    $SLUICE_MODEL_CACHE): 45 MB, derived from the installed model, never committed."""
+    """The distilled table (vocab, STATIC_DIM), made from the word pieces' vectors (`_piece_table`) on first use and
+    cached beside them: loading it is 12 MB, where making it (an SVD) peaks about 400 MB above the process."""
     path = _static_table_path()
+    done = path.with_name(path.stem + f"-d{STATIC_DIM}.npy")
+    if done.is_file():
+        return np.load(done)
+    table = _projected(_piece_table(path))
+    tmp = done.with_suffix(".tmp.npy")
+    np.save(tmp, table)
+    tmp.replace(done)
+    return table
+
+
+def _piece_table(path: Path) -> np.ndarray:
+    """The word pieces' MiniLM vectors, built on first use (1-2 minutes on 2 cores) and cached in ~/.cache/sluice
+    (or $SLUICE_MODEL_CACHE) at `path`: 45 MB, derived from the installed model, never committed."""
     if path.is_file():
         table = np.load(path)
     else:
@@ -128,6 +157,11 @@ def static_table() -> np.ndarray:
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, table)
         tmp.replace(path)
+    return table
+
+
+def _projected(table: np.ndarray) -> np.ndarray:
+    """Centred, Zipf-weighted and cut to the leading STATIC_DIM principal directions."""
     # all piece vectors share a large common direction (any two texts score high): remove the words' mean
     table = table - table[_FIRST_WORD_ID:].mean(0)
     rank = np.maximum(np.arange(len(table)) - _FIRST_WORD_ID + 2, 1)
