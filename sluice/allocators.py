@@ -1,0 +1,27 @@
+"""Allocator settings for the native libraries Sluice drives, read once when each library loads: so they are set
+when the `sluice` package is imported, before anything imports polars or pyarrow (this module imports nothing else).
+
+Both libraries keep memory they have freed for reuse, and at a million rows that is most of what a stage holds
+after it is done (issue 19, `bench/results/scale.md`): after ingesting 1M rows (566 MB of Arrow buffers) the
+process held 1050 MB; with these settings 727 MB.
+
+    _RJEM_MALLOC_CONF          polars' jemalloc: return freed pages at once (default: after 10 s, so a stage's
+                               garbage is still resident when the next stage peaks)
+    ARROW_DEFAULT_MEMORY_POOL  pyarrow's pool: the C library's malloc (mimalloc's default keeps freed segments);
+                               with `sluice.config.return_large_frees` large buffers are maps, unmapped when freed
+
+A value the user set wins (`setdefault`)."""
+
+from __future__ import annotations
+
+import os
+
+ALLOCATOR_ENV = {
+    "_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0",
+    "ARROW_DEFAULT_MEMORY_POOL": "system",
+}
+
+
+def set_allocator_defaults() -> None:
+    for name, value in ALLOCATOR_ENV.items():
+        os.environ.setdefault(name, value)
