@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
@@ -104,6 +105,28 @@ def text_facts(text: str) -> TextFacts:
         content = tuple(info[0] for info in map(_token_info, tokens) if info is not None and info[0] not in STOPWORDS)
     sequence = tuple(info[0] for info in map(_token_info, tokens) if info is not None)
     return TextFacts(Counter(tokens), content, sequence)
+
+
+class RecentFacts:
+    """`facts(i)`: the guard facts of row i's text (`text(i)`), kept for the `size` most recently used rows only.
+    A row's facts (a Counter of its tokens) cost a few kB: at 1M rows, keeping every candidate row's took over a
+    GB; the stages ask for the rows of one duplicate after another, so a row is mostly needed again soon after,
+    and a miss only recomputes."""
+
+    def __init__(self, text: Callable[[int], str], size: int = 1 << 15):
+        self.text = text
+        self.size = size
+        self._kept: OrderedDict[int, TextFacts] = OrderedDict()
+
+    def __call__(self, i: int) -> TextFacts:
+        found = self._kept.get(i)
+        if found is None:
+            found = self._kept[i] = text_facts(self.text(i))
+            if len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        else:
+            self._kept.move_to_end(i)
+        return found
 
 
 @lru_cache(maxsize=1 << 18)

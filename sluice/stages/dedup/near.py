@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -36,7 +35,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from sluice.stages.dedup.guards import TextFacts, text_facts, veto_reason
+from sluice.stages.dedup.guards import RecentFacts, veto_reason
 from sluice.stages.dedup.minhash import PARALLEL_LAUNCH as PARALLEL_LAUNCH
 
 # moved to sluice.stages.dedup.minhash; re-exported so `from sluice.stages.dedup.near import ...` keeps working
@@ -55,9 +54,7 @@ from sluice.stages.dedup.minhash import numba_module as numba_module
 from sluice.stages.dedup.minhash import optimal_bands_rows as optimal_bands_rows
 from sluice.stages.dedup.minhash import permutations as permutations
 
-# a row's guard facts (a Counter of its tokens) cost a few kB: at 1M rows, keeping every candidate row's took 1.2 GB;
-# pairs come sorted by duplicate, so a row is mostly needed again soon after, and a miss only recomputes
-FACTS_CACHED = 1 << 15
+FACTS_CACHED = 1 << 15  # rows whose guard facts verification keeps (`guards.RecentFacts`): at 1M rows, all took 1.2 GB
 
 
 class ArrowTexts:
@@ -90,17 +87,7 @@ def _resolve(texts: Sequence[str], sig: np.ndarray, dup: np.ndarray, can: np.nda
     """Greedy, in (dup, canonical) order: a row's canonical is the canonical of its first candidate that is itself
     allowed to be canonical, earlier, still >= threshold against it, and passes the guards."""
     canonical_of: dict[int, int] = {}  # rows already resolved as duplicates
-    facts: OrderedDict[int, TextFacts] = OrderedDict()  # the most recently used rows' facts, FACTS_CACHED at most
-
-    def fact(i: int) -> TextFacts:
-        found = facts.get(i)
-        if found is None:
-            found = facts[i] = text_facts(texts[i])
-            if len(facts) > FACTS_CACHED:
-                facts.popitem(last=False)
-        else:
-            facts.move_to_end(i)
-        return found
+    fact = RecentFacts(texts.__getitem__, FACTS_CACHED)
 
     out_dup, out_can, out_score, vetoed = [], [], [], 0
     for j, i, est_ji in zip(dup.tolist(), can.tolist(), est.tolist()):
@@ -272,6 +259,7 @@ def near_duplicate_pairs(
         # the greedy resolution is the same as over all rows)
         rows = np.unique(np.concatenate([dup, can]))
         sig = _read_signatures(parts, rows, cfg.num_perm)
+        parts = []  # the band keys (bands x rows uint64: 112 MB at 1M) are not needed by the verification
     dup, can = np.searchsorted(rows, dup), np.searchsorted(rows, can)
     est = agreement(sig, dup, can)
     keep = est >= cfg.threshold

@@ -20,7 +20,7 @@ cosine >= 0.92; a random pair of corpus prompts passes 0.80 about once in 2,000)
 
 Memory (issue 19): the prompts stay one Arrow column; static vectors are made `embed_rows` rows at a time and
 kept for the short rows only, MiniLM vectors for the rows of candidate pairs only (never an n x 384 matrix), and
-texts are fetched for the rows that need them.
+texts are read a row at a time when the guards ask (their facts kept for recently used rows only).
 
 Only short prompts are compared (`max_words`): on long prompts a shared template dominates the mean-pooled
 embedding, and MiniLM truncates at 128 word pieces anyway, so two long prompts that differ after the cut-off would
@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 
 from sluice.stages.dedup.calibrate import Rule
-from sluice.stages.dedup.guards import TextFacts, text_facts, veto_reason
+from sluice.stages.dedup.guards import RecentFacts, TextFacts, veto_reason
 from sluice.stages.dedup.minhash import PARALLEL_LAUNCH, numba_module
 from sluice.stages.dedup.near import NearMatches
 from sluice.stages.dedup.pair_score import guard_bits, hard_veto, score_pairs
@@ -94,6 +94,8 @@ class SemanticConfig:
 
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
+FACTS_CACHED = 1 << 16  # rows whose guard facts are kept while pairs are checked (`guards.RecentFacts`)
+PAIRS_AT_ONCE = 1 << 14  # candidate pairs scored at once: each holds two 384-float vectors (140k pairs: 430 MB)
 log = logging.getLogger(__name__)
 
 
@@ -234,18 +236,11 @@ def semantic_duplicate_pairs(
     if not dup_ok.any() or not can_ok.any():
         return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
     block = np.asarray(block)
-    facts: dict[int, TextFacts] = {}
-    text_of: dict[int, str] = {}  # the texts of the rows the guards read, fetched once (`fetch`)
 
-    def fetch(rows: np.ndarray) -> None:
-        rows = np.unique(rows)
-        rows = rows[[r not in text_of for r in rows.tolist()]]
-        text_of.update(zip(rows.tolist(), series.gather(rows).fill_null("").to_list()))
+    def text(i: int) -> str:  # one row's prompt, read when asked (a dict of every candidate row's took 100s of MB)
+        return series[i] or ""
 
-    def fact(i: int) -> TextFacts:
-        if i not in facts:
-            facts[i] = text_facts(text_of[i])
-        return facts[i]
+    fact = RecentFacts(text, FACTS_CACHED)
 
     vetoed_early = 0
     if cfg.candidate_threshold is None:
@@ -257,7 +252,6 @@ def semantic_duplicate_pairs(
         log.debug("semantic: %d static vectors in %.1f s", len(used), time.perf_counter() - t0)
         j_c, i_c, _ = _top_neighbours(static, used, block, dup_ok, can_ok, cfg, cfg.candidate_threshold)
         del static
-        fetch(np.concatenate([j_c, i_c]))
         log.debug("semantic: %d candidate pairs after %.1f s", len(j_c), time.perf_counter() - t0)
         # the guards veto whatever the cosine: a candidate pair they refuse needs no MiniLM (changed numbers and
         # added qualifiers are most static candidates in a batch of templated or edited prompts)
@@ -279,14 +273,15 @@ def semantic_duplicate_pairs(
 
     if cfg.candidate_threshold is None:
         j_all, i_all, s_all = _top_neighbours(emb, used, block, dup_ok, can_ok, cfg, search_threshold)
-        fetch(np.concatenate([j_all, i_all]))
     else:
-        s_all = np.einsum("ij,ij->i", vectors(j_c), vectors(i_c))
+        s_all = np.concatenate([np.einsum("ij,ij->i", vectors(j_c[lo:lo + PAIRS_AT_ONCE]),
+                                          vectors(i_c[lo:lo + PAIRS_AT_ONCE]))
+                                for lo in range(0, len(j_c), PAIRS_AT_ONCE)])
         keep = s_all >= search_threshold
         j_all, i_all, s_all = j_c[keep], i_c[keep], s_all[keep]
     scorer = cfg.rule.scorer if cfg.rule is not None else None
     if scorer is not None:  # the learned pair score decides (sluice.stages.dedup.pair_score), not the cosine
-        s_all = score_pairs(scorer, i_all.tolist(), j_all.tolist(), s_all, text_of.__getitem__, fact)
+        s_all = score_pairs(scorer, i_all.tolist(), j_all.tolist(), s_all, text, fact)
     keep = s_all >= cfg.pair_thresholds(n_words[j_all], n_words[i_all])
     j_all, i_all, s_all = j_all[keep], i_all[keep], s_all[keep]
     if not len(j_all):
@@ -304,7 +299,7 @@ def semantic_duplicate_pairs(
         v_j, v_c = vectors(np.array([j, c]))
         score = float(v_j @ v_c)  # 0 for a canonical reached only through vetoed pairs (never embedded)
         if scorer is not None:
-            score = float(score_pairs(scorer, [c], [j], np.array([score]), text_of.__getitem__, fact)[0])
+            score = float(score_pairs(scorer, [c], [j], np.array([score]), text, fact)[0])
         if score < cfg.pair_thresholds(n_words[[j]], n_words[[c]])[0]:
             continue
         if cfg.vetoed(fact(j), fact(c)):
