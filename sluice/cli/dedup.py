@@ -80,7 +80,9 @@ def dedup_file(
 
         marked = dedup_on_cluster(where, read_prompts(dataset), cfg, warehouse)
     else:
-        marked = deduplicate(read_prompts(dataset), cfg, warehouse, columns=["row_index", "row_id", *DUP_COLUMNS])
+        # read inside, so the stage holds the only copy of the prompts (it drops the long ones after near)
+        marked = deduplicate(lambda: read_prompts(dataset), cfg, warehouse,
+                             columns=["row_index", "row_id", *DUP_COLUMNS])
     added = pl.from_arrow(marked.select(["row_index", "row_id", *DUP_COLUMNS]))
     del marked
     assert isinstance(added, pl.DataFrame)

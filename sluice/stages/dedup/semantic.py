@@ -208,6 +208,18 @@ def _word_counts(texts: pl.Series, chunk_rows: int) -> np.ndarray:
     return out
 
 
+def short_prompts(texts: pl.Series, cfg: SemanticConfig) -> tuple[pl.Series, np.ndarray]:
+    """(texts with every prompt over cfg.max_words words null, word counts of all texts): what
+    `semantic_duplicate_pairs(..., n_words=)` needs, in a fresh buffer, so that a caller that no longer needs the
+    long prompts can let them go (at 1M rows: 480 MB of 500, issue 19)."""
+    n_words = _word_counts(texts, cfg.embed_rows)
+    short = np.flatnonzero(n_words <= cfg.max_words)
+    kept: list[str | None] = [None] * len(texts)
+    for row, text in zip(short.tolist(), texts.gather(short).to_list()):
+        kept[row] = text
+    return pl.Series(texts.name, kept, dtype=pl.String), n_words
+
+
 def _blocked(embed: Embedder, texts: pl.Series, rows: np.ndarray, chunk_rows: int) -> np.ndarray:
     """embed(texts of rows), chunk_rows rows at a time (the static vectors are per row, so the same at any size)."""
     parts = [embed(texts.gather(rows[lo:lo + chunk_rows]).fill_null("").to_list())
@@ -223,12 +235,14 @@ def semantic_duplicate_pairs(
     cfg: SemanticConfig = SemanticConfig(),
     embedder: Embedder | None = None,
     candidate_embedder: Embedder | None = None,
+    n_words: np.ndarray | None = None,
 ) -> NearMatches:
     """Greedy in position order: each row that may be a duplicate points at the earlier canonical row of its block
-    with the highest cosine >= threshold that the guards accept."""
+    with the highest cosine >= threshold that the guards accept. `n_words`: the texts' word counts, given when the
+    texts are `short_prompts` (long prompts null)."""
     series = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
     n = len(series)
-    n_words = _word_counts(series, cfg.embed_rows)
+    n_words = _word_counts(series, cfg.embed_rows) if n_words is None else n_words
     short = n_words <= cfg.max_words
     dup_ok = can_be_duplicate & short
     can_ok = can_be_canonical & short

@@ -137,6 +137,41 @@ def test_asking_for_some_columns_gives_those_columns_of_the_whole_output():
         assert deduplicate(fixture_rows(), DedupConfig(stages=stages), columns=keep).equals(whole.select(keep))
 
 
+
+def test_the_semantic_stage_over_short_prompts_alone_finds_the_same_pairs():
+    """`short_prompts` nulls the prompts the stage never compares (a caller may then let them go)."""
+    from sluice.stages.dedup.semantic import SemanticConfig, semantic_duplicate_pairs, short_prompts
+
+    expected = json.loads(EXPECTED.read_text())["semantic"]
+    texts, block = _semantic_inputs()
+    cfg = SemanticConfig(threshold=0.8, candidate_threshold=0.6, max_words=12)
+    short, n_words = short_prompts(pl.Series(texts), cfg)
+    assert short.null_count() > 100 and n_words.max() > 12
+    assert all(t is None or len(t.split()) <= 12 for t in short.to_list())
+    n = len(texts)
+    whole = semantic_duplicate_pairs(texts, block, np.ones(n, bool), np.ones(n, bool), cfg,
+                                     embedder=bag_of_words(64), candidate_embedder=bag_of_words(32))
+    alone = semantic_duplicate_pairs(short, block, np.ones(n, bool), np.ones(n, bool), cfg, embedder=bag_of_words(64),
+                                     candidate_embedder=bag_of_words(32), n_words=n_words)
+    assert len(whole.dup) > 10 and len(whole.dup) < len(expected[0])  # max_words cut some recorded pairs
+    assert (alone.dup.tolist(), alone.canonical.tolist(), alone.score.tolist(), alone.vetoed) == (
+        whole.dup.tolist(), whole.canonical.tolist(), whole.score.tolist(), whole.vetoed)
+
+
+def test_reading_the_rows_inside_and_leaving_the_prompts_out_marks_the_same():
+    """`sluice dedup` hands a reader and asks for the marks alone: the stage drops the long prompts after near."""
+    from sluice.contracts.columns import DUP_COLUMNS
+    from sluice.stages.dedup.deduplicate import DedupConfig, deduplicate
+    from sluice.stages.dedup.semantic import SemanticConfig
+
+    keep = ["row_index", "row_id", *DUP_COLUMNS]
+    cfg = DedupConfig(semantic=SemanticConfig(threshold=0.8, candidate_threshold=None, max_words=12))
+    whole = deduplicate(fixture_rows(), cfg, embedder=bag_of_words(64))
+    kinds = whole.column("dup_kind").to_pylist()
+    assert kinds.count("semantic") > 5 and kinds.count("near") > 50
+    assert deduplicate(fixture_rows, cfg, embedder=bag_of_words(64), columns=keep).equals(whole.select(keep))
+
+
 if __name__ == "__main__":
     EXPECTED.write_text(json.dumps(record()) + "\n")
     print(f"wrote {EXPECTED}")
