@@ -128,6 +128,9 @@ class RecentFacts:
             self._kept.move_to_end(i)
         return found
 
+    def clear(self) -> None:
+        self._kept.clear()
+
 
 def forget_tokens() -> None:
     """Empty the per-token caches (`_token_info`, `_stem`: 162k tokens held 175 MB after the near stage at 1M rows,

@@ -38,8 +38,9 @@ from typing import Callable, Sequence
 import numpy as np
 import polars as pl
 
+from sluice.allocators import give_back_freed
 from sluice.stages.dedup.calibrate import Rule
-from sluice.stages.dedup.guards import RecentFacts, TextFacts, veto_reason
+from sluice.stages.dedup.guards import RecentFacts, TextFacts, forget_tokens, veto_reason
 from sluice.stages.dedup.minhash import PARALLEL_LAUNCH, numba_module
 from sluice.stages.dedup.near import NearMatches
 from sluice.stages.dedup.pair_score import guard_bits, hard_veto, score_pairs
@@ -278,6 +279,9 @@ def semantic_duplicate_pairs(
                   len(search_rows), time.perf_counter() - t0)
         if not len(search_rows):
             return NearMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+        fact.clear()  # the MiniLM pass is the stage's peak: the veto pass's facts and token caches are made again
+        forget_tokens()  # for the few pairs that pass (at 1M rows: ~100 MB held through the pass, issue 19)
+        give_back_freed()
     emb = (embedder or _default_embedder)(series.gather(search_rows).fill_null("").to_list())
 
     def vectors(rows: np.ndarray) -> np.ndarray:
