@@ -333,55 +333,49 @@ DEDUP_NOTES = [
     "benches and tests and with this change's own profiling (1-minute load 5-13); their wall times say nothing "
     "about speed. The exact+near rows in the table were rerun at the end on a quiet machine (load 0-1.2).",
     "",
-    "**exact+near: at the line.** At 1M rows three runs of the same code peaked at 2037 MB (load 9), 2056 MB "
-    "(load 0.3) and 2043 MB (load 1.1, the one in the table), against the 2048 MB target: met in two runs of "
-    "three, by margins smaller than the run-to-run spread (a fourth run with `malloc_trim` and Arrow's "
-    "`release_unused` before the near stage peaked at 2073 MB and was not kept). Time per row at 1M is 1.15x that "
-    "at 100k (103.6 s against 9.0 s, quiet machine): met. Before: 6752 MB; 95695aa: 4010 MB in process. In "
-    "process at 1M (RSS sampled every 10 ms per phase; this profile ran under load 9 and before the string_view "
-    "change, ru_maxrss 2324 MB):",
+    "**Both cases meet the targets at 32d438c** (the last rows of the table; load 1.5-1.9, this session's own "
+    "runs only): default (exact, near, semantic) at 1M rows peaks at **1848 MB** in 985 s, 985 us/row against "
+    "1175 at 100k (**0.84x**); exact+near at 1M peaks at **1662 MB** in 115 s, 115 us/row against 92 at 100k "
+    "(**1.26x**). Same marks: polars `equals` against e42b951's output at 100k, and at 1M against 3cf857f's "
+    "(whose counts equal e42b951's: exact 469,329, near 162,003, semantic 41,134; e42b951's own 1M file was "
+    "overwritten by a profile before a byte comparison).",
     "",
-    "| phase | RSS start -> end MB | peak MB |", "|---|---|---|",
-    "| imports | -> 178 | |",
-    "| `read_prompts` (ingest: 1M rows) | 178 -> 886 | 1072 (was 3198) |",
-    "| polars frame, sampled rows | 886 -> 1051 | |",
-    "| exact stage (normalised request keys) | 1051 -> 1352 | 1352 |",
-    "| near: partitions, LSH candidates, verification + guards | 1150 -> 2037 | 2325 |",
-    "| marks, output file (the input's columns copied in 64k-row batches) | 2037 -> 1135 | 2038 |",
+    "How the default case got there (each step checked for the same output at 100k; peaks of the CLI child "
+    "unless marked in process):",
     "",
-    "The peak is now the near stage's verification: the signatures of candidate rows (rows x 128 uint32, about "
-    "300 MB for 600k candidate rows), the candidate pairs and the guard facts, on top of the 1.1 GB the rows and "
-    "exact keys hold; the string_view change took it from 2325 to 2037-2056 MB. Getting safely under needs the "
-    "verification to read the candidate signatures from the spilled files instead of a copy (about 300 MB).",
+    "| commit | change | 100k peak MB | 1M peak MB |", "|---|---|---|---|",
+    "| 8b1f21d (after) | batch-wise ingest, `columns=`, string_view verification (above) | 2669 | 5.4 GB "
+    "projected |",
+    "| 19ce025 | MiniLM tokenises in chunks into flat arrays (no Python lists per text) | | |",
+    "| e42b951 | large frees unmapped (glibc `M_MMAP_THRESHOLD` 1 MB), MiniLM batches bounded by 4096 padded word "
+    "pieces, the static table's projection cached (its SVD peaked ~400 MB) | 1432 | 3623 (1122 s) |",
+    "| a12445c, 3cf857f | allocator defaults (polars' jemalloc returns freed pages at once, pyarrow on the system "
+    "malloc: 1050 -> 727 MB after ingesting 1M rows); the semantic stage keeps guard facts for its 65k most "
+    "recently used rows (dicts over every candidate row held ~600 MB at 1M) and scores candidate pairs 16k at a "
+    "time (the einsum over two 752k x 384 matrices made the 3.6 GB peak); near drops its band keys before "
+    "verification | 1310 | 2501 in process |",
+    "| 1c47310 | `sluice dedup` hands the stage a reader, so the stage holds the only copy of the prompts and, "
+    "once near is done, keeps just the short ones the semantic stage compares (the prompt column is 502 MB at "
+    "1M); the guards' token caches emptied (175 MB) and glibc's free heap pages returned (90 MB) after each "
+    "stage | 1266 | 1979 in process |",
+    "| 32d438c | the veto pass's guard facts and token caches dropped before the MiniLM pass | 1126 | **1848** |",
     "",
-    "**default (semantic included): target not met.** At 100k rows the CLI peaks at 2669 MB (844 s under load 9; "
-    "this run had the ingest and `columns` changes but not yet the string_view one; 95695aa: 2472 MB; before, "
-    "without the learned pair scorer of issue 21: 2412 MB). Where it goes, in process at 100k (ru_maxrss 2739 MB):",
+    "In process at 1M (1c47310, RSS sampled every 50 ms): ingest 733 MB; exact ~1100; near peaks at 1620 and "
+    "ends at 1405; the long prompts dropped and torch, transformers, MiniLM and the static table loaded (about "
+    "450 MB of fixed cost); static neighbours and guards on 751,957 candidate pairs (611,969 vetoed) 1642; MiniLM "
+    "over the 114,922 candidate rows 1890-1940 for 13 minutes; resolution 1942; output 1286. 32d438c took the "
+    "MiniLM plateau down by the veto pass's facts.",
     "",
-    "| phase | RSS start -> end MB | peak MB |", "|---|---|---|",
-    "| ingest, exact, near (as exact+near at 100k) | 179 -> 839 | 963 |",
-    "| semantic: static vectors (imports torch + transformers, loads MiniLM and the static table: about 620 MB "
-    "measured alone) | 839 -> 1501 | 1638 |",
-    "| semantic: static neighbours, guards on candidates | 1501 -> 1518 | 1627 |",
-    "| semantic: MiniLM embedding of the candidate rows (`models.embeddings.embed`: all their texts tokenised at "
-    "once into Python lists, then 128-row batches) | 1518 -> 2342 | 2739 |",
-    "| pair scores, resolution, output | 2342 -> 2303 | 2430 |",
+    "Margins and limits: 200 MB under 2 GiB at 1M on this generator. The MiniLM pass holds vectors for candidate "
+    "rows only (1.5 kB a row): a batch with more short near-paraphrases than this one (115k candidate rows per 1M) "
+    "costs about 150 MB more per 100k candidate rows. The default case's wall time is mostly MiniLM on 2 cores "
+    "(about 13 of 16 minutes at 1M).",
     "",
-    "So the semantic stage costs about 1.9 GB at 100k: 0.6-0.7 GB fixed (torch, MiniLM) and about 1.2 GB in the "
-    "MiniLM pass. Measured alone (`embed` of 6,000 short prompts of the 100k file after loading): +577 MB peak, "
-    "+240 MB kept (the 128-token batches' activations, then allocator arenas), and tokenising all texts at once "
-    "keeps three Python lists per text, about 7 KB a row (+220 MB for 30,000 texts): that part grows with the "
-    "candidate rows. At 300k rows the CLI peaks at 3288 MB (1255 s, load 5.5 -> 2.9; exact 94290, near 56638, "
-    "semantic 13394).",
-    "",
-    "Projection for 1M rows, default (not run: at 300k it took 21 minutes, so 1M would take over an hour on this "
-    "machine): the peak grew 619 MB from 100k to 300k; linear in rows that is **about 5.4 GB at 1M** (projected, "
-    "not measured), and at least 2.7 GB in any case (the near stage's 2.0 GB plus the 0.65 GB fixed cost of "
-    "torch and MiniLM); it does not meet 2 GiB. What would: "
-    "embedding candidate rows in slices with their tokenisation (models/embeddings.py, outside this change; the "
-    "batches would differ, so the vectors must be checked equal), returning the near stage's freed memory to the "
-    "system before torch loads (`release_unused`, `malloc_trim`), and reading the near verification's signatures "
-    "from the spilled files instead of a copy.",
+    "Before this round, for the record: at 100k the CLI peaked at 2669 MB (8b1f21d, 844 s under load 9; 95695aa: "
+    "2472 MB; before, without the learned pair scorer of issue 21: 2412 MB), where the semantic stage cost about "
+    "1.9 GB (0.6-0.7 GB fixed for torch and MiniLM, the rest in the MiniLM pass's tokenisation and 128-text "
+    "batches); at 300k 3288 MB (1255 s). The exact+near case was at the line at 8b1f21d (2037-2056 MB in three "
+    "runs at 1M; 2043 MB in the table, 103.6 s, 1.15x).",
 ]
 
 
