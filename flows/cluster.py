@@ -23,11 +23,12 @@ Ray's actors or its object store.
 
 from __future__ import annotations
 
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import pyarrow as pa
 from prefect import flow
@@ -60,17 +61,35 @@ def task_runner(cluster: ClusterSettings) -> DaskTaskRunner:
     })
 
 
+# the job of each `map-reduce` flow run in this process, by key (`on_dask`)
+_JOBS: dict[str, Callable[[Mapper], Any]] = {}
+
+
+def _job(key: str) -> Callable[[Mapper], Any]:
+    return _JOBS[key]
+
+
 @flow(name="map-reduce", validate_parameters=False)
-def map_reduce(stage: str, job: Callable[[Mapper], T]) -> T:
-    """`job(mapper)`: a map/reduce stage whose maps are this flow run's `partition` tasks (on its task runner)."""
-    return job(prefect_map)
+def map_reduce(stage: str, job_key: str) -> Any:
+    """`job(mapper)`: a map/reduce stage whose maps are this flow run's `partition` tasks (on its task runner).
+
+    Prefect sends the flow run (its parameters, and this function, pickled by value with the globals it reads)
+    with every task it submits; a dedup job holds the batch's rows, and at 1M rows 16 tasks made an 8 GB graph:
+    the Dask scheduler was killed at 18 GB (issue 19). So the job is looked up by key, through a module-level
+    function (pickled by reference), never passed or read as a global here."""
+    return _job(job_key)(prefect_map)
 
 
 def on_dask(cluster: ClusterSettings, stage: str, job: Callable[[Mapper], T]) -> T:
     """Run `job(mapper)` in one `map-reduce` flow run on the Dask cluster `cluster` names."""
-    with _one_prefect_api():
-        return map_reduce.with_options(task_runner=task_runner(cluster), flow_run_name=f"{stage}-partitioned")(
-            stage, job)
+    key = uuid.uuid4().hex
+    _JOBS[key] = job
+    try:
+        with _one_prefect_api():
+            return map_reduce.with_options(task_runner=task_runner(cluster), flow_run_name=f"{stage}-partitioned")(
+                stage, key)
+    finally:
+        del _JOBS[key]
 
 
 @dataclass(frozen=True)

@@ -124,3 +124,29 @@ def test_sluice_dedup_with_a_cluster_address_writes_what_the_local_command_write
     # the same words (the console wraps the longer file name at another place)
     assert remote.output.replace("cluster.parquet", "local.parquet").split() == local.output.split()
     assert_frame_equal(pl.read_parquet(tmp_path / "cluster.parquet"), pl.read_parquet(tmp_path / "local.parquet"))
+
+
+def test_a_partition_task_carries_neither_the_job_nor_the_prompts(tmp_path):
+    """Prefect sends the flow run with every task it submits (the flow's function pickled by value): at 1M rows
+    the job's rows went along with each of 16 partitions, and the Dask scheduler was killed at 18 GB. The job is
+    looked up by key, and a near partition travels as the path of its prompts."""
+    import pickle
+
+    import cloudpickle
+    import numpy as np
+
+    import flows.cluster as on_cluster
+    from sluice.stages.dedup.near import NearPartition
+
+    payload = b"x" * (8 << 20)
+    on_cluster._JOBS["held"] = lambda mapper: len(payload)
+    try:
+        assert len(cloudpickle.dumps(on_cluster.map_reduce.fn)) < 100_000
+    finally:
+        del on_cluster._JOBS["held"]
+    texts = pl.Series("prompt", [f"question {i} " + "word " * 200 for i in range(2000)])  # 2 MB of prompts
+    part = NearPartition(1000, texts.slice(1000, 1000), np.arange(1000), tmp_path, NearConfig())
+    sent = cloudpickle.dumps(part)
+    assert len(sent) < 20_000
+    back = pickle.loads(sent)
+    assert back.texts.equals(part.texts) and back.lo == 1000 and (back.block == part.block).all()
