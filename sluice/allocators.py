@@ -27,10 +27,9 @@ def set_allocator_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-def give_back_freed() -> bool:
-    """Return the C heap's free pages to the system (glibc's malloc_trim; False elsewhere). A stage that made
-    Python objects by the million (the guards' lists, dicts and tuples) leaves heap pages free but resident: 90 MB
-    after the near stage at 1M rows (issue 19). Cheap: call it when a stage is done."""
+def glibc():
+    """The process's C library when it is glibc (ctypes), else None: what `give_back_freed` and
+    `sluice.config.return_large_frees` call into."""
     import ctypes
     import ctypes.util
 
@@ -38,9 +37,16 @@ def give_back_freed() -> bool:
     try:
         libc = ctypes.CDLL(name) if name else None
     except OSError:  # pragma: no cover - no C library to load
-        return False
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is None or not hasattr(libc, "gnu_get_libc_version"):
+        return None
+    return libc if hasattr(libc, "gnu_get_libc_version") else None
+
+
+def give_back_freed() -> bool:
+    """Return the C heap's free pages to the system (glibc's malloc_trim; False elsewhere). A stage that made
+    Python objects by the million (the guards' lists, dicts and tuples) leaves heap pages free but resident: 90 MB
+    after the near stage at 1M rows (issue 19). Cheap: call it when a stage is done."""
+    trim = getattr(glibc(), "malloc_trim", None)
+    if trim is None:
         return False
     trim(0)
     return True

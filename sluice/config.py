@@ -190,16 +190,10 @@ def return_large_frees(threshold: int = MMAP_THRESHOLD) -> bool:
     freed so far (up to 32 MB), after which MiniLM's activations, Arrow buffers and numpy blocks of tens of MB come
     from the heap and stay in the process after they are freed: peak RSS of one MiniLM pass over 15k prompts
     measured 1675 -> 1088 MB (issue 19, bench/results/scale.md). Set once per process, before the big work."""
-    import ctypes
-    import ctypes.util
+    from sluice.allocators import glibc
 
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = getattr(libc, "mallopt", None)
-    except OSError:  # pragma: no cover - no C library to load
-        return False
-    if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):
+    mallopt = getattr(glibc(), "mallopt", None)
+    if mallopt is None:
         return False
     m_mmap_threshold = -3
     return bool(mallopt(m_mmap_threshold, int(threshold)))

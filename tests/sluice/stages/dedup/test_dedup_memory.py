@@ -137,7 +137,6 @@ def test_asking_for_some_columns_gives_those_columns_of_the_whole_output():
         assert deduplicate(fixture_rows(), DedupConfig(stages=stages), columns=keep).equals(whole.select(keep))
 
 
-
 def test_the_semantic_stage_over_short_prompts_alone_finds_the_same_pairs():
     """`short_prompts` nulls the prompts the stage never compares (a caller may then let them go)."""
     from sluice.stages.dedup.semantic import SemanticConfig, semantic_duplicate_pairs, short_prompts
