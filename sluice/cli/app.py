@@ -217,16 +217,20 @@ def plan(
     from sluice.contracts.names import dataset_name_for
     from sluice.reports.forecast import forecast_dataset, load_history, store_forecast
     from sluice.stages.ingest.read import IngestError
+    from sluice.stages.route.loop import plan_routing
     from sluice.warehouse.db import connect
 
     try:
         settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir)
         tiers = settings.catalogue()
-        history = None
+        history, router, routing, decision = None, settings.router, None, None
         if settings.warehouse.is_file():  # learn from earlier runs; closed again before the slow part
             with connect(settings.warehouse, read_only=True) as con:
                 history = load_history(con, tiers, settings.default_max_tokens)
-        f = forecast_dataset(dataset, tiers, settings.data_dir, settings.default_max_tokens, settings.router,
+            # route as the next run will: the promoted router, the premium share the quality loop sets
+            router, routing, decision = plan_routing(settings.router, settings.warehouse,
+                                                     settings.data_dir / "routers", dataset_name_for(dataset))
+        f = forecast_dataset(dataset, tiers, settings.data_dir, settings.default_max_tokens, router,
                              history=history,
                              cache_warehouse=settings.warehouse if cache and settings.warehouse.is_file() else None)
     except (IngestError, CatalogueError, ValueError) as exc:
@@ -248,6 +252,13 @@ def plan(
                   f"{f['cost_usd']:.6f}", f"{f['baseline_cost_usd']:.6f}",
                   f"{f['duplicates']} duplicates, {f['cache_hits']} cache hits, {f['quarantined']} quarantined")
     console.print(table)
+    if routing is not None:
+        console.print(f"routes with: {routing['router']}, by {routing['mode']}"
+                      + (f" (premium share {router.premium_share:g})" if router.premium_share is not None else ""),
+                      highlight=False)
+    if decision:
+        console.print(f"quality loop: {decision['setting']} {decision['from']} -> {decision['to']}: {decision['why']}",
+                      highlight=False)
     console.print(f"expected saving ${f['baseline_cost_usd'] - f['cost_usd']:.6f}: dedup ${f['dedup_saving_usd']:.6f},"
                   f" cache ${f['cache_saving_usd']:.6f}, routing ${f['routing_saving_usd']:.6f}", highlight=False)
     counted = sorted({a["tokenizer"] for a in f["assumptions"].values()})

@@ -226,3 +226,46 @@ def test_replay_tiers_are_planned_with_their_tokenizer(tmp_path):
     hf = PreTrainedTokenizerFast.from_pretrained(tmp_path / "tok")
     assert count([None], ["what is two plus two"]) == [len(hf.encode("what is two plus two")) + 4]
     assert token_counter(cat.tier("bare"), tmp_path)[1] == "chars/4"  # nothing to count with: the estimate
+
+
+def test_sluice_plan_routes_with_the_promoted_router_as_the_next_run_will(tmp_path):
+    """A promoted version that sends the everyday prompts to premium (trained when the cheap tier got only the
+    demanding ones right): the plan's premium rows are the everyday ones, as the run's would be, and it says so."""
+    from datetime import datetime, timezone
+
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+    from sluice.stages.route.learned import train_router
+    from sluice.warehouse.routers import register
+    from tests.support.routing_prompts import EASY, HARD
+
+    path = tmp_path / "batch.parquet"
+    pq.write_table(pa.table({"prompt": EASY + HARD[:4]}), path)  # 12 everyday prompts, 4 demanding ones
+    catalogue = tmp_path / "tiers.toml"
+    catalogue.write_text('baseline = "premium"\n' + "".join(
+        f'[[tiers]]\nname = "{n}"\nbackend = "openai"\nmodel = "{n}"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        f"input_usd_per_1m = {p}\noutput_usd_per_1m = {p}\n" for n, p in (("cheap", 0.5), ("premium", 10))))
+    wh = tmp_path / "wh.duckdb"
+    args = ["plan", str(path), "--warehouse", str(wh), "--catalogue", str(catalogue), "--data-dir", str(tmp_path)]
+
+    def premium_rows() -> tuple[int, str]:
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        with duckdb.connect(str(wh), read_only=True) as con:
+            tiers = con.execute("SELECT tiers FROM forecasts ORDER BY created_at DESC LIMIT 1").fetchone()[0]
+        import json
+
+        return json.loads(tiers)["premium"]["rows"], res.output
+
+    with connect(wh):  # an empty warehouse: no version yet, the heuristic gatekeeper routes
+        pass
+    before, out = premium_rows()
+    assert "routes with: heuristic gatekeeper" in out
+    labels = pl.DataFrame({"prompt": EASY + HARD, "cheap_ok": [False] * len(EASY) + [True] * len(HARD)})
+    router = train_router(labels, use_embeddings=False, l2_text=1.0)
+    register(wh, router.save(tmp_path / "v1"), labels=labels.height, target=router.target, cv_auroc=1.0,
+             previous_auroc=None, promote=True, reason="test", labels_through=datetime.now(timezone.utc))
+    after, out = premium_rows()
+    assert "routes with: version 1 (promoted)" in " ".join(out.split())
+    assert (before, after) == (4, len(EASY))
