@@ -185,7 +185,8 @@ def sluice_run(
     # answers landed by earlier runs are reused (cache) while the tier's model is still the one that answered them
     cache = str(settings.warehouse) if use_cache and Path(settings.warehouse).exists() else None
     ctx = StageContext(catalogue=tiers, source=dataset_path, defaults=defaults, cache_warehouse=cache,
-                       verify_clusters=ClusterProbe(tiers, str(settings.data_dir), settings.default_max_tokens),
+                       verify_clusters=ClusterProbe(tiers, str(settings.data_dir), settings.default_max_tokens, str(run_dir),
+                                                    settings.router.budget_usd, str(settings.warehouse)),
                        cluster=_cluster(settings), shared_dir=str(run_dir))  # SLUICE_CLUSTER=dask: on Dask
     ingested = _done(run_dir / "ingested.parquet") or run_stage("ingest", run_dir, settings, ctx)
     ingested = carry_deferred(run_dir, ingested, str(settings.warehouse), dataset)  # deferred rows go first

@@ -33,7 +33,7 @@ from sluice.runs import read_manifest, write_parquet
 from sluice.stages.budget import DEFERRED, Ledger, admit_judge, admit_pass, rate_of, tier_rates
 from sluice.stages.budget import admit_first_answers as admit_first
 from sluice.stages.budget import carry_deferred as carry
-from sluice.stages.budget.costs import BYTES_PER_TOKEN_UPPER, TEMPLATE_TOKENS
+from sluice.stages.budget.costs import BYTES_PER_TOKEN_UPPER, TEMPLATE_TOKENS, pass_fixed_usd, row_costs
 from sluice.warehouse.db import connect
 from sluice.warehouse.deferred import outstanding_deferred
 
@@ -92,26 +92,69 @@ def _throughput(warehouse: str, catalogue: Catalogue, default_max_tokens: int) -
             if a.output_tokens_per_s}
 
 
+def open_ledger(run_dir: Path, catalogue: Catalogue, budget_usd: float | None, warehouse: str,
+                default_max_tokens: int) -> Ledger | None:
+    """The run's ledger: the one in its folder, else a new one for `budget_usd`, priced with the tiers' rates
+    (None: the run has no budget). Whichever spends first opens it: the cluster checks (before routing), else the
+    first answers."""
+    ledger = Ledger.open(run_dir)
+    if ledger is None and budget_usd is not None:
+        ledger = Ledger.open(run_dir, budget_usd,
+                             tier_rates(catalogue, _throughput(warehouse, catalogue, default_max_tokens)))
+    return ledger
+
+
+def cluster_check_admission(run_dir: Path, catalogue: Catalogue, budget_usd: float | None, warehouse: str,
+                            default_max_tokens: int):
+    """For the cluster checks (tasks/verify_clusters.py): hold(key, rows or judge prompts) -> bool reserves a
+    probe pass or one judge call against the budget before it is sent (False: it does not fit; it is not sent),
+    settle(key, usd) books what it cost. None without a budget."""
+    if budget_usd is None and Ledger.open(run_dir) is None:
+        return None
+    ledger = open_ledger(run_dir, catalogue, budget_usd, warehouse, default_max_tokens)
+    assert ledger is not None
+
+    def hold(key: str, rows: pl.DataFrame | None = None, judge_prompts: list[str] | None = None,
+             max_tokens: int = 0) -> bool:
+        rate = rate_of(ledger.model, key.split("/")[0])
+        if rows is not None:
+            usd, n = float(row_costs(rows, rate, default_max_tokens).sum()) + pass_fixed_usd(rate), rows.height
+            ok = ledger.reserve(key, usd, n)
+            if not ok:
+                ledger.note("skipped", n, key)
+        else:
+            tokens = [estimate_tokens(p, BYTES_PER_TOKEN_UPPER) + 2 * 4 + TEMPLATE_TOKENS for p in judge_prompts or []]
+            ok = admit_judge(key, rate, np.array(tokens, dtype=np.float64), max_tokens, ledger)
+            n = len(tokens)
+        if not ok:
+            _reached(ledger, run_dir, f"{key}: {n} cluster checks not sent; their clusters are answered instead")
+        return ok
+
+    def settle_check(key: str, usd: float) -> None:
+        ledger.settle(key, usd)
+
+    return hold, settle_check
+
+
 @task(name="admit-first-answers", cache_policy=NO_CACHE)
 def admit_first_answers(run_dir: Path, routed: Path, catalogue: Catalogue, settings: Settings) -> Path:
     """With a budget: open the run's ledger, hold the routed rows' first answers to it (rows moved to a cheaper
     tier or deferred, written into `routed`), once; a resumed run finds it done. Without one: nothing."""
-    budget = settings.router.budget_usd
-    ledger = Ledger.open(run_dir)
-    if ledger is None and budget is None:
-        return routed
+    ledger = open_ledger(run_dir, catalogue, settings.router.budget_usd, str(settings.warehouse),
+                         settings.default_max_tokens)
     if ledger is None:
-        assert settings.warehouse is not None
-        model = tier_rates(catalogue, _throughput(str(settings.warehouse), catalogue, settings.default_max_tokens))
-        ledger = Ledger.open(run_dir, budget, model)
-        assert ledger is not None
+        return routed
     if ledger.notes.get("first_admitted"):
         return routed
     scratch = Ledger(ledger.budget_usd, None, model=ledger.model)  # the file takes it once routed is written
     out = admit_first(pl.read_parquet(routed), catalogue.names, scratch, settings.default_max_tokens)
     write_parquet(out.to_arrow(), routed)
     ledger.entries.update(scratch.entries)
-    ledger.notes.update(scratch.notes, first_admitted=True)
+    # what the scratch ledger noted joins what the run's ledger noted before (the cluster checks)
+    ledger.notes.update(moved=ledger.notes.get("moved", 0) + scratch.notes.get("moved", 0),
+                        deferred=ledger.notes.get("deferred", 0) + scratch.notes.get("deferred", 0),
+                        skipped={**ledger.notes.get("skipped", {}), **scratch.notes.get("skipped", {})},
+                        reached=ledger.notes.get("reached") or scratch.notes.get("reached"), first_admitted=True)
     ledger.save()
     s = ledger.summary()
     get_run_logger().info("budget $%.6g: first answers reserved $%.6g; %d rows moved to a cheaper tier, %d deferred",

@@ -59,3 +59,51 @@ def test_a_planted_bad_cluster_is_refused_in_the_run_and_its_members_are_answere
     assert rows[bad[0]] == "ok:42"
     verdicts = team_verdicts(wh)  # the checks are labels for the next run's calibration
     assert verdicts.label.size == 8 and int((~verdicts.label).sum()) == 4
+
+
+def _planted(tmp_path):
+    good, bad = cluster(PASSAGE), cluster(OTHER)
+    answers = {**{p: "42" for p in good}, bad[0]: "42", **{p: "17" for p in bad[1:]}}
+    path = tmp_path / "answers.parquet"
+    pq.write_table(pa.table({"prompt": list(answers), "response": list(answers.values()),
+                             "input_tokens": [90] * len(answers), "output_tokens": [1] * len(answers)}), path)
+    catalogue = tmp_path / "tiers.toml"
+    catalogue.write_text('baseline = "big"\n' + "".join(
+        f'[[tiers]]\nname = "{name}"\nbackend = "replay"\nmodel = "rec-{name}"\nanswers = "{path}"\n'
+        f"input_usd_per_1m = {price}\noutput_usd_per_1m = {price}\n" for name, price in (("small", 1.0), ("big", 5.0))))
+    data = tmp_path / "batch.parquet"
+    pq.write_table(pa.table({"prompt": good + bad}), data)
+    return data, catalogue, good, bad
+
+
+def _run_with_budget(tmp_path, budget_usd):
+    data, catalogue, good, bad = _planted(tmp_path)
+    wh = tmp_path / "wh.duckdb"
+    sluice_run(str(data), warehouse=str(wh), catalogue=str(catalogue), data_dir=str(tmp_path / "data"),
+               budget_usd=budget_usd)
+    with duckdb.connect(str(wh), read_only=True) as con:
+        billing, budget, run_cost = con.execute("SELECT billing, budget, cost_usd FROM runs").fetchone()
+        rows = dict(con.execute("SELECT prompt, status FROM results").fetchall())
+    return json.loads(billing)["dedup"]["checks"], json.loads(budget), run_cost, rows, good, bad
+
+
+def test_the_cluster_checks_are_held_to_the_budget_and_settled_in_its_ledger(tmp_path):
+    checks, budget, run_cost, rows, good, bad = _run_with_budget(tmp_path, 1.0)
+    probe = budget["passes"]["small/cluster-check"]
+    # reserved before it was sent (10 rows: 2 canonical probes + 8 members), settled at what it cost
+    assert probe["rows"] == 10 and probe["reserved_usd"] >= probe["spent_usd"] > 0
+    assert abs(probe["spent_usd"] - checks["cost_usd"]) < 1e-6  # the record rounds to the micro-dollar
+    assert checks["clusters_refused"] == 1
+    assert abs(budget["spent_usd"] - run_cost) < 1e-12  # the ledger holds every dollar of the run, checks included
+
+
+def test_cluster_checks_the_budget_has_no_room_for_are_not_sent_and_their_clusters_are_answered(tmp_path):
+    # $0.003: under the probe pass's reservation (10 rows x up to 512 output tokens at $1 per 1M)
+    checks, budget, run_cost, rows, good, bad = _run_with_budget(tmp_path, 0.003)
+    assert checks["cost_usd"] == 0 and checks["clusters_checked"] == 2 and checks["clusters_refused"] == 2
+    assert "small/cluster-check" not in budget["passes"]
+    assert budget["skipped_rows"]["small/cluster-check"] == 10 and "cluster checks not sent" in budget["reached"]
+    assert budget["spent_usd"] <= 0.003 + 1e-12 and abs(budget["spent_usd"] - run_cost) < 1e-12
+    # no reuse without its check: every member is answered or deferred (never dropped), none a duplicate
+    assert not any(rows[p] == "duplicate" for p in good[1:] + bad[1:])
+    assert set(rows.values()) <= {"ok", "deferred"} and len(rows) == len(good) + len(bad)
