@@ -24,6 +24,7 @@ from sluice.stages.infer.tier_validation import (
     save_decision,
 )
 from sluice.stages.infer.tier_validation import validate_tier as compare_with_reference
+from tasks.budget import settle
 from tasks.progress import stage_finished, stage_started
 
 
@@ -76,6 +77,9 @@ def validate_tier(
             decision = compare_with_reference(tier, catalogue, sample, default_max_tokens, data_dir,
                                               judge=judge_free_text)
         land_decision(warehouse, run_id, decision)
+        # with a budget, what validating cost is booked in the run's ledger: it is not admitted first (the
+        # decision needs the whole sample), so past the cap it shows as an overrun, never hidden
+        settle(run_dir, f"{tier_name}/validation", {"cost_usd": decision.cost_usd})
         save_decision(run_dir, decision)
         stage_finished(f"validate {tier_name}")
     logger.info(decision.message())

@@ -73,3 +73,16 @@ def test_a_faithful_tier_is_used_and_a_broken_one_hands_its_rows_on(tmp_path):
     assert per_row == (60, 0)
     # the same questions, the same landed accuracy: premium answered them all
     assert bad["accuracy"] == pytest.approx(good["accuracy"])
+
+
+def test_what_validating_cost_is_booked_in_the_budget_ledger(tmp_path):
+    wh = tmp_path / "wh.duckdb"
+    sluice_run(f"{SAMPLES}/gsm8k.parquet", warehouse=str(wh), catalogue=str(catalogue(tmp_path, SAMPLES / "gsm8k_gpt4.parquet")),
+               data_dir=str(tmp_path / "d"), grader="number", use_cache=False, shadow_share=0.0, cascade_share=0.0,
+               budget_usd=0.5)
+    with duckdb.connect(str(wh), read_only=True) as con:
+        run_cost, billing, budget = con.execute("SELECT cost_usd, billing, budget FROM runs").fetchone()
+    line, budget = json.loads(billing)["validation"]["cheap"], json.loads(budget)
+    assert budget["passes"]["cheap/validation"]["spent_usd"] == pytest.approx(line["cost_usd"], abs=1e-6)  # rounded line
+    assert line["cost_usd"] > 0
+    assert budget["spent_usd"] == pytest.approx(run_cost, abs=1e-6)  # the ledger holds every dollar, validation too

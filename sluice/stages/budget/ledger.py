@@ -2,7 +2,8 @@
 
 One entry per pass, keyed like the run's billing ("small" for a tier's first answers, "premium/escalation",
 "small/retry", "premium/shadow", "premium/judge"; the dedup stage's cluster checks, before routing:
-"small/cluster-check" and one "premium/cluster-judge-<hash>" per judged pair):
+"small/cluster-check" and one "premium/cluster-judge-<hash>" per judged pair; a tier's check against its
+reference tier, booked after it ran: "small/validation"):
 
     reserve(key, usd)   before sending: the pass's expected cost is held against the budget; refused (False) when
                         it does not fit in what is available. Reserving a key that already has an entry returns
