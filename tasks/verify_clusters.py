@@ -11,7 +11,7 @@ stage's request building and ask the review stage's judge, which the dedup stage
             be judged and their cluster is refused, its members answered normally.
     budget  with a budget (`budget_usd`, `run_dir`), the probe pass and each judge call are held to the run's ledger
             before they are sent (tasks/budget.py `cluster_check_admission`: keys "<tier>/cluster-check",
-            "<judge>/cluster-judge-<n>") and settled with what they cost; what does not fit is not sent, and its
+            "<judge>/cluster-judge-<hash of the pair>") and settled with what they cost; what does not fit is not sent, and its
             clusters are refused (their members are answered, within the budget, like any row)
 """
 
