@@ -157,23 +157,28 @@ class Candidates:
         r = train_per_tier(self._sub(rows), ["cheap", "premium"], embeddings=self.emb[rows])
         return (lambda te: r.score(self.labels["prompt"][te.tolist()], self.emb[te])), {}
 
-    def logistic_arith(self, rows):
+    def cv_head(self, x: np.ndarray, rows: np.ndarray, grid) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
+        """A logistic head over x[rows] predicting `y`, its L2 chosen from `grid` by inner 5-fold APGR inside
+        `rows`: (the head, over feature rows; the L2)."""
         inner = folds(len(rows))
+        xr, yr = x[rows], self.y[rows]
+
+        def cv(l2: float) -> float:
+            oof = np.zeros(len(rows))
+            for f in range(inner.max() + 1):
+                tr, te = inner != f, inner == f
+                oof[te] = _head(xr[tr], yr[tr], l2)(xr[te])
+            return apgr(oof, self.cheap[rows], self.premium[rows])
+
+        l2 = max(grid, key=cv)
+        return _head(xr, yr, l2), l2
+
+    def logistic_arith(self, rows):
         chose = {}
         heads = []
         for name, x, grid in (("text_l2", self.text, TEXT_L2), ("embedding_l2", self.full, EMBEDDING_L2)):
-            xr, yr = x[rows], self.y[rows]
-
-            def cv(l2: float) -> float:
-                oof = np.zeros(len(rows))
-                for f in range(inner.max() + 1):
-                    tr, te = inner != f, inner == f
-                    oof[te] = _head(xr[tr], yr[tr], l2)(xr[te])
-                return apgr(oof, self.cheap[rows], self.premium[rows])
-
-            l2 = max(grid, key=cv)
-            chose[name] = l2
-            heads.append((x, _head(xr, yr, l2)))
+            head, chose[name] = self.cv_head(x, rows, grid)
+            heads.append((x, head))
         return (lambda te: np.mean([h(x[te]) for x, h in heads], axis=0)), chose
 
     def out_of_fold(self, fit: Fit, rows: np.ndarray, fold: np.ndarray) -> np.ndarray:

@@ -20,13 +20,12 @@ import polars as pl
 
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
-from routing_ensemble import Candidates, _head, bootstrap_shares, percentile, share_for_95  # noqa: E402
+from routing_ensemble import Candidates, bootstrap_shares, percentile, share_for_95  # noqa: E402
 from routing_quality import CHEAP, DATA, PREMIUM, SEED, accuracy_curve, cached_embeddings, no_curve, order_by, summarise  # noqa: E402
 
 from sluice.stages.route.features import text_features  # noqa: E402
 from sluice.stages.route.knn import train_knn  # noqa: E402
 from sluice.stages.route.per_tier import train_per_tier  # noqa: E402
-from sluice.stages.route.training import apgr, folds  # noqa: E402
 
 TEXT_L2 = (10.0, 100.0, 1000.0)
 HIDDEN_L2 = (100.0, 300.0, 1000.0, 3000.0, 10000.0)
@@ -62,19 +61,7 @@ class LmCandidates(Candidates):
         return lambda idx: unit(self.mid[idx] - centre)
 
     def _cv_head(self, x_all, rows, grid):
-        """A logistic head over x_all[rows] (callable or array), L2 by inner 5-fold APGR; returns (fn over test x, l2)."""
-        inner = folds(len(rows))
-        xr, yr = x_all[rows], self.y[rows]
-
-        def cv(l2):
-            oof = np.zeros(len(rows))
-            for f in range(inner.max() + 1):
-                tr, te = inner != f, inner == f
-                oof[te] = _head(xr[tr], yr[tr], l2)(xr[te])
-            return apgr(oof, self.cheap[rows], self.premium[rows])
-
-        l2 = max(grid, key=cv)
-        return _head(xr, yr, l2), l2
+        return self.cv_head(x_all, rows, grid)
 
     # --- candidates
     def lm_nll(self, rows):

@@ -27,9 +27,10 @@ def cluster(passage: str) -> list[str]:
     return [f"{passage}Think {w} and give the number of things counted as a single integer." for w in WORDS]
 
 
-def test_a_planted_bad_cluster_is_refused_in_the_run_and_its_members_are_answered(tmp_path):
+def _planted(tmp_path):
+    """Two clusters and recorded answers: the good cluster agrees on 42; the bad cluster's canonical says 42, its
+    members 17. (the batch, the replay catalogue at $1 / $5 per 1M tokens, the good prompts, the bad prompts)"""
     good, bad = cluster(PASSAGE), cluster(OTHER)
-    # recorded answers: the good cluster agrees on 42; the bad cluster's canonical says 42, its members 17
     answers = {**{p: "42" for p in good}, bad[0]: "42", **{p: "17" for p in bad[1:]}}
     path = tmp_path / "answers.parquet"
     pq.write_table(pa.table({"prompt": list(answers), "response": list(answers.values()),
@@ -40,6 +41,11 @@ def test_a_planted_bad_cluster_is_refused_in_the_run_and_its_members_are_answere
         f"input_usd_per_1m = {price}\noutput_usd_per_1m = {price}\n" for name, price in (("small", 1.0), ("big", 5.0))))
     data = tmp_path / "batch.parquet"
     pq.write_table(pa.table({"prompt": good + bad}), data)
+    return data, catalogue, good, bad
+
+
+def test_a_planted_bad_cluster_is_refused_in_the_run_and_its_members_are_answered(tmp_path):
+    data, catalogue, good, bad = _planted(tmp_path)
     wh = tmp_path / "wh.duckdb"
     summary = sluice_run(str(data), warehouse=str(wh), catalogue=str(catalogue), data_dir=str(tmp_path / "data"))
 
@@ -59,21 +65,6 @@ def test_a_planted_bad_cluster_is_refused_in_the_run_and_its_members_are_answere
     assert rows[bad[0]] == "ok:42"
     verdicts = team_verdicts(wh)  # the checks are labels for the next run's calibration
     assert verdicts.label.size == 8 and int((~verdicts.label).sum()) == 4
-
-
-def _planted(tmp_path):
-    good, bad = cluster(PASSAGE), cluster(OTHER)
-    answers = {**{p: "42" for p in good}, bad[0]: "42", **{p: "17" for p in bad[1:]}}
-    path = tmp_path / "answers.parquet"
-    pq.write_table(pa.table({"prompt": list(answers), "response": list(answers.values()),
-                             "input_tokens": [90] * len(answers), "output_tokens": [1] * len(answers)}), path)
-    catalogue = tmp_path / "tiers.toml"
-    catalogue.write_text('baseline = "big"\n' + "".join(
-        f'[[tiers]]\nname = "{name}"\nbackend = "replay"\nmodel = "rec-{name}"\nanswers = "{path}"\n'
-        f"input_usd_per_1m = {price}\noutput_usd_per_1m = {price}\n" for name, price in (("small", 1.0), ("big", 5.0))))
-    data = tmp_path / "batch.parquet"
-    pq.write_table(pa.table({"prompt": good + bad}), data)
-    return data, catalogue, good, bad
 
 
 def _run_with_budget(tmp_path, budget_usd):
