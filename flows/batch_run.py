@@ -54,7 +54,7 @@ from prefect import flow, get_run_logger
 
 from models.backends import ProviderBatchPending, release_engines
 from models.stand_in import keep_stand_ins
-from sluice.config import RouterSettings, load_settings
+from sluice.config import ClusterSettings, RouterSettings, load_settings
 from sluice.contracts.names import dataset_name_for, validate_dataset_name
 from sluice.contracts.shapes import RequestDefaults
 from sluice.contracts.tags import check_tags
@@ -122,6 +122,7 @@ def sluice_run(
     submission: dict | None = None,
     max_false_hit: float | None = None,
     trim: bool | None = None,
+    cluster: dict | None = None,
 ) -> dict:
     """`response_schema`: JSON Schema text (or a choice list, `sluice.contracts.shapes.schema_from_choices`) for rows
     without their own; `temperature`: for rows without their own (default greedy); `grader`: how rows with a
@@ -129,11 +130,15 @@ def sluice_run(
     `min_quality`: a floor for the run's quality estimate (`sluice.stages.land.estimate`): a lower bound under it
     is said in the summary and recorded in `runs.quality_alert`, and the next run of the dataset raises its premium
     share (`sluice.stages.route.loop`); `retrain_min_new_labels`: new labels that start a router retraining after
-    the run lands (`RouterSettings.retrain_min_new_labels`)."""
+    the run lands (`RouterSettings.retrain_min_new_labels`); `cluster`: where the dedup stage's near partitions and
+    the route stage's partitions run (`sluice.config.ClusterSettings` fields; `sluice run --cluster`), instead of
+    the settings' (SLUICE_CLUSTER*)."""
     if min_quality is not None and not 0.0 <= min_quality <= 1.0:
         raise ValueError(f"min_quality must be in [0, 1], got {min_quality}")
     settings = load_settings(warehouse=warehouse, catalogue_path=catalogue, data_dir=data_dir,
                              max_false_hit=max_false_hit)  # the semantic dedup rule's bound (sluice.stages.dedup)
+    if cluster is not None:
+        settings.cluster = ClusterSettings.model_validate(cluster)
     overrides = {k: v for k, v in {"model": router, "premium_share": premium_share, "budget_usd": budget_usd,
                                    "cascade_share": cascade_share, "shadow_share": shadow_share,
                                    "cascade_min_confidence": cascade_min_confidence, "mid_share": mid_share,

@@ -33,6 +33,7 @@ def _runtime_environment() -> None:
 WarehouseOpt = Annotated[Optional[Path], typer.Option(help="DuckDB file to land results in [data/warehouse.duckdb]")]
 CatalogueOpt = Annotated[Optional[Path], typer.Option(help="tier catalogue TOML [models/catalogue.toml]")]
 DataDirOpt = Annotated[Optional[Path], typer.Option(help="data folder: models cache, run folders [data]")]
+from sluice.cli.router import ClusterAddressOpt, ClusterOpt  # noqa: E402  (shared with sluice route / dedup)
 
 
 def _print_summary(summary: dict, seconds: float) -> None:
@@ -98,8 +99,12 @@ def run(
     verbose: Annotated[bool, typer.Option(
         "--verbose", help="every engine and library log line on the terminal, live (default: a progress view; "
                           "the logs go to data/runs/<run_id>/logs/)")] = False,
+    cluster: ClusterOpt = None,
+    cluster_address: ClusterAddressOpt = None,
 ) -> None:
-    """Answer every row of DATASET on the cheapest tier that will do, and land the results in DuckDB."""
+    """Answer every row of DATASET on the cheapest tier that will do, and land the results in DuckDB. With
+    --cluster dask the dedup stage's near partitions and the route stage's partitions run on a Dask cluster
+    (docs/cluster.md), with the same hand-offs."""
     from models.catalogue import CatalogueError
     from sluice.contracts.shapes import ShapeError, schema_from_choices, schema_from_file
     from sluice.stages.ingest.read import IngestError
@@ -114,6 +119,22 @@ def run(
         from sluice.contracts.tags import parse_tags
 
         tags = parse_tags(tag or [])  # a malformed tag fails here, before the flow starts
+        where = None
+        if cluster or cluster_address:  # a bad engine name or a missing cluster extra fails here too
+            from pydantic import ValidationError
+
+            from sluice.cli.router import cluster_settings
+
+            try:
+                where = cluster_settings(cluster, cluster_address)
+            except ValidationError as exc:
+                raise ValueError(f"--cluster: {exc.errors()[0]['msg']}") from None
+            if where.engine == "dask":
+                try:
+                    import flows.cluster  # noqa: F401
+                except ImportError as exc:
+                    raise ValueError(f"--cluster dask needs the cluster extra (pip install 'sluice[cluster]'): "
+                                     f"{exc}") from None
         if grader is not None:  # an unknown grader name fails here, before the flow starts
             from sluice.contracts.grading import check_grader
 
@@ -148,6 +169,7 @@ def run(
                 tags=tags,
                 max_false_hit=max_false_hit,
                 trim=trim,
+                cluster=where.model_dump() if where is not None else None,
             )
     except (IngestError, CatalogueError, ShapeError, ValueError) as exc:
         _fail(str(exc))

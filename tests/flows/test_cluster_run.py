@@ -34,11 +34,11 @@ def _replay_catalogue(tmp_path, rows: pa.Table):
     return path
 
 
-def _run(tmp_path, name: str, data, catalogue) -> tuple[dict, dict]:
+def _run(tmp_path, name: str, data, catalogue, cluster: dict | None = None) -> tuple[dict, dict]:
     """One run in its own data folder and warehouse; its summary and its `runs.billing`."""
     wh = tmp_path / f"{name}.duckdb"
     summary = sluice_run(str(data), warehouse=str(wh), catalogue=str(catalogue), data_dir=str(tmp_path / name),
-                         run_id=name, premium_share=0.3)
+                         run_id=name, premium_share=0.3, cluster=cluster)
     with duckdb.connect(str(wh), read_only=True) as con:
         billing = json.loads(con.execute("SELECT billing FROM runs").fetchone()[0])
         landed = pl.from_arrow(con.execute("SELECT row_id, status, tier, dup_of, response, cost_usd FROM results "
@@ -46,7 +46,7 @@ def _run(tmp_path, name: str, data, catalogue) -> tuple[dict, dict]:
     return {**summary, "landed": landed}, billing
 
 
-def test_a_run_with_the_dask_setting_hands_off_and_lands_what_the_local_run_does(tmp_path, monkeypatch):
+def test_a_run_with_the_dask_setting_hands_off_and_lands_what_the_local_run_does(tmp_path):
     rows = fixture_rows().slice(0, 600)  # shuffled: planted copies among them
     data = tmp_path / "batch.parquet"
     pq.write_table(rows.select(["prompt", "system", "max_tokens", "temperature"]), data)
@@ -55,10 +55,11 @@ def test_a_run_with_the_dask_setting_hands_off_and_lands_what_the_local_run_does
     local, local_billing = _run(tmp_path, "local", data, catalogue)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        monkeypatch.setenv("SLUICE_CLUSTER", "dask")
-        monkeypatch.setenv("SLUICE_CLUSTER_ADDRESS", cluster.scheduler_address)
+        # the flow's `cluster` parameter (what `sluice run --cluster-address` passes; SLUICE_CLUSTER* is the
+        # settings' path, tests/flows/test_cluster.py)
         with get_task_stream(client) as stream:
-            remote, remote_billing = _run(tmp_path, "dask", data, catalogue)
+            remote, remote_billing = _run(tmp_path, "dask", data, catalogue,
+                                          cluster={"engine": "dask", "address": cluster.scheduler_address})
 
     for handoff in ("deduped.parquet", "routed.parquet"):
         assert_frame_equal(pl.read_parquet(tmp_path / "dask" / "runs" / "dask" / handoff),
@@ -76,3 +77,25 @@ def test_a_run_with_the_dask_setting_hands_off_and_lands_what_the_local_run_does
     assert (local_billing["dedup"]["engine"], remote_billing["dedup"]["engine"]) == ("local", "dask")
     assert {k: v for k, v in remote_billing["dedup"].items() if k != "engine"} == {
         k: v for k, v in local_billing["dedup"].items() if k != "engine"}
+
+
+def test_sluice_run_cluster_flags_reach_the_flow_and_a_bad_engine_fails_before_it(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import flows.batch_run
+    from sluice.cli import app
+
+    data = tmp_path / "batch.parquet"
+    pq.write_table(pa.table({"prompt": ["hello"]}), data)
+    seen = {}
+    monkeypatch.setattr(flows.batch_run, "sluice_run", lambda *a, **kw: seen.update(kw) or {"status": "waiting",
+                        "run_id": "r", "message": "stub"})
+    args = ["run", str(data), "--data-dir", str(tmp_path)]
+    res = CliRunner().invoke(app, args + ["--cluster-address", "tcp://127.0.0.1:8786"])
+    assert res.exit_code == 0, res.output
+    assert seen["cluster"]["engine"] == "dask" and seen["cluster"]["address"] == "tcp://127.0.0.1:8786"
+    seen.clear()
+    res = CliRunner().invoke(app, args + ["--cluster", "spark"])
+    assert res.exit_code == 2 and "--cluster" in res.output and not seen  # refused before the flow starts
+    CliRunner().invoke(app, args)
+    assert seen["cluster"] is None  # no flag: the settings decide (SLUICE_CLUSTER*)
