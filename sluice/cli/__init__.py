@@ -1,5 +1,5 @@
 """The face: the `sluice` command (`app.py`), its `router` (`router.py`) and `answers` (`answers.py`) sub-commands,
-and `sluice dedup` on a file (`dedup.py`)."""
+`sluice dedup` on a file (`dedup.py`), and `sluice plan`, the forecast before a run (`plan.py`)."""
 
 from sluice.cli.app import app
 

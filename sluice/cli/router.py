@@ -22,7 +22,7 @@ console = Console()
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line: greppable
     raise typer.Exit(code=2)
 
 
