@@ -109,13 +109,12 @@ def cluster_check_admission(run_dir: Path, catalogue: Catalogue, budget_usd: flo
     """For the cluster checks (tasks/verify_clusters.py): hold(key, rows or judge prompts) -> bool reserves a
     probe pass or one judge call against the budget before it is sent (False: it does not fit; it is not sent),
     settle(key, usd) books what it cost. None without a budget."""
-    if budget_usd is None and Ledger.open(run_dir) is None:
-        return None
     ledger = open_ledger(run_dir, catalogue, budget_usd, warehouse, default_max_tokens)
-    assert ledger is not None
+    if ledger is None:
+        return None
 
     def hold(key: str, rows: pl.DataFrame | None = None, judge_prompts: list[str] | None = None,
-             max_tokens: int = 0) -> bool:
+             system: str = "", max_tokens: int = 0) -> bool:
         rate = rate_of(ledger.model, key.split("/")[0])
         if rows is not None:
             usd, n = float(row_costs(rows, rate, default_max_tokens).sum()) + pass_fixed_usd(rate), rows.height
@@ -123,8 +122,8 @@ def cluster_check_admission(run_dir: Path, catalogue: Catalogue, budget_usd: flo
             if not ok:
                 ledger.note("skipped", n, key)
         else:
-            tokens = [estimate_tokens(p, BYTES_PER_TOKEN_UPPER) + 2 * 4 + TEMPLATE_TOKENS for p in judge_prompts or []]
-            ok = admit_judge(key, rate, np.array(tokens, dtype=np.float64), max_tokens, ledger)
+            tokens = _judge_tokens(judge_prompts or [], system)
+            ok = admit_judge(key, rate, tokens, max_tokens, ledger)
             n = len(tokens)
         if not ok:
             _reached(ledger, run_dir, f"{key}: {n} cluster checks not sent; their clusters are answered instead")
@@ -195,6 +194,12 @@ def settle(run_dir: Path, key: str, billing: dict) -> dict:
     return billing
 
 
+def _judge_tokens(prompts: list[str], system: str) -> np.ndarray:
+    """Input tokens per judge request, over-counted: its prompt and system, two short labels, the template."""
+    return np.array([estimate_tokens(p, BYTES_PER_TOKEN_UPPER) + estimate_tokens(system, BYTES_PER_TOKEN_UPPER)
+                     + 2 * 4 + TEMPLATE_TOKENS for p in prompts], dtype=np.float64)
+
+
 def judge_admission(run_dir: Path, tier_name: str, system: str, max_tokens: int):
     """For `sluice.stages.review.judge_shadow_pairs`: reserve the judge's requests, given their prompts; None
     without a budget."""
@@ -204,10 +209,7 @@ def judge_admission(run_dir: Path, tier_name: str, system: str, max_tokens: int)
     key = f"{tier_name}/judge"
 
     def admit(prompts: list[str]) -> bool:
-        tokens = [estimate_tokens(p, BYTES_PER_TOKEN_UPPER) + estimate_tokens(system, BYTES_PER_TOKEN_UPPER)
-                  + 2 * 4 + TEMPLATE_TOKENS for p in prompts]
-        ok = admit_judge(key, rate_of(ledger.model, tier_name), np.array(tokens, dtype=np.float64), max_tokens,
-                         ledger)
+        ok = admit_judge(key, rate_of(ledger.model, tier_name), _judge_tokens(prompts, system), max_tokens, ledger)
         if not ok:
             _reached(ledger, run_dir, f"{key}: {len(prompts)} free-text shadow pairs left unjudged")
         return ok

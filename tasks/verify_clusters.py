@@ -90,7 +90,7 @@ class ClusterProbe:
         budget = self._budget()
         if budget is not None:
             key = f"{tier.name}/cluster-judge-{hashlib.sha1(repr((prompt, reused, own)).encode()).hexdigest()[:12]}"
-            if not budget[0](key, judge_prompts=[judge_prompt(pair, ORDERS[0]) + JUDGE_SYSTEM],
+            if not budget[0](key, judge_prompts=[judge_prompt(pair, ORDERS[0])], system=JUDGE_SYSTEM,
                              max_tokens=JUDGE_MAX_TOKENS):
                 return None, 0.0  # not sent: unjudged
         _, verdicts, billing = ask_judge([pair], tier, self.catalogue, lambda t: make_backend(t, self.data_dir))

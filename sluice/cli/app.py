@@ -117,22 +117,10 @@ def run(
         from sluice.contracts.tags import parse_tags
 
         tags = parse_tags(tag or [])  # a malformed tag fails here, before the flow starts
-        where = None
-        if cluster or cluster_address:  # a bad engine name or a missing cluster extra fails here too
-            from pydantic import ValidationError
+        from sluice.cli.router import cluster_settings
 
-            from sluice.cli.router import cluster_settings
-
-            try:
-                where = cluster_settings(cluster, cluster_address)
-            except ValidationError as exc:
-                raise ValueError(f"--cluster: {exc.errors()[0]['msg']}") from None
-            if where.engine == "dask":
-                try:
-                    import flows.cluster  # noqa: F401
-                except ImportError as exc:
-                    raise ValueError(f"--cluster dask needs the cluster extra (pip install 'sluice[cluster]'): "
-                                     f"{exc}") from None
+        # a bad engine name or a missing cluster extra fails here too; no flag: the settings decide in the flow
+        where = cluster_settings(cluster, cluster_address) if cluster or cluster_address else None
         if grader is not None:  # an unknown grader name fails here, before the flow starts
             from sluice.contracts.grading import check_grader
 

@@ -28,7 +28,6 @@ def dedup_command(
     cluster_address: ClusterAddressOpt = None,
 ) -> None:
     """Mark duplicates: every input row, its columns plus row_id, dup_of, dup_kind, dup_score."""
-    from pydantic import ValidationError
 
     from sluice.stages.dedup.calibrate import calibrate
     from sluice.stages.dedup.deduplicate import DedupConfig, calibrated
@@ -38,13 +37,8 @@ def dedup_command(
     stages = tuple(s.strip() for s in only.split(",") if s.strip())
     try:
         where = cluster_settings(cluster, cluster_address)
-    except ValidationError as exc:
+    except ValueError as exc:
         _fail(str(exc))
-    if where.engine == "dask":
-        try:
-            import flows.cluster  # noqa: F401
-        except ImportError as exc:
-            _fail(f"--cluster dask needs the cluster extra (pip install 'sluice[cluster]'): {exc}")
     try:
         rule = calibrate(max_false_hit, team_verdicts(warehouse)).rule
         console.print(f"semantic rule for max false-hit rate {max_false_hit}: {rule.describe()}", highlight=False,

@@ -189,10 +189,7 @@ def route_command(
         if where.engine == "local":
             counts, unrouted_reason = route_file(dataset, output, cat.names, settings, cat, max_tokens)
         else:
-            try:
-                from flows.cluster import route_on_cluster
-            except ImportError as exc:
-                _fail(f"--cluster dask needs the cluster extra (pip install 'sluice[cluster]'): {exc}")
+            from flows.cluster import route_on_cluster  # cluster_settings checked the extra is there
 
             counts, unrouted_reason = route_on_cluster(where, dataset, output, cat.names, settings, cat, max_tokens)
     except (ValidationError, CatalogueError, RouterError, ValueError) as exc:
@@ -204,7 +201,10 @@ def route_command(
 
 
 def cluster_settings(engine: str | None, address: str | None):
-    """SLUICE_CLUSTER* from the environment, overridden by the flags (an address implies dask; local drops it)."""
+    """SLUICE_CLUSTER* from the environment, overridden by the flags (an address implies dask; local drops it).
+    ValueError, before any work starts, for settings that do not validate or dask without the cluster extra."""
+    from pydantic import ValidationError
+
     from sluice.config import ClusterSettings, load_settings
 
     values = load_settings().cluster.model_dump()
@@ -214,4 +214,13 @@ def cluster_settings(engine: str | None, address: str | None):
         values["engine"] = engine
     if values["engine"] == "local":
         values["address"] = None
-    return ClusterSettings.model_validate(values)
+    try:
+        where = ClusterSettings.model_validate(values)
+    except ValidationError as exc:
+        raise ValueError(f"--cluster: {exc.errors()[0]['msg']}") from None
+    if where.engine == "dask":
+        try:
+            import flows.cluster  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(f"--cluster dask needs the cluster extra (pip install 'sluice[cluster]'): {exc}") from None
+    return where
