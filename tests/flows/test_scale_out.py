@@ -66,6 +66,7 @@ def prefect_stack(tmp_path):
         cli("deploy", "--no-prompt", "--name", "gpu")  # only the shard deployment: no schedules start
         for i in range(2):
             start(f"worker{i}", "worker", "start", "--pool", "gpu", "--limit", "1", "--name", f"w{i}")
+        _wait_for_workers(url, {"w0", "w1"}, tmp_path)  # both polling before anything is dispatched
         yield url
     finally:
         for p in procs:
@@ -78,6 +79,27 @@ def prefect_stack(tmp_path):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+def _wait_for_workers(url: str, names: set[str], logs: Path, timeout_s: float = 180) -> None:
+    """Until every named worker has registered with the pool (its first heartbeat)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        request = urllib.request.Request(f"{url}/work_pools/gpu/workers/filter", data=b"{}", method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            online = {w["name"] for w in json.loads(response.read())}
+        if names <= online:
+            return
+        assert time.monotonic() < deadline, f"workers online: {online}; " + "".join(
+            p.read_text()[-1000:] for p in sorted(logs.glob("worker*.log")))
+        time.sleep(1)
+
+
+def _submitted_runs(logs: Path, worker: str) -> int:
+    """How many flow runs the worker took from the pool (its own log)."""
+    text = " ".join((logs / f"worker{worker[1:]}.log").read_text().split())  # the console may wrap long lines
+    return text.count(f"Worker '{worker}' submitting flow run")
 
 
 def _two_engine_tiers_catalogue(path: Path, model: Path, base_url: str) -> Path:
@@ -130,7 +152,11 @@ def test_two_workers_share_one_batch_and_every_row_lands_once(tmp_path, prefect_
     assert len(bills) == -(-small_rows // 20) >= 4
     processes = {int(b["worker_pid"]) for b in bills}
     assert os.getpid() not in processes  # answered by workers, not the driver
-    assert len({int(b["worker_ppid"]) for b in bills}) == 2  # ... by both of them
+    # the pool shared the dispatched runs between both workers (each runs one at a time, and the first is busy
+    # starting its engine); how many shards each one *answered* depends on which engine was warm first: a worker
+    # whose run finds its shard taken skips it, so one fast worker may answer them all
+    assert _submitted_runs(tmp_path, "w0") >= 1 and _submitted_runs(tmp_path, "w1") >= 1
+    assert 1 <= len({int(b["worker_ppid"]) for b in bills}) <= 2
     # one engine start per worker process that answered, not one per shard: a warm engine takes the next shards
     assert sum(1 for b in bills if b["engine_start_s"] > 0) == len(processes) < len(bills)
     # the follow-up pass went to the workers too: mid's escalations answered in worker processes
