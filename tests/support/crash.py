@@ -170,8 +170,17 @@ MILESTONES = ["manifest", "ingested", "deduped", "routed", "shard 1", "shard 2",
 
 
 def _latest_run(data_dir: Path) -> Path | None:
-    runs = list((data_dir / "runs").glob("*/")) if (data_dir / "runs").is_dir() else []
-    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+    """The run folder written last. Hidden folders (`runs/.logs`, which the run may move away while we look) are
+    not runs, and a folder that vanishes between the listing and its stat is skipped."""
+    found: list[tuple[float, Path]] = []
+    for run in (data_dir / "runs").glob("*/") if (data_dir / "runs").is_dir() else []:
+        if run.name.startswith("."):
+            continue
+        try:
+            found.append((run.stat().st_mtime, run))
+        except FileNotFoundError:
+            continue
+    return max(found)[1] if found else None
 
 
 def stage_reached(data_dir: Path) -> str:
