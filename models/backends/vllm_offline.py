@@ -142,12 +142,23 @@ def _engine_is_dead(llm) -> bool:
 
 
 def _exit_codes(llm, wait_s: float = 2.0) -> list[int | None]:
-    """The EngineCore processes' exit codes (-9: SIGKILL), waiting briefly for a dying one to be reaped."""
+    """The EngineCore processes' exit codes (-9: SIGKILL), waiting briefly for a dying one to be reaped.
+
+    vLLM's liveness monitor thread reads `exitcode` on the same handles when the process dies. Two threads reaping one
+    child race: the loser's `waitpid` fails with ECHILD and `multiprocessing` reports None until the winner has stored
+    the code on the shared handle, so a None is read again until the deadline rather than trusted at once.
+    """
     procs = _engine_processes(llm)
-    for p in procs:
-        if p.exitcode is None:
-            p.join(wait_s)
-    return [p.exitcode for p in procs]
+    deadline = time.monotonic() + wait_s
+    while True:
+        codes = [p.exitcode for p in procs]
+        left = deadline - time.monotonic()
+        if all(c is not None for c in codes) or left <= 0:
+            return codes
+        for p, code in zip(procs, codes):
+            if code is None:
+                p.join(min(0.05, left))  # returns at once when the process is already gone
+        time.sleep(0.01)  # let the other reaper store the code
 
 
 # How often the watchdog wakes to see whether generate has ended; a death itself is seen at once (process sentinel).

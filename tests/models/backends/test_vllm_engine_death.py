@@ -129,3 +129,31 @@ def test_an_engine_that_died_between_batches_is_replaced_not_reused(tier):
     assert out["result"].details["engine_start_s"] > 0
     assert all(c.ok and c.output_tokens == 8 for c in out["result"].completions)
     shutdown_engine()
+
+
+def _sleep_forever() -> None:
+    time.sleep(600)
+
+
+def test_the_exit_code_is_read_even_when_another_thread_reaps_the_process_first():
+    """vLLM's liveness monitor reaps the dead EngineCore on the same handle; the loser of that race sees ECHILD and a
+    None exit code until the winner stores it. This replays the interleaving with a real killed child: the 'monitor'
+    reaps it, then stores the code 0.3 s later (a thread preempted between waitpid and the store)."""
+    import multiprocessing
+    from types import SimpleNamespace
+
+    proc = multiprocessing.get_context("spawn").Process(target=_sleep_forever, daemon=True)
+    proc.start()
+    os.kill(proc.pid, signal.SIGKILL)
+    _, status = os.waitpid(proc.pid, 0)  # the other reaper wins
+    assert proc.exitcode is None  # what the loser reads at first
+
+    def store_later() -> None:
+        time.sleep(0.3)
+        proc._popen.returncode = os.waitstatus_to_exitcode(status)
+
+    threading.Thread(target=store_later, daemon=True).start()
+    manager = SimpleNamespace(processes=[proc])
+    llm = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=SimpleNamespace(
+        resources=SimpleNamespace(engine_manager=manager))))
+    assert vllm_offline._exit_codes(llm, wait_s=2.0) == [-signal.SIGKILL]
