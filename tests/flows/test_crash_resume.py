@@ -23,45 +23,52 @@ from tests.support.crash import (
 SAMPLE = Path("data/samples/prompts.parquet")
 
 
-def test_killed_runs_resume_without_losing_or_double_charging_rows(tmp_path):
-    rows = pq.read_metadata(SAMPLE).num_rows
-    args = review_args(tmp_path)
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    """The replaying provider, the all-API catalogue, the review options and one uninterrupted reference run,
+    shared by the module's kills (the provider answers a request it has seen the same way, so every kill is
+    compared with the same reference)."""
+    base = tmp_path_factory.mktemp("crash-scenario")
+    args = review_args(base)
     with ReplayingServer(faults=review_faults(0.05)) as server:
-        cat = all_api_catalogue(tmp_path / "cat.toml", server.base_url)
-        _, ref = reference_run(SAMPLE, tmp_path / "ref", cat, server, args=args)
-        assert ref.rows_landed == ref.distinct_rows == rows and ref.provider_resent == 0
-        # the scenario reaches every kind of review decision
-        assert {"first", "retry", "escalation", "shadow"} <= set(ref.attempts_by_kind), ref
-        kills = [
-            # inside the infer stage, mid-tier
-            ("shard 2", 0.1, lambda s: s.startswith("infer")),
-            # the small tier's retries decided and being answered: inside the review stage
-            ("retry small", 0.0, lambda s: s.startswith("review")),
-            # the escalation to premium decided: premium's routed, escalated and shadow rows still to answer
-            ("escalated to premium", 0.0, lambda s: s.startswith("review")),
-        ]
-        for i, (milestone, delay, where) in enumerate(kills):
-            o = crash_and_resume(SAMPLE, tmp_path / f"k{i}", cat, server, milestone=milestone, delay_s=delay,
-                                 args=args)
-            assert o.killed and where(o.stage_at_kill), o
-            assert (o.rows_landed, o.distinct_rows) == (rows, rows) and o.runs_landed == 1, o
-            # the reference's cost, plus what the requests cut off by the kill cost (billed, then sent again)
-            assert abs(o.cost_usd - o.interrupted_cost_usd - ref.cost_usd) < 1e-9, o
-            assert (o.attempts_by_kind, o.decisions) == (ref.attempts_by_kind, ref.decisions), o  # same decisions
-            assert o.provider_resent <= 16  # at most the shard that was in flight
-            assert o.interrupted >= o.provider_resent, o  # every request the provider answered twice is billed
-            assert o.interrupted_cost_usd >= o.provider_resent_usd - 1e-12, o  # never under the provider's bill
+        cat = all_api_catalogue(base / "cat.toml", server.base_url)
+        _, ref = reference_run(SAMPLE, base / "ref", cat, server, args=args)
+        yield server, cat, args, ref
 
 
-def test_requests_a_kill_cut_off_land_as_interrupted_attempts_and_their_cost_is_in_the_bill(tmp_path):
+def test_killed_runs_resume_without_losing_or_double_charging_rows(tmp_path, scenario):
     rows = pq.read_metadata(SAMPLE).num_rows
-    args = review_args(tmp_path)
-    with ReplayingServer(faults=review_faults(0.05)) as server:
-        cat = all_api_catalogue(tmp_path / "cat.toml", server.base_url)
-        _, ref = reference_run(SAMPLE, tmp_path / "ref", cat, server, args=args)
-        # killed once a shard has sent requests (its sent log has a line): at least one is cut off
-        o = crash_and_resume(SAMPLE, tmp_path / "k", cat, server, milestone="requests in flight", delay_s=0.1,
+    server, cat, args, ref = scenario
+    assert ref.rows_landed == ref.distinct_rows == rows and ref.provider_resent == 0
+    # the scenario reaches every kind of review decision
+    assert {"first", "retry", "escalation", "shadow"} <= set(ref.attempts_by_kind), ref
+    kills = [
+        # inside the infer stage, mid-tier
+        ("shard 2", 0.1, lambda s: s.startswith("infer")),
+        # the small tier's retries decided and being answered: inside the review stage
+        ("retry small", 0.0, lambda s: s.startswith("review")),
+        # the escalation to premium decided: premium's routed, escalated and shadow rows still to answer
+        ("escalated to premium", 0.0, lambda s: s.startswith("review")),
+    ]
+    for i, (milestone, delay, where) in enumerate(kills):
+        o = crash_and_resume(SAMPLE, tmp_path / f"k{i}", cat, server, milestone=milestone, delay_s=delay,
                              args=args)
+        assert o.killed and where(o.stage_at_kill), o
+        assert (o.rows_landed, o.distinct_rows) == (rows, rows) and o.runs_landed == 1, o
+        # the reference's cost, plus what the requests cut off by the kill cost (billed, then sent again)
+        assert abs(o.cost_usd - o.interrupted_cost_usd - ref.cost_usd) < 1e-9, o
+        assert (o.attempts_by_kind, o.decisions) == (ref.attempts_by_kind, ref.decisions), o  # same decisions
+        assert o.provider_resent <= 16  # at most the shard that was in flight
+        assert o.interrupted >= o.provider_resent, o  # every request the provider answered twice is billed
+        assert o.interrupted_cost_usd >= o.provider_resent_usd - 1e-12, o  # never under the provider's bill
+
+
+def test_requests_a_kill_cut_off_land_as_interrupted_attempts_and_their_cost_is_in_the_bill(tmp_path, scenario):
+    rows = pq.read_metadata(SAMPLE).num_rows
+    server, cat, args, ref = scenario
+    # killed once a shard has sent requests (its sent log has a line): at least one is cut off
+    o = crash_and_resume(SAMPLE, tmp_path / "k", cat, server, milestone="requests in flight", delay_s=0.1,
+                         args=args)
     assert o.killed and (o.rows_landed, o.distinct_rows, o.runs_landed) == (rows, rows, 1), o
     assert o.interrupted >= max(1, o.provider_resent) and o.interrupted_cost_usd > 0, o
     assert o.interrupted_cost_usd >= o.provider_resent_usd - 1e-12, o  # an upper bound on what the provider billed
