@@ -107,6 +107,12 @@ def acquire_engine(tier: Tier, data_dir: str = "data"):
     return _engine, started
 
 
+# How long a released EngineCore may take to exit after SIGTERM before vLLM kills it and its worker. vLLM's default
+# is 5 s, and on this CPU build the worker never exits by itself within it (every release was a 5 s wait and then a
+# kill): the engine is released between passes, with nothing in flight, so the wait buys nothing.
+_RELEASE_GRACE_S = 1.0
+
+
 def shutdown_engine(force: bool = False) -> None:
     """Release the process's engine; inside `engines_kept_warm()` a live engine is kept unless `force`."""
     global _engine, _engine_key
@@ -115,7 +121,7 @@ def shutdown_engine(force: bool = False) -> None:
         return
     if _engine is not None:
         try:
-            _engine.llm_engine.engine_core.shutdown()
+            _engine.llm_engine.engine_core.shutdown(timeout=_RELEASE_GRACE_S)
         except Exception:  # already down: nothing left to release
             log.debug("engine shutdown raised", exc_info=True)
     _engine, _engine_key = None, None

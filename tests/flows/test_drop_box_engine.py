@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.drop_box import process_drop_box
+from models.backends.vllm_offline import shutdown_engine
 from sluice.dropbox import open_drop_box
 
 pytestmark = pytest.mark.engine
@@ -26,6 +27,7 @@ EASY = ["What is the capital of France?", "Label this support ticket as billing,
 def test_two_datasets_in_one_pass_share_one_engine_start(tmp_path, openai_server, test_catalogue, tiny_model_dir,
                                                           write_parquet, monkeypatch):
     monkeypatch.setenv("SLUICE_TEST_PREMIUM_KEY", "sk-test-drop")
+    shutdown_engine(force=True)  # the pass starts cold: an engine another test left warm would be its start
     catalogue = test_catalogue(tiny_model_dir, openai_server.base_url)
     box = open_drop_box(tmp_path / "drop")
     src = tmp_path / "src"

@@ -15,7 +15,7 @@ class _FakeEngine:
         self.resources = self
         self.engine_dead = False
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float | None = None) -> None:
         self.shut = True
 
 
