@@ -35,7 +35,7 @@ demo: setup
 		--cascade-share 0.5 --cascade-min-confidence 1.0
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 # the import picture (docs/architecture.md) and pyflakes-level checks; CI runs both
 lint: setup
