@@ -156,15 +156,11 @@ def _exit_codes(llm, wait_s: float = 2.0) -> list[int | None]:
     """
     procs = _engine_processes(llm)
     deadline = time.monotonic() + wait_s
-    while True:
+    codes = [p.exitcode for p in procs]  # each read reaps the process if it is ours to reap
+    while None in codes and time.monotonic() < deadline:
+        time.sleep(0.05)
         codes = [p.exitcode for p in procs]
-        left = deadline - time.monotonic()
-        if all(c is not None for c in codes) or left <= 0:
-            return codes
-        for p, code in zip(procs, codes):
-            if code is None:
-                p.join(min(0.05, left))  # returns at once when the process is already gone
-        time.sleep(0.01)  # let the other reaper store the code
+    return codes
 
 
 # How often the watchdog wakes to see whether generate has ended; a death itself is seen at once (process sentinel).
